@@ -1,0 +1,1 @@
+"""The classifier service: deterministic task, language, complexity and token features."""

@@ -1,0 +1,1 @@
+"""Shared plumbing of every routemesh service: serving, tracing, settings, policy model."""

@@ -1,0 +1,117 @@
+"""Domain errors and their mapping to gRPC status codes with google.rpc details."""
+
+from __future__ import annotations
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+
+ERROR_DOMAIN = "routemesh.dev"
+
+
+class RoutemeshError(Exception):
+    """Base of errors a caller may see; `reason` is a stable UPPER_SNAKE identifier."""
+
+    code = grpc.StatusCode.INTERNAL
+    reason = "INTERNAL"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str | None = None,
+        metadata: dict[str, str] | None = None,
+        field_violations: list[tuple[str, str]] | None = None,
+    ):
+        super().__init__(message)
+        self.message = message
+        if reason:
+            self.reason = reason
+        self.metadata = dict(metadata or {})
+        self.field_violations = list(field_violations or [])
+
+    def to_status(self) -> status_pb2.Status:
+        """The google.rpc.Status carrying ErrorInfo (and BadRequest when fields are named)."""
+        details = []
+        info = error_details_pb2.ErrorInfo(reason=self.reason, domain=ERROR_DOMAIN, metadata=self.metadata)
+        packed = any_pb2.Any()
+        packed.Pack(info)
+        details.append(packed)
+        if self.field_violations:
+            bad = error_details_pb2.BadRequest(
+                field_violations=[
+                    error_details_pb2.BadRequest.FieldViolation(field=f, description=d)
+                    for f, d in self.field_violations
+                ]
+            )
+            packed = any_pb2.Any()
+            packed.Pack(bad)
+            details.append(packed)
+        return status_pb2.Status(code=self.code.value[0], message=self.message, details=details)
+
+
+class InvalidRequest(RoutemeshError):
+    """The request is malformed; field_violations say which fields."""
+
+    code = grpc.StatusCode.INVALID_ARGUMENT
+    reason = "INVALID_REQUEST"
+
+
+class NotFound(RoutemeshError):
+    """A named model or route does not exist."""
+
+    code = grpc.StatusCode.NOT_FOUND
+    reason = "NOT_FOUND"
+
+
+class NoEligibleModel(RoutemeshError):
+    """No candidate model can serve the request; metadata names why each was rejected."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+    reason = "NO_ELIGIBLE_MODEL"
+
+
+class UpstreamUnavailable(RoutemeshError):
+    """Every candidate failed before the first token."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+    reason = "ALL_CANDIDATES_FAILED"
+
+
+class NotReady(RoutemeshError):
+    """The service has no policy yet (control plane not reached since start)."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+    reason = "NO_POLICY"
+
+
+def status_code_of(status: status_pb2.Status) -> grpc.StatusCode:
+    """The grpc.StatusCode for a google.rpc code number."""
+    for code in grpc.StatusCode:
+        if code.value[0] == status.code:
+            return code
+    return grpc.StatusCode.UNKNOWN
+
+
+def error_info(details: list[any_pb2.Any]) -> error_details_pb2.ErrorInfo | None:
+    """The first ErrorInfo among status details, if any."""
+    for detail in details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            return info
+    return None
+
+
+__all__ = [
+    "ERROR_DOMAIN",
+    "InvalidRequest",
+    "NoEligibleModel",
+    "NotFound",
+    "NotReady",
+    "RoutemeshError",
+    "UpstreamUnavailable",
+    "code_pb2",
+    "error_info",
+    "status_code_of",
+]

@@ -1,0 +1,101 @@
+"""The shared serve() helper: health, reflection, interceptors and graceful shutdown for every service."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from routemesh.common.interceptors import ServerInterceptor
+
+log = logging.getLogger(__name__)
+
+# Keepalive lets clients notice a frozen peer within seconds; message limits allow long prompts.
+SERVER_OPTIONS: list[tuple[str, int]] = [
+    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+    ("grpc.max_send_message_length", 64 * 1024 * 1024),
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
+    ("grpc.http2.min_ping_interval_without_data_ms", 1_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.so_reuseport", 0),
+]
+
+
+@dataclass
+class Service:
+    """What serve() needs of a service: its name, how to add its servicers, and its gRPC service names."""
+
+    name: str
+    register: Callable[[grpc.aio.Server], None]
+    grpc_services: Sequence[str]
+    on_start: Callable[[], Awaitable[None]] | None = None
+    on_stop: Callable[[], Awaitable[None]] | None = None
+    ready: Callable[[], bool] = field(default=lambda: True)
+
+
+@dataclass
+class RunningServer:
+    """A started server with its bound port and health servicer."""
+
+    server: grpc.aio.Server
+    port: int
+    health: health.aio.HealthServicer
+
+
+async def create_server(service: Service, address: str) -> RunningServer:
+    """Build and start the server on `address` (port 0 picks a free one); call inside the running loop."""
+    server = grpc.aio.server(interceptors=[ServerInterceptor()], options=SERVER_OPTIONS)
+    service.register(server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    names = [*service.grpc_services, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name]
+    reflection.enable_server_reflection([*names, reflection.SERVICE_NAME], server)
+    port = server.add_insecure_port(address)
+    if port == 0:
+        raise SystemExit(f"{service.name}: cannot listen on {address}")
+    await server.start()
+    return RunningServer(server=server, port=port, health=health_servicer)
+
+
+async def _track_readiness(service: Service, running: RunningServer) -> None:
+    """Report SERVING only while the service is ready (for example, holds a policy)."""
+    serving = health_pb2.HealthCheckResponse.SERVING
+    not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
+    last = None
+    while True:
+        state = serving if service.ready() else not_serving
+        if state != last:
+            await running.health.set("", state)
+            for name in service.grpc_services:
+                await running.health.set(name, state)
+            last = state
+        await asyncio.sleep(0.2)
+
+
+async def serve(service: Service, address: str, *, grace_s: float = 30.0) -> None:
+    """Run `service` on `address` until SIGTERM or SIGINT, then drain in-flight RPCs for up to grace_s."""
+    if service.on_start:
+        await service.on_start()
+    running = await create_server(service, address)
+    log.info("%s listening on %s (port %d)", service.name, address, running.port)
+    print(f"routemesh {service.name} listening on {address.rsplit(':', 1)[0]}:{running.port}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    readiness = asyncio.create_task(_track_readiness(service, running))
+    await stop.wait()
+    log.info("%s draining (grace %.0fs)", service.name, grace_s)
+    readiness.cancel()
+    await running.health.enter_graceful_shutdown()
+    await running.server.stop(grace_s)
+    if service.on_stop:
+        await service.on_stop()
+    log.info("%s stopped", service.name)

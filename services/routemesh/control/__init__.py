@@ -1,0 +1,1 @@
+"""The control plane: validates, versions and pushes the routing policy."""

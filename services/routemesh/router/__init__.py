@@ -1,0 +1,1 @@
+"""The decision service (router): classifies, plans, executes and relays a chat."""

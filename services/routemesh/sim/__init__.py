@@ -1,0 +1,1 @@
+"""The simulated OpenAI-compatible provider used for demos and tests."""

@@ -1,0 +1,1 @@
+"""The telemetry service: live health, usage and prices of every model."""

@@ -1,0 +1,148 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Role(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ROLE_UNSPECIFIED: _ClassVar[Role]
+    ROLE_SYSTEM: _ClassVar[Role]
+    ROLE_USER: _ClassVar[Role]
+    ROLE_ASSISTANT: _ClassVar[Role]
+    ROLE_TOOL: _ClassVar[Role]
+
+class TaskType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    TASK_TYPE_UNSPECIFIED: _ClassVar[TaskType]
+    TASK_TYPE_CHAT: _ClassVar[TaskType]
+    TASK_TYPE_CODE: _ClassVar[TaskType]
+    TASK_TYPE_MATH: _ClassVar[TaskType]
+    TASK_TYPE_SUMMARIZATION: _ClassVar[TaskType]
+    TASK_TYPE_TRANSLATION: _ClassVar[TaskType]
+    TASK_TYPE_EXTRACTION: _ClassVar[TaskType]
+    TASK_TYPE_CREATIVE_WRITING: _ClassVar[TaskType]
+    TASK_TYPE_QUESTION_ANSWERING: _ClassVar[TaskType]
+
+class FinishStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    FINISH_STATUS_UNSPECIFIED: _ClassVar[FinishStatus]
+    FINISH_STATUS_COMPLETE: _ClassVar[FinishStatus]
+    FINISH_STATUS_LENGTH: _ClassVar[FinishStatus]
+    FINISH_STATUS_TRUNCATED_UPSTREAM: _ClassVar[FinishStatus]
+    FINISH_STATUS_FAILED: _ClassVar[FinishStatus]
+    FINISH_STATUS_CONTENT_FILTER: _ClassVar[FinishStatus]
+    FINISH_STATUS_CANCELLED: _ClassVar[FinishStatus]
+
+class AttemptOutcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ATTEMPT_OUTCOME_UNSPECIFIED: _ClassVar[AttemptOutcome]
+    ATTEMPT_OUTCOME_SUCCESS: _ClassVar[AttemptOutcome]
+    ATTEMPT_OUTCOME_RATE_LIMITED: _ClassVar[AttemptOutcome]
+    ATTEMPT_OUTCOME_UPSTREAM_ERROR: _ClassVar[AttemptOutcome]
+    ATTEMPT_OUTCOME_CONNECT_ERROR: _ClassVar[AttemptOutcome]
+    ATTEMPT_OUTCOME_TIMEOUT: _ClassVar[AttemptOutcome]
+    ATTEMPT_OUTCOME_TRUNCATED: _ClassVar[AttemptOutcome]
+    ATTEMPT_OUTCOME_CANCELLED: _ClassVar[AttemptOutcome]
+    ATTEMPT_OUTCOME_CONFIG_ERROR: _ClassVar[AttemptOutcome]
+ROLE_UNSPECIFIED: Role
+ROLE_SYSTEM: Role
+ROLE_USER: Role
+ROLE_ASSISTANT: Role
+ROLE_TOOL: Role
+TASK_TYPE_UNSPECIFIED: TaskType
+TASK_TYPE_CHAT: TaskType
+TASK_TYPE_CODE: TaskType
+TASK_TYPE_MATH: TaskType
+TASK_TYPE_SUMMARIZATION: TaskType
+TASK_TYPE_TRANSLATION: TaskType
+TASK_TYPE_EXTRACTION: TaskType
+TASK_TYPE_CREATIVE_WRITING: TaskType
+TASK_TYPE_QUESTION_ANSWERING: TaskType
+FINISH_STATUS_UNSPECIFIED: FinishStatus
+FINISH_STATUS_COMPLETE: FinishStatus
+FINISH_STATUS_LENGTH: FinishStatus
+FINISH_STATUS_TRUNCATED_UPSTREAM: FinishStatus
+FINISH_STATUS_FAILED: FinishStatus
+FINISH_STATUS_CONTENT_FILTER: FinishStatus
+FINISH_STATUS_CANCELLED: FinishStatus
+ATTEMPT_OUTCOME_UNSPECIFIED: AttemptOutcome
+ATTEMPT_OUTCOME_SUCCESS: AttemptOutcome
+ATTEMPT_OUTCOME_RATE_LIMITED: AttemptOutcome
+ATTEMPT_OUTCOME_UPSTREAM_ERROR: AttemptOutcome
+ATTEMPT_OUTCOME_CONNECT_ERROR: AttemptOutcome
+ATTEMPT_OUTCOME_TIMEOUT: AttemptOutcome
+ATTEMPT_OUTCOME_TRUNCATED: AttemptOutcome
+ATTEMPT_OUTCOME_CANCELLED: AttemptOutcome
+ATTEMPT_OUTCOME_CONFIG_ERROR: AttemptOutcome
+
+class Message(_message.Message):
+    __slots__ = ("role", "content", "name")
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    role: Role
+    content: str
+    name: str
+    def __init__(self, role: _Optional[_Union[Role, str]] = ..., content: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
+
+class Features(_message.Message):
+    __slots__ = ("input_tokens", "task_type", "task_confidence", "language", "complexity", "has_code", "signals", "source")
+    INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    TASK_TYPE_FIELD_NUMBER: _ClassVar[int]
+    TASK_CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    LANGUAGE_FIELD_NUMBER: _ClassVar[int]
+    COMPLEXITY_FIELD_NUMBER: _ClassVar[int]
+    HAS_CODE_FIELD_NUMBER: _ClassVar[int]
+    SIGNALS_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    input_tokens: int
+    task_type: TaskType
+    task_confidence: float
+    language: str
+    complexity: float
+    has_code: bool
+    signals: _containers.RepeatedScalarFieldContainer[str]
+    source: str
+    def __init__(self, input_tokens: _Optional[int] = ..., task_type: _Optional[_Union[TaskType, str]] = ..., task_confidence: _Optional[float] = ..., language: _Optional[str] = ..., complexity: _Optional[float] = ..., has_code: _Optional[bool] = ..., signals: _Optional[_Iterable[str]] = ..., source: _Optional[str] = ...) -> None: ...
+
+class Usage(_message.Message):
+    __slots__ = ("input_tokens", "output_tokens", "estimated")
+    INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATED_FIELD_NUMBER: _ClassVar[int]
+    input_tokens: int
+    output_tokens: int
+    estimated: bool
+    def __init__(self, input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., estimated: _Optional[bool] = ...) -> None: ...
+
+class Attempt(_message.Message):
+    __slots__ = ("model", "provider", "outcome", "http_status", "error", "ttft_ms", "duration_ms", "usage", "cost_usd")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    HTTP_STATUS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    TTFT_MS_FIELD_NUMBER: _ClassVar[int]
+    DURATION_MS_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
+    COST_USD_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    provider: str
+    outcome: AttemptOutcome
+    http_status: int
+    error: str
+    ttft_ms: float
+    duration_ms: float
+    usage: Usage
+    cost_usd: float
+    def __init__(self, model: _Optional[str] = ..., provider: _Optional[str] = ..., outcome: _Optional[_Union[AttemptOutcome, str]] = ..., http_status: _Optional[int] = ..., error: _Optional[str] = ..., ttft_ms: _Optional[float] = ..., duration_ms: _Optional[float] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., cost_usd: _Optional[float] = ...) -> None: ...
+
+class Delta(_message.Message):
+    __slots__ = ("text",)
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    text: str
+    def __init__(self, text: _Optional[str] = ...) -> None: ...

@@ -1,0 +1,60 @@
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Policy(_message.Message):
+    __slots__ = ("version", "digest", "policy_json", "source", "created_at_ms")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    POLICY_JSON_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    digest: str
+    policy_json: str
+    source: str
+    created_at_ms: int
+    def __init__(self, version: _Optional[int] = ..., digest: _Optional[str] = ..., policy_json: _Optional[str] = ..., source: _Optional[str] = ..., created_at_ms: _Optional[int] = ...) -> None: ...
+
+class GetPolicyRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GetPolicyResponse(_message.Message):
+    __slots__ = ("policy",)
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    policy: Policy
+    def __init__(self, policy: _Optional[_Union[Policy, _Mapping]] = ...) -> None: ...
+
+class WatchPolicyRequest(_message.Message):
+    __slots__ = ("known_version", "watcher")
+    KNOWN_VERSION_FIELD_NUMBER: _ClassVar[int]
+    WATCHER_FIELD_NUMBER: _ClassVar[int]
+    known_version: int
+    watcher: str
+    def __init__(self, known_version: _Optional[int] = ..., watcher: _Optional[str] = ...) -> None: ...
+
+class WatchPolicyResponse(_message.Message):
+    __slots__ = ("policy",)
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    policy: Policy
+    def __init__(self, policy: _Optional[_Union[Policy, _Mapping]] = ...) -> None: ...
+
+class ApplyPolicyRequest(_message.Message):
+    __slots__ = ("policy_yaml", "dry_run")
+    POLICY_YAML_FIELD_NUMBER: _ClassVar[int]
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    policy_yaml: str
+    dry_run: bool
+    def __init__(self, policy_yaml: _Optional[str] = ..., dry_run: _Optional[bool] = ...) -> None: ...
+
+class ApplyPolicyResponse(_message.Message):
+    __slots__ = ("policy", "changed")
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    CHANGED_FIELD_NUMBER: _ClassVar[int]
+    policy: Policy
+    changed: bool
+    def __init__(self, policy: _Optional[_Union[Policy, _Mapping]] = ..., changed: _Optional[bool] = ...) -> None: ...

@@ -1,0 +1,139 @@
+from routemesh.v1 import common_pb2 as _common_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class ChatRequest(_message.Message):
+    __slots__ = ("messages", "model", "max_tokens", "metadata", "temperature")
+    class MetadataEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
+    messages: _containers.RepeatedCompositeFieldContainer[_common_pb2.Message]
+    model: str
+    max_tokens: int
+    metadata: _containers.ScalarMap[str, str]
+    temperature: float
+    def __init__(self, messages: _Optional[_Iterable[_Union[_common_pb2.Message, _Mapping]]] = ..., model: _Optional[str] = ..., max_tokens: _Optional[int] = ..., metadata: _Optional[_Mapping[str, str]] = ..., temperature: _Optional[float] = ...) -> None: ...
+
+class ChatResponse(_message.Message):
+    __slots__ = ("decision", "delta", "final")
+    DECISION_FIELD_NUMBER: _ClassVar[int]
+    DELTA_FIELD_NUMBER: _ClassVar[int]
+    FINAL_FIELD_NUMBER: _ClassVar[int]
+    decision: Decision
+    delta: _common_pb2.Delta
+    final: Final
+    def __init__(self, decision: _Optional[_Union[Decision, _Mapping]] = ..., delta: _Optional[_Union[_common_pb2.Delta, _Mapping]] = ..., final: _Optional[_Union[Final, _Mapping]] = ...) -> None: ...
+
+class Decision(_message.Message):
+    __slots__ = ("decision_id", "model", "provider", "strategy", "reason", "route", "fallbacks", "features", "policy_version", "trace_id")
+    DECISION_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    STRATEGY_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    ROUTE_FIELD_NUMBER: _ClassVar[int]
+    FALLBACKS_FIELD_NUMBER: _ClassVar[int]
+    FEATURES_FIELD_NUMBER: _ClassVar[int]
+    POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
+    TRACE_ID_FIELD_NUMBER: _ClassVar[int]
+    decision_id: str
+    model: str
+    provider: str
+    strategy: str
+    reason: str
+    route: str
+    fallbacks: _containers.RepeatedScalarFieldContainer[str]
+    features: _common_pb2.Features
+    policy_version: int
+    trace_id: str
+    def __init__(self, decision_id: _Optional[str] = ..., model: _Optional[str] = ..., provider: _Optional[str] = ..., strategy: _Optional[str] = ..., reason: _Optional[str] = ..., route: _Optional[str] = ..., fallbacks: _Optional[_Iterable[str]] = ..., features: _Optional[_Union[_common_pb2.Features, _Mapping]] = ..., policy_version: _Optional[int] = ..., trace_id: _Optional[str] = ...) -> None: ...
+
+class Final(_message.Message):
+    __slots__ = ("status", "usage", "cost_usd", "model", "provider", "attempts", "decision_id", "trace_id", "error")
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
+    COST_USD_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    DECISION_ID_FIELD_NUMBER: _ClassVar[int]
+    TRACE_ID_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    status: _common_pb2.FinishStatus
+    usage: _common_pb2.Usage
+    cost_usd: float
+    model: str
+    provider: str
+    attempts: _containers.RepeatedCompositeFieldContainer[_common_pb2.Attempt]
+    decision_id: str
+    trace_id: str
+    error: str
+    def __init__(self, status: _Optional[_Union[_common_pb2.FinishStatus, str]] = ..., usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ..., cost_usd: _Optional[float] = ..., model: _Optional[str] = ..., provider: _Optional[str] = ..., attempts: _Optional[_Iterable[_Union[_common_pb2.Attempt, _Mapping]]] = ..., decision_id: _Optional[str] = ..., trace_id: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
+
+class ExplainRequest(_message.Message):
+    __slots__ = ("messages", "model", "max_tokens", "metadata")
+    class MetadataEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    messages: _containers.RepeatedCompositeFieldContainer[_common_pb2.Message]
+    model: str
+    max_tokens: int
+    metadata: _containers.ScalarMap[str, str]
+    def __init__(self, messages: _Optional[_Iterable[_Union[_common_pb2.Message, _Mapping]]] = ..., model: _Optional[str] = ..., max_tokens: _Optional[int] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class ExplainResponse(_message.Message):
+    __slots__ = ("decision", "candidates")
+    DECISION_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    decision: Decision
+    candidates: _containers.RepeatedCompositeFieldContainer[Candidate]
+    def __init__(self, decision: _Optional[_Union[Decision, _Mapping]] = ..., candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ...) -> None: ...
+
+class Candidate(_message.Message):
+    __slots__ = ("model", "provider", "eligible", "rank", "rejection_reason", "score", "estimated_cost_usd", "factors")
+    class FactorsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    ELIGIBLE_FIELD_NUMBER: _ClassVar[int]
+    RANK_FIELD_NUMBER: _ClassVar[int]
+    REJECTION_REASON_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATED_COST_USD_FIELD_NUMBER: _ClassVar[int]
+    FACTORS_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    provider: str
+    eligible: bool
+    rank: int
+    rejection_reason: str
+    score: float
+    estimated_cost_usd: float
+    factors: _containers.ScalarMap[str, float]
+    def __init__(self, model: _Optional[str] = ..., provider: _Optional[str] = ..., eligible: _Optional[bool] = ..., rank: _Optional[int] = ..., rejection_reason: _Optional[str] = ..., score: _Optional[float] = ..., estimated_cost_usd: _Optional[float] = ..., factors: _Optional[_Mapping[str, float]] = ...) -> None: ...
