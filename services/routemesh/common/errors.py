@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import grpc
 from google.protobuf import any_pb2
-from google.rpc import code_pb2, error_details_pb2, status_pb2
+from google.rpc import error_details_pb2, status_pb2
 
 ERROR_DOMAIN = "routemesh.dev"
 
@@ -85,6 +85,20 @@ class NotReady(RoutemeshError):
     reason = "NO_POLICY"
 
 
+class RelayedError(RoutemeshError):
+    """A downstream service's rich status, passed on to our caller unchanged."""
+
+    def __init__(self, status: status_pb2.Status):
+        super().__init__(status.message)
+        self.status = status
+        self.code = status_code_of(status)
+        info = error_info(list(status.details))
+        self.reason = info.reason if info else "UPSTREAM"
+
+    def to_status(self) -> status_pb2.Status:
+        return self.status
+
+
 def status_code_of(status: status_pb2.Status) -> grpc.StatusCode:
     """The grpc.StatusCode for a google.rpc code number."""
     for code in grpc.StatusCode:
@@ -111,7 +125,7 @@ __all__ = [
     "NotReady",
     "RoutemeshError",
     "UpstreamUnavailable",
-    "code_pb2",
+    "RelayedError",
     "error_info",
     "status_code_of",
 ]

@@ -153,10 +153,13 @@ class Policy(_Strict):
 
     @model_validator(mode="after")
     def _references(self) -> Policy:
+        # One problem per line as "field.path: message"; _violations splits them back into (field, message).
         problems: list[str] = []
-        for name in [*self.providers, *self.models, *self.routes]:
-            if not re.match(_NAME, name):
-                problems.append(f"name {name!r} must match {_NAME}")
+        sections = {"providers": self.providers, "models": self.models, "routes": self.routes}
+        for section, names in sections.items():
+            for name in names:
+                if not re.match(_NAME, name):
+                    problems.append(f"{section}: name {name!r} must match {_NAME}")
         for name, model in self.models.items():
             if model.provider not in self.providers:
                 problems.append(
@@ -174,7 +177,7 @@ class Policy(_Strict):
         if self.defaults.route not in self.routes:
             problems.append(f"defaults.route: unknown route {self.defaults.route!r}; defined: {sorted(self.routes)}")
         if problems:
-            raise ValueError("; ".join(problems))
+            raise ValueError("\n".join(problems))
         return self
 
 
@@ -206,8 +209,10 @@ def _violations(err: ValidationError) -> list[tuple[str, str]]:
     for item in err.errors():
         loc = ".".join(str(p) for p in item["loc"])
         msg = item["msg"].removeprefix("Value error, ")
-        if not loc and "; " in msg:
-            out.extend(("", part) for part in msg.split("; "))
+        if not loc:
+            for part in msg.split("\n"):
+                field, sep, text = part.partition(": ")
+                out.append((field, text) if sep and " " not in field else ("", part))
         else:
             out.append((loc, msg))
     return out
@@ -223,15 +228,24 @@ def parse_policy(text: str, environ: dict[str, str] | None = None) -> Policy:
         raise PolicyError([("", f"not valid YAML: {where}{getattr(exc, 'problem', exc)}")]) from None
     if not isinstance(raw, dict):
         raise PolicyError([("", "the policy must be a mapping with providers, models and routes")])
+    env_problems: list[tuple[str, str]] = []
     providers = raw.get("providers")
     if isinstance(providers, dict):
-        for prov in providers.values():
+        for name, prov in providers.items():
             if isinstance(prov, dict) and isinstance(prov.get("base_url"), str):
-                prov["base_url"] = expand_env(prov["base_url"], environ)
+                try:
+                    prov["base_url"] = expand_env(prov["base_url"], environ)
+                except PolicyError as exc:
+                    env_problems.extend((f"providers.{name}.base_url", m) for _, m in exc.violations)
     try:
-        return Policy.model_validate(raw)
+        policy = Policy.model_validate(raw)
     except ValidationError as exc:
-        raise PolicyError(_violations(exc)) from None
+        # An unexpanded ${VAR} also fails the URL check; report the missing variable once, not twice.
+        env_fields = {f for f, _ in env_problems}
+        raise PolicyError(env_problems + [v for v in _violations(exc) if v[0] not in env_fields]) from None
+    if env_problems:
+        raise PolicyError(env_problems)
+    return policy
 
 
 def policy_from_json(text: str) -> Policy:

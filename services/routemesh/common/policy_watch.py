@@ -31,7 +31,7 @@ class PolicyHolder:
 
     def apply(self, message: control_pb2.Policy) -> bool:
         """Validate and swap in a pushed policy; keep the last good one when it does not validate."""
-        if self.current and message.version == self.current.version and message.digest == self.current.digest:
+        if self.current and (message.version, message.digest) == (self.current.version, self.current.digest):
             return False
         try:
             policy = policy_from_json(message.policy_json)
@@ -84,10 +84,12 @@ class PolicyWatcher:
         stub = control_pb2_grpc.ControlPlaneServiceStub(channel)
         try:
             while True:
-                known = self.holder.current.version if self.holder.current else 0
+                held = self.holder.current
+                known = held.version if held else 0
                 try:
                     call = stub.WatchPolicy(
-                        control_pb2.WatchPolicyRequest(known_version=known, watcher=self.name),
+                        control_pb2.WatchPolicyRequest(known_version=known, known_digest=held.digest if held else "",
+                                                       watcher=self.name),
                         wait_for_ready=True,
                     )
                     async for response in call:

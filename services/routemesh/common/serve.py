@@ -37,6 +37,8 @@ class Service:
     grpc_services: Sequence[str]
     on_start: Callable[[], Awaitable[None]] | None = None
     on_stop: Callable[[], Awaitable[None]] | None = None
+    # Called when draining starts, before the grace period: ends streams that never finish by themselves.
+    on_drain: Callable[[], None] | None = None
     ready: Callable[[], bool] = field(default=lambda: True)
 
 
@@ -95,6 +97,8 @@ async def serve(service: Service, address: str, *, grace_s: float = 30.0) -> Non
     log.info("%s draining (grace %.0fs)", service.name, grace_s)
     readiness.cancel()
     await running.health.enter_graceful_shutdown()
+    if service.on_drain:
+        service.on_drain()
     await running.server.stop(grace_s)
     if service.on_stop:
         await service.on_stop()

@@ -30,12 +30,14 @@ class GetPolicyResponse(_message.Message):
     def __init__(self, policy: _Optional[_Union[Policy, _Mapping]] = ...) -> None: ...
 
 class WatchPolicyRequest(_message.Message):
-    __slots__ = ("known_version", "watcher")
+    __slots__ = ("known_version", "watcher", "known_digest")
     KNOWN_VERSION_FIELD_NUMBER: _ClassVar[int]
     WATCHER_FIELD_NUMBER: _ClassVar[int]
+    KNOWN_DIGEST_FIELD_NUMBER: _ClassVar[int]
     known_version: int
     watcher: str
-    def __init__(self, known_version: _Optional[int] = ..., watcher: _Optional[str] = ...) -> None: ...
+    known_digest: str
+    def __init__(self, known_version: _Optional[int] = ..., watcher: _Optional[str] = ..., known_digest: _Optional[str] = ...) -> None: ...
 
 class WatchPolicyResponse(_message.Message):
     __slots__ = ("policy",)

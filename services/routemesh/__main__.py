@@ -1,0 +1,7 @@
+"""python -m routemesh."""
+
+import sys
+
+from routemesh.cli import main
+
+sys.exit(main())

@@ -1,0 +1,282 @@
+"""The `routemesh` command: up, serve, sim, chat, explain, demo, policy."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+SERVICES = ("router", "classifier", "executor", "telemetry", "control")
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(name, default)
+
+
+def _add_serve(sub: argparse._SubParsersAction) -> None:
+    serve = sub.add_parser("serve", help="run one service (what a container runs)")
+    services = serve.add_subparsers(dest="service", required=True, metavar="SERVICE")
+    from routemesh.mesh import PORT_OFFSETS, DEFAULT_PORT_BASE
+
+    for name in SERVICES:
+        module = importlib.import_module(f"routemesh.{name}.main")
+        p = services.add_parser(name, help=f"the {name} service")
+        default_listen = f"127.0.0.1:{DEFAULT_PORT_BASE + PORT_OFFSETS[name]}"
+        p.add_argument("--listen", default=_env(f"ROUTEMESH_{name.upper()}_LISTEN", default_listen),
+                       help=f"address to listen on (env ROUTEMESH_{name.upper()}_LISTEN, default {default_listen})")
+        if name != "control":
+            p.add_argument("--control", default=_env("ROUTEMESH_CONTROL_ADDR", "127.0.0.1:50055"),
+                           help="control-plane address (env ROUTEMESH_CONTROL_ADDR)")
+        p.add_argument("--grace-s", type=float, default=float(_env("ROUTEMESH_GRACE_S", "30")),
+                       help="seconds in-flight streams get to finish on SIGTERM")
+        module.add_arguments(p)
+
+
+def _client_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("prompt", help="the user message")
+    p.add_argument("--router", default=_env("ROUTEMESH_ROUTER_ADDR", "127.0.0.1:50051"),
+                   help="router address (env ROUTEMESH_ROUTER_ADDR)")
+    p.add_argument("--model", default="auto", help="'auto', a route name, or a model name to pin")
+    p.add_argument("--max-tokens", type=int, default=0, help="0 = the policy default")
+    p.add_argument("--system", help="a system message")
+    p.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE", help="request metadata")
+    p.add_argument("--timeout", type=float, default=120.0)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="routemesh", description="Smart LLM routing as a gRPC mesh.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    up = sub.add_parser("up", help="run the whole mesh on this machine until Ctrl-C")
+    up.add_argument("--port-base", type=int, default=int(_env("ROUTEMESH_PORT_BASE", "50050")),
+                    help="router on BASE+1, classifier +2, telemetry +3, executor +4, control +5, sim +6")
+    up.add_argument("--host", default="127.0.0.1")
+    up.add_argument("--policy", default=_env("ROUTEMESH_POLICY", ""), help="policy YAML (default: built-in)")
+    up.add_argument("--redis-url", default=_env("ROUTEMESH_REDIS_URL", ""),
+                    help="share telemetry through Redis (default: in-process store)")
+    up.add_argument("--sim-time-scale", type=float, default=1.0, help="scale simulated latencies (0 = none)")
+    up.add_argument("--log-dir", help="write each service's log to DIR/SERVICE.log instead of the terminal")
+
+    _add_serve(sub)
+
+    sim = sub.add_parser("sim", help="run the simulated OpenAI-compatible provider")
+    importlib.import_module("routemesh.sim.main").add_arguments(sim)
+
+    chat = sub.add_parser("chat", help="stream an answer and print the decision and final status")
+    _client_args(chat)
+    explain = sub.add_parser("explain", help="print the ranked candidates for a prompt, and why")
+    _client_args(explain)
+
+    demo = sub.add_parser("demo", help="start a private mesh, send a mixed workload, report, stop")
+    demo.add_argument("--requests", type=int, default=24)
+    demo.add_argument("--concurrency", type=int, default=4)
+    demo.add_argument("--sim-time-scale", type=float, default=0.5)
+
+    health = sub.add_parser("health", help="exit 0 if the gRPC service at ADDRESS reports SERVING")
+    health.add_argument("address")
+    health.add_argument("--timeout", type=float, default=2.0)
+
+    policy = sub.add_parser("policy", help="validate or apply a policy file")
+    psub = policy.add_subparsers(dest="policy_command", required=True)
+    validate = psub.add_parser("validate", help="check a policy file and print what is wrong")
+    validate.add_argument("file")
+    apply = psub.add_parser("apply", help="send a policy file to the control plane")
+    apply.add_argument("file")
+    apply.add_argument("--control", default=_env("ROUTEMESH_CONTROL_ADDR", "127.0.0.1:50055"))
+    apply.add_argument("--dry-run", action="store_true")
+    return parser
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from routemesh.common.logs import setup_logging
+    from routemesh.common.serve import serve
+    from routemesh.common.tracing import init_tracing, shutdown_tracing
+
+    setup_logging(args.service)
+    init_tracing(f"routemesh-{args.service}")
+    module = importlib.import_module(f"routemesh.{args.service}.main")
+
+    async def run() -> None:
+        service = await module.build(args)
+        await serve(service, args.listen, grace_s=args.grace_s)
+
+    try:
+        asyncio.run(run())
+    except SystemExit as exc:
+        print(f"routemesh {args.service}: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        shutdown_tracing()
+    return 0
+
+
+def _sim(args: argparse.Namespace) -> int:
+    from routemesh.common.logs import setup_logging
+
+    setup_logging("sim")
+    asyncio.run(importlib.import_module("routemesh.sim.main").run(args))
+    return 0
+
+
+def _up(args: argparse.Namespace) -> int:
+    from routemesh.mesh import Mesh, MeshError, MeshLayout
+
+    layout = MeshLayout.from_base(args.port_base, args.host)
+    mesh = Mesh(layout, policy=args.policy or None, redis_url=args.redis_url or None,
+                sim_time_scale=args.sim_time_scale, log_dir=Path(args.log_dir) if args.log_dir else None)
+    stop = {"now": False}
+
+    def request_stop(signum: int, _frame: object) -> None:
+        stop["now"] = True
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    try:
+        mesh.start(progress=lambda s: print(f"  {s:<11} healthy at {layout.address(s)}", flush=True))
+    except MeshError as exc:
+        print(f"routemesh up: {exc}", file=sys.stderr)
+        return 1
+    print(f"routemesh is up: router at {layout.address('router')} "
+          f"(telemetry: {'redis ' + args.redis_url if args.redis_url else 'in-process store'}); Ctrl-C stops it",
+          flush=True)
+    code = 0
+    while not stop["now"]:
+        dead = mesh.dead()
+        if dead:
+            print(f"routemesh up: {', '.join(dead)} exited; stopping the mesh", file=sys.stderr)
+            code = 1
+            break
+        time.sleep(0.2)
+    print("stopping...", flush=True)
+    mesh.stop()
+    print("stopped", flush=True)
+    return code
+
+
+def _meta(pairs: list[str]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--meta takes KEY=VALUE, got {pair!r}")
+        out[key] = value
+    return out
+
+
+def _client_call(args: argparse.Namespace) -> int:
+    from routemesh.client import RouterClient, RoutemeshError
+    from routemesh.clitext import print_decision, print_explain, print_final
+
+    options = dict(model=args.model, max_tokens=args.max_tokens, metadata=_meta(args.meta), system=args.system,
+                   timeout=args.timeout)
+    with RouterClient(args.router) as client:
+        try:
+            if args.command == "explain":
+                print_explain(client.explain(args.prompt, **options))
+                return 0
+            for event in client.chat(args.prompt, **options):
+                kind = event.WhichOneof("event")
+                if kind == "decision":
+                    print_decision(event.decision)
+                elif kind == "delta":
+                    sys.stdout.write(event.delta.text)
+                    sys.stdout.flush()
+                elif kind == "final":
+                    print()
+                    print_final(event.final)
+        except RoutemeshError as exc:
+            print(f"\nerror: {exc.code.name}: {exc.message}", file=sys.stderr)
+            for field, what in exc.field_violations:
+                print(f"  {field}: {what}", file=sys.stderr)
+            if exc.code.name == "UNAVAILABLE" and not exc.reason:
+                print(f"  is the mesh running? start it with: routemesh up (router at {args.router})",
+                      file=sys.stderr)
+            return 1
+    return 0
+
+
+def _policy(args: argparse.Namespace) -> int:
+    from routemesh.common.policy import PolicyError, canonical_json, digest, parse_policy
+
+    try:
+        text = Path(args.file).read_text()
+    except OSError as exc:
+        print(f"routemesh policy: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
+        return 2
+    if args.policy_command == "validate":
+        try:
+            policy = parse_policy(text)
+        except PolicyError as exc:
+            print(f"{args.file}: invalid policy ({len(exc.violations)} problem(s)):", file=sys.stderr)
+            for field, what in exc.violations:
+                print(f"  {field or '(document)'}: {what}", file=sys.stderr)
+            return 1
+        print(f"{args.file}: valid: {len(policy.providers)} provider(s), {len(policy.models)} model(s), "
+              f"{len(policy.routes)} route(s); digest {digest(canonical_json(policy))[:12]}")
+        return 0
+    import grpc
+
+    from routemesh.client import RoutemeshError
+    from routemesh.v1 import control_pb2, control_pb2_grpc
+
+    with grpc.insecure_channel(args.control) as channel:
+        try:
+            reply = control_pb2_grpc.ControlPlaneServiceStub(channel).ApplyPolicy(
+                control_pb2.ApplyPolicyRequest(policy_yaml=text, dry_run=args.dry_run), timeout=10)
+        except grpc.RpcError as exc:
+            err = RoutemeshError.from_rpc_error(exc)
+            print(f"routemesh policy apply: {err.code.name}: {err.message}", file=sys.stderr)
+            for field, what in err.field_violations:
+                print(f"  {field or '(document)'}: {what}", file=sys.stderr)
+            return 1
+    verb = "would apply" if args.dry_run else ("applied" if reply.changed else "unchanged")
+    print(f"{verb}: policy version {reply.policy.version} ({reply.policy.digest[:12]})")
+    return 0
+
+
+def _health(args: argparse.Namespace) -> int:
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with grpc.insecure_channel(args.address) as channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=args.timeout)
+        except grpc.RpcError as exc:
+            print(f"{args.address}: {exc.code().name}", file=sys.stderr)
+            return 1
+    name = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+    print(f"{args.address}: {name}")
+    return 0 if reply.status == health_pb2.HealthCheckResponse.SERVING else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "serve":
+            return _serve(args)
+        if args.command == "sim":
+            return _sim(args)
+        if args.command == "up":
+            return _up(args)
+        if args.command in ("chat", "explain"):
+            return _client_call(args)
+        if args.command == "demo":
+            from routemesh.demo import run_demo
+
+            return run_demo(args)
+        if args.command == "policy":
+            return _policy(args)
+        if args.command == "health":
+            return _health(args)
+    except KeyboardInterrupt:
+        return 130
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

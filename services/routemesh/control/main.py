@@ -1,0 +1,80 @@
+"""`routemesh serve control`: arguments and the Service wiring of the control plane."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+import grpc
+
+from routemesh.common.serve import Service
+from routemesh.control.file_source import PolicyFileSource
+from routemesh.control.registry import PolicyRegistry
+from routemesh.control.servicer import ControlPlaneServicer
+from routemesh.v1 import control_pb2_grpc
+
+SERVICE_NAME = "control"
+GRPC_SERVICE = "routemesh.v1.ControlPlaneService"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The control plane's command-line options."""
+    parser.add_argument(
+        "--policy",
+        default=os.environ.get("ROUTEMESH_POLICY", ""),
+        metavar="PATH",
+        help="policy YAML file, reloaded when it changes "
+        "(default: $ROUTEMESH_POLICY; empty means the built-in policy)",
+    )
+    parser.add_argument(
+        "--poll-interval-s",
+        type=_positive_seconds,
+        default=1.0,
+        help="how often to check the policy file for changes, in seconds (default: 1.0)",
+    )
+
+
+def _positive_seconds(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text!r}")
+    return value
+
+
+def control_service(
+    registry: PolicyRegistry, file_source: PolicyFileSource | None = None
+) -> tuple[Service, ControlPlaneServicer]:
+    """The control plane Service over `registry`; with `file_source`, polling runs between start and stop."""
+    servicer = ControlPlaneServicer(registry)
+
+    def register(server: grpc.aio.Server) -> None:
+        control_pb2_grpc.add_ControlPlaneServiceServicer_to_server(servicer, server)
+
+    async def on_start() -> None:
+        if file_source is not None:
+            await file_source.start()
+
+    async def on_stop() -> None:
+        servicer.stop()
+        if file_source is not None:
+            await file_source.stop()
+
+    service = Service(
+        name=SERVICE_NAME,
+        register=register,
+        grpc_services=[GRPC_SERVICE],
+        on_start=on_start,
+        on_stop=on_stop,
+        on_drain=servicer.stop,
+        ready=lambda: registry.current is not None,
+    )
+    return service, servicer
+
+
+async def build(args: argparse.Namespace) -> Service:
+    """The control plane from parsed arguments; an unusable policy ends start-up with every violation."""
+    registry = PolicyRegistry()
+    file_source = PolicyFileSource(args.policy or None, registry, interval_s=args.poll_interval_s)
+    file_source.load_initial()
+    service, _ = control_service(registry, file_source)
+    return service

@@ -1,0 +1,103 @@
+"""The versioned policy store: validates documents, numbers real changes and wakes watchers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass
+
+from routemesh.common.policy import Policy, canonical_json, digest, parse_policy
+
+log = logging.getLogger(__name__)
+
+DEFAULT_HISTORY_SIZE = 20
+
+
+@dataclass(frozen=True)
+class PolicyVersionRecord:
+    """One policy version as the control plane serves it (version 0 means "not applied": a dry run)."""
+
+    version: int
+    digest: str
+    policy_json: str
+    source: str
+    created_at_ms: int
+    policy: Policy
+
+
+class PolicyRegistry:
+    """Holds the policy in force and the last `history_size` versions; versions only grow."""
+
+    def __init__(self, history_size: int = DEFAULT_HISTORY_SIZE):
+        if history_size < 1:
+            raise ValueError("history_size must be at least 1")
+        self._history: deque[PolicyVersionRecord] = deque(maxlen=history_size)
+        # Replaced on every change so each waiter wakes once per version (set() then a fresh Event).
+        self._changed = asyncio.Event()
+
+    @property
+    def current(self) -> PolicyVersionRecord | None:
+        """The policy in force, or None before the first load."""
+        return self._history[-1] if self._history else None
+
+    def history(self) -> list[PolicyVersionRecord]:
+        """The retained versions, oldest first."""
+        return list(self._history)
+
+    def dry_run(self, text: str, source: str = "") -> tuple[PolicyVersionRecord, bool]:
+        """Validate `text` without applying it: (record with version 0, whether it differs from current)."""
+        record = self._record(text, source, version=0)
+        current = self.current
+        return record, current is None or current.digest != record.digest
+
+    def load(self, text: str, source: str) -> tuple[PolicyVersionRecord, bool]:
+        """Validate and apply `text`; a new version only when the canonical content differs from current.
+
+        Raises PolicyError (with every violation) and leaves the policy in force untouched when invalid.
+        """
+        candidate, changed = self.dry_run(text, source)
+        current = self.current
+        if not changed and current is not None:
+            log.info("policy from %s equals version %d; nothing to apply", source, current.version)
+            return current, False
+        version = current.version + 1 if current else 1
+        record = PolicyVersionRecord(
+            version=version,
+            digest=candidate.digest,
+            policy_json=candidate.policy_json,
+            source=source,
+            created_at_ms=candidate.created_at_ms,
+            policy=candidate.policy,
+        )
+        self._history.append(record)
+        log.info("policy version %d in force from %s (%s)", version, source, record.digest[:12])
+        self._changed.set()
+        self._changed = asyncio.Event()
+        return record, True
+
+    async def wait_for_version_after(self, version: int) -> PolicyVersionRecord:
+        """The first retained version newer than `version`, waiting for one if there is none yet.
+
+        Versions are handed out in order so a watcher sees each one; a watcher that fell further
+        behind than the history reaches resumes at the oldest retained version.
+        """
+        while True:
+            for record in self._history:
+                if record.version > version:
+                    return record
+            await self._changed.wait()
+
+    @staticmethod
+    def _record(text: str, source: str, version: int) -> PolicyVersionRecord:
+        policy = parse_policy(text)
+        policy_json = canonical_json(policy)
+        return PolicyVersionRecord(
+            version=version,
+            digest=digest(policy_json),
+            policy_json=policy_json,
+            source=source,
+            created_at_ms=int(time.time() * 1000),
+            policy=policy,
+        )

@@ -1,0 +1,153 @@
+"""`routemesh demo`: a private mesh on free ports, a mixed workload, a report of what went where and why."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from routemesh.client import AsyncRouterClient, ChatResult, RoutemeshError
+from routemesh.common.policy import load_default_policy_text, parse_policy
+from routemesh.mesh import Mesh, MeshError, MeshLayout
+from routemesh.v1 import common_pb2
+
+_LOREM = (
+    "The quarterly report covers revenue, churn and hiring across the three regions. Revenue grew in "
+    "the north while churn rose in the south after the price change. Hiring slowed everywhere. "
+)
+
+# (kind, prompt, options): a small, realistic mix.
+WORKLOAD: list[tuple[str, str, dict]] = [
+    ("faq", "What are your opening hours on Sunday?", {}),
+    ("faq", "How do I reset my password?", {}),
+    ("faq", "Hi! Can you tell me a fun fact about octopuses?", {}),
+    ("code", "Write a Python function that parses an ISO 8601 date and returns a datetime. "
+             "```python\ndef parse(s):\n    ...\n```", {}),
+    ("code", "Fix this bug: `for i in range(len(xs)): xs.remove(xs[i])` raises IndexError.", {}),
+    ("math", "Solve for x: 3x^2 - 12x + 9 = 0, and show each step.", {}),
+    ("summary", "Summarize the key points of this report:\n" + _LOREM * 12, {}),
+    ("translation", "Translate into French: 'The meeting moved to Thursday at 10am.'", {}),
+    ("long-doc", "Summarize this document in five bullet points:\n" + _LOREM * 420, {"max_tokens": 256}),
+    ("premium", "Draft a short reply to a customer asking about a refund.", {"metadata": {"tier": "premium"}}),
+    ("pinned", "Say hello in three languages.", {"model": "fast-cheap"}),
+    ("failover", "What is the capital of Australia?", {"model": "cheap"}),
+]
+
+
+@dataclass
+class Outcome:
+    kind: str
+    result: ChatResult | None
+    seconds: float
+    ttft: float
+    error: str = ""
+
+
+async def _one(client: AsyncRouterClient, kind: str, prompt: str, options: dict) -> Outcome:
+    start = time.perf_counter()
+    ttft = 0.0
+    try:
+        collector_text: list[str] = []
+        decision = final = None
+        async for event in client.chat(prompt, **options):
+            which = event.WhichOneof("event")
+            if which == "decision":
+                decision = event.decision
+            elif which == "delta":
+                if not ttft:
+                    ttft = time.perf_counter() - start
+                collector_text.append(event.delta.text)
+            else:
+                final = event.final
+        result = ChatResult(decision, "".join(collector_text), final)  # type: ignore[arg-type]
+        return Outcome(kind, result, time.perf_counter() - start, ttft)
+    except RoutemeshError as exc:
+        return Outcome(kind, None, time.perf_counter() - start, ttft, f"{exc.code.name}: {exc.message[:80]}")
+
+
+async def _workload(address: str, requests: int, concurrency: int) -> list[Outcome]:
+    gate = asyncio.Semaphore(concurrency)
+    done = 0
+
+    async with AsyncRouterClient(address) as client:
+        async def run(i: int) -> Outcome:
+            nonlocal done
+            kind, prompt, options = WORKLOAD[i % len(WORKLOAD)]
+            async with gate:
+                outcome = await _one(client, kind, prompt, options)
+            done += 1
+            sys.stderr.write(f"\r  sent {done}/{requests} requests")
+            sys.stderr.flush()
+            return outcome
+
+        results = await asyncio.gather(*(run(i) for i in range(requests)))
+    sys.stderr.write("\n")
+    return list(results)
+
+
+def _pct(values: list[float], q: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def report(outcomes: list[Outcome], out=sys.stdout) -> None:
+    """Print per-request decisions, the decision mix, latency and cost against an all-strong baseline."""
+    policy = parse_policy(load_default_policy_text())
+    strongest = max(policy.models, key=lambda m: policy.models[m].quality)
+    print(f"\n{'kind':<12} {'model':<13} {'status':<18} {'ttft':>7} {'total':>7} {'cost $':>10}  why", file=out)
+    for o in outcomes:
+        if o.result is None:
+            print(f"{o.kind:<12} {'-':<13} {'ERROR':<18} {'':>7} {o.seconds * 1000:>6.0f}ms {'':>10}  {o.error}",
+                  file=out)
+            continue
+        d, f = o.result.decision, o.result.final
+        status = common_pb2.FinishStatus.Name(f.status).removeprefix("FINISH_STATUS_")
+        attempts = f" ({len(f.attempts)} attempts)" if len(f.attempts) > 1 else ""
+        print(f"{o.kind:<12} {f.model or d.model:<13} {status + attempts:<18} {o.ttft * 1000:>5.0f}ms "
+              f"{o.seconds * 1000:>5.0f}ms {f.cost_usd:>10.6f}  {d.reason[:90]}", file=out)
+    ok = [o for o in outcomes if o.result is not None]
+    mix = Counter(o.result.final.model for o in ok if o.result.final.model)
+    total_cost = sum(o.result.final.cost_usd for o in ok)
+    strong = policy.models[strongest]
+    baseline = sum(strong.estimated_cost(o.result.final.usage.input_tokens, o.result.final.usage.output_tokens)
+                   for o in ok)
+    durations = [o.seconds * 1000 for o in ok]
+    ttfts = [o.ttft * 1000 for o in ok if o.ttft]
+    print("\ndecision mix: " + ", ".join(f"{m} {n}" for m, n in mix.most_common()), file=out)
+    print(f"requests: {len(outcomes)}, failed: {len(outcomes) - len(ok)}, "
+          f"failovers: {sum(1 for o in ok if len(o.result.final.attempts) > 1)}", file=out)
+    print(f"latency: ttft p50 {_pct(ttfts, 0.5):.0f} ms, p95 {_pct(ttfts, 0.95):.0f} ms; "
+          f"total p50 {_pct(durations, 0.5):.0f} ms, p95 {_pct(durations, 0.95):.0f} ms", file=out)
+    saving = (1 - total_cost / baseline) * 100 if baseline else 0.0
+    print(f"cost: ${total_cost:.6f} routed vs ${baseline:.6f} if every request went to {strongest} "
+          f"({saving:.0f}% less)", file=out)
+    if durations:
+        print(f"mean answer time {statistics.mean(durations):.0f} ms", file=out)
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    log_dir = Path(tempfile.mkdtemp(prefix="routemesh-demo-"))
+    mesh = Mesh(MeshLayout.free(), sim_time_scale=args.sim_time_scale, log_dir=log_dir)
+    print("routemesh demo: starting a private mesh (control, sim, telemetry, classifier, executor, router)...",
+          file=sys.stderr)
+    try:
+        mesh.start(progress=lambda s: print(f"  {s} is up", file=sys.stderr))
+    except MeshError as exc:
+        print(f"routemesh demo: {exc}", file=sys.stderr)
+        return 1
+    try:
+        print(f"sending {args.requests} requests, {args.concurrency} at a time...", file=sys.stderr)
+        outcomes = asyncio.run(_workload(mesh.layout.address("router"), args.requests, args.concurrency))
+        report(outcomes)
+        print(f"\nservice logs: {log_dir}", file=sys.stderr)
+        return 0 if all(o.result is not None for o in outcomes) else 1
+    finally:
+        mesh.stop()

@@ -1,0 +1,58 @@
+"""Entry point of the executor: settings, policy watch, HTTP client, telemetry reporter, serve."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+import httpx
+
+from routemesh.common.policy_watch import PolicyHolder, PolicyWatcher
+from routemesh.common.serve import Service
+from routemesh.executor.engine import AttemptRecord, ExecutionEngine
+from routemesh.executor.reporter import TelemetryReporter
+from routemesh.executor.servicer import ExecutorServicer, observation_of
+from routemesh.v1 import executor_pb2_grpc
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--telemetry", default=os.environ.get("ROUTEMESH_TELEMETRY_ADDR", "127.0.0.1:50053"),
+                        help="telemetry service address (env ROUTEMESH_TELEMETRY_ADDR)")
+    parser.add_argument("--max-connections", type=int,
+                        default=int(os.environ.get("ROUTEMESH_EXECUTOR_MAX_CONNECTIONS", "1000")),
+                        help="HTTP connections to providers, all hosts together")
+
+
+async def build(args: argparse.Namespace) -> Service:
+    holder = PolicyHolder()
+    watcher = PolicyWatcher(holder, args.control, "executor")
+    reporter = TelemetryReporter(args.telemetry)
+    client = httpx.AsyncClient(
+        limits=httpx.Limits(max_connections=args.max_connections, max_keepalive_connections=200,
+                            keepalive_expiry=60),
+        timeout=httpx.Timeout(30.0),
+        follow_redirects=False,
+    )
+
+    def observe(record: AttemptRecord, finished: bool, decision_id: str) -> None:
+        reporter.report(observation_of(record, finished, decision_id))
+
+    engine = ExecutionEngine(holder, client, observe)
+
+    async def on_start() -> None:
+        watcher.start()
+        reporter.start()
+
+    async def on_stop() -> None:
+        await watcher.stop()
+        await reporter.stop()
+        await client.aclose()
+
+    return Service(
+        name="executor",
+        register=lambda server: executor_pb2_grpc.add_ExecutorServiceServicer_to_server(
+            ExecutorServicer(engine), server),
+        grpc_services=["routemesh.v1.ExecutorService"],
+        on_start=on_start, on_stop=on_stop,
+        ready=lambda: holder.current is not None,
+    )

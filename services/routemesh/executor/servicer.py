@@ -1,0 +1,97 @@
+"""The ExecutorService servicer: converts protos, runs the engine, relays with coalescing."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+import grpc
+
+from routemesh.common.coalesce import batches
+from routemesh.common.errors import InvalidRequest
+from routemesh.executor.engine import AttemptRecord, ExecutionEngine, ExecutionInput, ExecutionOutcome
+from routemesh.v1 import common_pb2, executor_pb2, executor_pb2_grpc, telemetry_pb2
+
+_ROLES = {common_pb2.ROLE_SYSTEM: "system", common_pb2.ROLE_USER: "user",
+          common_pb2.ROLE_ASSISTANT: "assistant", common_pb2.ROLE_TOOL: "tool"}
+
+
+def outcome_enum(outcome: str) -> int:
+    """AttemptOutcome value for an engine outcome string."""
+    return common_pb2.AttemptOutcome.Value(f"ATTEMPT_OUTCOME_{(outcome or 'unspecified').upper()}")
+
+
+def status_enum(status: str) -> int:
+    """FinishStatus value for an engine status string."""
+    return common_pb2.FinishStatus.Value(f"FINISH_STATUS_{status.upper()}")
+
+
+def attempt_to_proto(a: AttemptRecord) -> common_pb2.Attempt:
+    return common_pb2.Attempt(
+        model=a.model, provider=a.provider, outcome=outcome_enum(a.outcome), http_status=a.http_status,
+        error=a.error, ttft_ms=a.ttft_ms, duration_ms=a.duration_ms, cost_usd=a.cost_usd,
+        usage=common_pb2.Usage(input_tokens=a.input_tokens, output_tokens=a.output_tokens,
+                               estimated=a.usage_estimated),
+    )
+
+
+def observation_of(a: AttemptRecord, finished: bool, decision_id: str) -> telemetry_pb2.Observation:
+    """The telemetry observation for an attempt that started or finished."""
+    obs = telemetry_pb2.Observation(
+        model=a.model, provider=a.provider, decision_id=decision_id, timestamp_ms=int(time.time() * 1000),
+        phase=telemetry_pb2.OBSERVATION_PHASE_FINISHED if finished else telemetry_pb2.OBSERVATION_PHASE_STARTED,
+    )
+    if finished:
+        obs.outcome = outcome_enum(a.outcome)
+        obs.ttft_ms, obs.tpot_ms, obs.cost_usd = a.ttft_ms, a.tpot_ms, a.cost_usd
+        obs.usage.CopyFrom(common_pb2.Usage(input_tokens=a.input_tokens, output_tokens=a.output_tokens,
+                                            estimated=a.usage_estimated))
+    return obs
+
+
+def result_to_proto(o: ExecutionOutcome) -> executor_pb2.ExecutionResult:
+    return executor_pb2.ExecutionResult(
+        status=status_enum(o.status), model=o.model, provider=o.provider, cost_usd=o.cost_usd, error=o.error,
+        usage=common_pb2.Usage(input_tokens=o.input_tokens, output_tokens=o.output_tokens,
+                               estimated=o.usage_estimated),
+        attempts=[attempt_to_proto(a) for a in o.attempts],
+    )
+
+
+def to_input(request: executor_pb2.ExecuteRequest) -> ExecutionInput:
+    violations = [(f"messages[{i}].role", "must be set") for i, m in enumerate(request.messages)
+                  if m.role not in _ROLES]
+    if not request.messages:
+        violations.append(("messages", "at least one message is required"))
+    if not request.plan:
+        violations.append(("plan", "at least one model is required"))
+    if request.max_tokens <= 0:
+        violations.append(("max_tokens", "must be positive"))
+    if violations:
+        raise InvalidRequest("invalid execute request", field_violations=violations)
+    return ExecutionInput(
+        messages=[{"role": _ROLES[m.role], "content": m.content} for m in request.messages],
+        plan=list(request.plan), max_tokens=request.max_tokens,
+        temperature=request.temperature if request.HasField("temperature") else None,
+        decision_id=request.decision_id, estimated_input_tokens=request.estimated_input_tokens,
+    )
+
+
+class ExecutorServicer(executor_pb2_grpc.ExecutorServiceServicer):
+    """Thin: validate, run the engine, send what accumulated as one message."""
+
+    def __init__(self, engine: ExecutionEngine):
+        self.engine = engine
+
+    async def Execute(self, request: executor_pb2.ExecuteRequest,
+                      context: grpc.aio.ServicerContext) -> AsyncIterator[executor_pb2.ExecuteResponse]:
+        execution = to_input(request)
+        remaining = context.time_remaining()
+        deadline = None if remaining is None else time.monotonic() + remaining - 0.02
+        async for batch in batches(self.engine.execute(execution, deadline)):
+            text = [item for item in batch if isinstance(item, str)]
+            if text:
+                yield executor_pb2.ExecuteResponse(delta=common_pb2.Delta(text="".join(text)))
+            for item in batch:
+                if isinstance(item, ExecutionOutcome):
+                    yield executor_pb2.ExecuteResponse(result=result_to_proto(item))

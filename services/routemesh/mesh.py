@@ -1,0 +1,210 @@
+"""Starts a whole mesh (control, sim, telemetry, classifier, executor, router) as separate processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+# Start order: each service's dependencies come before it.
+SERVICE_ORDER = ("control", "sim", "telemetry", "classifier", "executor", "router")
+PORT_OFFSETS = {"router": 1, "classifier": 2, "telemetry": 3, "executor": 4, "control": 5, "sim": 6}
+DEFAULT_PORT_BASE = 50050
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port free right now (the caller binds it soon after)."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class MeshLayout:
+    """Where every service of one mesh listens."""
+
+    host: str = "127.0.0.1"
+    ports: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def from_base(cls, base: int = DEFAULT_PORT_BASE, host: str = "127.0.0.1") -> MeshLayout:
+        return cls(host=host, ports={name: base + off for name, off in PORT_OFFSETS.items()})
+
+    @classmethod
+    def free(cls, host: str = "127.0.0.1") -> MeshLayout:
+        return cls(host=host, ports={name: free_port(host) for name in PORT_OFFSETS})
+
+    def address(self, service: str) -> str:
+        return f"{self.host}:{self.ports[service]}"
+
+    @property
+    def sim_url(self) -> str:
+        return f"http://{self.address('sim')}/v1"
+
+    def environment(self) -> dict[str, str]:
+        """The variables every process of the mesh gets."""
+        return {
+            "ROUTEMESH_CONTROL_ADDR": self.address("control"),
+            "ROUTEMESH_TELEMETRY_ADDR": self.address("telemetry"),
+            "ROUTEMESH_CLASSIFIER_ADDR": self.address("classifier"),
+            "ROUTEMESH_EXECUTOR_ADDR": self.address("executor"),
+            "ROUTEMESH_SIM_URL": self.sim_url,
+        }
+
+
+class MeshError(RuntimeError):
+    """A mesh process failed to start or died."""
+
+
+class Mesh:
+    """Supervises the processes of one mesh; `start()` returns when every service reports SERVING."""
+
+    def __init__(
+        self,
+        layout: MeshLayout,
+        *,
+        policy: str | None = None,
+        redis_url: str | None = None,
+        redis_prefix: str | None = None,
+        sim_time_scale: float = 1.0,
+        sim_seed: int = 7,
+        log_dir: Path | None = None,
+        extra_env: dict[str, str] | None = None,
+        services: tuple[str, ...] = SERVICE_ORDER,
+    ):
+        self.layout = layout
+        self.policy = policy
+        self.redis_url = redis_url
+        self.redis_prefix = redis_prefix
+        self.sim_time_scale = sim_time_scale
+        self.sim_seed = sim_seed
+        self.log_dir = log_dir
+        self.extra_env = extra_env or {}
+        self.services = services
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self._logs: dict[str, object] = {}
+
+    def command(self, service: str) -> list[str]:
+        """The command line that runs one service of this mesh."""
+        base = [sys.executable, "-m", "routemesh"]
+        listen = self.layout.address(service)
+        if service == "sim":
+            return [*base, "sim", "--listen", listen, "--seed", str(self.sim_seed),
+                    "--time-scale", str(self.sim_time_scale)]
+        cmd = [*base, "serve", service, "--listen", listen]
+        if service == "control" and self.policy:
+            cmd += ["--policy", self.policy]
+        if service == "telemetry" and self.redis_url:
+            cmd += ["--redis-url", self.redis_url]
+            if self.redis_prefix:
+                cmd += ["--redis-prefix", self.redis_prefix]
+        return cmd
+
+    def _env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(self.layout.environment())
+        env.update(self.extra_env)
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        return env
+
+    def start_service(self, service: str) -> None:
+        """Spawn one service (used by start(), and by tests that restart a service)."""
+        stdout = stderr = None
+        if self.log_dir is not None:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            handle = open(self.log_dir / f"{service}.log", "ab")  # noqa: SIM115 - closed in stop()
+            self._logs[service] = handle
+            stdout = stderr = handle
+        self.processes[service] = subprocess.Popen(
+            self.command(service), env=self._env(), stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL,
+        )
+
+    def start(self, timeout_s: float = 60.0, progress=None) -> None:
+        """Start every service in dependency order and wait until each is healthy."""
+        try:
+            for service in self.services:
+                self.start_service(service)
+            deadline = time.monotonic() + timeout_s
+            for service in self.services:
+                self.wait_healthy(service, deadline)
+                if progress:
+                    progress(service)
+        except BaseException:
+            self.stop()
+            raise
+
+    def wait_healthy(self, service: str, deadline: float) -> None:
+        while True:
+            proc = self.processes[service]
+            if proc.poll() is not None:
+                raise MeshError(f"{service} exited with code {proc.returncode}{self._log_hint(service)}")
+            if self.is_healthy(service):
+                return
+            if time.monotonic() > deadline:
+                raise MeshError(f"{service} not healthy in time{self._log_hint(service)}")
+            time.sleep(0.05)
+
+    def _log_hint(self, service: str) -> str:
+        if self.log_dir is None:
+            return ""
+        path = self.log_dir / f"{service}.log"
+        tail = path.read_text(errors="replace").splitlines()[-15:] if path.exists() else []
+        return f" (log {path}):\n" + "\n".join(tail)
+
+    def is_healthy(self, service: str) -> bool:
+        if service == "sim":
+            try:
+                with socket.create_connection((self.layout.host, self.layout.ports["sim"]), timeout=0.2):
+                    return True
+            except OSError:
+                return False
+        with grpc.insecure_channel(self.layout.address(service)) as channel:
+            try:
+                reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=0.5)
+            except grpc.RpcError:
+                return False
+        return reply.status == health_pb2.HealthCheckResponse.SERVING
+
+    def dead(self) -> list[str]:
+        """Services whose process has exited."""
+        return [name for name, proc in self.processes.items() if proc.poll() is not None]
+
+    def stop_service(self, service: str, timeout_s: float = 10.0, sig: int = signal.SIGTERM) -> int | None:
+        proc = self.processes.get(service)
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            proc.send_signal(sig)
+            try:
+                proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        handle = self._logs.pop(service, None)
+        if handle is not None:
+            handle.close()  # type: ignore[attr-defined]
+        return proc.returncode
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """SIGTERM every process (router first, so callers drain before their dependencies go)."""
+        for service in reversed(list(self.processes)):
+            proc = self.processes[service]
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for service in reversed(list(self.processes)):
+            self.stop_service(service, timeout_s)
+
+    def __enter__(self) -> Mesh:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

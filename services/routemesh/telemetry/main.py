@@ -1,0 +1,81 @@
+"""Wiring of the telemetry service: arguments, store choice, policy watch and the Service for serve()."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+import grpc
+
+from routemesh.common.policy_watch import PolicyHolder, PolicyWatcher
+from routemesh.common.serve import Service
+from routemesh.telemetry.redis_store import RedisHealthStore
+from routemesh.telemetry.servicer import TelemetryServicer
+from routemesh.telemetry.store import DEFAULT_WINDOW_S, HealthStore, InMemoryHealthStore
+from routemesh.v1 import telemetry_pb2_grpc
+
+SERVICE_NAME = "telemetry"
+GRPC_SERVICE = "routemesh.v1.TelemetryService"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Telemetry's own options; the CLI adds --listen and --control."""
+    parser.add_argument(
+        "--redis-url",
+        default=os.environ.get("ROUTEMESH_REDIS_URL", ""),
+        help="Redis shared by telemetry replicas, e.g. redis://127.0.0.1:6379/0 "
+        "(env ROUTEMESH_REDIS_URL; empty keeps health in this process's memory)",
+    )
+    parser.add_argument(
+        "--redis-prefix",
+        default=os.environ.get("ROUTEMESH_REDIS_PREFIX") or "routemesh:",
+        help="prefix of every Redis key (env ROUTEMESH_REDIS_PREFIX; default routemesh:)",
+    )
+    parser.add_argument(
+        "--window-s",
+        type=int,
+        default=DEFAULT_WINDOW_S,
+        help=f"sliding window of latency percentiles and error rate, seconds (default {DEFAULT_WINDOW_S})",
+    )
+
+
+def make_store(redis_url: str, prefix: str, window_s: int) -> HealthStore:
+    """Redis when a URL is given (replicas share health), otherwise memory."""
+    if redis_url:
+        return RedisHealthStore(redis_url, prefix=prefix, window_s=window_s)
+    return InMemoryHealthStore(window_s=window_s)
+
+
+def make_service(store: HealthStore, holder: PolicyHolder, watcher: PolicyWatcher | None = None) -> Service:
+    """The Service around a store and a policy holder; tests pass no watcher and fill the holder directly."""
+    servicer = TelemetryServicer(store, holder)
+
+    def register(server: grpc.aio.Server) -> None:
+        telemetry_pb2_grpc.add_TelemetryServiceServicer_to_server(servicer, server)
+
+    async def on_start() -> None:
+        if watcher:
+            watcher.start()
+
+    async def on_stop() -> None:
+        if watcher:
+            await watcher.stop()
+        await store.close()
+
+    return Service(
+        name=SERVICE_NAME,
+        register=register,
+        grpc_services=[GRPC_SERVICE],
+        on_start=on_start,
+        on_stop=on_stop,
+        ready=lambda: holder.current is not None,
+    )
+
+
+async def build(args: argparse.Namespace) -> Service:
+    """The telemetry Service from parsed arguments (needs args.control)."""
+    if args.window_s <= 0:
+        raise SystemExit("telemetry: --window-s must be a positive number of seconds")
+    store = make_store(args.redis_url, args.redis_prefix, args.window_s)
+    holder = PolicyHolder()
+    return make_service(store, holder, PolicyWatcher(holder, args.control, SERVICE_NAME))

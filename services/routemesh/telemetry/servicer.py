@@ -1,0 +1,129 @@
+"""TelemetryService over gRPC: observations in, health snapshots with policy prices out."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+
+import grpc
+
+from routemesh.common.errors import InvalidRequest
+from routemesh.common.policy import Pricing
+from routemesh.common.policy_watch import PolicyHolder
+from routemesh.telemetry.store import HealthStore, ModelStats, ObservationRecord, Phase
+from routemesh.v1 import telemetry_pb2, telemetry_pb2_grpc
+
+MAX_OBSERVATIONS_PER_REPORT = 10_000
+MAX_MODEL_NAME_LENGTH = 256
+
+
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def record_from_proto(obs: telemetry_pb2.Observation, now_ms: int) -> ObservationRecord:
+    """The store's record of an observation; a missing or future timestamp becomes now (clock skew)."""
+    timestamp = obs.timestamp_ms if 0 < obs.timestamp_ms <= now_ms else now_ms
+    started = obs.phase == telemetry_pb2.OBSERVATION_PHASE_STARTED
+    return ObservationRecord(
+        model=obs.model,
+        provider=obs.provider,
+        phase=Phase.STARTED if started else Phase.FINISHED,
+        outcome=int(obs.outcome),
+        ttft_ms=obs.ttft_ms,
+        tpot_ms=obs.tpot_ms,
+        input_tokens=obs.usage.input_tokens,
+        output_tokens=obs.usage.output_tokens,
+        cost_usd=obs.cost_usd,
+        timestamp_ms=timestamp,
+        decision_id=obs.decision_id,
+    )
+
+
+def observation_violations(observations: Sequence[telemetry_pb2.Observation]) -> list[tuple[str, str]]:
+    """(field path, problem) for every observation the store could not use."""
+    violations: list[tuple[str, str]] = []
+    for i, obs in enumerate(observations):
+        where = f"observations[{i}]"
+        if not obs.model:
+            violations.append((f"{where}.model", "must name the model the attempt used"))
+        elif len(obs.model) > MAX_MODEL_NAME_LENGTH:
+            violations.append((f"{where}.model", f"must be at most {MAX_MODEL_NAME_LENGTH} characters"))
+        for name in ("ttft_ms", "tpot_ms", "cost_usd"):
+            value = getattr(obs, name)
+            if not math.isfinite(value) or value < 0:
+                violations.append((f"{where}.{name}", "must be a finite number, 0 or more"))
+        if obs.usage.input_tokens < 0 or obs.usage.output_tokens < 0:
+            violations.append((f"{where}.usage", "token counts must not be negative"))
+    return violations
+
+
+def health_to_proto(stats: ModelStats, pricing: Pricing | None) -> telemetry_pb2.ModelHealth:
+    """ModelHealth from store stats; prices are 0 for a model the policy does not define."""
+    return telemetry_pb2.ModelHealth(
+        model=stats.model,
+        samples=stats.samples,
+        ttft_p50_ms=stats.ttft_p50_ms,
+        ttft_p90_ms=stats.ttft_p90_ms,
+        ttft_p99_ms=stats.ttft_p99_ms,
+        tpot_p50_ms=stats.tpot_p50_ms,
+        tpot_p99_ms=stats.tpot_p99_ms,
+        error_rate=stats.error_rate,
+        in_flight=stats.in_flight,
+        requests_per_minute=stats.requests_per_minute,
+        tokens_per_minute=stats.tokens_per_minute,
+        input_price_per_mtok=pricing.input_per_mtok if pricing else 0.0,
+        output_price_per_mtok=pricing.output_per_mtok if pricing else 0.0,
+        spend_per_minute_usd=stats.spend_per_minute_usd,
+        spend_total_usd=stats.spend_total_usd,
+    )
+
+
+class TelemetryServicer(telemetry_pb2_grpc.TelemetryServiceServicer):
+    """Records what executors report and answers with live health; prices come from the policy in force."""
+
+    def __init__(self, store: HealthStore, holder: PolicyHolder, clock_ms: Callable[[], int] = wall_clock_ms):
+        self.store = store
+        self.holder = holder
+        self.clock_ms = clock_ms
+
+    async def Report(
+        self, request: telemetry_pb2.ReportRequest, context: grpc.aio.ServicerContext
+    ) -> telemetry_pb2.ReportResponse:
+        observations = request.observations
+        if len(observations) > MAX_OBSERVATIONS_PER_REPORT:
+            raise InvalidRequest(
+                f"a report carries at most {MAX_OBSERVATIONS_PER_REPORT} observations",
+                field_violations=[("observations", f"{len(observations)} is too many")],
+            )
+        violations = observation_violations(observations)
+        if violations:
+            raise InvalidRequest(f"{len(violations)} invalid observation field(s); nothing recorded",
+                                 field_violations=violations)
+        now_ms = self.clock_ms()
+        await self.store.record([record_from_proto(obs, now_ms) for obs in observations])
+        return telemetry_pb2.ReportResponse(accepted=len(observations))
+
+    async def GetSnapshot(
+        self, request: telemetry_pb2.GetSnapshotRequest, context: grpc.aio.ServicerContext
+    ) -> telemetry_pb2.GetSnapshotResponse:
+        empty = [(f"models[{i}]", "must not be empty") for i, name in enumerate(request.models) if not name]
+        if empty:
+            raise InvalidRequest("model names must not be empty", field_violations=empty)
+        now_ms = self.clock_ms()
+        held = self.holder.current
+        policy_models = held.policy.models if held else {}
+        names = list(request.models) or sorted({*policy_models, *await self.store.seen_models(now_ms)})
+        stats = await self.store.snapshot(names, now_ms)
+        entries = []
+        for name in dict.fromkeys(names):
+            model = policy_models.get(name)
+            entries.append(health_to_proto(stats.get(name) or ModelStats(model=name),
+                                           model.pricing if model else None))
+        return telemetry_pb2.GetSnapshotResponse(
+            models=entries,
+            window_seconds=self.store.window_s,
+            taken_at_ms=now_ms,
+            policy_version=held.version if held else 0,
+        )

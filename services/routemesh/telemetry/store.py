@@ -1,0 +1,287 @@
+"""Live model health from attempt observations: the HealthStore protocol and its in-memory store."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import defaultdict, deque
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Protocol
+
+DEFAULT_WINDOW_S = 300
+MAX_SAMPLES = 500
+RATE_WINDOW_S = 60
+# A started attempt whose finish never arrives (crashed executor) stops counting after this many minutes.
+IN_FLIGHT_HORIZON_MIN = 10
+# Models not observed for a day drop out of "every model seen".
+SEEN_HORIZON_MS = 24 * 3600 * 1000
+DEFAULT_CACHE_TTL_S = 0.2
+
+
+class Phase(IntEnum):
+    """Whether an observation opens or closes an attempt (values match ObservationPhase)."""
+
+    STARTED = 1
+    FINISHED = 2
+
+
+class Outcome(IntEnum):
+    """How an attempt ended (values match AttemptOutcome; unknown values are kept as plain ints)."""
+
+    UNSPECIFIED = 0
+    SUCCESS = 1
+    RATE_LIMITED = 2
+    UPSTREAM_ERROR = 3
+    CONNECT_ERROR = 4
+    TIMEOUT = 5
+    TRUNCATED = 6
+    CANCELLED = 7
+    CONFIG_ERROR = 8
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ObservationRecord:
+    """What an executor saw of one attempt, as the store keeps it."""
+
+    model: str
+    timestamp_ms: int
+    provider: str = ""
+    phase: Phase = Phase.FINISHED
+    outcome: int = Outcome.SUCCESS
+    ttft_ms: float = 0.0
+    tpot_ms: float = 0.0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    decision_id: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModelStats:
+    """Live state of one model; `stale` means the backing store was unreachable and this is the last known."""
+
+    model: str
+    samples: int = 0
+    ttft_p50_ms: float = 0.0
+    ttft_p90_ms: float = 0.0
+    ttft_p99_ms: float = 0.0
+    tpot_p50_ms: float = 0.0
+    tpot_p99_ms: float = 0.0
+    error_rate: float = 0.0
+    in_flight: int = 0
+    requests_per_minute: int = 0
+    tokens_per_minute: int = 0
+    spend_per_minute_usd: float = 0.0
+    spend_total_usd: float = 0.0
+    stale: bool = False
+
+
+class HealthStore(Protocol):
+    """Where observations go and snapshots come from; no method raises when the backend is down."""
+
+    window_s: int
+
+    async def record(self, observations: Sequence[ObservationRecord]) -> None: ...
+
+    async def snapshot(self, models: Sequence[str], now_ms: int) -> dict[str, ModelStats]: ...
+
+    async def seen_models(self, now_ms: int) -> list[str]: ...
+
+    async def close(self) -> None: ...
+
+
+# One finished attempt as the window keeps it: (timestamp_ms, outcome, ttft_ms, tpot_ms).
+FinishedSample = tuple[int, int, float, float]
+
+
+@dataclass(slots=True)
+class SecondTotals:
+    """Attempts started, tokens used and USD spent within one second."""
+
+    requests: int = 0
+    tokens: int = 0
+    spend: float = 0.0
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float:
+    """Linear-interpolated percentile (q in 0..1) of already sorted values; 0 when there are none."""
+    if not sorted_values:
+        return 0.0
+    rank = (len(sorted_values) - 1) * q
+    low = math.floor(rank)
+    high = min(low + 1, len(sorted_values) - 1)
+    return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * (rank - low)
+
+
+def is_error(outcome: int) -> bool:
+    """Failures count against a model; a caller cancelling says nothing about its health."""
+    return outcome not in (Outcome.SUCCESS, Outcome.CANCELLED)
+
+
+def compute_stats(
+    model: str,
+    finished: Iterable[FinishedSample],
+    seconds: Mapping[int, SecondTotals],
+    open_by_minute: Mapping[int, int],
+    spend_total: float,
+    now_ms: int,
+    window_s: int,
+) -> ModelStats:
+    """ModelStats as of now_ms from raw window contents; both stores share it so their answers agree."""
+    cutoff_ms = now_ms - window_s * 1000
+    samples = errors = judged = 0
+    ttfts: list[float] = []
+    tpots: list[float] = []
+    for ts, outcome, ttft, tpot in finished:
+        if not cutoff_ms < ts <= now_ms:
+            continue
+        samples += 1
+        if outcome == Outcome.CANCELLED:
+            continue
+        judged += 1
+        if is_error(outcome):
+            errors += 1
+        elif ttft > 0:
+            ttfts.append(ttft)
+            if tpot > 0:
+                tpots.append(tpot)
+    ttfts.sort()
+    tpots.sort()
+    now_s, now_min = now_ms // 1000, now_ms // 60_000
+    recent = [totals for sec, totals in seconds.items() if now_s - RATE_WINDOW_S < sec <= now_s]
+    oldest_minute = now_min - IN_FLIGHT_HORIZON_MIN
+    open_count = sum(n for minute, n in open_by_minute.items() if oldest_minute < minute <= now_min)
+    return ModelStats(
+        model=model,
+        samples=samples,
+        ttft_p50_ms=percentile(ttfts, 0.50),
+        ttft_p90_ms=percentile(ttfts, 0.90),
+        ttft_p99_ms=percentile(ttfts, 0.99),
+        tpot_p50_ms=percentile(tpots, 0.50),
+        tpot_p99_ms=percentile(tpots, 0.99),
+        error_rate=errors / judged if judged else 0.0,
+        in_flight=max(0, open_count),
+        requests_per_minute=sum(t.requests for t in recent),
+        tokens_per_minute=sum(t.tokens for t in recent),
+        spend_per_minute_usd=sum(t.spend for t in recent),
+        spend_total_usd=spend_total,
+    )
+
+
+class SnapshotCache:
+    """Recent snapshot answers, so a burst of readers shares one computation."""
+
+    def __init__(self, ttl_s: float, max_entries: int = 64):
+        self.ttl_s = ttl_s
+        self._max_entries = max_entries
+        self._entries: dict[tuple[str, ...], tuple[float, int, dict[str, ModelStats]]] = {}
+
+    def get(self, models: tuple[str, ...], now_ms: int) -> dict[str, ModelStats] | None:
+        entry = self._entries.get(models)
+        if entry is None:
+            return None
+        computed_at, as_of_ms, stats = entry
+        # An answer "as of" a clearly different moment (tests inject time) is not the one asked for.
+        if time.monotonic() - computed_at > self.ttl_s or abs(now_ms - as_of_ms) > self.ttl_s * 1000:
+            return None
+        return dict(stats)
+
+    def put(self, models: tuple[str, ...], now_ms: int, stats: dict[str, ModelStats]) -> None:
+        if self.ttl_s <= 0:
+            return
+        if len(self._entries) >= self._max_entries:
+            self._entries.clear()
+        self._entries[models] = (time.monotonic(), now_ms, dict(stats))
+
+
+def unique(models: Sequence[str]) -> tuple[str, ...]:
+    """Models in first-seen order without repeats."""
+    return tuple(dict.fromkeys(models))
+
+
+class _ModelWindow:
+    """Everything the in-memory store keeps about one model."""
+
+    def __init__(self, max_samples: int):
+        self.finished: deque[FinishedSample] = deque(maxlen=max_samples)
+        self.seconds: dict[int, SecondTotals] = {}
+        self.open_by_minute: dict[int, int] = defaultdict(int)
+        self.spend_total = 0.0
+        self.newest_ms = 0
+
+    def add(self, obs: ObservationRecord) -> None:
+        ts = obs.timestamp_ms
+        self.newest_ms = max(self.newest_ms, ts)
+        totals = self.seconds.setdefault(ts // 1000, SecondTotals())
+        if obs.phase == Phase.STARTED:
+            self.open_by_minute[ts // 60_000] += 1
+            totals.requests += 1
+            return
+        self.open_by_minute[ts // 60_000] -= 1
+        self.finished.append((ts, int(obs.outcome), obs.ttft_ms, obs.tpot_ms))
+        totals.tokens += obs.input_tokens + obs.output_tokens
+        totals.spend += obs.cost_usd
+        self.spend_total += obs.cost_usd
+
+    def prune(self) -> None:
+        """Drop buckets too old to matter, so memory stays bounded however long the process runs."""
+        oldest_second = self.newest_ms // 1000 - 2 * RATE_WINDOW_S
+        if len(self.seconds) > 4 * RATE_WINDOW_S:
+            self.seconds = {s: t for s, t in self.seconds.items() if s > oldest_second}
+        oldest_minute = self.newest_ms // 60_000 - 2 * IN_FLIGHT_HORIZON_MIN
+        if len(self.open_by_minute) > 4 * IN_FLIGHT_HORIZON_MIN:
+            kept = {m: n for m, n in self.open_by_minute.items() if m > oldest_minute}
+            self.open_by_minute = defaultdict(int, kept)
+
+
+class InMemoryHealthStore:
+    """Health of every model in this process's memory: the default when one telemetry replica runs."""
+
+    def __init__(
+        self,
+        window_s: int = DEFAULT_WINDOW_S,
+        *,
+        max_samples: int = MAX_SAMPLES,
+        cache_ttl_s: float = DEFAULT_CACHE_TTL_S,
+    ):
+        self.window_s = window_s
+        self._max_samples = max_samples
+        self._models: dict[str, _ModelWindow] = {}
+        self._seen_ms: dict[str, int] = {}
+        self._cache = SnapshotCache(cache_ttl_s)
+
+    async def record(self, observations: Sequence[ObservationRecord]) -> None:
+        touched: set[str] = set()
+        for obs in observations:
+            window = self._models.get(obs.model)
+            if window is None:
+                window = self._models[obs.model] = _ModelWindow(self._max_samples)
+            window.add(obs)
+            self._seen_ms[obs.model] = max(self._seen_ms.get(obs.model, 0), obs.timestamp_ms)
+            touched.add(obs.model)
+        for model in touched:
+            self._models[model].prune()
+
+    async def snapshot(self, models: Sequence[str], now_ms: int) -> dict[str, ModelStats]:
+        names = unique(models)
+        cached = self._cache.get(names, now_ms)
+        if cached is not None:
+            return cached
+        stats = {name: self._stats(name, now_ms) for name in names}
+        self._cache.put(names, now_ms, stats)
+        return stats
+
+    def _stats(self, model: str, now_ms: int) -> ModelStats:
+        window = self._models.get(model)
+        if window is None:
+            return ModelStats(model=model)
+        return compute_stats(model, window.finished, window.seconds, window.open_by_minute,
+                             window.spend_total, now_ms, self.window_s)
+
+    async def seen_models(self, now_ms: int) -> list[str]:
+        return sorted(m for m, seen in self._seen_ms.items() if seen > now_ms - SEEN_HORIZON_MS)
+
+    async def close(self) -> None:
+        return None
