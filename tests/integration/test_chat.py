@@ -76,10 +76,13 @@ def test_failover_before_first_token(router_address, sim):
     with RouterClient(router_address) as client:
         result = client.complete("How do I reset my password?")
     assert result.final.status == common_pb2.FINISH_STATUS_COMPLETE
-    assert [a.model for a in result.final.attempts][:2] == ["fast-cheap", "balanced"]
-    first = result.final.attempts[0]
+    plan = [result.decision.model, *result.decision.fallbacks]
+    assert [a.model for a in result.final.attempts] == plan[:2]
+    first, second = result.final.attempts
+    assert first.model == "fast-cheap"
     assert first.outcome == common_pb2.ATTEMPT_OUTCOME_UPSTREAM_ERROR and first.http_status == 503
-    assert result.final.model == "balanced"
+    assert second.outcome == common_pb2.ATTEMPT_OUTCOME_SUCCESS
+    assert result.final.model == second.model
 
 
 def test_every_candidate_failing_is_a_status_with_details(router_address, sim):

@@ -36,7 +36,7 @@ async def require_redis() -> None:
     try:
         await client.ping()
     except Exception as exc:  # noqa: BLE001 - any failure means no Redis to test against
-        pytest.skip(f"no Redis at {REDIS_URL}: {exc}")
+        pytest.fail(f"Redis is required at {REDIS_URL} (set ROUTEMESH_TEST_REDIS_URL): {exc}")
     finally:
         await client.aclose()
 

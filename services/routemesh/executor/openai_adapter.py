@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import json
 import math
@@ -41,7 +42,8 @@ class ProviderTarget:
         return (
             f"ProviderTarget(provider={self.provider!r}, model={self.model!r}, "
             f"upstream_model={self.upstream_model!r}, base_url={self.base_url!r}, api_key={key}, "
-            f"connect_timeout_s={self.connect_timeout_s}, first_token_timeout_s={self.first_token_timeout_s}, "
+            f"connect_timeout_s={self.connect_timeout_s}, "
+            f"first_token_timeout_s={self.first_token_timeout_s}, "
             f"between_tokens_timeout_s={self.between_tokens_timeout_s})"
         )
 
@@ -90,7 +92,8 @@ class _Scrubber:
 
     def __init__(self, target: ProviderTarget, messages: list[dict[str, Any]]):
         self._secrets = [target.api_key] if target.api_key else []
-        self._prompts = [c for m in messages if isinstance(c := m.get("content"), str) and len(c) >= _MIN_SCRUB_CHARS]
+        contents = (m.get("content") for m in messages)
+        self._prompts = [c for c in contents if isinstance(c, str) and len(c) >= _MIN_SCRUB_CHARS]
         self._label = f"{target.provider}/{target.upstream_model}"
 
     def __call__(self, text: str) -> str:
@@ -188,7 +191,9 @@ async def stream_chat(
     try:
         request = client.build_request(
             "POST", f"{target.base_url.rstrip('/')}/chat/completions",
-            json=_request_body(target, messages, max_tokens, temperature), headers=request_headers, timeout=timeouts,
+            json=_request_body(target, messages, max_tokens, temperature),
+            headers=request_headers,
+            timeout=timeouts,
         )
     except (httpx.InvalidURL, httpx.UnsupportedProtocol, ValueError) as exc:
         raise ProviderError("config_error", scrub(f"invalid provider URL ({type(exc).__name__})")) from None
@@ -196,23 +201,26 @@ async def stream_chat(
         async with asyncio.timeout_at(first_token_deadline):
             response = await client.send(request, stream=True)
     except TimeoutError:
-        raise ProviderError("timeout", scrub("no response headers before the first-token timeout")) from None
+        which = "total" if total_deadline <= first_token_deadline else "first-token"
+        raise ProviderError("timeout", scrub(f"no response headers within the {which} timeout")) from None
     except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
         raise ProviderError("connect_error", scrub(f"cannot connect ({type(exc).__name__}: {exc})")) from None
     except httpx.UnsupportedProtocol as exc:
         raise ProviderError("config_error", scrub(f"invalid provider URL ({type(exc).__name__})")) from None
     except httpx.HTTPError as exc:
-        raise ProviderError("upstream_error", scrub(f"request failed ({type(exc).__name__}: {exc})")) from None
+        message = scrub(f"request failed ({type(exc).__name__}: {exc})")
+        raise ProviderError("upstream_error", message) from None
     try:
         if response.status_code >= 400:
             raise await _status_error(response, scrub, first_token_deadline)
-        content_type = response.headers.get("content-type", "")
-        if content_type.startswith("application/json"):
-            async for event in _whole_completion(response, scrub, first_token_deadline):
+        if response.headers.get("content-type", "").startswith("application/json"):
+            events = _whole_completion(response, scrub, first_token_deadline)
+        else:
+            events = _sse_completion(response, target, scrub, first_token_deadline, total_deadline)
+        # aclosing: when our caller stops early, the inner generator's clean-up must run now, not at GC.
+        async with contextlib.aclosing(events):
+            async for event in events:
                 yield event
-            return
-        async for event in _sse_completion(response, target, scrub, first_token_deadline, total_deadline):
-            yield event
     finally:
         await response.aclose()
 
@@ -309,8 +317,8 @@ async def _sse_completion(
                     break  # the answer is complete, or known to be cut short; only the body's end is late
                 if loop.time() >= total_deadline:
                     raise failure("timeout", "stream exceeded the total timeout") from None
-                gap = "between tokens" if committed else "before the first token"
-                raise failure("timeout", f"no data {gap} within the timeout") from None
+                which = "between-tokens" if committed else "first-token"
+                raise failure("timeout", f"no data within the {which} timeout") from None
             except httpx.HTTPError as exc:
                 if finish_reason or saw_done:
                     break

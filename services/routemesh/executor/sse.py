@@ -93,7 +93,8 @@ class SSEDecoder:
 
     def _dispatch(self, events: list[SSEEvent]) -> None:
         if self._data:
-            events.append(SSEEvent(self._event or "message", "\n".join(self._data), self._last_id, self._retry))
+            data = "\n".join(self._data)
+            events.append(SSEEvent(self._event or "message", data, self._last_id, self._retry))
         self._event = ""
         self._data = []
 

@@ -28,7 +28,9 @@ class _BadRequest(Exception):
 
 
 @dataclass
-class _Chat:
+class ChatRequest:
+    """The parts of a chat-completions request the simulator uses."""
+
     model: str
     prompt_text: str  # every message, for seeding
     last_user_text: str  # what the answer is "about"
@@ -68,7 +70,7 @@ def _positive_int(body: dict[str, Any], name: str) -> int | None:
     return value
 
 
-def parse_chat(body: Any) -> _Chat:
+def parse_chat(body: Any) -> ChatRequest:
     if not isinstance(body, dict):
         raise _BadRequest("request body must be a JSON object")
     model = body.get("model")
@@ -77,15 +79,15 @@ def parse_chat(body: Any) -> _Chat:
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise _BadRequest("'messages' must be a non-empty array", "messages")
-    texts, last_user = [], ""
+    texts, last_user, chars = [], "", 0
     for index, message in enumerate(messages):
         if not isinstance(message, dict) or not isinstance(message.get("role"), str):
             raise _BadRequest(f"messages[{index}] must be an object with a 'role'", "messages")
         text = _content_text(message.get("content"))
         texts.append(f"{message['role']}: {text}")
+        chars += len(text)
         if message["role"] == "user":
             last_user = text
-    chars = sum(len(_content_text(m.get("content"))) for m in messages)
     max_tokens = _positive_int(body, "max_completion_tokens") or _positive_int(body, "max_tokens")
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
@@ -93,7 +95,7 @@ def parse_chat(body: Any) -> _Chat:
     options = body.get("stream_options") or {}
     if not isinstance(options, dict):
         raise _BadRequest("'stream_options' must be an object", "stream_options")
-    return _Chat(
+    return ChatRequest(
         model=model,
         prompt_text="\n".join(texts),
         last_user_text=last_user or texts[-1],
@@ -104,7 +106,7 @@ def parse_chat(body: Any) -> _Chat:
     )
 
 
-def _answer(state: SimState, profile: ModelProfile, chat: _Chat) -> tuple[list[str], str]:
+def _answer(state: SimState, profile: ModelProfile, chat: ChatRequest) -> tuple[list[str], str]:
     """The tokens and finish reason, a pure function of (seed, model, messages, max_tokens)."""
     rng = random.Random(f"{state.seed}\x1f{chat.model}\x1f{chat.prompt_text}")
     target = rng.randint(profile.min_tokens, max(profile.min_tokens, profile.max_tokens))
@@ -114,7 +116,7 @@ def _answer(state: SimState, profile: ModelProfile, chat: _Chat) -> tuple[list[s
     return tokens, "stop"
 
 
-def _usage(chat: _Chat, completion_tokens: int) -> dict[str, int]:
+def _usage(chat: ChatRequest, completion_tokens: int) -> dict[str, int]:
     return {
         "prompt_tokens": chat.prompt_tokens,
         "completion_tokens": completion_tokens,
@@ -154,7 +156,7 @@ def _sse(payload: dict[str, Any]) -> bytes:
 
 
 async def _stream(
-    request: web.Request, chat: _Chat, plan: Plan, tokens: list[str], finish: str
+    request: web.Request, chat: ChatRequest, plan: Plan, tokens: list[str], finish: str
 ) -> tuple[web.StreamResponse, str]:
     """Write the SSE stream; return the response and the outcome to record."""
     state = request.app[STATE]
@@ -169,7 +171,7 @@ async def _stream(
     first = {**head, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
                                   "logprobs": None, "finish_reason": None}]}
     await response.write(_sse(first))
-    await _sleep(plan.ttft_s)
+    await _sleep(plan.jittered(plan.ttft_s))
     loop = asyncio.get_running_loop()
     due = loop.time()
     pending: list[bytes] = []
@@ -208,17 +210,18 @@ async def _stream(
 
 
 async def _complete(
-    request: web.Request, chat: _Chat, plan: Plan, tokens: list[str], finish: str
+    request: web.Request, chat: ChatRequest, plan: Plan, tokens: list[str], finish: str
 ) -> tuple[web.StreamResponse, str]:
     """Answer a non-streaming request after the whole simulated generation time."""
     state = request.app[STATE]
-    await _sleep(plan.ttft_s + sum(plan.jittered(plan.token_interval_s) for _ in tokens[1:]))
+    await _sleep(plan.jittered(plan.ttft_s) + sum(plan.jittered(plan.token_interval_s) for _ in tokens[1:]))
     await _sleep(plan.stall_s if plan.stall_at is not None else 0)
     if plan.cut_at is not None:
         request.transport.close()  # type: ignore[union-attr]
         return web.Response(), "cut"
     if plan.malformed_at is not None:
-        return web.Response(body=b'{"id": "broken", "choices": [', content_type="application/json"), "malformed"
+        broken = web.Response(body=b'{"id": "broken", "choices": [', content_type="application/json")
+        return broken, "malformed"
     body = {
         "id": state.completion_id(),
         "object": "chat.completion",
@@ -239,8 +242,8 @@ def _delay_scale(request: web.Request) -> float | None:
         value = float(raw)
     except ValueError:
         value = -1.0
-    if not value >= 0:
-        raise _BadRequest("x-sim-delay-scale must be a non-negative number")
+    if not (math.isfinite(value) and value >= 0):
+        raise _BadRequest("x-sim-delay-scale must be a finite non-negative number")
     return value
 
 
@@ -260,8 +263,8 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         return error_response(400, err.message, param=err.param)
     profile = state.profiles.get(chat.model)
     if profile is None:
-        return error_response(404, f"The model `{chat.model}` does not exist or you do not have access to it.",
-                              param="model", code="model_not_found")
+        message = f"The model `{chat.model}` does not exist or you do not have access to it."
+        return error_response(404, message, param="model", code="model_not_found")
     tokens, finish = _answer(state, profile, chat)
     plan = state.plan(profile, fault, len(tokens), scale)
     if plan.status != 200:

@@ -24,7 +24,7 @@ class ModelProfile:
     retry_after_s: float = 1.0
     outage: bool = False  # every request answers 503
     stall_rate: float = 0.0  # probability of pausing mid-stream for stall_s
-    stall_s: float = 30.0
+    stall_s: float = 30.0  # scaled for random stalls; a stall injected by header always lasts stall_s
     cut_rate: float = 0.0  # probability of closing the connection mid-stream
     min_tokens: int = 20
     max_tokens: int = 120

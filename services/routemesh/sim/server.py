@@ -16,7 +16,8 @@ log = logging.getLogger(__name__)
 
 async def list_models(request: web.Request) -> web.Response:
     state = request.app[STATE]
-    data = [{"id": name, "object": "model", "created": 0, "owned_by": "routemesh-sim"} for name in state.profiles]
+    data = [{"id": name, "object": "model", "created": 0, "owned_by": "routemesh-sim"}
+            for name in state.profiles]
     return web.json_response({"object": "list", "data": data})
 
 
@@ -35,7 +36,8 @@ async def patch_profile(request: web.Request) -> web.Response:
     name = request.match_info["model"]
     profile = state.profiles.get(name)
     if profile is None:
-        return error_response(404, f"no simulated model named {name!r}", param="model", code="model_not_found")
+        message = f"no simulated model named {name!r}"
+        return error_response(404, message, param="model", code="model_not_found")
     try:
         changes = await request.json()
     except ValueError:

@@ -1,0 +1,167 @@
+"""One Chat is one trace across every hop; spans carry GenAI and routing attributes, never secrets or prompts."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from concurrent import futures
+from dataclasses import dataclass
+
+import grpc
+import pytest
+import redis
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+
+from routemesh.client import RouterClient
+from routemesh.common.policy import load_default_policy_text
+from routemesh.mesh import Mesh, MeshLayout
+from routemesh.v1 import common_pb2
+from tests.integration.conftest import REDIS_URL, SIM_TIME_SCALE
+
+pytestmark = pytest.mark.integration
+
+SECRET = "sk-test-DO-NOT-LEAK-4f1c2e"
+PROMPT = "Please summarize the zebra migration memo for the board"
+
+# Expected service-to-service edges of one Chat: (parent service, parent span, child service, child span).
+SERVICE_EDGES = [
+    ("routemesh-router", "routemesh.v1.RouterService/Chat", "routemesh-router", "routemesh.v1.ClassifierService/Classify"),
+    ("routemesh-router", "routemesh.v1.ClassifierService/Classify", "routemesh-classifier", "routemesh.v1.ClassifierService/Classify"),
+    ("routemesh-router", "routemesh.v1.RouterService/Chat", "routemesh-router", "routemesh.v1.TelemetryService/GetSnapshot"),
+    ("routemesh-router", "routemesh.v1.TelemetryService/GetSnapshot", "routemesh-telemetry", "routemesh.v1.TelemetryService/GetSnapshot"),
+    ("routemesh-router", "routemesh.v1.RouterService/Chat", "routemesh-router", "routemesh.decide"),
+    ("routemesh-router", "routemesh.v1.RouterService/Chat", "routemesh-router", "routemesh.v1.ExecutorService/Execute"),
+    ("routemesh-router", "routemesh.v1.ExecutorService/Execute", "routemesh-executor", "routemesh.v1.ExecutorService/Execute"),
+    ("routemesh-executor", "routemesh.v1.ExecutorService/Execute", "routemesh-executor", "chat balanced"),
+]
+
+
+@dataclass
+class Span:
+    service: str
+    name: str
+    trace_id: str
+    span_id: str
+    parent_id: str
+    kind: int
+    attributes: dict[str, object]
+
+
+class OtlpReceiver(trace_service_pb2_grpc.TraceServiceServicer):
+    """A real OTLP/gRPC trace receiver that keeps what it is sent."""
+
+    def __init__(self) -> None:
+        self.spans: list[Span] = []
+        self.raw: list[bytes] = []
+        self.lock = threading.Lock()
+
+    def Export(self, request, context):  # noqa: N802 - gRPC method name
+        with self.lock:
+            self.raw.append(request.SerializeToString())
+            for resource_spans in request.resource_spans:
+                service = next(a.value.string_value for a in resource_spans.resource.attributes
+                               if a.key == "service.name")
+                for scope in resource_spans.scope_spans:
+                    for s in scope.spans:
+                        attrs = {a.key: getattr(a.value, a.value.WhichOneof("value")) for a in s.attributes}
+                        self.spans.append(Span(service, s.name, s.trace_id.hex(), s.span_id.hex(),
+                                               s.parent_span_id.hex(), s.kind, attrs))
+        return trace_service_pb2.ExportTraceServiceResponse()
+
+
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[tuple[OtlpReceiver, int]]:
+    servicer = OtlpReceiver()
+    server = grpc.server(futures.ThreadPoolExecutor(4), options=[("grpc.so_reuseport", 0)])
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    yield servicer, port
+    server.stop(None)
+
+
+@pytest.fixture(scope="module")
+def traced_mesh(receiver, tmp_path_factory, redis_prefix) -> Iterator[Mesh]:
+    _, port = receiver
+    policy = tmp_path_factory.mktemp("traced") / "policy.yaml"
+    # The sim provider ignores keys, so a keyed provider shows where a secret could leak.
+    policy.write_text(load_default_policy_text().replace(
+        "    timeouts: {connect_s: 2, first_token_s: 10, between_tokens_s: 10}",
+        "    timeouts: {connect_s: 2, first_token_s: 10, between_tokens_s: 10}\n"
+        "    api_key_env: ROUTEMESH_TEST_SIM_KEY", 1))
+    env = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}",
+        "OTEL_EXPORTER_OTLP_INSECURE": "true",
+        "OTEL_BSP_SCHEDULE_DELAY": "100",
+        "ROUTEMESH_TEST_SIM_KEY": SECRET,
+        "ROUTEMESH_LOG_LEVEL": "DEBUG",
+    }
+    log_dir = tmp_path_factory.mktemp("traced-logs")
+    mesh = Mesh(MeshLayout.free(), policy=str(policy), redis_url=REDIS_URL, redis_prefix=redis_prefix + "traced:",
+                sim_time_scale=SIM_TIME_SCALE, log_dir=log_dir, extra_env=env)
+    mesh.start()
+    yield mesh
+    mesh.stop()
+
+
+def test_one_chat_is_one_trace_with_every_hop(receiver, traced_mesh):
+    servicer, _ = receiver
+    with RouterClient(traced_mesh.layout.address("router")) as client:
+        result = client.complete(PROMPT)
+    assert result.final.status == common_pb2.FINISH_STATUS_COMPLETE
+    trace_id = result.final.trace_id
+    assert len(trace_id) == 32 and trace_id == result.decision.trace_id
+
+    def spans_of_trace() -> list[Span]:
+        with servicer.lock:
+            return [s for s in servicer.spans if s.trace_id == trace_id]
+
+    deadline = time.monotonic() + 15
+    wanted = {"routemesh-router", "routemesh-classifier", "routemesh-telemetry", "routemesh-executor"}
+    while {s.service for s in spans_of_trace()} < wanted or not any(s.name == "chat balanced" for s in spans_of_trace()):
+        assert time.monotonic() < deadline, f"spans so far: {[(s.service, s.name) for s in spans_of_trace()]}"
+        time.sleep(0.1)
+    time.sleep(0.3)
+    spans = spans_of_trace()
+    by_id = {s.span_id: s for s in spans}
+    roots = [s for s in spans if not s.parent_id]
+    assert [(r.service, r.name) for r in roots] == [("routemesh-router", "routemesh.v1.RouterService/Chat")]
+    edges = {(by_id[s.parent_id].service, by_id[s.parent_id].name, s.service, s.name)
+             for s in spans if s.parent_id in by_id}
+    missing = [e for e in SERVICE_EDGES if e not in edges]
+    assert not missing, f"missing edges {missing}; have {sorted(edges)}"
+
+    decide = next(s for s in spans if s.name == "routemesh.decide")
+    assert decide.attributes["routemesh.decision.model"] == "balanced"
+    assert decide.attributes["routemesh.decision.id"] == result.decision.decision_id
+    assert decide.attributes["routemesh.request.task_type"] == "summarization"
+    chat = next(s for s in spans if s.name == "chat balanced")
+    assert chat.kind == 3  # SPAN_KIND_CLIENT
+    assert chat.attributes["gen_ai.operation.name"] == "chat"
+    assert chat.attributes["gen_ai.request.model"] == "sim-balanced"
+    assert chat.attributes["gen_ai.usage.output_tokens"] == result.final.usage.output_tokens
+    assert chat.attributes["gen_ai.provider.name"] == "sim"
+
+
+def test_no_secret_or_prompt_text_in_spans_logs_or_redis(receiver, traced_mesh, redis_prefix):
+    servicer, _ = receiver
+    with RouterClient(traced_mesh.layout.address("router")) as client:
+        client.complete(PROMPT)
+    time.sleep(1.0)
+    with servicer.lock:
+        exported = b"".join(servicer.raw)
+    assert exported, "no spans were exported"
+    assert SECRET.encode() not in exported
+    assert b"zebra migration" not in exported
+    for path in traced_mesh.log_dir.glob("*.log"):
+        text = path.read_text(errors="replace")
+        assert SECRET not in text, f"secret in {path.name}"
+    client = redis.Redis.from_url(REDIS_URL)
+    for key in client.scan_iter(match=redis_prefix + "traced:*"):
+        assert SECRET.encode() not in key
+        kind = client.type(key)
+        values = {b"list": lambda: client.lrange(key, 0, -1), b"hash": lambda: list(client.hgetall(key).items()),
+                  b"string": lambda: [client.get(key)], b"zset": lambda: client.zrange(key, 0, -1)}[kind]()
+        assert SECRET.encode() not in repr(values).encode()
+        assert b"zebra" not in repr(values).encode()

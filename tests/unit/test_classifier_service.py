@@ -1,0 +1,133 @@
+"""The classifier service over real gRPC: a Classify round trip and rich INVALID_ARGUMENT errors."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_status import _async as rpc_status_async
+from routemesh.classifier import main
+from routemesh.classifier.features import RequestFeatures
+from routemesh.classifier.servicer import features_to_proto, messages_to_tuples
+from routemesh.common.errors import ERROR_DOMAIN
+from routemesh.common.serve import create_server
+from routemesh.v1 import classifier_pb2, classifier_pb2_grpc, common_pb2
+
+CODE_QUESTION = "Why does this raise?\n```python\ndef f(d):\n    return d['x']\n```"
+
+
+@asynccontextmanager
+async def classifier_channel() -> AsyncIterator[grpc.aio.Channel]:
+    """A channel to a classifier server started in this event loop; the server stops on exit."""
+    parser = argparse.ArgumentParser()
+    main.add_arguments(parser)
+    service = await main.build(parser.parse_args([]))
+    running = await create_server(service, "127.0.0.1:0")
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            yield channel
+    finally:
+        await running.server.stop(None)
+
+
+def _message(role: int, content: str) -> common_pb2.Message:
+    return common_pb2.Message(role=role, content=content)
+
+
+async def _bad_request(call: grpc.aio.UnaryUnaryCall) -> error_details_pb2.BadRequest:
+    """Await a call that must fail with INVALID_ARGUMENT and return its BadRequest detail."""
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await call
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    status = await rpc_status_async.from_call(call)
+    assert status is not None
+    bad_request = error_details_pb2.BadRequest()
+    infos = [d for d in status.details if d.Is(error_details_pb2.ErrorInfo.DESCRIPTOR)]
+    assert len(infos) == 1
+    info = error_details_pb2.ErrorInfo()
+    infos[0].Unpack(info)
+    assert (info.reason, info.domain) == ("INVALID_REQUEST", ERROR_DOMAIN)
+    assert any(d.Unpack(bad_request) for d in status.details if d.Is(bad_request.DESCRIPTOR))
+    return bad_request
+
+
+async def test_classify_round_trip() -> None:
+    request = classifier_pb2.ClassifyRequest(
+        messages=[
+            _message(common_pb2.ROLE_SYSTEM, "You are a careful senior engineer."),
+            _message(common_pb2.ROLE_USER, CODE_QUESTION),
+        ]
+    )
+    async with classifier_channel() as channel:
+        response = await classifier_pb2_grpc.ClassifierServiceStub(channel).Classify(request, timeout=5)
+    features = response.features
+    assert features.source == "classifier"
+    assert features.task_type == common_pb2.TASK_TYPE_CODE
+    assert features.has_code is True
+    assert features.language == "en"
+    assert features.input_tokens > 20
+    assert 0.0 < features.task_confidence <= 1.0
+    assert 0.0 < features.complexity <= 1.0
+    assert "code:fence" in features.signals
+
+
+async def test_invalid_requests_get_bad_request_details_and_the_server_keeps_serving() -> None:
+    async with classifier_channel() as channel:
+        stub = classifier_pb2_grpc.ClassifierServiceStub(channel)
+        empty = await _bad_request(stub.Classify(classifier_pb2.ClassifyRequest(), timeout=5))
+        assert [(v.field, v.description) for v in empty.field_violations] == [
+            ("messages", "at least one message is required")
+        ]
+
+        unspecified = classifier_pb2.ClassifyRequest(
+            messages=[
+                _message(common_pb2.ROLE_USER, "hi"),
+                _message(common_pb2.ROLE_UNSPECIFIED, "who am I?"),
+            ]
+        )
+        bad_role = await _bad_request(stub.Classify(unspecified, timeout=5))
+        assert [v.field for v in bad_role.field_violations] == ["messages[1].role"]
+
+        ok = classifier_pb2.ClassifyRequest(
+            messages=[_message(common_pb2.ROLE_USER, "Translate 'hello' into French.")]
+        )
+        response = await stub.Classify(ok, timeout=5)
+        assert response.features.task_type == common_pb2.TASK_TYPE_TRANSLATION
+
+
+async def test_health_reports_serving() -> None:
+    async with classifier_channel() as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        reply = await health.Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
+    assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_features_to_proto_maps_every_field() -> None:
+    features = RequestFeatures(
+        input_tokens=2**40,
+        task_type="creative_writing",
+        task_confidence=0.25,
+        language="fr",
+        complexity=0.5,
+        has_code=False,
+        signals=("keyword:poem",),
+    )
+    proto = features_to_proto(features, "router-fallback")
+    assert proto.input_tokens == 2**31 - 1
+    assert proto.task_type == common_pb2.TASK_TYPE_CREATIVE_WRITING
+    assert (proto.task_confidence, proto.language, proto.complexity) == (0.25, "fr", 0.5)
+    assert list(proto.signals) == ["keyword:poem"]
+    assert proto.source == "router-fallback"
+
+
+def test_messages_to_tuples_names_every_role() -> None:
+    roles = [common_pb2.ROLE_SYSTEM, common_pb2.ROLE_USER, common_pb2.ROLE_ASSISTANT, common_pb2.ROLE_TOOL]
+    pairs = messages_to_tuples(_message(role, str(role)) for role in roles)
+    assert pairs == [("system", "1"), ("user", "2"), ("assistant", "3"), ("tool", "4")]
+    with pytest.raises(ValueError):
+        messages_to_tuples([_message(common_pb2.ROLE_UNSPECIFIED, "x")])

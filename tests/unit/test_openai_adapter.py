@@ -1,0 +1,281 @@
+"""Tests for the OpenAI-compatible streaming client, against the real simulator and scripted transports."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import time
+from email.utils import format_datetime
+from datetime import datetime, timedelta, timezone
+
+import httpx
+import pytest
+
+from routemesh.executor.openai_adapter import (
+    ProviderError,
+    ProviderTarget,
+    StreamEvent,
+    parse_retry_after,
+    stream_chat,
+)
+from routemesh.sim import start_sim
+
+MESSAGES = [{"role": "user", "content": "Explain how Roman aqueducts carried water into cities"}]
+SECRET = "sk-test-DO-NOT-LEAK-1234567890"
+
+
+@pytest.fixture(scope="module")
+async def sim():
+    server = await start_sim(time_scale=0)
+    yield server
+    await server.close()
+
+
+@pytest.fixture
+async def client(sim):
+    sim.state.reset()
+    async with httpx.AsyncClient() as http:
+        yield http
+
+
+def target_for(base_url: str, model: str = "sim-fast", **overrides) -> ProviderTarget:
+    fields = dict(provider="sim", model="fast-cheap", upstream_model=model, base_url=base_url, api_key=None,
+                  connect_timeout_s=1.0, first_token_timeout_s=2.0, between_tokens_timeout_s=2.0)
+    return ProviderTarget(**{**fields, **overrides})
+
+
+async def collect(client, target, messages=MESSAGES, max_tokens=256, **kwargs) -> list[StreamEvent]:
+    stream = stream_chat(client, target, messages, max_tokens=max_tokens, temperature=0.2, **kwargs)
+    return [event async for event in stream]
+
+
+async def failure(client, target, **kwargs) -> tuple[ProviderError, list[StreamEvent]]:
+    events: list[StreamEvent] = []
+    with pytest.raises(ProviderError) as caught:
+        async for event in stream_chat(client, target, MESSAGES, max_tokens=256, temperature=None, **kwargs):
+            events.append(event)
+    return caught.value, events
+
+
+def scripted(handler) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.MockTransport(handler))
+
+
+def sse_response(*payloads, status=200, done=True) -> httpx.Response:
+    lines = [f"data: {json.dumps(p)}\n\n" if not isinstance(p, str) else p for p in payloads]
+    if done:
+        lines.append("data: [DONE]\n\n")
+    headers = {"content-type": "text/event-stream"}
+    return httpx.Response(status, headers=headers, content="".join(lines).encode())
+
+
+def chunk(content=None, finish=None, usage=None) -> dict:
+    delta = {"content": content} if content is not None else {}
+    choice = {"index": 0, "delta": delta, "finish_reason": finish}
+    body = {"object": "chat.completion.chunk", "choices": [choice]}
+    if usage is not None:
+        body = {"object": "chat.completion.chunk", "choices": [], "usage": usage}
+    return body
+
+
+async def test_success_streams_deltas_usage_then_one_finish(client, sim):
+    events = await collect(client, target_for(sim.url))
+    kinds = [e.kind for e in events]
+    assert kinds[-2:] == ["usage", "finish"] and kinds.count("finish") == 1
+    deltas = [e.text for e in events if e.kind == "delta"]
+    assert deltas and all(deltas)
+    usage, finish = events[-2], events[-1]
+    assert usage.output_tokens == len(deltas) and usage.input_tokens > 0
+    assert finish.finish_reason == "stop"
+    whole = await client.post(f"{sim.url}/chat/completions", json={"model": "sim-fast", "messages": MESSAGES})
+    assert "".join(deltas) == whole.json()["choices"][0]["message"]["content"]
+
+
+async def test_same_request_same_text(client, sim):
+    first = await collect(client, target_for(sim.url, "sim-balanced"))
+    second = await collect(client, target_for(sim.url, "sim-balanced"))
+    assert first == second
+
+
+async def test_length_finish(client, sim):
+    events = await collect(client, target_for(sim.url), max_tokens=5)
+    assert [e.kind for e in events].count("delta") == 5
+    assert events[-1].finish_reason == "length" and events[-2].output_tokens == 5
+
+
+@pytest.mark.parametrize(
+    "fault, outcome, committed, status",
+    [
+        ("500", "upstream_error", False, 500),
+        ("503", "upstream_error", False, 503),
+        ("429", "rate_limited", False, 429),
+        ("cut", "truncated", True, 200),
+        ("malformed", "truncated", True, 200),
+        ("stall", "timeout", True, 200),
+        ("hang", "timeout", False, 0),
+        ("slow-first-token", "timeout", False, 200),
+    ],
+)
+async def test_faults_map_to_outcomes(client, sim, fault, outcome, committed, status):
+    target = target_for(sim.url, first_token_timeout_s=0.3, between_tokens_timeout_s=0.2)
+    headers = {"x-sim-fault": fault, "x-sim-delay-scale": "1" if fault == "slow-first-token" else "0"}
+    started = time.monotonic()
+    error, events = await failure(client, target, headers=headers)
+    assert (error.outcome, error.committed, error.http_status) == (outcome, committed, status)
+    assert [e.kind for e in events].count("delta") == (3 if committed else 0)
+    assert "finish" not in [e.kind for e in events]
+    assert time.monotonic() - started < 3.0
+    if fault == "429":
+        assert error.retry_after_s == 1.0
+    if fault == "500":
+        assert "simulated" in error.message and len(error.message) <= 220
+
+
+async def test_no_done_is_a_complete_answer(client, sim):
+    events = await collect(client, target_for(sim.url), headers={"x-sim-fault": "no-done"})
+    assert events[-1] == StreamEvent("finish", finish_reason="stop")
+
+
+async def test_unknown_model_is_upstream_error_with_provider_message(client, sim):
+    error, _ = await failure(client, target_for(sim.url, "sim-nope"))
+    assert (error.outcome, error.http_status, error.committed) == ("upstream_error", 404, False)
+    assert "does not exist" in error.message
+
+
+async def test_total_timeout(client, sim):
+    target = target_for(sim.url, "sim-strong")
+    started = time.monotonic()
+    error, events = await failure(client, target, headers={"x-sim-delay-scale": "1"}, total_timeout_s=0.6)
+    assert error.outcome == "timeout" and error.committed and events
+    assert 0.55 <= time.monotonic() - started < 2.5
+
+
+async def test_connect_error():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    async with httpx.AsyncClient() as http:
+        error, _ = await failure(http, target_for(f"http://127.0.0.1:{port}/v1"))
+    assert error.outcome == "connect_error" and not error.committed
+
+
+async def test_invalid_base_url_is_config_error(client):
+    error, _ = await failure(client, target_for("ftp://example.invalid/v1"))
+    assert error.outcome == "config_error"
+
+
+async def test_request_shape_and_auth_header():
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return sse_response(chunk("hi"), chunk(finish="stop"))
+
+    async with scripted(handler) as http:
+        headers = {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
+        keyed_target = target_for("http://up.example/v1/", api_key=SECRET)
+        await collect(http, keyed_target, headers=headers, max_tokens=7)
+        await collect(http, target_for("http://up.example/v1"))
+    keyed, anonymous = seen
+    assert str(keyed.url) == "http://up.example/v1/chat/completions"
+    assert keyed.headers["authorization"] == f"Bearer {SECRET}" and "authorization" not in anonymous.headers
+    assert keyed.headers["traceparent"].startswith("00-0af7")
+    body = json.loads(keyed.content)
+    assert body == {"model": "sim-fast", "messages": MESSAGES, "max_tokens": 7, "stream": True,
+                    "stream_options": {"include_usage": True}, "temperature": 0.2}
+
+
+async def test_usage_in_finish_chunk_and_content_filter():
+    final = chunk(finish="content_filter") | {"usage": {"prompt_tokens": 9, "completion_tokens": 1}}
+    async with scripted(lambda request: sse_response(": keep-alive\n\n", chunk("x"), final)) as http:
+        events = await collect(http, target_for("http://up.example/v1"))
+    assert events == [StreamEvent("delta", text="x"), StreamEvent("usage", input_tokens=9, output_tokens=1),
+                      StreamEvent("finish", finish_reason="content_filter")]
+
+
+@pytest.mark.parametrize(
+    "payloads, done, outcome, committed",
+    [
+        ([chunk("a"), chunk("b")], True, "truncated", True),  # [DONE] without a finish reason
+        ([chunk("a")], False, "truncated", True),  # body ends without a finish reason
+        ([], True, "upstream_error", False),
+        (["data: {oops\n\n"], True, "upstream_error", False),
+        ([chunk("a"), {"error": {"message": "overloaded mid-stream"}}], True, "truncated", True),
+    ],
+)
+async def test_incomplete_streams(payloads, done, outcome, committed):
+    async with scripted(lambda request: sse_response(*payloads, done=done)) as http:
+        error, _ = await failure(http, target_for("http://up.example/v1"))
+    assert (error.outcome, error.committed) == (outcome, committed)
+
+
+async def test_non_streaming_json_answer_is_accepted():
+    body = {"choices": [{"message": {"content": "whole"}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 3, "completion_tokens": 1}}
+    async with scripted(lambda request: httpx.Response(200, json=body)) as http:
+        events = await collect(http, target_for("http://up.example/v1"))
+    assert [e.kind for e in events] == ["delta", "usage", "finish"] and events[0].text == "whole"
+
+
+async def test_error_messages_never_leak_key_or_prompt():
+    def handler(request: httpx.Request) -> httpx.Response:
+        key, prompt = request.headers["authorization"], MESSAGES[0]["content"]
+        echoed = f"bad key {key} for prompt {prompt} " + "x" * 400
+        return httpx.Response(401, json={"error": {"message": echoed, "type": "invalid_request_error"}})
+
+    target = target_for("http://up.example/v1", api_key=SECRET)
+    async with scripted(handler) as http:
+        error, _ = await failure(http, target)
+    assert error.outcome == "upstream_error" and error.http_status == 401
+    for text in (error.message, str(error), repr(error), repr(target), str(target)):
+        assert SECRET not in text and MESSAGES[0]["content"] not in text
+    assert len(error.message) <= 220 and "***" in error.message
+
+
+def test_parse_retry_after_forms():
+    assert parse_retry_after(httpx.Headers({"retry-after": "7"})) == 7.0
+    assert parse_retry_after(httpx.Headers({"retry-after-ms": "250", "retry-after": "7"})) == 0.25
+    assert parse_retry_after(httpx.Headers({"retry-after": "soon"})) is None
+    assert parse_retry_after(httpx.Headers({})) is None
+    when = datetime.now(timezone.utc) + timedelta(seconds=30)
+    seconds = parse_retry_after(httpx.Headers({"retry-after": format_datetime(when, usegmt=True)}))
+    assert seconds is not None and 25 <= seconds <= 31
+
+
+async def test_early_close_releases_the_upstream_stream(client, sim):
+    target = target_for(sim.url, "sim-strong")
+    stream = stream_chat(client, target, MESSAGES, max_tokens=256, temperature=None,
+                         headers={"x-sim-delay-scale": "1"})
+    first = await anext(stream)
+    assert first.kind == "delta"
+    started = time.monotonic()
+    await stream.aclose()
+    assert time.monotonic() - started < 1.0
+    for _ in range(50):
+        if sim.state.outcomes["sim-strong"]["disconnected"]:
+            break
+        await asyncio.sleep(0.02)
+    assert sim.state.outcomes["sim-strong"]["disconnected"] == 1
+
+
+async def test_caller_cancellation_propagates(client, sim):
+    async def consume():
+        return await collect(client, target_for(sim.url, "sim-strong"), headers={"x-sim-delay-scale": "1"})
+
+    task = asyncio.create_task(consume())
+    await asyncio.sleep(0.5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+async def test_100_concurrent_streams_complete(sim):
+    limits = httpx.Limits(max_connections=100, max_keepalive_connections=100)
+    async with httpx.AsyncClient(limits=limits) as http:
+        results = await asyncio.gather(*(
+            collect(http, target_for(sim.url), messages=[{"role": "user", "content": f"q{i}"}],
+                    headers={"x-sim-delay-scale": "0.1"})
+            for i in range(100)
+        ))
+    assert all(events[-1].kind == "finish" and events[-1].finish_reason == "stop" for events in results)
