@@ -34,7 +34,7 @@ def test_policy_file_edit_is_hot_reloaded(router_address, policy_file):
         before = client.explain(FAQ).decision
         assert before.model == "fast-cheap"
         edited = original.replace("models: [fast-cheap, balanced, strong, long-context]",
-                                  "models: [balanced, strong, long-context]")
+                                  "models: [balanced, strong]")
         assert edited != original
         try:
             policy_file.write_text(edited)
@@ -132,7 +132,8 @@ def test_cli_policy_validate_reports_every_problem(tmp_path):
 
 def test_sigterm_drains_in_flight_streams(mesh, router_address, sim):
     """Runs last in this module: it restarts the router."""
-    sim.patch("sim-strong", tokens_per_s=8.0, min_tokens=40, max_tokens=40)  # ~5 s at the test time scale? no: see below
+    # 40 tokens at 0.4 tokens/s x the test time scale 0.05 = 20 tokens/s: a ~2 s stream.
+    sim.patch("sim-strong", tokens_per_s=0.4, min_tokens=40, max_tokens=40)
     results: dict[str, object] = {}
 
     def stream() -> None:
@@ -146,7 +147,9 @@ def test_sigterm_drains_in_flight_streams(mesh, router_address, sim):
     worker.start()
     time.sleep(0.4)
     proc = mesh.processes["router"]
+    assert "result" not in results, "the stream should still be running when SIGTERM arrives"
     proc.send_signal(15)
+    signalled = time.monotonic()
     # While draining, health says NOT_SERVING (or the port is gone) and new calls are refused.
     with grpc.insecure_channel(router_address) as channel:
         try:
@@ -159,6 +162,7 @@ def test_sigterm_drains_in_flight_streams(mesh, router_address, sim):
     assert "error" not in results, results.get("error")
     result = results["result"]
     assert result.final.status == common_pb2.FINISH_STATUS_COMPLETE
-    assert result.final.usage.output_tokens == 40
+    assert result.final.usage.output_tokens >= 40
+    assert time.monotonic() - signalled > 0.5, "the router should have kept streaming after SIGTERM"
     mesh.start_service("router")
     mesh.wait_healthy("router", time.monotonic() + 30)
