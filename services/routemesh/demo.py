@@ -82,12 +82,16 @@ async def _workload(address: str, requests: int, concurrency: int) -> list[Outco
             async with gate:
                 outcome = await _one(client, kind, prompt, options)
             done += 1
-            sys.stderr.write(f"\r  sent {done}/{requests} requests")
-            sys.stderr.flush()
+            if sys.stderr.isatty():
+                sys.stderr.write(f"\r  {done}/{requests} answered")
+                sys.stderr.flush()
+            elif done % 8 == 0 or done == requests:
+                print(f"  {done}/{requests} answered", file=sys.stderr)
             return outcome
 
         results = await asyncio.gather(*(run(i) for i in range(requests)))
-    sys.stderr.write("\n")
+    if sys.stderr.isatty():
+        sys.stderr.write("\n")
     return list(results)
 
 
@@ -98,21 +102,29 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
+def _why(decision) -> str:
+    """The short form of a decision's reason: which route and rule, or the pin."""
+    if decision.strategy == "pinned":
+        return "pinned by the request"
+    detail = decision.reason.split(": ", 1)[-1].split(";")[0]
+    return f"route {decision.route}: {detail}"
+
+
 def report(outcomes: list[Outcome], out=sys.stdout) -> None:
     """Print per-request decisions, the decision mix, latency and cost against an all-strong baseline."""
     policy = parse_policy(load_default_policy_text())
     strongest = max(policy.models, key=lambda m: policy.models[m].quality)
-    print(f"\n{'kind':<12} {'model':<13} {'status':<18} {'ttft':>7} {'total':>7} {'cost $':>10}  why", file=out)
+    print(f"\n{'kind':<12} {'model':<13} {'status':<21} {'ttft':>7} {'total':>7} {'cost $':>10}  why", file=out)
     for o in outcomes:
         if o.result is None:
-            print(f"{o.kind:<12} {'-':<13} {'ERROR':<18} {'':>7} {o.seconds * 1000:>6.0f}ms {'':>10}  {o.error}",
+            print(f"{o.kind:<12} {'-':<13} {'ERROR':<21} {'':>7} {o.seconds * 1000:>6.0f}ms {'':>10}  {o.error}",
                   file=out)
             continue
         d, f = o.result.decision, o.result.final
         status = common_pb2.FinishStatus.Name(f.status).removeprefix("FINISH_STATUS_")
         attempts = f" ({len(f.attempts)} attempts)" if len(f.attempts) > 1 else ""
-        print(f"{o.kind:<12} {f.model or d.model:<13} {status + attempts:<18} {o.ttft * 1000:>5.0f}ms "
-              f"{o.seconds * 1000:>5.0f}ms {f.cost_usd:>10.6f}  {d.reason[:90]}", file=out)
+        print(f"{o.kind:<12} {f.model or d.model:<13} {status + attempts:<21} {o.ttft * 1000:>5.0f}ms "
+              f"{o.seconds * 1000:>5.0f}ms {f.cost_usd:>10.6f}  {_why(d)}", file=out)
     ok = [o for o in outcomes if o.result is not None]
     mix = Counter(o.result.final.model for o in ok if o.result.final.model)
     total_cost = sum(o.result.final.cost_usd for o in ok)

@@ -166,3 +166,12 @@ def test_sigterm_drains_in_flight_streams(mesh, router_address, sim):
     assert time.monotonic() - signalled > 0.5, "the router should have kept streaming after SIGTERM"
     mesh.start_service("router")
     mesh.wait_healthy("router", time.monotonic() + 30)
+
+
+def test_demo_runs_end_to_end():
+    result = subprocess.run([sys.executable, "-m", "routemesh", "demo", "--requests", "12"],
+                            capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "decision mix:" in result.stdout
+    assert "failed: 0" in result.stdout
+    assert "Traceback" not in result.stderr

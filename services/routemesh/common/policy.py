@@ -110,19 +110,23 @@ class RuleCondition(_Strict):
         return value
 
 
+Strategy = Literal["cheapest", "ordered"]
+
+
 class Rule(_Strict):
-    """When the condition matches, the route chooses among these models."""
+    """When the condition matches, the route chooses among these models (with its own strategy, if given)."""
 
     name: str = Field(pattern=_NAME)
     when: RuleCondition = RuleCondition()
     models: tuple[str, ...] = Field(min_length=1)
+    strategy: Strategy | None = None
 
 
 class Route(_Strict):
     """A named pool of models with rules and fallbacks."""
 
     description: str = ""
-    strategy: Literal["cheapest", "ordered"] = "cheapest"
+    strategy: Strategy = "cheapest"
     models: tuple[str, ...] = Field(min_length=1)
     rules: tuple[Rule, ...] = ()
     fallbacks: tuple[str, ...] = ()

@@ -179,13 +179,14 @@ def _plan_route(
 ) -> Plan:
     rule = next((r for r in route.rules if condition_matches(r.when, features, metadata)), None)
     pool = list(rule.models if rule else route.models)
+    strategy = (rule.strategy if rule else None) or route.strategy
     considered = list(dict.fromkeys([*pool, *route.fallbacks, *route.models]))
     evaluations = {
         m: _evaluate(m, policy.models[m], features, max_tokens, health.get(m), policy, apply_health=True)
         for m in considered
     }
     eligible_pool = [m for m in pool if evaluations[m].eligible]
-    if route.strategy == "cheapest":
+    if strategy == "cheapest":
         eligible_pool.sort(key=lambda m: (evaluations[m].estimated_cost_usd, -policy.models[m].quality))
     fallbacks = [m for m in route.fallbacks if evaluations[m].eligible and m not in eligible_pool]
     models = eligible_pool + fallbacks
@@ -204,18 +205,18 @@ def _plan_route(
     for rank, m in enumerate(models, start=1):
         ev = evaluations[m]
         ev.rank = rank
-        if route.strategy == "cheapest":
+        if strategy == "cheapest":
             ev.score = round(cheapest / ev.estimated_cost_usd, 6) if ev.estimated_cost_usd > 0 else 1.0
         else:
             ev.score = round(1.0 - (rank - 1) / len(models), 6)
     why_pool = (
         f"rule {rule.name!r} matched ({_describe(rule.when, features, metadata)})" if rule else "no rule matched"
     )
-    how = "cheapest eligible" if route.strategy == "cheapest" else "first eligible in order"
+    how = "cheapest eligible" if strategy == "cheapest" else "first eligible in order"
     ordered = sorted(evaluations.values(), key=lambda e: (not e.eligible, e.rank or 1_000, e.model))
     return Plan(
         models=models,
-        strategy=f"rules+{route.strategy}",
+        strategy=f"rules+{strategy}",
         reason=f"route {route_name!r}: {why_pool}; {how} of {pool}",
         route=route_name,
         rule=rule.name if rule else "",
