@@ -175,3 +175,57 @@ def test_demo_runs_end_to_end():
     assert "decision mix:" in result.stdout
     assert "failed: 0" in result.stdout
     assert "Traceback" not in result.stderr
+
+
+def _free_port_base(span: int = 7) -> int:
+    import random
+    import socket
+
+    for _ in range(50):
+        base = random.randrange(20_000, 40_000, 10)
+        try:
+            socks = []
+            for offset in range(span):
+                sock = socket.socket()
+                socks.append(sock)
+                sock.bind(("127.0.0.1", base + offset))
+            return base
+        except OSError:
+            continue
+        finally:
+            for sock in socks:
+                sock.close()
+    raise RuntimeError("no free port range")
+
+
+def test_up_starts_every_service_and_stops_them_on_sigint():
+    import signal
+
+    base = _free_port_base()
+    proc = subprocess.Popen([sys.executable, "-m", "routemesh", "up", "--port-base", str(base)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        lines = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            lines.append(line)
+            if "routemesh is up" in line or not line:
+                break
+        assert any("routemesh is up" in line for line in lines), "".join(lines) + proc.stderr.read()
+        assert f"router at 127.0.0.1:{base + 1}" in lines[-1]
+        with RouterClient(f"127.0.0.1:{base + 1}") as client:
+            assert client.complete(FAQ).final.status == common_pb2.FINISH_STATUS_COMPLETE
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+        assert proc.returncode == 0
+        assert "stopped" in out
+        # Nothing listens any more: every service was stopped.
+        import socket
+
+        for offset in range(1, 7):
+            with socket.socket() as sock:
+                assert sock.connect_ex(("127.0.0.1", base + offset)) != 0, f"port {base + offset} still open"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
