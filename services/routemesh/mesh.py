@@ -193,12 +193,8 @@ class Mesh:
             handle.close()  # type: ignore[attr-defined]
         return proc.returncode
 
-    def stop(self, timeout_s: float = 10.0) -> None:
-        """SIGTERM every process (router first, so callers drain before their dependencies go)."""
-        for service in reversed(list(self.processes)):
-            proc = self.processes[service]
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
+    def stop(self, timeout_s: float = 35.0) -> None:
+        """SIGTERM each process in reverse start order, waiting for each to drain before its dependencies go."""
         for service in reversed(list(self.processes)):
             self.stop_service(service, timeout_s)
 

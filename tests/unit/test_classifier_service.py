@@ -13,7 +13,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import _async as rpc_status_async
 from routemesh.classifier import main
 from routemesh.classifier.features import RequestFeatures
-from routemesh.classifier.servicer import features_to_proto, messages_to_tuples
+from routemesh.classifier.servicer import features_to_proto
+from routemesh.common.messages import messages_to_tuples
 from routemesh.common.errors import ERROR_DOMAIN
 from routemesh.common.serve import create_server
 from routemesh.v1 import classifier_pb2, classifier_pb2_grpc, common_pb2

@@ -7,17 +7,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from routemesh.classifier.language import text_words
+from routemesh.common.policy import TASK_TYPES
 
-TASK_TYPES = (
-    "chat",
-    "code",
-    "math",
-    "summarization",
-    "translation",
-    "extraction",
-    "creative_writing",
-    "question_answering",
-)
 # Chat wins only when nothing else scores above this floor.
 CHAT_BASELINE = 0.6
 

@@ -9,11 +9,10 @@ import grpc
 
 from routemesh.common.coalesce import batches
 from routemesh.common.errors import InvalidRequest
+from routemesh.common.messages import messages_to_tuples, validate_messages
 from routemesh.executor.engine import AttemptRecord, ExecutionEngine, ExecutionInput, ExecutionOutcome
 from routemesh.v1 import common_pb2, executor_pb2, executor_pb2_grpc, telemetry_pb2
 
-_ROLES = {common_pb2.ROLE_SYSTEM: "system", common_pb2.ROLE_USER: "user",
-          common_pb2.ROLE_ASSISTANT: "assistant", common_pb2.ROLE_TOOL: "tool"}
 
 
 def outcome_enum(outcome: str) -> int:
@@ -59,10 +58,8 @@ def result_to_proto(o: ExecutionOutcome) -> executor_pb2.ExecutionResult:
 
 
 def to_input(request: executor_pb2.ExecuteRequest) -> ExecutionInput:
-    violations = [(f"messages[{i}].role", "must be set") for i, m in enumerate(request.messages)
-                  if m.role not in _ROLES]
-    if not request.messages:
-        violations.append(("messages", "at least one message is required"))
+    validate_messages(request.messages)
+    violations = []
     if not request.plan:
         violations.append(("plan", "at least one model is required"))
     if request.max_tokens <= 0:
@@ -70,7 +67,7 @@ def to_input(request: executor_pb2.ExecuteRequest) -> ExecutionInput:
     if violations:
         raise InvalidRequest("invalid execute request", field_violations=violations)
     return ExecutionInput(
-        messages=[{"role": _ROLES[m.role], "content": m.content} for m in request.messages],
+        messages=[{"role": role, "content": content} for role, content in messages_to_tuples(request.messages)],
         plan=list(request.plan), max_tokens=request.max_tokens,
         temperature=request.temperature if request.HasField("temperature") else None,
         decision_id=request.decision_id, estimated_input_tokens=request.estimated_input_tokens,

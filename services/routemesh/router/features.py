@@ -10,7 +10,8 @@ import grpc
 from opentelemetry.trace import Status, StatusCode
 
 from routemesh.classifier.features import classify
-from routemesh.classifier.servicer import features_to_proto, messages_to_tuples
+from routemesh.classifier.servicer import features_to_proto
+from routemesh.common.messages import messages_to_tuples
 from routemesh.common.channels import aio_channel, deadline_for
 from routemesh.common.tracing import start_client_span
 from routemesh.router.planner import RoutingFeatures

@@ -16,6 +16,7 @@ from routemesh.common import semconv
 from routemesh.common.channels import aio_channel, deadline_for
 from routemesh.common.coalesce import batches
 from routemesh.common.errors import InvalidRequest, NotReady, RelayedError, UpstreamUnavailable
+from routemesh.common.messages import ROLE_NAMES
 from routemesh.common.policy_watch import PolicyHolder
 from routemesh.common.tracing import set_attributes, start_client_span, join, trace_id_hex, tracer
 from routemesh.router.features import FeatureSource
@@ -42,7 +43,7 @@ def validate_chat(messages: Sequence[common_pb2.Message], model: str, max_tokens
     if not messages:
         problems.append(("messages", "at least one message is required"))
     for i, message in enumerate(messages):
-        if message.role == common_pb2.ROLE_UNSPECIFIED:
+        if message.role not in ROLE_NAMES:
             problems.append((f"messages[{i}].role", "must be set (SYSTEM, USER, ASSISTANT or TOOL)"))
     if messages and not any(m.content.strip() for m in messages):
         problems.append(("messages", "every message is empty"))
