@@ -77,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--concurrency", type=int, default=4)
     demo.add_argument("--sim-time-scale", type=float, default=0.5)
 
+    report = sub.add_parser("report", help="per-variant requests, latency, errors and cost of experiments")
+    importlib.import_module("routemesh.report").add_arguments(report)
+
     health = sub.add_parser("health", help="exit 0 if the gRPC service at ADDRESS reports SERVING")
     health.add_argument("address")
     health.add_argument("--timeout", type=float, default=2.0)
@@ -273,6 +276,8 @@ def main(argv: list[str] | None = None) -> int:
             return _policy(args)
         if args.command == "health":
             return _health(args)
+        if args.command == "report":
+            return importlib.import_module("routemesh.report").run(args)
     except KeyboardInterrupt:
         return 130
     return 2

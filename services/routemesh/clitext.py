@@ -42,7 +42,7 @@ def print_final(fin: router_pb2.Final, out=sys.stderr) -> None:
 def print_explain(r: router_pb2.ExplainResponse, out=sys.stdout) -> None:
     print_decision(r.decision, out)
     print(f"{'rank':>4}  {'model':<16} {'provider':<10} {'score':>7} {'est. cost':>11}  notes", file=out)
-    for c in r.candidates:
+    for c in r.decision.candidates:
         rank = str(c.rank) if c.eligible else "-"
         notes = c.rejection_reason or ", ".join(
             f"{k}={v:.4g}" for k, v in sorted(c.factors.items()) if k != "estimated_cost_usd")

@@ -113,7 +113,7 @@ def _why(decision) -> str:
 def report(outcomes: list[Outcome], out=sys.stdout) -> None:
     """Print per-request decisions, the decision mix, latency and cost against an all-strong baseline."""
     policy = parse_policy(load_default_policy_text())
-    strongest = max(policy.models, key=lambda m: policy.models[m].quality)
+    strongest = max(policy.models, key=lambda m: policy.models[m].quality_for("default"))
     print(f"\n{'kind':<12} {'model':<13} {'status':<21} {'ttft':>7} {'total':>7} {'cost $':>10}  why", file=out)
     for o in outcomes:
         if o.result is None:

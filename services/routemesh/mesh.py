@@ -102,7 +102,7 @@ class Mesh:
         cmd = [*base, "serve", service, "--listen", listen]
         if service == "control" and self.policy:
             cmd += ["--policy", self.policy]
-        if service == "telemetry" and self.redis_url:
+        if service in ("telemetry", "router") and self.redis_url:
             cmd += ["--redis-url", self.redis_url]
             if self.redis_prefix:
                 cmd += ["--redis-prefix", self.redis_prefix]

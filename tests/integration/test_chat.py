@@ -48,10 +48,10 @@ def test_code_goes_to_a_stronger_model_and_explain_agrees(router_address):
         result = client.complete(prompt)
     assert explained.decision.model == result.decision.model == "balanced"
     assert "code-and-math" in explained.decision.reason
-    ranked = [c for c in explained.candidates if c.eligible]
+    ranked = [c for c in explained.decision.candidates if c.eligible]
     assert [c.model for c in ranked] == [explained.decision.model, *explained.decision.fallbacks]
     assert [c.rank for c in ranked] == list(range(1, len(ranked) + 1))
-    rejected = [c for c in explained.candidates if not c.eligible]
+    rejected = [c for c in explained.decision.candidates if not c.eligible]
     assert all(c.rejection_reason for c in rejected)
 
 

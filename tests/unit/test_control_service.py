@@ -116,7 +116,7 @@ async def test_watch_skips_the_version_the_watcher_already_has(control: Control)
         (BAD_FIELDS_TEXT, {"models.strong.pricing.input_per_mtok": "greater than or equal to 0",
                            "routes.auto.rules.2.when.task_types": "unknown task type(s) ['poetry']"}),
         (BAD_REFERENCES_TEXT, {"models.fast-cheap.provider": "unknown provider 'nope'",
-                               "routes.premium.fallbacks": "unknown model 'balancd'"}),
+                               "routes.fast.fallbacks": "unknown model 'balancd'"}),
     ],
     ids=["fields", "references"],
 )

@@ -1,8 +1,9 @@
-"""TelemetryService over real gRPC: reports in, snapshots with policy prices out, bad input refused."""
+"""TelemetryService over real gRPC: reports in, snapshots and experiment reports out, bad input refused."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import time
 
@@ -14,6 +15,7 @@ from routemesh.common.policy import canonical_json, load_default_policy_text, pa
 from routemesh.common.policy_watch import PolicyHolder
 from routemesh.common.serve import create_server
 from routemesh.telemetry.main import add_arguments, build, make_service
+from routemesh.telemetry.redis_store import RedisHealthStore
 from routemesh.telemetry.store import InMemoryHealthStore
 from routemesh.v1 import common_pb2, control_pb2, telemetry_pb2, telemetry_pb2_grpc
 
@@ -23,6 +25,11 @@ STARTED = telemetry_pb2.OBSERVATION_PHASE_STARTED
 
 def observation(model: str, phase=FINISHED, ttft: float = 0.0, **fields) -> telemetry_pb2.Observation:
     return telemetry_pb2.Observation(model=model, provider="sim", phase=phase, ttft_ms=ttft, **fields)
+
+
+def summary(experiment: str, variant: str, status=common_pb2.FINISH_STATUS_COMPLETE, **fields):
+    return telemetry_pb2.RequestSummary(experiment=experiment, variant=variant, status=status, route="auto",
+                                        **fields)
 
 
 def field_violations(exc: grpc.aio.AioRpcError) -> list[str]:
@@ -38,19 +45,28 @@ def field_violations(exc: grpc.aio.AioRpcError) -> list[str]:
     return fields
 
 
-@pytest.fixture
-async def telemetry():
+@contextlib.asynccontextmanager
+async def running_telemetry(store):
+    """A telemetry server on a free port around a store, with the default policy loaded."""
     policy = parse_policy(load_default_policy_text())
     holder = PolicyHolder()
     holder.apply(control_pb2.Policy(version=1, digest="x", policy_json=canonical_json(policy)))
-    service = make_service(InMemoryHealthStore(cache_ttl_s=0), holder)
+    service = make_service(store, holder)
     await service.on_start()
     running = await create_server(service, "127.0.0.1:0")
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{running.port}")
-    yield telemetry_pb2_grpc.TelemetryServiceStub(channel), policy
-    await channel.close()
-    await running.server.stop(0)
-    await service.on_stop()
+    try:
+        yield telemetry_pb2_grpc.TelemetryServiceStub(channel), policy
+    finally:
+        await channel.close()
+        await running.server.stop(0)
+        await service.on_stop()
+
+
+@pytest.fixture
+async def telemetry():
+    async with running_telemetry(InMemoryHealthStore(cache_ttl_s=0)) as started:
+        yield started
 
 
 async def test_report_then_snapshot_carries_health_and_prices(telemetry):
@@ -81,6 +97,8 @@ async def test_report_then_snapshot_carries_health_and_prices(telemetry):
     assert health.error_rate == 0.0
     assert health.tokens_per_minute == 300
     assert health.spend_total_usd == pytest.approx(0.01)
+    assert before - 5000 < health.last_observation_ms <= before, "a report without timestamps is stamped now"
+    assert not health.stale
 
 
 async def test_snapshot_of_everything_lists_policy_and_seen_models(telemetry):
@@ -122,3 +140,65 @@ async def test_build_waits_for_a_policy_before_it_is_ready():
     assert not service.ready()
     await service.on_start()
     await service.on_stop()
+
+
+async def test_request_summaries_make_an_experiment_report(telemetry):
+    stub, _ = telemetry
+    now_ms = time.time_ns() // 1_000_000
+    requests = [summary("exp", "control", model="cheap", ttft_ms=100.0 * i, duration_ms=1000.0 * i,
+                        cost_usd=0.01, decision_id=f"d{i}", tenant="acme", timestamp_ms=now_ms - 1000)
+                for i in range(1, 5)]
+    requests += [summary("exp", "treatment", model="strong", ttft_ms=50.0, duration_ms=500.0, cost_usd=0.1),
+                 summary("exp", "treatment", status=common_pb2.FINISH_STATUS_UNSPECIFIED, duration_ms=20.0),
+                 summary("other", "a", model="cheap"), summary("", "", model="cheap")]
+    reply = await stub.Report(telemetry_pb2.ReportRequest(
+        observations=[observation("cheap", ttft=10.0)], requests=requests))
+    assert reply.accepted == 1 + len(requests)
+
+    report = await stub.GetExperimentReport(telemetry_pb2.GetExperimentReportRequest())
+    assert report.window_seconds == 300
+    assert [(v.experiment, v.variant) for v in report.variants] == [
+        ("exp", "control"), ("exp", "treatment"), ("other", "a")]
+    control, treatment, _ = report.variants
+    assert (control.requests, control.errors, dict(control.models)) == (4, 0, {"cheap": 4})
+    assert (control.ttft_p50_ms, control.duration_p95_ms) == (pytest.approx(250.0), pytest.approx(3850.0))
+    assert control.cost_usd == pytest.approx(0.04)
+    assert (treatment.requests, treatment.errors, dict(treatment.models)) == (2, 1, {"strong": 1})
+    assert (treatment.ttft_p95_ms, treatment.cost_usd) == (pytest.approx(50.0), pytest.approx(0.1))
+
+    only = await stub.GetExperimentReport(telemetry_pb2.GetExperimentReportRequest(experiment="other"))
+    assert [(v.experiment, v.variant, v.requests) for v in only.variants] == [("other", "a", 1)]
+    none = await stub.GetExperimentReport(telemetry_pb2.GetExperimentReportRequest(experiment="nope"))
+    assert (list(none.variants), none.window_seconds) == ([], 300)
+
+
+async def test_bad_request_summaries_are_refused_and_nothing_is_recorded(telemetry):
+    stub, _ = telemetry
+    bad = [summary("exp", "a", duration_ms=10.0), summary("exp", "a", duration_ms=-1.0),
+           summary("exp", "a", cost_usd=math.inf, ttft_ms=-5.0), summary("exp", ""),
+           summary("exp", "a", decision_id="")]
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.Report(telemetry_pb2.ReportRequest(observations=[observation("cheap", tpot_ms=-1.0)],
+                                                      requests=bad))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert field_violations(caught.value) == ["observations[0].tpot_ms", "requests[1].duration_ms",
+                                              "requests[2].ttft_ms", "requests[2].cost_usd",
+                                              "requests[3].variant"]
+    report = await stub.GetExperimentReport(telemetry_pb2.GetExperimentReportRequest())
+    assert list(report.variants) == [], "a refused report records nothing"
+
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.GetExperimentReport(telemetry_pb2.GetExperimentReportRequest(experiment="x" * 300))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert field_violations(caught.value) == ["experiment"]
+
+
+async def test_unreadable_store_means_stale_health_and_an_unavailable_report():
+    store = RedisHealthStore("redis://127.0.0.1:1", prefix="rmtest:unreachable:", cache_ttl_s=0)
+    async with running_telemetry(store) as (stub, _):
+        snapshot = await stub.GetSnapshot(telemetry_pb2.GetSnapshotRequest(models=["cheap"]))
+        assert [(h.model, h.stale, h.samples) for h in snapshot.models] == [("cheap", True, 0)]
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.GetExperimentReport(telemetry_pb2.GetExperimentReportRequest())
+        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "store" in caught.value.details()

@@ -11,8 +11,16 @@ from uuid import uuid4
 import pytest
 import redis.asyncio as aioredis
 
+from routemesh.telemetry.experiments import FinishStatus, RequestSummaryRecord, VariantStatsRecord
 from routemesh.telemetry.redis_store import RedisHealthStore
-from routemesh.telemetry.store import InMemoryHealthStore, ModelStats, ObservationRecord, Outcome, Phase
+from routemesh.telemetry.store import (
+    InMemoryHealthStore,
+    ModelStats,
+    ObservationRecord,
+    Outcome,
+    Phase,
+    StoreUnavailable,
+)
 
 REDIS_URL = os.environ.get("ROUTEMESH_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 # A minute boundary, so "now" below sits mid-minute and no case straddles a bucket by accident.
@@ -29,6 +37,13 @@ def finished(model: str, ts: int, outcome: int = Outcome.SUCCESS, ttft: float = 
 
 def started(model: str, ts: int) -> ObservationRecord:
     return ObservationRecord(model=model, timestamp_ms=ts, phase=Phase.STARTED, outcome=Outcome.UNSPECIFIED)
+
+
+def request(experiment: str, variant: str, ts: int, status: int = FinishStatus.COMPLETE, model: str = "m",
+            ttft: float = 0.0, duration: float = 0.0, cost: float = 0.0) -> RequestSummaryRecord:
+    return RequestSummaryRecord(experiment=experiment, variant=variant, timestamp_ms=ts, status=status,
+                                model=model, ttft_ms=ttft, duration_ms=duration, cost_usd=cost,
+                                decision_id=uuid4().hex, route="auto", tenant="acme")
 
 
 async def require_redis() -> None:
@@ -176,6 +191,69 @@ async def test_spend_per_minute_and_total(store):
     assert stats["b"].spend_total_usd == pytest.approx(2.0)
 
 
+async def test_last_observation_is_the_newest_finished_in_the_window(store):
+    await store.record([finished("m", NOW - 5000), finished("m", NOW - 1000, Outcome.CANCELLED),
+                        finished("m", NOW - 3000, Outcome.TIMEOUT), started("m", NOW - 500)])
+    assert (await store.snapshot(["m"], NOW))["m"].last_observation_ms == NOW - 1000
+    assert (await store.snapshot(["m"], NOW + 400_000))["m"].last_observation_ms == 0
+
+
+async def test_experiment_counts_errors_cost_and_model_mix_per_variant(store):
+    statuses = [FinishStatus.COMPLETE] * 5 + [FinishStatus.LENGTH, FinishStatus.CONTENT_FILTER,
+                                              FinishStatus.CANCELLED, FinishStatus.FAILED,
+                                              FinishStatus.TRUNCATED_UPSTREAM]
+    control = [request("exp", "control", NOW - 2000 - i, status, model="fast" if i % 2 == 0 else "cheap",
+                       cost=0.01) for i, status in enumerate(statuses)]
+    control.append(request("exp", "control", NOW - 1000, FinishStatus.UNSPECIFIED, model="", cost=0.0))
+    treatment = [request("exp", "treatment", NOW - 1500, model="strong", cost=0.25) for _ in range(3)]
+    other = [request("other", "a", NOW - 1000), request("", "", NOW - 1000, FinishStatus.FAILED)]
+    await store.record_requests(control + treatment + other)
+    rows = await store.experiment_report(None, NOW)
+    assert [(r.experiment, r.variant) for r in rows] == [("exp", "control"), ("exp", "treatment"),
+                                                         ("other", "a")]
+    ctl, trt, _ = rows
+    assert (ctl.requests, ctl.errors, ctl.models) == (11, 3, {"cheap": 5, "fast": 5})
+    assert ctl.cost_usd == pytest.approx(0.10)
+    assert (trt.requests, trt.errors, trt.models) == (3, 0, {"strong": 3})
+    assert trt.cost_usd == pytest.approx(0.75)
+    assert await store.experiment_report("exp", NOW) == rows[:2]
+    assert await store.experiment_report("missing", NOW) == []
+
+
+async def test_experiment_percentiles_cover_answered_requests_only(store):
+    answered = [request("exp", "v", NOW - 5000 - i, ttft=float(i), duration=10.0 * i) for i in range(1, 102)]
+    random.Random(3).shuffle(answered)
+    failed = [request("exp", "v", NOW - 4000, FinishStatus.FAILED, ttft=9000.0, duration=9000.0)]
+    cancelled = [request("exp", "v", NOW - 4000, FinishStatus.CANCELLED, ttft=1.0, duration=1.0)]
+    no_token = [request("exp", "v", NOW - 4000, FinishStatus.CONTENT_FILTER, ttft=0.0, duration=505.0)]
+    await store.record_requests(answered + failed + cancelled + no_token)
+    [row] = await store.experiment_report("exp", NOW)
+    assert (row.requests, row.errors) == (104, 1)
+    assert row.ttft_p50_ms == pytest.approx(51.0)
+    assert row.ttft_p95_ms == pytest.approx(96.0)
+    assert row.duration_p50_ms == pytest.approx(507.5), "an answer without a token still has a duration"
+    assert row.duration_p95_ms == pytest.approx(959.5)
+
+
+async def test_experiment_percentiles_keep_the_last_2000_but_counts_stay_exact(store):
+    await store.record_requests([request("exp", "v", NOW - 60_000 + i, ttft=float(i), duration=float(i))
+                                 for i in range(1, 2101)])
+    [row] = await store.experiment_report("exp", NOW)
+    assert row.requests == 2100
+    assert row.ttft_p50_ms == pytest.approx(1100.5)
+
+
+async def test_experiment_window_expires_old_requests(store):
+    await store.record_requests([request("exp", "v", NOW - 400_000, FinishStatus.FAILED, cost=1.0)
+                                 for _ in range(4)])
+    await store.record_requests([request("exp", "v", NOW - 100_000, ttft=10.0, duration=20.0, cost=0.5)])
+    [now] = await store.experiment_report(None, NOW)
+    assert (now.requests, now.errors, now.cost_usd, now.ttft_p50_ms) == (1, 0, 0.5, 10.0)
+    assert await store.experiment_report(None, NOW + 250_000) == []
+    [earlier] = await store.experiment_report(None, NOW - 200_000)
+    assert (earlier.requests, earlier.errors, earlier.cost_usd) == (4, 4, 4.0)
+
+
 async def test_unknown_models_are_zero_and_seen_models_are_listed(store):
     await store.record([finished("b", NOW - 1000), started("a", NOW - 500)])
     stats = await store.snapshot(["nobody", "nobody"], NOW)
@@ -209,7 +287,11 @@ async def test_redis_down_neither_raises_nor_blocks():
             assert await store.seen_models(NOW) == []
             assert time.monotonic() - began < 1.0
             assert stats == {"m": ModelStats(model="m", stale=True)}
-        assert store.dropped == 4
+            await store.record_requests([request("exp", "v", NOW - 1000), request("", "", NOW - 1000)])
+            with pytest.raises(StoreUnavailable):
+                await store.experiment_report(None, NOW)
+            assert time.monotonic() - began < 1.0
+        assert store.dropped == 6
     finally:
         await store.close()
 
@@ -220,12 +302,17 @@ async def test_two_replicas_with_one_prefix_share_state(redis_prefix):
     try:
         await one.record([finished("m", NOW - 1000, ttft=30.0, cost=1.0), started("m", NOW - 500)])
         await two.record([finished("m", NOW - 800, ttft=40.0, cost=0.5)])
+        await one.record_requests([request("exp", "v", NOW - 900, ttft=10.0, model="a", cost=0.5)])
+        await two.record_requests([request("exp", "v", NOW - 700, ttft=30.0, model="b", cost=0.25)])
         for store in (one, two):
             stats = (await store.snapshot(["m"], NOW))["m"]
             assert (stats.samples, stats.in_flight, stats.requests_per_minute) == (2, 0, 1)
             assert stats.ttft_p50_ms == pytest.approx(35.0)
             assert stats.spend_total_usd == pytest.approx(1.5)
             assert await store.seen_models(NOW) == ["m"]
+            assert await store.experiment_report(None, NOW) == [VariantStatsRecord(
+                experiment="exp", variant="v", requests=2, ttft_p50_ms=20.0, ttft_p95_ms=29.0,
+                cost_usd=0.75, models={"a": 1, "b": 1})]
     finally:
         await one.close()
         await two.close()
@@ -236,12 +323,20 @@ async def test_every_redis_key_is_under_the_prefix_and_expires(redis_prefix):
     try:
         await store.record([started("m", NOW - 2000),
                             finished("m", NOW - 1000, ttft=5.0, tokens=(3, 4), cost=0.1)])
+        # Names holding the key separator must not collide: ("a:b", "c") and ("a", "b:c") stay apart.
+        await store.record_requests([request("a:b", "c", NOW - 1000, cost=0.1),
+                                     request("a", "b:c", NOW - 1000, FinishStatus.FAILED, cost=0.2)])
+        rows = await store.experiment_report(None, NOW)
+        assert [(r.experiment, r.variant, r.requests, r.errors) for r in rows] == [("a", "b:c", 1, 1),
+                                                                                   ("a:b", "c", 1, 0)]
     finally:
         await store.close()
     keys = await redis_keys(redis_prefix)
-    base = f"{redis_prefix}telemetry:"
-    assert set(keys) == {f"{base}samples:m", f"{base}rate:m:{NOW // 60_000}", f"{base}open:m:{NOW // 60_000}",
-                         f"{base}spend_total", f"{base}models"}
+    base, minute = f"{redis_prefix}telemetry:", NOW // 60_000
+    assert set(keys) == {f"{base}samples:m", f"{base}rate:m:{minute}", f"{base}open:m:{minute}",
+                         f"{base}spend_total", f"{base}models", f"{base}experiments",
+                         f"{base}exp_samples:a%3Ab:c", f"{base}exp_counts:a%3Ab:c:{minute}",
+                         f"{base}exp_counts:a:b%3Ac:{minute}"}
     assert all(ttl > 0 for ttl in keys.values()), keys
 
 

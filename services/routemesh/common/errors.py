@@ -22,6 +22,7 @@ class RoutemeshError(Exception):
         reason: str | None = None,
         metadata: dict[str, str] | None = None,
         field_violations: list[tuple[str, str]] | None = None,
+        retry_after_s: float | None = None,
     ):
         super().__init__(message)
         self.message = message
@@ -29,6 +30,7 @@ class RoutemeshError(Exception):
             self.reason = reason
         self.metadata = dict(metadata or {})
         self.field_violations = list(field_violations or [])
+        self.retry_after_s = retry_after_s
 
     def to_status(self) -> status_pb2.Status:
         """The google.rpc.Status carrying ErrorInfo (and BadRequest when fields are named)."""
@@ -46,6 +48,12 @@ class RoutemeshError(Exception):
             )
             packed = any_pb2.Any()
             packed.Pack(bad)
+            details.append(packed)
+        if self.retry_after_s is not None:
+            retry = error_details_pb2.RetryInfo()
+            retry.retry_delay.FromMilliseconds(int(self.retry_after_s * 1000))
+            packed = any_pb2.Any()
+            packed.Pack(retry)
             details.append(packed)
         return status_pb2.Status(code=self.code.value[0], message=self.message, details=details)
 
@@ -69,6 +77,20 @@ class NoEligibleModel(RoutemeshError):
 
     code = grpc.StatusCode.FAILED_PRECONDITION
     reason = "NO_ELIGIBLE_MODEL"
+
+
+class BudgetExhausted(RoutemeshError):
+    """A budget cap would be exceeded (or cannot be checked and budgets fail closed)."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    reason = "BUDGET_EXHAUSTED"
+
+
+class RateLimited(RoutemeshError):
+    """A requests- or tokens-per-minute limit has no headroom; RetryInfo says when to retry."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    reason = "RATE_LIMITED"
 
 
 class UpstreamUnavailable(RoutemeshError):
@@ -119,6 +141,8 @@ def error_info(details: list[any_pb2.Any]) -> error_details_pb2.ErrorInfo | None
 
 __all__ = [
     "ERROR_DOMAIN",
+    "BudgetExhausted",
+    "RateLimited",
     "InvalidRequest",
     "NoEligibleModel",
     "NotFound",

@@ -48,3 +48,7 @@ TTFT_MS = "routemesh.ttft_ms"
 # Span names of in-process stages (RPC spans are named "package.Service/Method").
 SPAN_DECIDE = "routemesh.decide"
 SPAN_CHAT_PREFIX = "chat"  # provider call: "chat {model}", as the GenAI conventions name it
+EXPERIMENT = "routemesh.experiment"
+VARIANT = "routemesh.experiment.variant"
+BUDGET_SOFT_LIMITED = "routemesh.budget.soft_limited"
+ESTIMATED_COST_USD = "routemesh.cost.estimated_usd"

@@ -8,9 +8,9 @@ import os
 import httpx
 
 from routemesh.common.policy_watch import PolicyHolder, PolicyWatcher
+from routemesh.common.reporter import TelemetryReporter
 from routemesh.common.serve import Service
 from routemesh.executor.engine import AttemptRecord, ExecutionEngine
-from routemesh.executor.reporter import TelemetryReporter
 from routemesh.executor.servicer import ExecutorServicer, observation_of
 from routemesh.v1 import executor_pb2_grpc
 

@@ -1,4 +1,4 @@
-"""Entry point of the router: settings, policy watch, classifier/telemetry/executor clients, serve."""
+"""Entry point of the router: settings, policy watch, downstream clients, budgets and limits, serve."""
 
 from __future__ import annotations
 
@@ -6,9 +6,16 @@ import argparse
 import os
 
 from routemesh.common.policy_watch import PolicyHolder, PolicyWatcher
+from routemesh.common.reporter import TelemetryReporter
 from routemesh.common.serve import Service
+from routemesh.router.budget import InMemoryBudgetLedger, RedisBudgetLedger
+from routemesh.router.decide import Decider
 from routemesh.router.features import FeatureSource
-from routemesh.router.servicer import HealthSource, RouterServicer
+from routemesh.router.health import HealthSource
+from routemesh.router.ratelimit import InMemoryRateLimiter, RedisRateLimiter
+from routemesh.router.servicer import RouterServicer
+from routemesh.router.spend import SpendGuard
+from routemesh.router.sticky import InMemoryAffinity, RedisAffinity
 from routemesh.v1 import router_pb2_grpc
 
 
@@ -21,18 +28,40 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--executor", default=env("ROUTEMESH_EXECUTOR_ADDR", "127.0.0.1:50054"),
                         help="executor address; a DNS name with several replicas is balanced round-robin "
                              "(env ROUTEMESH_EXECUTOR_ADDR)")
+    parser.add_argument("--redis-url", default=env("ROUTEMESH_REDIS_URL", ""),
+                        help="budgets, rate limits and conversation affinity shared by router replicas "
+                             "(env ROUTEMESH_REDIS_URL; empty: this process only)")
+    parser.add_argument("--redis-prefix", default=env("ROUTEMESH_REDIS_PREFIX", "routemesh:"))
+    parser.add_argument("--budget-fail-open", action="store_true",
+                        default=env("ROUTEMESH_BUDGET_FAIL_OPEN", "") == "true",
+                        help="when Redis is down, allow requests without budget checks (default: refuse)")
+
+
+def make_spend_guard(args: argparse.Namespace) -> SpendGuard:
+    if args.redis_url:
+        return SpendGuard(RedisBudgetLedger(args.redis_url, args.redis_prefix, fail_open=args.budget_fail_open),
+                          RedisRateLimiter(args.redis_url, args.redis_prefix))
+    return SpendGuard(InMemoryBudgetLedger(), InMemoryRateLimiter())
 
 
 async def build(args: argparse.Namespace) -> Service:
     holder = PolicyHolder()
     watcher = PolicyWatcher(holder, args.control, "router")
-    servicer = RouterServicer(holder, FeatureSource(args.classifier), HealthSource(args.telemetry), args.executor)
+    reporter = TelemetryReporter(args.telemetry)
+    affinity = RedisAffinity(args.redis_url, args.redis_prefix) if args.redis_url else InMemoryAffinity()
+    spend = make_spend_guard(args)
+    decider = Decider(holder, FeatureSource(args.classifier), HealthSource(args.telemetry), affinity, spend)
+    servicer = RouterServicer(decider, args.executor, reporter)
 
     async def on_start() -> None:
         watcher.start()
+        reporter.start()
 
     async def on_stop() -> None:
         await watcher.stop()
+        await reporter.stop()
+        await spend.close()
+        await affinity.close()
 
     return Service(
         name="router",

@@ -1,33 +1,29 @@
-"""The routing decision: request features + policy + health in, an ordered plan with reasons out."""
+"""The routing decision: target → experiment → rules → filters → strategy → stickiness → fallbacks."""
 
 from __future__ import annotations
 
+import hashlib
+import random
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from routemesh.common.errors import InvalidRequest, NoEligibleModel, NotFound
-from routemesh.common.policy import AUTO, Model, Policy, Route, RuleCondition
+from routemesh.common.policy_schema import AUTO, CAPABILITIES, STRATEGIES, Experiment, Policy, Route, Variant
+from routemesh.router.filters import (
+    RequestView,
+    RoutingFeatures,
+    RoutingOptionsView,
+    condition_matches,
+    fit_problem,
+    live_problem,
+    request_limit_problem,
+    tenant_problem,
+)
+from routemesh.router.strategies import ModelHealthView, Scored, StrategyContext, expected_latency, explore, rank
 
-
-@dataclass(frozen=True)
-class RoutingFeatures:
-    """What the planner reads of a request (from the classifier, or the router's local fallback)."""
-
-    input_tokens: int
-    task_type: str = "chat"
-    language: str = "und"
-    complexity: float = 0.0
-    has_code: bool = False
-
-
-@dataclass(frozen=True)
-class ModelHealthView:
-    """What the planner reads of a model's live health (from telemetry)."""
-
-    samples: int = 0
-    error_rate: float = 0.0
-    ttft_p50_ms: float = 0.0
-    in_flight: int = 0
+__all__ = ["CandidateEvaluation", "DecisionState", "ModelHealthView", "Plan", "RoutingFeatures",
+           "RoutingOptionsView", "assign_variant", "plan_request", "resolve_max_tokens"]
 
 
 @dataclass
@@ -54,6 +50,10 @@ class Plan:
     route: str = ""
     rule: str = ""
     max_tokens: int = 0
+    experiment: str = ""
+    variant: str = ""
+    estimated_cost_usd: float = 0.0
+    budget_soft_limited: bool = False
     candidates: list[CandidateEvaluation] = field(default_factory=list)
 
     @property
@@ -65,71 +65,109 @@ class Plan:
         return self.models[1:]
 
 
-def condition_matches(cond: RuleCondition, features: RoutingFeatures, metadata: Mapping[str, str]) -> bool:
-    """All stated fields of the condition hold for the request."""
-    if cond.task_types and features.task_type not in cond.task_types:
-        return False
-    if cond.min_input_tokens is not None and features.input_tokens < cond.min_input_tokens:
-        return False
-    if cond.max_input_tokens is not None and features.input_tokens > cond.max_input_tokens:
-        return False
-    if cond.min_complexity is not None and features.complexity < cond.min_complexity:
-        return False
-    if cond.has_code is not None and features.has_code != cond.has_code:
-        return False
-    if cond.languages and features.language not in cond.languages:
-        return False
-    return all(metadata.get(k) == v for k, v in cond.metadata.items())
+class DecisionState:
+    """Process-wide state strategies share: a random source and round-robin counters."""
 
+    def __init__(self, seed: int | None = None):
+        self.rng = random.Random(seed)
+        self._counters: dict[str, int] = {}
 
-def _fit_problem(model: Model, features: RoutingFeatures, max_tokens: int) -> str:
-    """Why the request cannot fit the model, or ""."""
-    if not model.enabled:
-        return "disabled in the policy"
-    needed = features.input_tokens + max_tokens
-    if needed > model.context_window:
-        return (
-            f"context window {model.context_window} < {features.input_tokens} input + {max_tokens} output tokens"
-        )
-    if max_tokens > model.max_output_tokens:
-        return f"max_tokens {max_tokens} > the model's max output {model.max_output_tokens}"
-    return ""
-
-
-def _health_problem(policy: Policy, health: ModelHealthView | None) -> str:
-    gate = policy.health
-    if health and health.samples >= gate.min_samples and health.error_rate > gate.max_error_rate:
-        return (
-            f"unhealthy: error rate {health.error_rate:.0%} over {health.samples} recent attempts "
-            f"> {gate.max_error_rate:.0%}"
-        )
-    return ""
-
-
-def _evaluate(
-    name: str, model: Model, features: RoutingFeatures, max_tokens: int, health: ModelHealthView | None,
-    policy: Policy, *, apply_health: bool,
-) -> CandidateEvaluation:
-    cost = model.estimated_cost(features.input_tokens, max_tokens)
-    problem = _fit_problem(model, features, max_tokens) or (
-        _health_problem(policy, health) if apply_health else ""
-    )
-    factors = {"estimated_cost_usd": cost, "quality": model.quality}
-    if health:
-        factors.update(error_rate=health.error_rate, ttft_p50_ms=health.ttft_p50_ms, samples=float(health.samples))
-    return CandidateEvaluation(
-        model=name, provider=model.provider, eligible=not problem, estimated_cost_usd=cost,
-        rejection_reason=problem, factors=factors,
-    )
+    def round_robin(self, key: str, size: int) -> int:
+        value = self._counters.get(key, 0)
+        self._counters[key] = value + 1
+        return value % size
 
 
 def resolve_max_tokens(policy: Policy, requested: int) -> int:
     """The request's max_tokens, or the policy default for 0."""
     if requested < 0:
-        raise InvalidRequest(
-            "max_tokens must not be negative", field_violations=[("max_tokens", f"got {requested}; use 0 for the default")]
-        )
+        raise InvalidRequest("max_tokens must not be negative",
+                             field_violations=[("max_tokens", f"got {requested}; use 0 for the default")])
     return requested or policy.defaults.max_tokens
+
+
+def assign_variant(experiment: Experiment, metadata: Mapping[str, str], rng: random.Random) -> Variant:
+    """Weighted choice, sticky: the same sticky-key value always gets the same variant."""
+    total = sum(v.weight for v in experiment.variants)
+    key = metadata.get(experiment.sticky_key)
+    if key:
+        digest = hashlib.sha256(f"{experiment.name}\x00{key}".encode()).digest()
+        point = int.from_bytes(digest[:8], "big") / 2**64 * total
+    else:
+        point = rng.random() * total
+    for variant in experiment.variants:
+        point -= variant.weight
+        if point < 0:
+            return variant
+    return experiment.variants[-1]
+
+
+def _validate_options(policy: Policy, options: RoutingOptionsView) -> None:
+    problems = []
+    if options.strategy and options.strategy not in STRATEGIES:
+        problems.append(("routing.strategy", f"unknown strategy {options.strategy!r}; known: {list(STRATEGIES)}"))
+    bad_caps = [c for c in options.required_capabilities if c not in CAPABILITIES]
+    if bad_caps:
+        problems.append(("routing.required_capabilities", f"unknown {bad_caps}; known: {list(CAPABILITIES)}"))
+    if options.max_cost_usd is not None and options.max_cost_usd < 0:
+        problems.append(("routing.max_cost_usd", "must not be negative"))
+    if options.latency_target_ms is not None and options.latency_target_ms <= 0:
+        problems.append(("routing.latency_target_ms", "must be positive"))
+    if problems:
+        raise InvalidRequest("invalid routing options", field_violations=problems)
+    if options.provider and options.provider not in policy.providers:
+        raise NotFound(f"unknown provider {options.provider!r}", reason="UNKNOWN_PROVIDER",
+                       field_violations=[("routing.provider", f"defined: {sorted(policy.providers)}")])
+
+
+@dataclass
+class _Selection:
+    """Where the pool and strategy came from."""
+
+    route_name: str
+    route: Route
+    pool: list[str]
+    strategy: str
+    rule: str = ""
+    why: str = ""
+    experiment: str = ""
+    variant: str = ""
+    weights: object = None
+    pinned: str = ""
+
+
+def _select(policy: Policy, name: str, request: RequestView, rng: random.Random,
+            budget_soft: bool) -> _Selection:
+    options = request.options
+    if name in policy.models:
+        default = policy.defaults.route
+        sel = _Selection(default, policy.routes[default], [name], "ordered", pinned=name,
+                         why=f"model {name!r} pinned by the request")
+        return sel
+    route = policy.routes[name]
+    sel = _Selection(name, route, list(route.models), route.strategy, weights=route.weights)
+    if route.experiment:
+        variant = assign_variant(route.experiment, request.metadata, rng)
+        sel.experiment, sel.variant = route.experiment.name, variant.name
+        sel.pool = list(variant.models or sel.pool)
+        sel.strategy = variant.strategy or sel.strategy
+        sel.weights = variant.weights or sel.weights
+    rule = next((r for r in route.rules if condition_matches(r.when, request)), None)
+    if rule:
+        sel.rule = rule.name
+        if rule.model:
+            sel.pool = [rule.model]
+        elif rule.models:
+            sel.pool = list(rule.models)
+        sel.strategy = rule.strategy or sel.strategy
+        sel.why = f"rule {rule.name!r} matched ({_describe(rule.when, request)})"
+    else:
+        sel.why = "no rule matched"
+    if options.strategy:
+        sel.strategy, sel.why = options.strategy, sel.why + f"; strategy {options.strategy} requested"
+    if budget_soft:
+        sel.strategy, sel.why = "cost", sel.why + "; budget past its soft limit: cheapest first"
+    return sel
 
 
 def plan_request(
@@ -139,103 +177,122 @@ def plan_request(
     max_tokens: int,
     metadata: Mapping[str, str],
     health: Mapping[str, ModelHealthView],
+    *,
+    options: RoutingOptionsView = RoutingOptionsView(),
+    text: str = "",
+    state: DecisionState | None = None,
+    sticky_model: str = "",
+    budget_soft: bool = False,
+    now_ms: int | None = None,
 ) -> Plan:
-    """Choose the ordered plan for one request; raise NotFound or NoEligibleModel with reasons."""
+    """Choose the ordered plan for one request; raise NotFound, InvalidRequest or NoEligibleModel with reasons."""
     max_tokens = resolve_max_tokens(policy, max_tokens)
+    _validate_options(policy, options)
+    state = state or DecisionState()
+    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     name = requested_model.strip() or AUTO
     if name == AUTO:
         name = policy.defaults.route
-    if name in policy.routes:
-        return _plan_route(policy, name, policy.routes[name], features, max_tokens, metadata, health)
-    if name in policy.models:
-        return _plan_pinned(policy, name, features, max_tokens, health)
-    raise NotFound(
-        f"unknown model or route {requested_model!r}",
-        reason="UNKNOWN_MODEL",
-        metadata={"routes": ",".join(sorted(policy.routes)), "models": ",".join(sorted(policy.models))},
-        field_violations=[("model", f"not a route ({', '.join(sorted(policy.routes))}), a model, or 'auto'")],
-    )
-
-
-def _plan_pinned(
-    policy: Policy, name: str, features: RoutingFeatures, max_tokens: int, health: Mapping[str, ModelHealthView]
-) -> Plan:
-    # A pinned model is honoured even when telemetry calls it unhealthy: the caller asked for it.
-    evaluation = _evaluate(name, policy.models[name], features, max_tokens, health.get(name), policy,
-                           apply_health=False)
-    if not evaluation.eligible:
-        raise NoEligibleModel(
-            f"pinned model {name!r} cannot serve this request: {evaluation.rejection_reason}",
-            metadata={name: evaluation.rejection_reason},
+    if name not in policy.routes and name not in policy.models:
+        raise NotFound(
+            f"unknown model or route {requested_model!r}", reason="UNKNOWN_MODEL",
+            metadata={"routes": ",".join(sorted(policy.routes)), "models": ",".join(sorted(policy.models))},
+            field_violations=[("model", f"not a route ({', '.join(sorted(policy.routes))}), a model, or 'auto'")],
         )
-    evaluation.rank, evaluation.score = 1, 1.0
-    return Plan(models=[name], strategy="pinned", reason=f"model {name!r} pinned by the request",
-                max_tokens=max_tokens, candidates=[evaluation])
-
-
-def _plan_route(
-    policy: Policy, route_name: str, route: Route, features: RoutingFeatures, max_tokens: int,
-    metadata: Mapping[str, str], health: Mapping[str, ModelHealthView],
-) -> Plan:
-    rule = next((r for r in route.rules if condition_matches(r.when, features, metadata)), None)
-    pool = list(rule.models if rule else route.models)
-    strategy = (rule.strategy if rule else None) or route.strategy
-    considered = list(dict.fromkeys([*pool, *route.fallbacks, *route.models]))
-    evaluations = {
-        m: _evaluate(m, policy.models[m], features, max_tokens, health.get(m), policy, apply_health=True)
-        for m in considered
-    }
-    eligible_pool = [m for m in pool if evaluations[m].eligible]
-    if strategy == "cheapest":
-        eligible_pool.sort(key=lambda m: (evaluations[m].estimated_cost_usd, -policy.models[m].quality))
-    fallbacks = [m for m in route.fallbacks if evaluations[m].eligible and m not in eligible_pool]
-    models = eligible_pool + fallbacks
+    keys = policy.request_keys
+    request = RequestView(features=features, max_tokens=max_tokens, metadata=metadata, options=options,
+                          tenant=metadata.get(keys.tenant, ""), data_class=metadata.get(keys.data_class, ""),
+                          text=text)
+    sel = _select(policy, name, request, state.rng, budget_soft)
+    route = sel.route
+    pin_strict = (sel.pinned or options.provider) and not options.allow_fallback
+    fallbacks = [] if pin_strict else list(route.fallbacks)
+    considered = list(dict.fromkeys([*sel.pool, *fallbacks] if sel.pinned else [*sel.pool, *fallbacks, *route.models]))
+    output_tokens = route.expected_output(features.task_type, max_tokens)
+    evaluations: dict[str, CandidateEvaluation] = {}
+    scored: dict[str, Scored] = {}
+    for m in considered:
+        model = policy.models[m]
+        h = health.get(m)
+        cost = model.estimated_cost(features.input_tokens, output_tokens)
+        ttft, total, known = expected_latency(model, h, route.latency, output_tokens, now_ms)
+        problem = fit_problem(model, request) or tenant_problem(policy, m, request)
+        if not problem and options.provider and model.provider != options.provider and (
+                pin_strict or m in sel.pool):
+            problem = f"provider {model.provider!r} is not the pinned provider {options.provider!r}"
+        if not problem and m != sel.pinned:  # a pinned model is honoured even when live state disfavours it
+            problem = live_problem(policy, model, h)
+        problem = problem or request_limit_problem(request, cost, ttft)
+        factors = {"estimated_cost_usd": cost, "expected_ttft_ms": round(ttft, 3),
+                   "expected_total_ms": round(total, 3), "quality_score": model.quality_for(features.task_type)}
+        if h:
+            factors.update(error_rate=h.error_rate, samples=float(h.samples), in_flight=float(h.in_flight))
+        evaluations[m] = CandidateEvaluation(model=m, provider=model.provider, eligible=not problem,
+                                             estimated_cost_usd=cost, rejection_reason=problem, factors=factors)
+        if not problem:
+            scored[m] = Scored(name=m, model=model, estimated_cost_usd=cost, expected_ttft_ms=ttft,
+                               expected_total_ms=total, quality=model.quality_for(features.task_type),
+                               in_flight=h.in_flight if h else 0, recent_requests=h.requests_per_minute if h else 0,
+                               latency_known=known, factors=factors)
+    ctx = StrategyContext(weights=sel.weights or route.weights, latency=route.latency, quality=route.quality,
+                          rng=state.rng, round_robin=state.round_robin, counter_key=f"{sel.route_name}/{sel.rule}")
+    ranked = rank(sel.strategy, [scored[m] for m in sel.pool if m in scored], ctx)
+    notes = []
+    if sel.strategy in ("latency", "hybrid"):
+        ranked, note = explore(ranked, ctx)
+        notes.append(note)
+    pool_order = [c.name for c in ranked]
+    if sticky_model and sticky_model in pool_order and route.sticky:
+        pool_order.remove(sticky_model)
+        pool_order.insert(0, sticky_model)
+        notes.append(f"sticky to {sticky_model} for this conversation")
+    models = pool_order + [m for m in fallbacks if m in scored and m not in pool_order]
     for m in considered:
         ev = evaluations[m]
         if ev.eligible and m not in models:
             ev.eligible = False
-            ev.rejection_reason = f"not in the pool of rule {rule.name!r}" if rule else "not in the route's pool"
+            ev.rejection_reason = f"not in the pool of rule {sel.rule!r}" if sel.rule else "not in the selected pool"
     if not models:
+        what = f"pinned model {sel.pinned!r}" if sel.pinned else f"route {sel.route_name!r}"
         raise NoEligibleModel(
-            f"no model of route {route_name!r} can serve this request: "
+            f"no model can serve this request ({what}): "
             + "; ".join(f"{m}: {evaluations[m].rejection_reason}" for m in considered),
             metadata={m: evaluations[m].rejection_reason for m in considered},
         )
-    cheapest = min(evaluations[m].estimated_cost_usd for m in models)
-    for rank, m in enumerate(models, start=1):
+    for position, m in enumerate(models, start=1):
         ev = evaluations[m]
-        ev.rank = rank
-        if strategy == "cheapest":
-            ev.score = round(cheapest / ev.estimated_cost_usd, 6) if ev.estimated_cost_usd > 0 else 1.0
-        else:
-            ev.score = round(1.0 - (rank - 1) / len(models), 6)
-    why_pool = (
-        f"rule {rule.name!r} matched ({_describe(rule.when, features, metadata)})" if rule else "no rule matched"
-    )
-    how = "cheapest eligible" if strategy == "cheapest" else "first eligible in order"
-    ordered = sorted(evaluations.values(), key=lambda e: (not e.eligible, e.rank or 1_000, e.model))
+        ev.rank = position
+        if m in scored:
+            ev.score = round(scored[m].score, 6)
+            ev.factors = {k: round(v, 6) for k, v in scored[m].factors.items()}
+    strategy = "pinned" if sel.pinned else sel.strategy
+    how = {"pinned": "", "ordered": "first eligible in order"}.get(strategy, f"{strategy} ranking")
+    reason = sel.why if sel.pinned else f"route {sel.route_name!r}: {sel.why}; {how} of {sel.pool}"
+    if sel.experiment:
+        reason += f"; experiment {sel.experiment!r} variant {sel.variant!r}"
+    reason += "".join(f"; {n}" for n in notes if n)
     return Plan(
-        models=models,
-        strategy=f"rules+{strategy}",
-        reason=f"route {route_name!r}: {why_pool}; {how} of {pool}",
-        route=route_name,
-        rule=rule.name if rule else "",
-        max_tokens=max_tokens,
-        candidates=ordered,
+        models=models, strategy=strategy, reason=reason, route="" if sel.pinned else sel.route_name, rule=sel.rule,
+        max_tokens=max_tokens, experiment=sel.experiment, variant=sel.variant,
+        estimated_cost_usd=evaluations[models[0]].estimated_cost_usd, budget_soft_limited=budget_soft,
+        candidates=sorted(evaluations.values(), key=lambda e: (not e.eligible, e.rank or 1_000, e.model)),
     )
 
 
-def _describe(cond: RuleCondition, features: RoutingFeatures, metadata: Mapping[str, str]) -> str:
+def _describe(cond, request: RequestView) -> str:
+    f = request.features
     parts = []
     if cond.task_types:
-        parts.append(f"task_type={features.task_type}")
+        parts.append(f"task_type={f.task_type}")
     if cond.min_input_tokens is not None or cond.max_input_tokens is not None:
-        parts.append(f"input_tokens={features.input_tokens}")
+        parts.append(f"input_tokens={f.input_tokens}")
     if cond.min_complexity is not None:
-        parts.append(f"complexity={features.complexity:.2f}")
+        parts.append(f"complexity={f.complexity:.2f}")
     if cond.has_code is not None:
-        parts.append(f"has_code={features.has_code}")
+        parts.append(f"has_code={f.has_code}")
     if cond.languages:
-        parts.append(f"language={features.language}")
-    parts.extend(f"metadata.{k}={metadata.get(k)}" for k in cond.metadata)
+        parts.append(f"language={f.language}")
+    if cond.keywords or cond.regex:
+        parts.append("text matched")
+    parts.extend(f"metadata.{k}={request.metadata.get(k)}" for k in cond.metadata)
     return ", ".join(parts) or "always"

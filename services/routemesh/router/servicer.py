@@ -1,163 +1,78 @@
-"""The RouterService servicer: validate, decide (classifier + telemetry concurrently), execute, relay."""
+"""The RouterService servicer: decide, admit (budgets, rate limits), execute, relay, settle, report."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 
 import grpc
 from grpc_status import _async as rpc_status_async
+from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 
 from routemesh.common import semconv
-from routemesh.common.channels import aio_channel, deadline_for
+from routemesh.common.channels import aio_channel
 from routemesh.common.coalesce import batches
-from routemesh.common.errors import InvalidRequest, NotReady, RelayedError, UpstreamUnavailable
-from routemesh.common.messages import ROLE_NAMES
-from routemesh.common.policy_watch import PolicyHolder
-from routemesh.common.tracing import set_attributes, start_client_span, join, trace_id_hex, tracer
-from routemesh.router.features import FeatureSource
-from routemesh.router.planner import ModelHealthView, Plan, plan_request
-from routemesh.v1 import (
-    common_pb2,
-    executor_pb2,
-    executor_pb2_grpc,
-    router_pb2,
-    router_pb2_grpc,
-    telemetry_pb2,
-    telemetry_pb2_grpc,
-)
+from routemesh.common.errors import RelayedError, UpstreamUnavailable
+from routemesh.common.reporter import TelemetryReporter
+from routemesh.common.tracing import set_attributes, start_client_span
+from routemesh.router.decide import Decided, Decider
+from routemesh.v1 import common_pb2, executor_pb2, executor_pb2_grpc, router_pb2, router_pb2_grpc, telemetry_pb2
 
 log = logging.getLogger(__name__)
-_MAX_METADATA = 64
-_MAX_MODEL_NAME = 256
-
-
-def validate_chat(messages: Sequence[common_pb2.Message], model: str, max_tokens: int,
-                  metadata: dict[str, str], temperature: float | None) -> None:
-    """Raise InvalidRequest naming every bad field."""
-    problems: list[tuple[str, str]] = []
-    if not messages:
-        problems.append(("messages", "at least one message is required"))
-    for i, message in enumerate(messages):
-        if message.role not in ROLE_NAMES:
-            problems.append((f"messages[{i}].role", "must be set (SYSTEM, USER, ASSISTANT or TOOL)"))
-    if messages and not any(m.content.strip() for m in messages):
-        problems.append(("messages", "every message is empty"))
-    if max_tokens < 0:
-        problems.append(("max_tokens", f"must not be negative (got {max_tokens}); 0 means the policy default"))
-    if len(model) > _MAX_MODEL_NAME:
-        problems.append(("model", f"longer than {_MAX_MODEL_NAME} characters"))
-    if len(metadata) > _MAX_METADATA:
-        problems.append(("metadata", f"more than {_MAX_METADATA} entries"))
-    if temperature is not None and not 0.0 <= temperature <= 2.0:
-        problems.append(("temperature", f"must be between 0 and 2 (got {temperature})"))
-    if problems:
-        raise InvalidRequest("invalid chat request: " + "; ".join(f"{f}: {d}" for f, d in problems),
-                             field_violations=problems)
-
-
-class HealthSource:
-    """Per-request health from telemetry, falling back to the last snapshot when telemetry is down."""
-
-    def __init__(self, address: str):
-        self.address = address
-        self._stub: telemetry_pb2_grpc.TelemetryServiceStub | None = None
-        self.last: dict[str, ModelHealthView] = {}
-        self.last_at = 0.0
-
-    async def snapshot(self, context: grpc.aio.ServicerContext) -> dict[str, ModelHealthView]:
-        if self._stub is None:
-            self._stub = telemetry_pb2_grpc.TelemetryServiceStub(aio_channel(self.address))
-        span, metadata = start_client_span("routemesh.v1.TelemetryService/GetSnapshot")
-        try:
-            response = await self._stub.GetSnapshot(
-                telemetry_pb2.GetSnapshotRequest(), metadata=metadata, timeout=deadline_for(context, 0.3))
-        except grpc.aio.AioRpcError as exc:
-            span.set_status(Status(StatusCode.ERROR, exc.code().name))
-            log.debug("telemetry unavailable (%s); using snapshot from %.1fs ago", exc.code().name,
-                      time.monotonic() - self.last_at if self.last_at else -1)
-            return self.last
-        finally:
-            span.end()
-        self.last = {
-            h.model: ModelHealthView(samples=h.samples, error_rate=h.error_rate, ttft_p50_ms=h.ttft_p50_ms,
-                                     in_flight=h.in_flight)
-            for h in response.models
-        }
-        self.last_at = time.monotonic()
-        return self.last
-
-
-def decision_to_proto(plan: Plan, decision_id: str, features: common_pb2.Features, policy_version: int,
-                      provider: str, trace_id: str) -> router_pb2.Decision:
-    return router_pb2.Decision(
-        decision_id=decision_id, model=plan.primary, provider=provider, strategy=plan.strategy,
-        reason=plan.reason, route=plan.route, fallbacks=plan.fallbacks, features=features,
-        policy_version=policy_version, trace_id=trace_id,
-    )
-
-
-def candidates_to_proto(plan: Plan) -> list[router_pb2.Candidate]:
-    return [
-        router_pb2.Candidate(model=c.model, provider=c.provider, eligible=c.eligible, rank=c.rank,
-                             rejection_reason=c.rejection_reason, score=c.score,
-                             estimated_cost_usd=c.estimated_cost_usd, factors=c.factors)
-        for c in plan.candidates
-    ]
 
 
 class RouterServicer(router_pb2_grpc.RouterServiceServicer):
-    """Chat and Explain share `_decide`, so Explain shows exactly what Chat would do."""
+    """Thin over Decider (the decision) and the executor (the answer)."""
 
-    def __init__(self, holder: PolicyHolder, features: FeatureSource, health: HealthSource, executor_address: str):
-        self.holder = holder
-        self.features = features
-        self.health = health
+    def __init__(self, decider: Decider, executor_address: str, reporter: TelemetryReporter | None = None):
+        self.decider = decider
         self.executor_address = executor_address
+        self.reporter = reporter
         self._executor: executor_pb2_grpc.ExecutorServiceStub | None = None
-
-    async def _decide(self, request: router_pb2.ChatRequest | router_pb2.ExplainRequest,
-                      context: grpc.aio.ServicerContext,
-                      temperature: float | None = None) -> tuple[Plan, router_pb2.Decision]:
-        metadata = dict(request.metadata)
-        validate_chat(request.messages, request.model, request.max_tokens, metadata, temperature)
-        current = self.holder.current
-        if current is None:
-            raise NotReady("the router has not received a policy from the control plane yet")
-        features, health = await asyncio.gather(
-            self.features.classify(request.messages, context), self.health.snapshot(context))
-        with tracer().start_as_current_span(semconv.SPAN_DECIDE) as span:
-            plan = plan_request(current.policy, FeatureSource.routing_features(features), request.model,
-                                request.max_tokens, metadata, health)
-            decision_id = uuid.uuid4().hex
-            provider = current.policy.models[plan.primary].provider
-            set_attributes(span, {
-                semconv.DECISION_ID: decision_id, semconv.DECISION_MODEL: plan.primary,
-                semconv.DECISION_PROVIDER: provider, semconv.DECISION_STRATEGY: plan.strategy,
-                semconv.DECISION_ROUTE: plan.route, semconv.DECISION_RULE: plan.rule,
-                semconv.DECISION_REASON: plan.reason, semconv.DECISION_FALLBACKS: join(plan.fallbacks),
-                semconv.DECISION_POLICY_VERSION: current.version,
-                semconv.REQUEST_TASK_TYPE: common_pb2.TaskType.Name(features.task_type).removeprefix("TASK_TYPE_").lower(),
-                semconv.REQUEST_INPUT_TOKENS: features.input_tokens, semconv.REQUEST_LANGUAGE: features.language,
-                semconv.REQUEST_COMPLEXITY: features.complexity, semconv.FEATURES_SOURCE: features.source,
-            })
-        decision = decision_to_proto(plan, decision_id, features, current.version, provider, trace_id_hex())
-        return plan, decision
 
     async def Explain(self, request: router_pb2.ExplainRequest,
                       context: grpc.aio.ServicerContext) -> router_pb2.ExplainResponse:
-        plan, decision = await self._decide(request, context)
-        return router_pb2.ExplainResponse(decision=decision, candidates=candidates_to_proto(plan))
+        decided = await self.decider.decide(request, context)
+        return router_pb2.ExplainResponse(decision=decided.decision)
 
     async def Chat(self, request: router_pb2.ChatRequest,
                    context: grpc.aio.ServicerContext) -> AsyncIterator[router_pb2.ChatResponse]:
+        started = time.monotonic()
         temperature = request.temperature if request.HasField("temperature") else None
-        plan, decision = await self._decide(request, context, temperature)
-        yield router_pb2.ChatResponse(decision=decision)
+        decided = await self.decider.decide(request, context, temperature)
+        plan, decision = decided.plan, decided.decision
+        spend = self.decider.spend
+        admission = await spend.admit(decided.policy.policy, plan, decision.features.input_tokens, decided.metadata)
+        if admission.dropped:
+            # Rate limits removed models after planning: the decision shows what will really be tried.
+            decision.model, decision.provider = plan.primary, decided.policy.policy.models[plan.primary].provider
+            del decision.fallbacks[:]
+            decision.fallbacks.extend(plan.fallbacks)
+            decision.reason += "; skipped " + ", ".join(f"{m} ({why})" for m, why in admission.dropped.items())
+        final: router_pb2.Final | None = None
+        first_token_at = 0.0
+        try:
+            yield router_pb2.ChatResponse(decision=decision)
+            if decided.conversation and decided.plan.route and \
+                    decided.policy.policy.routes[decided.plan.route].sticky:
+                await self.decider.affinity.set(decided.conversation, plan.primary)
+            async for event in self._execute(request, decided, temperature, context):
+                if event.WhichOneof("event") == "final":
+                    final = event.final
+                elif not first_token_at:
+                    first_token_at = time.monotonic()
+                yield event
+        finally:
+            cost = final.cost_usd if final is not None else 0.0
+            used = (final.usage.input_tokens + final.usage.output_tokens) if final is not None else 0
+            await spend.settle(admission, cost, used)
+            self._report(decided, final, started, first_token_at)
+
+    async def _execute(self, request: router_pb2.ChatRequest, decided: Decided, temperature: float | None,
+                       context: grpc.aio.ServicerContext) -> AsyncIterator[router_pb2.ChatResponse]:
+        plan, decision = decided.plan, decided.decision
         if self._executor is None:
             self._executor = executor_pb2_grpc.ExecutorServiceStub(aio_channel(self.executor_address))
         execute = executor_pb2.ExecuteRequest(
@@ -190,37 +105,52 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
                     raise RelayedError(status) from None
                 raise UpstreamUnavailable(f"executor unavailable: {exc.code().name}: {exc.details()}",
                                           reason="EXECUTOR_UNAVAILABLE") from None
-            final = router_pb2.Final(
-                status=common_pb2.FINISH_STATUS_FAILED, decision_id=decision.decision_id,
-                trace_id=decision.trace_id, error=f"executor stream failed after the first token: {exc.code().name}",
-            )
+            final = self._failed(decision, f"executor stream failed after the first token: {exc.code().name}")
         finally:
             if not call.done():
                 call.cancel()
             span.end()
         if final is None:
-            final = router_pb2.Final(status=common_pb2.FINISH_STATUS_FAILED, decision_id=decision.decision_id,
-                                     trace_id=decision.trace_id, error="executor stream ended without a result")
+            final = self._failed(decision, "executor stream ended without a result")
         self._record_final(final)
         yield router_pb2.ChatResponse(final=final)
+
+    @staticmethod
+    def _failed(decision: router_pb2.Decision, error: str) -> router_pb2.Final:
+        return router_pb2.Final(status=common_pb2.FINISH_STATUS_FAILED, decision_id=decision.decision_id,
+                                trace_id=decision.trace_id, error=error, experiment=decision.experiment,
+                                variant=decision.variant)
 
     @staticmethod
     def _final(result: executor_pb2.ExecutionResult, decision: router_pb2.Decision) -> router_pb2.Final:
         return router_pb2.Final(
             status=result.status, usage=result.usage, cost_usd=result.cost_usd, model=result.model,
             provider=result.provider, attempts=result.attempts, decision_id=decision.decision_id,
-            trace_id=decision.trace_id, error=result.error,
+            trace_id=decision.trace_id, error=result.error, experiment=decision.experiment, variant=decision.variant,
         )
 
     @staticmethod
     def _record_final(final: router_pb2.Final) -> None:
-        from opentelemetry import trace
-
-        span = trace.get_current_span()
-        set_attributes(span, {
+        set_attributes(trace.get_current_span(), {
             semconv.FINISH_STATUS: common_pb2.FinishStatus.Name(final.status).removeprefix("FINISH_STATUS_").lower(),
             semconv.COST_USD: final.cost_usd, semconv.ATTEMPTS: len(final.attempts),
             semconv.GEN_AI_RESPONSE_MODEL: final.model,
             semconv.GEN_AI_USAGE_INPUT_TOKENS: final.usage.input_tokens,
             semconv.GEN_AI_USAGE_OUTPUT_TOKENS: final.usage.output_tokens,
+            semconv.EXPERIMENT: final.experiment, semconv.VARIANT: final.variant,
         })
+
+    def _report(self, decided: Decided, final: router_pb2.Final | None, started: float, first_at: float) -> None:
+        if self.reporter is None:
+            return
+        now = time.monotonic()
+        keys = decided.policy.policy.request_keys
+        self.reporter.report(telemetry_pb2.RequestSummary(
+            decision_id=decided.decision.decision_id, route=decided.plan.route,
+            experiment=decided.plan.experiment, variant=decided.plan.variant,
+            model=final.model if final is not None else "",
+            status=final.status if final is not None else common_pb2.FINISH_STATUS_UNSPECIFIED,
+            ttft_ms=(first_at - started) * 1000 if first_at else 0.0, duration_ms=(now - started) * 1000,
+            cost_usd=final.cost_usd if final is not None else 0.0,
+            tenant=decided.metadata.get(keys.tenant, ""), timestamp_ms=int(time.time() * 1000),
+        ))

@@ -15,6 +15,14 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from routemesh.telemetry.experiments import (
+    MAX_VARIANT_SAMPLES,
+    ExperimentKeys,
+    RequestSummaryRecord,
+    VariantStatsRecord,
+    queue_request_writes,
+    read_experiment_report,
+)
 from routemesh.telemetry.store import (
     DEFAULT_CACHE_TTL_S,
     DEFAULT_WINDOW_S,
@@ -28,6 +36,7 @@ from routemesh.telemetry.store import (
     Phase,
     SecondTotals,
     SnapshotCache,
+    StoreUnavailable,
     compute_stats,
     unique,
 )
@@ -52,6 +61,7 @@ class RedisKeys:
         self.base = f"{prefix}telemetry:"
         self.spend_total = f"{self.base}spend_total"
         self.models = f"{self.base}models"
+        self.experiments = ExperimentKeys(self.base)
 
     def samples(self, model: str) -> str:
         return f"{self.base}samples:{model}"
@@ -113,7 +123,7 @@ def create_client(url: str, max_connections: int = 16) -> aioredis.Redis:
 
 
 class RedisHealthStore:
-    """HealthStore in Redis: capped sample lists, per-minute rate hashes, in-flight counters; all expire."""
+    """HealthStore in Redis: capped sample lists, per-minute count hashes, in-flight counters; all expire."""
 
     def __init__(
         self,
@@ -122,6 +132,7 @@ class RedisHealthStore:
         window_s: int = DEFAULT_WINDOW_S,
         *,
         max_samples: int = MAX_SAMPLES,
+        max_variant_samples: int = MAX_VARIANT_SAMPLES,
         cache_ttl_s: float = DEFAULT_CACHE_TTL_S,
         failure_backoff_s: float = FAILURE_BACKOFF_S,
         max_connections: int = 16,
@@ -132,6 +143,7 @@ class RedisHealthStore:
         self.stale_snapshots = 0
         self._redis = create_client(url, max_connections)
         self._max_samples = max_samples
+        self._max_variant_samples = max_variant_samples
         self._failure_backoff_s = failure_backoff_s
         self._cache = SnapshotCache(cache_ttl_s)
         self._last: dict[str, ModelStats] = {}
@@ -154,6 +166,36 @@ class RedisHealthStore:
         except _REDIS_ERRORS as exc:
             self._failed()
             self._drop(len(observations), _describe(exc))
+
+    async def record_requests(self, requests: Sequence[RequestSummaryRecord]) -> None:
+        # Only summaries of experiments are kept, so only those count as dropped.
+        kept = [summary for summary in requests if summary.experiment]
+        if not kept:
+            return
+        if time.monotonic() < self._skip_until:
+            self._drop(len(kept), "Redis failed recently")
+            return
+        pipe = self._redis.pipeline(transaction=False)
+        queue_request_writes(pipe, self.keys.experiments, kept,
+                             max_samples=self._max_variant_samples, window_s=self.window_s)
+        try:
+            async with asyncio.timeout(OPERATION_TIMEOUT_S):
+                await pipe.execute()
+        except _REDIS_ERRORS as exc:
+            self._failed()
+            self._drop(len(kept), _describe(exc))
+
+    async def experiment_report(self, experiment: str | None, now_ms: int) -> list[VariantStatsRecord]:
+        if time.monotonic() < self._skip_until:
+            raise StoreUnavailable("Redis failed moments ago")
+        try:
+            async with asyncio.timeout(OPERATION_TIMEOUT_S):
+                return await read_experiment_report(self._redis, self.keys.experiments, experiment, now_ms,
+                                                    max_samples=self._max_variant_samples,
+                                                    window_s=self.window_s)
+        except _REDIS_ERRORS as exc:
+            self._failed()
+            raise StoreUnavailable(f"Redis unavailable ({_describe(exc)})") from exc
 
     def _queue_writes(self, pipe: Pipeline, observations: Sequence[ObservationRecord]) -> None:
         """One round trip per batch: increments are summed here so each key gets one command."""
@@ -294,7 +336,7 @@ class RedisHealthStore:
     def _drop(self, count: int, why: str) -> None:
         self.dropped += count
         self._unreported_drops += count
-        self._warn(f"telemetry dropped {self._unreported_drops} observation(s): {why}")
+        self._warn(f"telemetry dropped {self._unreported_drops} observation(s) or request summaries: {why}")
 
     def _warn(self, message: str) -> None:
         """Log at most one warning per interval: an outage must not flood the log."""

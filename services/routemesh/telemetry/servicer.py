@@ -1,4 +1,4 @@
-"""TelemetryService over gRPC: observations in, health snapshots with policy prices out."""
+"""TelemetryService over gRPC: observations and request summaries in, health and experiment reports out."""
 
 from __future__ import annotations
 
@@ -8,14 +8,24 @@ from collections.abc import Callable, Sequence
 
 import grpc
 
-from routemesh.common.errors import InvalidRequest
-from routemesh.common.policy import Pricing
+from routemesh.common.errors import InvalidRequest, RoutemeshError
+from routemesh.common.policy_schema import Pricing
 from routemesh.common.policy_watch import PolicyHolder
-from routemesh.telemetry.store import HealthStore, ModelStats, ObservationRecord, Phase
+from routemesh.telemetry.experiments import RequestSummaryRecord, VariantStatsRecord
+from routemesh.telemetry.store import HealthStore, ModelStats, ObservationRecord, Phase, StoreUnavailable
 from routemesh.v1 import telemetry_pb2, telemetry_pb2_grpc
 
 MAX_OBSERVATIONS_PER_REPORT = 10_000
+MAX_REQUESTS_PER_REPORT = 10_000
 MAX_MODEL_NAME_LENGTH = 256
+MAX_NAME_LENGTH = MAX_MODEL_NAME_LENGTH
+
+
+class TelemetryStoreUnavailable(RoutemeshError):
+    """The store behind telemetry cannot be read, so there is no report to give."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+    reason = "TELEMETRY_STORE_UNAVAILABLE"
 
 
 def wall_clock_ms() -> int:
@@ -39,6 +49,41 @@ def record_from_proto(obs: telemetry_pb2.Observation, now_ms: int) -> Observatio
         timestamp_ms=timestamp,
         decision_id=obs.decision_id,
     )
+
+
+def summary_from_proto(summary: telemetry_pb2.RequestSummary, now_ms: int) -> RequestSummaryRecord:
+    """The store's record of a request summary; a missing or future timestamp becomes now (clock skew)."""
+    timestamp = summary.timestamp_ms if 0 < summary.timestamp_ms <= now_ms else now_ms
+    return RequestSummaryRecord(
+        experiment=summary.experiment,
+        variant=summary.variant,
+        timestamp_ms=timestamp,
+        decision_id=summary.decision_id,
+        route=summary.route,
+        model=summary.model,
+        status=int(summary.status),
+        ttft_ms=summary.ttft_ms,
+        duration_ms=summary.duration_ms,
+        cost_usd=summary.cost_usd,
+        tenant=summary.tenant,
+    )
+
+
+def summary_violations(summaries: Sequence[telemetry_pb2.RequestSummary]) -> list[tuple[str, str]]:
+    """(field path, problem) for every request summary the store could not use."""
+    violations: list[tuple[str, str]] = []
+    for i, summary in enumerate(summaries):
+        where = f"requests[{i}]"
+        for name in ("experiment", "variant", "model", "route", "tenant", "decision_id"):
+            if len(getattr(summary, name)) > MAX_NAME_LENGTH:
+                violations.append((f"{where}.{name}", f"must be at most {MAX_NAME_LENGTH} characters"))
+        if summary.experiment and not summary.variant:
+            violations.append((f"{where}.variant", "must name the variant of the experiment"))
+        for name in ("ttft_ms", "duration_ms", "cost_usd"):
+            value = getattr(summary, name)
+            if not math.isfinite(value) or value < 0:
+                violations.append((f"{where}.{name}", "must be a finite number, 0 or more"))
+    return violations
 
 
 def observation_violations(observations: Sequence[telemetry_pb2.Observation]) -> list[tuple[str, str]]:
@@ -77,11 +122,28 @@ def health_to_proto(stats: ModelStats, pricing: Pricing | None) -> telemetry_pb2
         output_price_per_mtok=pricing.output_per_mtok if pricing else 0.0,
         spend_per_minute_usd=stats.spend_per_minute_usd,
         spend_total_usd=stats.spend_total_usd,
+        last_observation_ms=stats.last_observation_ms,
+        stale=stats.stale,
+    )
+
+
+def variant_to_proto(row: VariantStatsRecord) -> telemetry_pb2.VariantStats:
+    return telemetry_pb2.VariantStats(
+        experiment=row.experiment,
+        variant=row.variant,
+        requests=row.requests,
+        errors=row.errors,
+        ttft_p50_ms=row.ttft_p50_ms,
+        ttft_p95_ms=row.ttft_p95_ms,
+        duration_p50_ms=row.duration_p50_ms,
+        duration_p95_ms=row.duration_p95_ms,
+        cost_usd=row.cost_usd,
+        models=row.models,
     )
 
 
 class TelemetryServicer(telemetry_pb2_grpc.TelemetryServiceServicer):
-    """Records what executors report and answers with live health; prices come from the policy in force."""
+    """Records what executors and routers report; answers with live health and experiment reports."""
 
     def __init__(self, store: HealthStore, holder: PolicyHolder, clock_ms: Callable[[], int] = wall_clock_ms):
         self.store = store
@@ -91,19 +153,24 @@ class TelemetryServicer(telemetry_pb2_grpc.TelemetryServiceServicer):
     async def Report(
         self, request: telemetry_pb2.ReportRequest, context: grpc.aio.ServicerContext
     ) -> telemetry_pb2.ReportResponse:
-        observations = request.observations
-        if len(observations) > MAX_OBSERVATIONS_PER_REPORT:
-            raise InvalidRequest(
-                f"a report carries at most {MAX_OBSERVATIONS_PER_REPORT} observations",
-                field_violations=[("observations", f"{len(observations)} is too many")],
-            )
-        violations = observation_violations(observations)
+        observations, summaries = request.observations, request.requests
+        too_many = [(name, f"{len(items)} is too many; at most {limit}")
+                    for name, items, limit in (("observations", observations, MAX_OBSERVATIONS_PER_REPORT),
+                                               ("requests", summaries, MAX_REQUESTS_PER_REPORT))
+                    if len(items) > limit]
+        if too_many:
+            raise InvalidRequest("a report carries too many items; nothing recorded",
+                                 field_violations=too_many)
+        violations = observation_violations(observations) + summary_violations(summaries)
         if violations:
-            raise InvalidRequest(f"{len(violations)} invalid observation field(s); nothing recorded",
+            raise InvalidRequest(f"{len(violations)} invalid field(s); nothing recorded",
                                  field_violations=violations)
         now_ms = self.clock_ms()
-        await self.store.record([record_from_proto(obs, now_ms) for obs in observations])
-        return telemetry_pb2.ReportResponse(accepted=len(observations))
+        if observations:
+            await self.store.record([record_from_proto(obs, now_ms) for obs in observations])
+        if summaries:
+            await self.store.record_requests([summary_from_proto(summary, now_ms) for summary in summaries])
+        return telemetry_pb2.ReportResponse(accepted=len(observations) + len(summaries))
 
     async def GetSnapshot(
         self, request: telemetry_pb2.GetSnapshotRequest, context: grpc.aio.ServicerContext
@@ -126,4 +193,19 @@ class TelemetryServicer(telemetry_pb2_grpc.TelemetryServiceServicer):
             window_seconds=self.store.window_s,
             taken_at_ms=now_ms,
             policy_version=held.version if held else 0,
+        )
+
+    async def GetExperimentReport(
+        self, request: telemetry_pb2.GetExperimentReportRequest, context: grpc.aio.ServicerContext
+    ) -> telemetry_pb2.GetExperimentReportResponse:
+        if len(request.experiment) > MAX_NAME_LENGTH:
+            too_long = ("experiment", f"must be at most {MAX_NAME_LENGTH} characters")
+            raise InvalidRequest("experiment name too long", field_violations=[too_long])
+        try:
+            rows = await self.store.experiment_report(request.experiment or None, self.clock_ms())
+        except StoreUnavailable as exc:
+            raise TelemetryStoreUnavailable(f"telemetry cannot read its store: {exc}") from exc
+        return telemetry_pb2.GetExperimentReportResponse(
+            variants=[variant_to_proto(row) for row in rows],
+            window_seconds=self.store.window_s,
         )

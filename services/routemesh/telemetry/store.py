@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
-import math
 import time
 from collections import defaultdict, deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Protocol
+
+from routemesh.telemetry.experiments import (  # noqa: F401 - percentile re-exported: both stores' shared math
+    MAX_VARIANT_SAMPLES,
+    MemoryExperiments,
+    RequestSummaryRecord,
+    VariantStatsRecord,
+    percentile,
+)
 
 DEFAULT_WINDOW_S = 300
 MAX_SAMPLES = 500
@@ -75,15 +82,29 @@ class ModelStats:
     tokens_per_minute: int = 0
     spend_per_minute_usd: float = 0.0
     spend_total_usd: float = 0.0
+    last_observation_ms: int = 0
     stale: bool = False
 
 
+class StoreUnavailable(Exception):
+    """The backing store cannot be read; raised only by experiment_report."""
+
+
 class HealthStore(Protocol):
-    """Where observations go and snapshots come from; no method raises when the backend is down."""
+    """Where observations go and snapshots come from.
+
+    Nothing on the routing path raises when the backend is down: writes are dropped and snapshots are
+    served stale. experiment_report, an operator's read, raises StoreUnavailable instead of answering
+    with figures nobody can tell apart from an idle experiment.
+    """
 
     window_s: int
 
     async def record(self, observations: Sequence[ObservationRecord]) -> None: ...
+
+    async def record_requests(self, requests: Sequence[RequestSummaryRecord]) -> None: ...
+
+    async def experiment_report(self, experiment: str | None, now_ms: int) -> list[VariantStatsRecord]: ...
 
     async def snapshot(self, models: Sequence[str], now_ms: int) -> dict[str, ModelStats]: ...
 
@@ -105,16 +126,6 @@ class SecondTotals:
     spend: float = 0.0
 
 
-def percentile(sorted_values: Sequence[float], q: float) -> float:
-    """Linear-interpolated percentile (q in 0..1) of already sorted values; 0 when there are none."""
-    if not sorted_values:
-        return 0.0
-    rank = (len(sorted_values) - 1) * q
-    low = math.floor(rank)
-    high = min(low + 1, len(sorted_values) - 1)
-    return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * (rank - low)
-
-
 def is_error(outcome: int) -> bool:
     """Failures count against a model; a caller cancelling says nothing about its health."""
     return outcome not in (Outcome.SUCCESS, Outcome.CANCELLED)
@@ -132,12 +143,14 @@ def compute_stats(
     """ModelStats as of now_ms from raw window contents; both stores share it so their answers agree."""
     cutoff_ms = now_ms - window_s * 1000
     samples = errors = judged = 0
+    newest_ms = 0
     ttfts: list[float] = []
     tpots: list[float] = []
     for ts, outcome, ttft, tpot in finished:
         if not cutoff_ms < ts <= now_ms:
             continue
         samples += 1
+        newest_ms = max(newest_ms, ts)
         if outcome == Outcome.CANCELLED:
             continue
         judged += 1
@@ -167,6 +180,7 @@ def compute_stats(
         tokens_per_minute=sum(t.tokens for t in recent),
         spend_per_minute_usd=sum(t.spend for t in recent),
         spend_total_usd=spend_total,
+        last_observation_ms=newest_ms,
     )
 
 
@@ -244,6 +258,7 @@ class InMemoryHealthStore:
         window_s: int = DEFAULT_WINDOW_S,
         *,
         max_samples: int = MAX_SAMPLES,
+        max_variant_samples: int = MAX_VARIANT_SAMPLES,
         cache_ttl_s: float = DEFAULT_CACHE_TTL_S,
     ):
         self.window_s = window_s
@@ -251,6 +266,7 @@ class InMemoryHealthStore:
         self._models: dict[str, _ModelWindow] = {}
         self._seen_ms: dict[str, int] = {}
         self._cache = SnapshotCache(cache_ttl_s)
+        self._experiments = MemoryExperiments(window_s, max_variant_samples)
 
     async def record(self, observations: Sequence[ObservationRecord]) -> None:
         touched: set[str] = set()
@@ -263,6 +279,12 @@ class InMemoryHealthStore:
             touched.add(obs.model)
         for model in touched:
             self._models[model].prune()
+
+    async def record_requests(self, requests: Sequence[RequestSummaryRecord]) -> None:
+        self._experiments.record(requests)
+
+    async def experiment_report(self, experiment: str | None, now_ms: int) -> list[VariantStatsRecord]:
+        return self._experiments.report(experiment, now_ms)
 
     async def snapshot(self, models: Sequence[str], now_ms: int) -> dict[str, ModelStats]:
         names = unique(models)

@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class ChatRequest(_message.Message):
-    __slots__ = ("messages", "model", "max_tokens", "metadata", "temperature")
+    __slots__ = ("messages", "model", "max_tokens", "metadata", "temperature", "routing")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -21,12 +21,30 @@ class ChatRequest(_message.Message):
     MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
     TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
+    ROUTING_FIELD_NUMBER: _ClassVar[int]
     messages: _containers.RepeatedCompositeFieldContainer[_common_pb2.Message]
     model: str
     max_tokens: int
     metadata: _containers.ScalarMap[str, str]
     temperature: float
-    def __init__(self, messages: _Optional[_Iterable[_Union[_common_pb2.Message, _Mapping]]] = ..., model: _Optional[str] = ..., max_tokens: _Optional[int] = ..., metadata: _Optional[_Mapping[str, str]] = ..., temperature: _Optional[float] = ...) -> None: ...
+    routing: RoutingOptions
+    def __init__(self, messages: _Optional[_Iterable[_Union[_common_pb2.Message, _Mapping]]] = ..., model: _Optional[str] = ..., max_tokens: _Optional[int] = ..., metadata: _Optional[_Mapping[str, str]] = ..., temperature: _Optional[float] = ..., routing: _Optional[_Union[RoutingOptions, _Mapping]] = ...) -> None: ...
+
+class RoutingOptions(_message.Message):
+    __slots__ = ("strategy", "max_cost_usd", "latency_target_ms", "allow_fallback", "provider", "required_capabilities")
+    STRATEGY_FIELD_NUMBER: _ClassVar[int]
+    MAX_COST_USD_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_TARGET_MS_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_FALLBACK_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    REQUIRED_CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
+    strategy: str
+    max_cost_usd: float
+    latency_target_ms: float
+    allow_fallback: bool
+    provider: str
+    required_capabilities: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, strategy: _Optional[str] = ..., max_cost_usd: _Optional[float] = ..., latency_target_ms: _Optional[float] = ..., allow_fallback: _Optional[bool] = ..., provider: _Optional[str] = ..., required_capabilities: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ChatResponse(_message.Message):
     __slots__ = ("decision", "delta", "final")
@@ -39,7 +57,7 @@ class ChatResponse(_message.Message):
     def __init__(self, decision: _Optional[_Union[Decision, _Mapping]] = ..., delta: _Optional[_Union[_common_pb2.Delta, _Mapping]] = ..., final: _Optional[_Union[Final, _Mapping]] = ...) -> None: ...
 
 class Decision(_message.Message):
-    __slots__ = ("decision_id", "model", "provider", "strategy", "reason", "route", "fallbacks", "features", "policy_version", "trace_id")
+    __slots__ = ("decision_id", "model", "provider", "strategy", "reason", "route", "fallbacks", "features", "policy_version", "trace_id", "rule", "experiment", "variant", "estimated_cost_usd", "budget_soft_limited", "candidates")
     DECISION_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
@@ -50,6 +68,12 @@ class Decision(_message.Message):
     FEATURES_FIELD_NUMBER: _ClassVar[int]
     POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
     TRACE_ID_FIELD_NUMBER: _ClassVar[int]
+    RULE_FIELD_NUMBER: _ClassVar[int]
+    EXPERIMENT_FIELD_NUMBER: _ClassVar[int]
+    VARIANT_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATED_COST_USD_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_SOFT_LIMITED_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATES_FIELD_NUMBER: _ClassVar[int]
     decision_id: str
     model: str
     provider: str
@@ -60,10 +84,16 @@ class Decision(_message.Message):
     features: _common_pb2.Features
     policy_version: int
     trace_id: str
-    def __init__(self, decision_id: _Optional[str] = ..., model: _Optional[str] = ..., provider: _Optional[str] = ..., strategy: _Optional[str] = ..., reason: _Optional[str] = ..., route: _Optional[str] = ..., fallbacks: _Optional[_Iterable[str]] = ..., features: _Optional[_Union[_common_pb2.Features, _Mapping]] = ..., policy_version: _Optional[int] = ..., trace_id: _Optional[str] = ...) -> None: ...
+    rule: str
+    experiment: str
+    variant: str
+    estimated_cost_usd: float
+    budget_soft_limited: bool
+    candidates: _containers.RepeatedCompositeFieldContainer[Candidate]
+    def __init__(self, decision_id: _Optional[str] = ..., model: _Optional[str] = ..., provider: _Optional[str] = ..., strategy: _Optional[str] = ..., reason: _Optional[str] = ..., route: _Optional[str] = ..., fallbacks: _Optional[_Iterable[str]] = ..., features: _Optional[_Union[_common_pb2.Features, _Mapping]] = ..., policy_version: _Optional[int] = ..., trace_id: _Optional[str] = ..., rule: _Optional[str] = ..., experiment: _Optional[str] = ..., variant: _Optional[str] = ..., estimated_cost_usd: _Optional[float] = ..., budget_soft_limited: _Optional[bool] = ..., candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ...) -> None: ...
 
 class Final(_message.Message):
-    __slots__ = ("status", "usage", "cost_usd", "model", "provider", "attempts", "decision_id", "trace_id", "error")
+    __slots__ = ("status", "usage", "cost_usd", "model", "provider", "attempts", "decision_id", "trace_id", "error", "experiment", "variant")
     STATUS_FIELD_NUMBER: _ClassVar[int]
     USAGE_FIELD_NUMBER: _ClassVar[int]
     COST_USD_FIELD_NUMBER: _ClassVar[int]
@@ -73,6 +103,8 @@ class Final(_message.Message):
     DECISION_ID_FIELD_NUMBER: _ClassVar[int]
     TRACE_ID_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    EXPERIMENT_FIELD_NUMBER: _ClassVar[int]
+    VARIANT_FIELD_NUMBER: _ClassVar[int]
     status: _common_pb2.FinishStatus
     usage: _common_pb2.Usage
     cost_usd: float
@@ -82,10 +114,12 @@ class Final(_message.Message):
     decision_id: str
     trace_id: str
     error: str
-    def __init__(self, status: _Optional[_Union[_common_pb2.FinishStatus, str]] = ..., usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ..., cost_usd: _Optional[float] = ..., model: _Optional[str] = ..., provider: _Optional[str] = ..., attempts: _Optional[_Iterable[_Union[_common_pb2.Attempt, _Mapping]]] = ..., decision_id: _Optional[str] = ..., trace_id: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
+    experiment: str
+    variant: str
+    def __init__(self, status: _Optional[_Union[_common_pb2.FinishStatus, str]] = ..., usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ..., cost_usd: _Optional[float] = ..., model: _Optional[str] = ..., provider: _Optional[str] = ..., attempts: _Optional[_Iterable[_Union[_common_pb2.Attempt, _Mapping]]] = ..., decision_id: _Optional[str] = ..., trace_id: _Optional[str] = ..., error: _Optional[str] = ..., experiment: _Optional[str] = ..., variant: _Optional[str] = ...) -> None: ...
 
 class ExplainRequest(_message.Message):
-    __slots__ = ("messages", "model", "max_tokens", "metadata")
+    __slots__ = ("messages", "model", "max_tokens", "metadata", "routing")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -97,19 +131,19 @@ class ExplainRequest(_message.Message):
     MODEL_FIELD_NUMBER: _ClassVar[int]
     MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
+    ROUTING_FIELD_NUMBER: _ClassVar[int]
     messages: _containers.RepeatedCompositeFieldContainer[_common_pb2.Message]
     model: str
     max_tokens: int
     metadata: _containers.ScalarMap[str, str]
-    def __init__(self, messages: _Optional[_Iterable[_Union[_common_pb2.Message, _Mapping]]] = ..., model: _Optional[str] = ..., max_tokens: _Optional[int] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    routing: RoutingOptions
+    def __init__(self, messages: _Optional[_Iterable[_Union[_common_pb2.Message, _Mapping]]] = ..., model: _Optional[str] = ..., max_tokens: _Optional[int] = ..., metadata: _Optional[_Mapping[str, str]] = ..., routing: _Optional[_Union[RoutingOptions, _Mapping]] = ...) -> None: ...
 
 class ExplainResponse(_message.Message):
-    __slots__ = ("decision", "candidates")
+    __slots__ = ("decision",)
     DECISION_FIELD_NUMBER: _ClassVar[int]
-    CANDIDATES_FIELD_NUMBER: _ClassVar[int]
     decision: Decision
-    candidates: _containers.RepeatedCompositeFieldContainer[Candidate]
-    def __init__(self, decision: _Optional[_Union[Decision, _Mapping]] = ..., candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ...) -> None: ...
+    def __init__(self, decision: _Optional[_Union[Decision, _Mapping]] = ...) -> None: ...
 
 class Candidate(_message.Message):
     __slots__ = ("model", "provider", "eligible", "rank", "rejection_reason", "score", "estimated_cost_usd", "factors")

@@ -41,11 +41,39 @@ class Observation(_message.Message):
     decision_id: str
     def __init__(self, model: _Optional[str] = ..., provider: _Optional[str] = ..., phase: _Optional[_Union[ObservationPhase, str]] = ..., outcome: _Optional[_Union[_common_pb2.AttemptOutcome, str]] = ..., ttft_ms: _Optional[float] = ..., tpot_ms: _Optional[float] = ..., usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ..., cost_usd: _Optional[float] = ..., timestamp_ms: _Optional[int] = ..., decision_id: _Optional[str] = ...) -> None: ...
 
+class RequestSummary(_message.Message):
+    __slots__ = ("decision_id", "route", "experiment", "variant", "model", "status", "ttft_ms", "duration_ms", "cost_usd", "tenant", "timestamp_ms")
+    DECISION_ID_FIELD_NUMBER: _ClassVar[int]
+    ROUTE_FIELD_NUMBER: _ClassVar[int]
+    EXPERIMENT_FIELD_NUMBER: _ClassVar[int]
+    VARIANT_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    TTFT_MS_FIELD_NUMBER: _ClassVar[int]
+    DURATION_MS_FIELD_NUMBER: _ClassVar[int]
+    COST_USD_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMP_MS_FIELD_NUMBER: _ClassVar[int]
+    decision_id: str
+    route: str
+    experiment: str
+    variant: str
+    model: str
+    status: _common_pb2.FinishStatus
+    ttft_ms: float
+    duration_ms: float
+    cost_usd: float
+    tenant: str
+    timestamp_ms: int
+    def __init__(self, decision_id: _Optional[str] = ..., route: _Optional[str] = ..., experiment: _Optional[str] = ..., variant: _Optional[str] = ..., model: _Optional[str] = ..., status: _Optional[_Union[_common_pb2.FinishStatus, str]] = ..., ttft_ms: _Optional[float] = ..., duration_ms: _Optional[float] = ..., cost_usd: _Optional[float] = ..., tenant: _Optional[str] = ..., timestamp_ms: _Optional[int] = ...) -> None: ...
+
 class ReportRequest(_message.Message):
-    __slots__ = ("observations",)
+    __slots__ = ("observations", "requests")
     OBSERVATIONS_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
     observations: _containers.RepeatedCompositeFieldContainer[Observation]
-    def __init__(self, observations: _Optional[_Iterable[_Union[Observation, _Mapping]]] = ...) -> None: ...
+    requests: _containers.RepeatedCompositeFieldContainer[RequestSummary]
+    def __init__(self, observations: _Optional[_Iterable[_Union[Observation, _Mapping]]] = ..., requests: _Optional[_Iterable[_Union[RequestSummary, _Mapping]]] = ...) -> None: ...
 
 class ReportResponse(_message.Message):
     __slots__ = ("accepted",)
@@ -72,7 +100,7 @@ class GetSnapshotResponse(_message.Message):
     def __init__(self, models: _Optional[_Iterable[_Union[ModelHealth, _Mapping]]] = ..., window_seconds: _Optional[int] = ..., taken_at_ms: _Optional[int] = ..., policy_version: _Optional[int] = ...) -> None: ...
 
 class ModelHealth(_message.Message):
-    __slots__ = ("model", "samples", "ttft_p50_ms", "ttft_p90_ms", "ttft_p99_ms", "tpot_p50_ms", "tpot_p99_ms", "error_rate", "in_flight", "requests_per_minute", "tokens_per_minute", "input_price_per_mtok", "output_price_per_mtok", "spend_per_minute_usd", "spend_total_usd")
+    __slots__ = ("model", "samples", "ttft_p50_ms", "ttft_p90_ms", "ttft_p99_ms", "tpot_p50_ms", "tpot_p99_ms", "error_rate", "in_flight", "requests_per_minute", "tokens_per_minute", "input_price_per_mtok", "output_price_per_mtok", "spend_per_minute_usd", "spend_total_usd", "last_observation_ms", "stale")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     SAMPLES_FIELD_NUMBER: _ClassVar[int]
     TTFT_P50_MS_FIELD_NUMBER: _ClassVar[int]
@@ -88,6 +116,8 @@ class ModelHealth(_message.Message):
     OUTPUT_PRICE_PER_MTOK_FIELD_NUMBER: _ClassVar[int]
     SPEND_PER_MINUTE_USD_FIELD_NUMBER: _ClassVar[int]
     SPEND_TOTAL_USD_FIELD_NUMBER: _ClassVar[int]
+    LAST_OBSERVATION_MS_FIELD_NUMBER: _ClassVar[int]
+    STALE_FIELD_NUMBER: _ClassVar[int]
     model: str
     samples: int
     ttft_p50_ms: float
@@ -103,4 +133,51 @@ class ModelHealth(_message.Message):
     output_price_per_mtok: float
     spend_per_minute_usd: float
     spend_total_usd: float
-    def __init__(self, model: _Optional[str] = ..., samples: _Optional[int] = ..., ttft_p50_ms: _Optional[float] = ..., ttft_p90_ms: _Optional[float] = ..., ttft_p99_ms: _Optional[float] = ..., tpot_p50_ms: _Optional[float] = ..., tpot_p99_ms: _Optional[float] = ..., error_rate: _Optional[float] = ..., in_flight: _Optional[int] = ..., requests_per_minute: _Optional[int] = ..., tokens_per_minute: _Optional[int] = ..., input_price_per_mtok: _Optional[float] = ..., output_price_per_mtok: _Optional[float] = ..., spend_per_minute_usd: _Optional[float] = ..., spend_total_usd: _Optional[float] = ...) -> None: ...
+    last_observation_ms: int
+    stale: bool
+    def __init__(self, model: _Optional[str] = ..., samples: _Optional[int] = ..., ttft_p50_ms: _Optional[float] = ..., ttft_p90_ms: _Optional[float] = ..., ttft_p99_ms: _Optional[float] = ..., tpot_p50_ms: _Optional[float] = ..., tpot_p99_ms: _Optional[float] = ..., error_rate: _Optional[float] = ..., in_flight: _Optional[int] = ..., requests_per_minute: _Optional[int] = ..., tokens_per_minute: _Optional[int] = ..., input_price_per_mtok: _Optional[float] = ..., output_price_per_mtok: _Optional[float] = ..., spend_per_minute_usd: _Optional[float] = ..., spend_total_usd: _Optional[float] = ..., last_observation_ms: _Optional[int] = ..., stale: _Optional[bool] = ...) -> None: ...
+
+class GetExperimentReportRequest(_message.Message):
+    __slots__ = ("experiment",)
+    EXPERIMENT_FIELD_NUMBER: _ClassVar[int]
+    experiment: str
+    def __init__(self, experiment: _Optional[str] = ...) -> None: ...
+
+class GetExperimentReportResponse(_message.Message):
+    __slots__ = ("variants", "window_seconds")
+    VARIANTS_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    variants: _containers.RepeatedCompositeFieldContainer[VariantStats]
+    window_seconds: int
+    def __init__(self, variants: _Optional[_Iterable[_Union[VariantStats, _Mapping]]] = ..., window_seconds: _Optional[int] = ...) -> None: ...
+
+class VariantStats(_message.Message):
+    __slots__ = ("experiment", "variant", "requests", "errors", "ttft_p50_ms", "ttft_p95_ms", "duration_p50_ms", "duration_p95_ms", "cost_usd", "models")
+    class ModelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    EXPERIMENT_FIELD_NUMBER: _ClassVar[int]
+    VARIANT_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    ERRORS_FIELD_NUMBER: _ClassVar[int]
+    TTFT_P50_MS_FIELD_NUMBER: _ClassVar[int]
+    TTFT_P95_MS_FIELD_NUMBER: _ClassVar[int]
+    DURATION_P50_MS_FIELD_NUMBER: _ClassVar[int]
+    DURATION_P95_MS_FIELD_NUMBER: _ClassVar[int]
+    COST_USD_FIELD_NUMBER: _ClassVar[int]
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    experiment: str
+    variant: str
+    requests: int
+    errors: int
+    ttft_p50_ms: float
+    ttft_p95_ms: float
+    duration_p50_ms: float
+    duration_p95_ms: float
+    cost_usd: float
+    models: _containers.ScalarMap[str, int]
+    def __init__(self, experiment: _Optional[str] = ..., variant: _Optional[str] = ..., requests: _Optional[int] = ..., errors: _Optional[int] = ..., ttft_p50_ms: _Optional[float] = ..., ttft_p95_ms: _Optional[float] = ..., duration_p50_ms: _Optional[float] = ..., duration_p95_ms: _Optional[float] = ..., cost_usd: _Optional[float] = ..., models: _Optional[_Mapping[str, int]] = ...) -> None: ...

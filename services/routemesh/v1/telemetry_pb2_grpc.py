@@ -45,6 +45,11 @@ class TelemetryServiceStub:
                 request_serializer=routemesh_dot_v1_dot_telemetry__pb2.GetSnapshotRequest.SerializeToString,
                 response_deserializer=routemesh_dot_v1_dot_telemetry__pb2.GetSnapshotResponse.FromString,
                 _registered_method=True)
+        self.GetExperimentReport = channel.unary_unary(
+                '/routemesh.v1.TelemetryService/GetExperimentReport',
+                request_serializer=routemesh_dot_v1_dot_telemetry__pb2.GetExperimentReportRequest.SerializeToString,
+                response_deserializer=routemesh_dot_v1_dot_telemetry__pb2.GetExperimentReportResponse.FromString,
+                _registered_method=True)
 
 
 class TelemetryServiceServicer:
@@ -65,6 +70,13 @@ class TelemetryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetExperimentReport(self, request, context):
+        """GetExperimentReport returns per-variant requests, latency, errors and cost of experiments.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TelemetryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -77,6 +89,11 @@ def add_TelemetryServiceServicer_to_server(servicer, server):
                     servicer.GetSnapshot,
                     request_deserializer=routemesh_dot_v1_dot_telemetry__pb2.GetSnapshotRequest.FromString,
                     response_serializer=routemesh_dot_v1_dot_telemetry__pb2.GetSnapshotResponse.SerializeToString,
+            ),
+            'GetExperimentReport': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetExperimentReport,
+                    request_deserializer=routemesh_dot_v1_dot_telemetry__pb2.GetExperimentReportRequest.FromString,
+                    response_serializer=routemesh_dot_v1_dot_telemetry__pb2.GetExperimentReportResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -134,6 +151,33 @@ class TelemetryService:
             '/routemesh.v1.TelemetryService/GetSnapshot',
             routemesh_dot_v1_dot_telemetry__pb2.GetSnapshotRequest.SerializeToString,
             routemesh_dot_v1_dot_telemetry__pb2.GetSnapshotResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetExperimentReport(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/routemesh.v1.TelemetryService/GetExperimentReport',
+            routemesh_dot_v1_dot_telemetry__pb2.GetExperimentReportRequest.SerializeToString,
+            routemesh_dot_v1_dot_telemetry__pb2.GetExperimentReportResponse.FromString,
             options,
             channel_credentials,
             insecure,

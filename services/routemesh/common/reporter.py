@@ -1,4 +1,4 @@
-"""Sends attempt observations to telemetry in the background: batched, bounded, never blocking a stream."""
+"""Sends observations and request summaries to telemetry in the background: batched, bounded, never blocking."""
 
 from __future__ import annotations
 
@@ -15,13 +15,14 @@ log = logging.getLogger(__name__)
 
 
 class TelemetryReporter:
-    """Queue observations with `report()`; a task flushes them every `interval_s` or `batch` items."""
+    """Queue items with `report()`; a task flushes them every `interval_s` or `batch` items."""
 
     def __init__(self, address: str, *, interval_s: float = 0.05, batch: int = 200, capacity: int = 10_000):
         self.address = address
         self.interval_s = interval_s
         self.batch = batch
-        self._queue: asyncio.Queue[telemetry_pb2.Observation] = asyncio.Queue(maxsize=capacity)
+        self._queue: asyncio.Queue[telemetry_pb2.Observation | telemetry_pb2.RequestSummary] = asyncio.Queue(
+            maxsize=capacity)
         self._task: asyncio.Task[None] | None = None
         self._channel: grpc.aio.Channel | None = None
         self.dropped = 0
@@ -32,16 +33,20 @@ class TelemetryReporter:
         self._channel = aio_channel(self.address)
         self._task = asyncio.create_task(self._run(), name="telemetry-reporter")
 
-    def report(self, observation: telemetry_pb2.Observation) -> None:
-        """Queue one observation; drop it (and count) when the queue is full."""
+    def report(self, item: telemetry_pb2.Observation | telemetry_pb2.RequestSummary) -> None:
+        """Queue one observation or request summary; drop it (and count) when the queue is full."""
         try:
-            self._queue.put_nowait(observation)
+            self._queue.put_nowait(item)
         except asyncio.QueueFull:
             self.dropped += 1
 
     async def _send(self, stub: telemetry_pb2_grpc.TelemetryServiceStub, items: list) -> None:
+        request = telemetry_pb2.ReportRequest(
+            observations=[i for i in items if isinstance(i, telemetry_pb2.Observation)],
+            requests=[i for i in items if isinstance(i, telemetry_pb2.RequestSummary)],
+        )
         try:
-            await stub.Report(telemetry_pb2.ReportRequest(observations=items), timeout=1.0)
+            await stub.Report(request, timeout=1.0)
             self.sent += len(items)
         except grpc.aio.AioRpcError as exc:
             self.dropped += len(items)

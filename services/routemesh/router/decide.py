@@ -1,0 +1,151 @@
+"""One decision: validate, gather features, health, affinity and budget state concurrently, then plan."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import grpc
+
+from routemesh.common import semconv
+from routemesh.common.errors import InvalidRequest, NotReady
+from routemesh.common.messages import ROLE_NAMES
+from routemesh.common.policy import PolicyVersion
+from routemesh.common.policy_watch import PolicyHolder
+from routemesh.common.tracing import join, set_attributes, trace_id_hex, tracer
+from routemesh.router.features import FeatureSource
+from routemesh.router.health import HealthSource
+from routemesh.router.planner import DecisionState, Plan, RoutingOptionsView, plan_request
+from routemesh.router.spend import SpendGuard
+from routemesh.router.sticky import ConversationAffinity
+from routemesh.v1 import common_pb2, router_pb2
+
+_MAX_METADATA = 64
+_MAX_MODEL_NAME = 256
+
+
+def validate_chat(messages: Sequence[common_pb2.Message], model: str, max_tokens: int,
+                  metadata: dict[str, str], temperature: float | None) -> None:
+    """Raise InvalidRequest naming every bad field."""
+    problems: list[tuple[str, str]] = []
+    if not messages:
+        problems.append(("messages", "at least one message is required"))
+    for i, message in enumerate(messages):
+        if message.role not in ROLE_NAMES:
+            problems.append((f"messages[{i}].role", "must be set (SYSTEM, USER, ASSISTANT or TOOL)"))
+    if messages and not any(m.content.strip() for m in messages):
+        problems.append(("messages", "every message is empty"))
+    if max_tokens < 0:
+        problems.append(("max_tokens", f"must not be negative (got {max_tokens}); 0 means the policy default"))
+    if len(model) > _MAX_MODEL_NAME:
+        problems.append(("model", f"longer than {_MAX_MODEL_NAME} characters"))
+    if len(metadata) > _MAX_METADATA:
+        problems.append(("metadata", f"more than {_MAX_METADATA} entries"))
+    if temperature is not None and not 0.0 <= temperature <= 2.0:
+        problems.append(("temperature", f"must be between 0 and 2 (got {temperature})"))
+    if problems:
+        raise InvalidRequest("invalid chat request: " + "; ".join(f"{f}: {d}" for f, d in problems),
+                             field_violations=problems)
+
+
+def options_view(options: router_pb2.RoutingOptions) -> RoutingOptionsView:
+    return RoutingOptionsView(
+        strategy=options.strategy,
+        max_cost_usd=options.max_cost_usd if options.HasField("max_cost_usd") else None,
+        latency_target_ms=options.latency_target_ms if options.HasField("latency_target_ms") else None,
+        allow_fallback=options.allow_fallback, provider=options.provider,
+        required_capabilities=tuple(options.required_capabilities),
+    )
+
+
+def last_user_text(messages: Sequence[common_pb2.Message]) -> str:
+    for message in reversed(messages):
+        if message.role == common_pb2.ROLE_USER:
+            return message.content
+    return ""
+
+
+def candidates_to_proto(plan: Plan) -> list[router_pb2.Candidate]:
+    return [
+        router_pb2.Candidate(model=c.model, provider=c.provider, eligible=c.eligible, rank=c.rank,
+                             rejection_reason=c.rejection_reason, score=c.score,
+                             estimated_cost_usd=c.estimated_cost_usd, factors=c.factors)
+        for c in plan.candidates
+    ]
+
+
+@dataclass
+class Decided:
+    """A decision with what Chat needs afterwards."""
+
+    plan: Plan
+    decision: router_pb2.Decision
+    policy: PolicyVersion
+    metadata: dict[str, str]
+    conversation: str
+
+
+class Decider:
+    """Chat and Explain share this, so Explain shows exactly what Chat would do."""
+
+    def __init__(self, holder: PolicyHolder, features: FeatureSource, health: HealthSource,
+                 affinity: ConversationAffinity, spend: SpendGuard, state: DecisionState | None = None):
+        self.holder = holder
+        self.features = features
+        self.health = health
+        self.affinity = affinity
+        self.spend = spend
+        self.state = state or DecisionState()
+
+    async def decide(self, request: router_pb2.ChatRequest | router_pb2.ExplainRequest,
+                     context: grpc.aio.ServicerContext, temperature: float | None = None) -> Decided:
+        metadata = dict(request.metadata)
+        validate_chat(request.messages, request.model, request.max_tokens, metadata, temperature)
+        current = self.holder.current
+        if current is None:
+            raise NotReady("the router has not received a policy from the control plane yet")
+        policy = current.policy
+        conversation = metadata.get(policy.request_keys.conversation, "")
+        features, health, sticky, soft = await asyncio.gather(
+            self.features.classify(request.messages, context),
+            self.health.snapshot(context),
+            self.affinity.get(conversation) if conversation else _empty(),
+            self.spend.soft_limited(policy, metadata),
+        )
+        with tracer().start_as_current_span(semconv.SPAN_DECIDE) as span:
+            plan = plan_request(
+                policy, FeatureSource.routing_features(features), request.model, request.max_tokens, metadata,
+                health, options=options_view(request.routing), text=last_user_text(request.messages),
+                state=self.state, sticky_model=sticky, budget_soft=soft, now_ms=int(time.time() * 1000),
+            )
+            decision_id = uuid.uuid4().hex
+            provider = policy.models[plan.primary].provider
+            set_attributes(span, {
+                semconv.DECISION_ID: decision_id, semconv.DECISION_MODEL: plan.primary,
+                semconv.DECISION_PROVIDER: provider, semconv.DECISION_STRATEGY: plan.strategy,
+                semconv.DECISION_ROUTE: plan.route, semconv.DECISION_RULE: plan.rule,
+                semconv.DECISION_REASON: plan.reason, semconv.DECISION_FALLBACKS: join(plan.fallbacks),
+                semconv.DECISION_POLICY_VERSION: current.version,
+                semconv.EXPERIMENT: plan.experiment, semconv.VARIANT: plan.variant,
+                semconv.BUDGET_SOFT_LIMITED: plan.budget_soft_limited or None,
+                semconv.ESTIMATED_COST_USD: plan.estimated_cost_usd,
+                semconv.REQUEST_TASK_TYPE: common_pb2.TaskType.Name(features.task_type)
+                .removeprefix("TASK_TYPE_").lower(),
+                semconv.REQUEST_INPUT_TOKENS: features.input_tokens, semconv.REQUEST_LANGUAGE: features.language,
+                semconv.REQUEST_COMPLEXITY: features.complexity, semconv.FEATURES_SOURCE: features.source,
+            })
+        decision = router_pb2.Decision(
+            decision_id=decision_id, model=plan.primary, provider=provider, strategy=plan.strategy,
+            reason=plan.reason, route=plan.route, fallbacks=plan.fallbacks, features=features,
+            policy_version=current.version, trace_id=trace_id_hex(), rule=plan.rule, experiment=plan.experiment,
+            variant=plan.variant, estimated_cost_usd=plan.estimated_cost_usd,
+            budget_soft_limited=plan.budget_soft_limited, candidates=candidates_to_proto(plan),
+        )
+        return Decided(plan=plan, decision=decision, policy=current, metadata=metadata, conversation=conversation)
+
+
+async def _empty() -> str:
+    return ""

@@ -1,0 +1,128 @@
+"""Eligibility filters every strategy honours; each returns why a model cannot serve, or ""."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+
+from routemesh.common.policy_schema import Model, Policy, RuleCondition
+from routemesh.router.strategies import ModelHealthView
+
+
+@dataclass(frozen=True)
+class RoutingFeatures:
+    """What the planner reads of a request (from the classifier, or the router's local fallback)."""
+
+    input_tokens: int
+    task_type: str = "chat"
+    language: str = "und"
+    complexity: float = 0.0
+    has_code: bool = False
+
+
+@dataclass(frozen=True)
+class RoutingOptionsView:
+    """Per-request routing control (RoutingOptions without protobuf)."""
+
+    strategy: str = ""
+    max_cost_usd: float | None = None
+    latency_target_ms: float | None = None
+    allow_fallback: bool = False
+    provider: str = ""
+    required_capabilities: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RequestView:
+    """The request as the filters see it."""
+
+    features: RoutingFeatures
+    max_tokens: int
+    metadata: Mapping[str, str]
+    options: RoutingOptionsView
+    tenant: str = ""
+    data_class: str = ""
+    text: str = ""
+
+
+@lru_cache(maxsize=256)
+def _compiled(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern, re.IGNORECASE)
+
+
+def condition_matches(cond: RuleCondition, request: RequestView) -> bool:
+    """All stated fields of the condition hold for the request."""
+    f = request.features
+    if cond.task_types and f.task_type not in cond.task_types:
+        return False
+    if cond.min_input_tokens is not None and f.input_tokens < cond.min_input_tokens:
+        return False
+    if cond.max_input_tokens is not None and f.input_tokens > cond.max_input_tokens:
+        return False
+    if cond.min_complexity is not None and f.complexity < cond.min_complexity:
+        return False
+    if cond.has_code is not None and f.has_code != cond.has_code:
+        return False
+    if cond.languages and f.language not in cond.languages:
+        return False
+    if cond.keywords:
+        lowered = request.text.lower()
+        if not any(word.lower() in lowered for word in cond.keywords):
+            return False
+    if cond.regex is not None and not _compiled(cond.regex).search(request.text):
+        return False
+    return all(request.metadata.get(k) == v for k, v in cond.metadata.items())
+
+
+def fit_problem(model: Model, request: RequestView) -> str:
+    """Static reasons: disabled, too small, missing capability, not allowed for the tenant or data class."""
+    if not model.enabled:
+        return "disabled in the policy"
+    inputs = request.features.input_tokens
+    if inputs + request.max_tokens > model.context_window:
+        return f"context window {model.context_window} < {inputs} input + {request.max_tokens} output tokens"
+    if request.max_tokens > model.max_output_tokens:
+        return f"max_tokens {request.max_tokens} > the model's max output {model.max_output_tokens}"
+    missing = [c for c in request.options.required_capabilities if c not in model.capabilities]
+    if missing:
+        return f"lacks capability {', '.join(missing)}"
+    if request.data_class and request.data_class not in model.data_classes:
+        return f"not cleared for {request.data_class!r} data"
+    return ""
+
+
+def tenant_problem(policy: Policy, name: str, request: RequestView) -> str:
+    tenant = policy.tenants.get(request.tenant)
+    if tenant and tenant.allowed_models and name not in tenant.allowed_models:
+        return f"not allowed for tenant {request.tenant!r}"
+    return ""
+
+
+def live_problem(policy: Policy, model: Model, health: ModelHealthView | None) -> str:
+    """Reasons from live state: open circuit, unhealthy, rate limit exhausted."""
+    if health is None:
+        return ""
+    if health.circuit_open:
+        return "circuit open"
+    gate = policy.health
+    if health.samples >= gate.min_samples and health.error_rate > gate.max_error_rate:
+        return (f"unhealthy: error rate {health.error_rate:.0%} over {health.samples} recent attempts "
+                f"> {gate.max_error_rate:.0%}")
+    limits = model.limits
+    if limits.rpm and health.requests_per_minute >= limits.rpm:
+        return f"rate limit: {health.requests_per_minute} requests in the last minute >= rpm {limits.rpm}"
+    if limits.tpm and health.tokens_per_minute >= limits.tpm:
+        return f"rate limit: {health.tokens_per_minute} tokens in the last minute >= tpm {limits.tpm}"
+    return ""
+
+
+def request_limit_problem(request: RequestView, cost: float, ttft_ms: float) -> str:
+    """The request's own bounds: max_cost and latency target."""
+    opts = request.options
+    if opts.max_cost_usd is not None and cost > opts.max_cost_usd:
+        return f"estimated cost ${cost:.6f} > max_cost ${opts.max_cost_usd:.6f}"
+    if opts.latency_target_ms is not None and ttft_ms > opts.latency_target_ms:
+        return f"expected first token in {ttft_ms:.0f} ms > target {opts.latency_target_ms:.0f} ms"
+    return ""

@@ -1,0 +1,132 @@
+"""Budgets and rate limits around one request: soft state before planning, admit before the call, settle after."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from routemesh.common.errors import BudgetExhausted, RateLimited
+from routemesh.common.policy_schema import Budget, Policy
+from routemesh.router.budget import BudgetExceeded, BudgetLedger, BudgetScope, BudgetUnavailable, Reservation
+from routemesh.router.planner import Plan
+from routemesh.router.ratelimit import RateLimit, RateLimiter
+
+log = logging.getLogger(__name__)
+# Reservations assume the input estimate may be this much too low, so actual cost never exceeds them.
+INPUT_ESTIMATE_MARGIN = 1.5
+
+
+def budget_scopes(policy: Policy, metadata: Mapping[str, str]) -> list[BudgetScope]:
+    """The budget accounts a request draws on (none when it names no tenant)."""
+    keys = policy.request_keys
+    tenant = metadata.get(keys.tenant, "")
+    project = metadata.get(keys.project, "")
+    scopes = []
+    for budget in policy.budgets:
+        key = _account_key(budget, tenant, project)
+        if key:
+            scopes.append(BudgetScope(budget=budget.name, key=key, period=budget.period,
+                                      limit_usd=budget.limit_usd, soft_limit_fraction=budget.soft_limit_fraction))
+    return scopes
+
+
+def _account_key(budget: Budget, tenant: str, project: str) -> str:
+    if not tenant or budget.tenant not in ("*", tenant):
+        return ""
+    if budget.project is None:
+        return f"tenant={tenant}"
+    if not project or budget.project not in ("*", project):
+        return ""
+    return f"tenant={tenant}/project={project}"
+
+
+@dataclass
+class Admission:
+    """What admit() took: a budget reservation and rate-limit counts, to settle after the call."""
+
+    reservation: Reservation | None = None
+    limits: list[RateLimit] = field(default_factory=list)
+    estimated_tokens: int = 0
+    dropped: dict[str, str] = field(default_factory=dict)  # model -> why it was skipped
+
+
+class SpendGuard:
+    """Budgets fail closed (by the ledger's setting); rate limits fail open; both are shared through Redis."""
+
+    def __init__(self, ledger: BudgetLedger, limiter: RateLimiter):
+        self.ledger = ledger
+        self.limiter = limiter
+
+    async def soft_limited(self, policy: Policy, metadata: Mapping[str, str]) -> bool:
+        scopes = budget_scopes(policy, metadata)
+        if not scopes:
+            return False
+        statuses = await self.ledger.status(scopes)
+        return any(s.soft_limited for s in statuses.values())
+
+    async def admit(self, policy: Policy, plan: Plan, input_tokens: int, metadata: Mapping[str, str]) -> Admission:
+        """Take rate-limit slots and reserve budget; drop rate-limited models; raise when nothing is left."""
+        admission = Admission(estimated_tokens=input_tokens + plan.max_tokens)
+        tenant_name = metadata.get(policy.request_keys.tenant, "")
+        tenant = policy.tenants.get(tenant_name)
+        tenant_limit = []
+        if tenant and (tenant.limits.rpm or tenant.limits.tpm):
+            tenant_limit = [RateLimit(key=f"tenant:{tenant_name}", rpm=tenant.limits.rpm, tpm=tenant.limits.tpm)]
+        granted = None
+        last_retry: float | None = None
+        for model in list(plan.models):
+            limits = policy.models[model].limits
+            model_limit = [RateLimit(key=f"model:{model}", rpm=limits.rpm, tpm=limits.tpm)] if (
+                limits.rpm or limits.tpm) else []
+            wanted = tenant_limit + model_limit
+            if not wanted:
+                granted = []
+                break
+            decision = await self.limiter.acquire(wanted, admission.estimated_tokens)
+            if decision.allowed:
+                granted = wanted
+                break
+            if decision.key.startswith("tenant:"):
+                raise RateLimited(f"tenant {tenant_name!r} is over its rate limit: {decision.reason}",
+                                  metadata={"limit": decision.key}, retry_after_s=decision.retry_after_s)
+            admission.dropped[model] = f"rate limit: {decision.reason}"
+            plan.models.remove(model)
+            last_retry = decision.retry_after_s
+        if granted is None:
+            raise RateLimited("every candidate model is over its rate limit: "
+                              + "; ".join(f"{m}: {why}" for m, why in admission.dropped.items()),
+                              metadata=dict(admission.dropped), retry_after_s=last_retry)
+        admission.limits = granted
+        scopes = budget_scopes(policy, metadata)
+        if scopes:
+            worst = max(policy.models[m].estimated_cost(int(input_tokens * INPUT_ESTIMATE_MARGIN) + 1, plan.max_tokens)
+                        for m in plan.models)
+            try:
+                admission.reservation = await self.ledger.reserve(scopes, worst)
+            except BudgetUnavailable as exc:
+                await self._give_back(admission)
+                raise BudgetExhausted(f"budgets cannot be checked right now ({exc}); refusing (fail closed)",
+                                      reason="BUDGET_UNAVAILABLE") from None
+            except BudgetExceeded as exc:
+                await self._give_back(admission)
+                raise BudgetExhausted(str(exc), metadata={"budget": exc.scope.budget, "account": exc.scope.key})
+        return admission
+
+    async def _give_back(self, admission: Admission) -> None:
+        for limit in admission.limits:
+            await self.limiter.adjust_tokens(limit, -admission.estimated_tokens)
+
+    async def settle(self, admission: Admission, cost_usd: float, tokens_used: int) -> None:
+        """Charge the actual cost and correct the token estimate."""
+        if admission.reservation is not None:
+            await self.ledger.settle(admission.reservation, cost_usd)
+        delta = tokens_used - admission.estimated_tokens
+        if delta:
+            for limit in admission.limits:
+                if limit.tpm:
+                    await self.limiter.adjust_tokens(limit, delta)
+
+    async def close(self) -> None:
+        await self.ledger.close()
+        await self.limiter.close()

@@ -1,0 +1,200 @@
+"""Ranking strategies: each orders the eligible pool and records per-factor scores on every candidate."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from routemesh.common.policy_schema import LatencySettings, Model, QualitySettings, Weights
+
+
+@dataclass(frozen=True)
+class ModelHealthView:
+    """What the router reads of a model's live health (from telemetry)."""
+
+    samples: int = 0
+    error_rate: float = 0.0
+    ttft_p50_ms: float = 0.0
+    ttft_p90_ms: float = 0.0
+    ttft_p99_ms: float = 0.0
+    tpot_p50_ms: float = 0.0
+    tpot_p99_ms: float = 0.0
+    in_flight: int = 0
+    requests_per_minute: int = 0
+    tokens_per_minute: int = 0
+    last_observation_ms: int = 0
+    circuit_open: bool = False
+
+
+@dataclass
+class Scored:
+    """One eligible candidate with what the strategies need to rank it."""
+
+    name: str
+    model: Model
+    estimated_cost_usd: float
+    expected_ttft_ms: float
+    expected_total_ms: float
+    quality: float
+    in_flight: int
+    recent_requests: int
+    latency_known: bool
+    factors: dict[str, float] = field(default_factory=dict)
+    score: float = 0.0
+
+
+def expected_latency(model: Model, health: ModelHealthView | None, settings: LatencySettings,
+                     output_tokens: int, now_ms: int) -> tuple[float, float, bool]:
+    """(TTFT, whole answer) in ms from fresh telemetry at the route's percentile, else the model's prior."""
+    fresh = (
+        health is not None and health.samples >= settings.min_samples and health.ttft_p50_ms > 0
+        and now_ms - health.last_observation_ms <= settings.freshness_s * 1000
+    )
+    if fresh:
+        assert health is not None
+        ttft = {"p50": health.ttft_p50_ms, "p90": health.ttft_p90_ms, "p99": health.ttft_p99_ms}[settings.percentile]
+        tpot = health.tpot_p99_ms if settings.percentile == "p99" else health.tpot_p50_ms
+        ttft = ttft or health.ttft_p50_ms
+        return ttft, ttft + output_tokens * tpot, True
+    prior = model.latency_prior
+    return prior.ttft_ms, prior.ttft_ms + output_tokens * prior.tpot_ms, False
+
+
+def _ratio_factors(pool: Sequence[Scored]) -> None:
+    """Per-factor scores in 0..1, 1 = best of the pool (ratios, so 0.5 means twice as costly or slow)."""
+    cheapest = min(c.estimated_cost_usd for c in pool)
+    fastest = min(c.expected_total_ms for c in pool)
+    best_quality = max(c.quality for c in pool) or 1.0
+    least_busy = min(c.in_flight for c in pool)
+    for c in pool:
+        c.factors["cost"] = cheapest / c.estimated_cost_usd if c.estimated_cost_usd > 0 else 1.0
+        c.factors["latency"] = fastest / c.expected_total_ms if c.expected_total_ms > 0 else 1.0
+        c.factors["quality"] = c.quality / best_quality
+        c.factors["load"] = (1 + least_busy) / (1 + c.in_flight)
+
+
+@dataclass
+class StrategyContext:
+    """Route settings and shared state a strategy may use."""
+
+    weights: Weights
+    latency: LatencySettings
+    quality: QualitySettings
+    rng: random.Random
+    round_robin: Callable[[str, int], int]  # (counter key, pool size) -> index to start from
+    counter_key: str = ""
+
+
+def _by(pool: list[Scored], key: Callable[[Scored], tuple]) -> list[Scored]:
+    return sorted(pool, key=key)
+
+
+def rank_hybrid(pool: list[Scored], ctx: StrategyContext) -> list[Scored]:
+    w = ctx.weights
+    total = (w.cost + w.latency + w.quality + w.load) or 1.0
+    for c in pool:
+        f = c.factors
+        c.score = (w.cost * f["cost"] + w.latency * f["latency"] + w.quality * f["quality"] + w.load * f["load"]) / total
+    return _by(pool, lambda c: (-c.score, c.estimated_cost_usd, c.name))
+
+
+def rank_cost(pool: list[Scored], ctx: StrategyContext) -> list[Scored]:
+    for c in pool:
+        c.score = c.factors["cost"]
+    return _by(pool, lambda c: (c.estimated_cost_usd, -c.quality, c.name))
+
+
+def rank_latency(pool: list[Scored], ctx: StrategyContext) -> list[Scored]:
+    # Models within the tolerance band of the fastest tie; ties go to the cheaper one.
+    fastest = min(c.expected_total_ms for c in pool)
+    band = fastest * (1 + ctx.latency.tolerance)
+    for c in pool:
+        c.score = c.factors["latency"]
+        c.factors["in_band"] = 1.0 if c.expected_total_ms <= band else 0.0
+    return _by(pool, lambda c: (c.expected_total_ms > band, c.expected_total_ms if c.expected_total_ms > band else 0,
+                                c.estimated_cost_usd, c.name))
+
+
+def rank_quality(pool: list[Scored], ctx: StrategyContext) -> list[Scored]:
+    best = max(c.quality for c in pool)
+    floor = best - ctx.quality.threshold
+    for c in pool:
+        c.score = c.factors["quality"]
+    if ctx.quality.threshold <= 0:
+        return _by(pool, lambda c: (-c.quality, c.estimated_cost_usd, c.name))
+    # The cheapest of those close enough to the best, then the rest by quality.
+    return _by(pool, lambda c: (c.quality < floor, c.estimated_cost_usd if c.quality >= floor else -c.quality, c.name))
+
+
+def rank_ordered(pool: list[Scored], ctx: StrategyContext) -> list[Scored]:
+    for rank, c in enumerate(pool):
+        c.score = 1.0 - rank / len(pool)
+    return list(pool)
+
+
+def rank_weighted_random(pool: list[Scored], ctx: StrategyContext) -> list[Scored]:
+    remaining = list(pool)
+    ordered: list[Scored] = []
+    while remaining:
+        weights = [max(c.model.weight, 0.0) for c in remaining]
+        if sum(weights) <= 0:
+            ordered.extend(remaining)
+            break
+        pick = ctx.rng.choices(range(len(remaining)), weights=weights)[0]
+        ordered.append(remaining.pop(pick))
+    total = sum(c.model.weight for c in pool) or 1.0
+    for c in pool:
+        c.score = c.model.weight / total
+    return ordered
+
+
+def rank_round_robin(pool: list[Scored], ctx: StrategyContext) -> list[Scored]:
+    start = ctx.round_robin(ctx.counter_key, len(pool))
+    ordered = pool[start:] + pool[:start]
+    for rank, c in enumerate(ordered):
+        c.score = 1.0 - rank / len(pool)
+    return ordered
+
+
+def rank_least_in_flight(pool: list[Scored], ctx: StrategyContext) -> list[Scored]:
+    for c in pool:
+        c.score = c.factors["load"]
+    return _by(pool, lambda c: (c.in_flight, c.estimated_cost_usd, c.name))
+
+
+def rank_least_recent(pool: list[Scored], ctx: StrategyContext) -> list[Scored]:
+    least = min(c.recent_requests for c in pool)
+    for c in pool:
+        c.score = (1 + least) / (1 + c.recent_requests)
+    return _by(pool, lambda c: (c.recent_requests, c.estimated_cost_usd, c.name))
+
+
+RANKERS: Mapping[str, Callable[[list[Scored], StrategyContext], list[Scored]]] = {
+    "hybrid": rank_hybrid,
+    "cost": rank_cost,
+    "latency": rank_latency,
+    "quality": rank_quality,
+    "ordered": rank_ordered,
+    "weighted_random": rank_weighted_random,
+    "round_robin": rank_round_robin,
+    "least_in_flight": rank_least_in_flight,
+    "least_recent": rank_least_recent,
+}
+
+
+def rank(strategy: str, pool: list[Scored], ctx: StrategyContext) -> list[Scored]:
+    """Order the eligible pool by `strategy`; every candidate gets its factor scores and a score."""
+    if not pool:
+        return []
+    _ratio_factors(pool)
+    return RANKERS[strategy](pool, ctx)
+
+
+def explore(ranked: list[Scored], ctx: StrategyContext) -> tuple[list[Scored], str]:
+    """Now and then put a model without fresh latency numbers first, so its numbers stay real."""
+    unknown = [c for c in ranked[1:] if not c.latency_known]
+    if not unknown or ctx.latency.explore_rate <= 0 or ctx.rng.random() >= ctx.latency.explore_rate:
+        return ranked, ""
+    chosen = ctx.rng.choice(unknown)
+    return [chosen, *[c for c in ranked if c is not chosen]], f"exploring {chosen.name} (no fresh latency numbers)"
