@@ -79,6 +79,7 @@ class Mesh:
         log_dir: Path | None = None,
         extra_env: dict[str, str] | None = None,
         services: tuple[str, ...] = SERVICE_ORDER,
+        extra_args: dict[str, list[str]] | None = None,
     ):
         self.layout = layout
         self.policy = policy
@@ -89,6 +90,7 @@ class Mesh:
         self.log_dir = log_dir
         self.extra_env = extra_env or {}
         self.services = services
+        self.extra_args = extra_args or {}
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self._logs: dict[str, object] = {}
 
@@ -96,9 +98,10 @@ class Mesh:
         """The command line that runs one service of this mesh."""
         base = [sys.executable, "-m", "routemesh"]
         listen = self.layout.address(service)
+        extra = self.extra_args.get(service, [])
         if service == "sim":
             return [*base, "sim", "--listen", listen, "--seed", str(self.sim_seed),
-                    "--time-scale", str(self.sim_time_scale)]
+                    "--time-scale", str(self.sim_time_scale), *extra]
         cmd = [*base, "serve", service, "--listen", listen]
         if service == "control" and self.policy:
             cmd += ["--policy", self.policy]
@@ -106,7 +109,7 @@ class Mesh:
             cmd += ["--redis-url", self.redis_url]
             if self.redis_prefix:
                 cmd += ["--redis-prefix", self.redis_prefix]
-        return cmd
+        return cmd + extra
 
     def _env(self) -> dict[str, str]:
         env = dict(os.environ)

@@ -89,6 +89,7 @@ class ChatOptions:
     temperature: float | None = None
     system: str | None = None
     timeout: float | None = None
+    routing: router_pb2.RoutingOptions | None = None
 
 
 def to_messages(prompt: str | Sequence[MessageLike], system: str | None = None) -> list[common_pb2.Message]:
@@ -110,12 +111,14 @@ def build_chat_request(prompt: str | Sequence[MessageLike], options: ChatOptions
                                      max_tokens=options.max_tokens, metadata=dict(options.metadata))
     if options.temperature is not None:
         request.temperature = options.temperature
+    if options.routing is not None:
+        request.routing.CopyFrom(options.routing)
     return request
 
 
 def _explain_request(chat: router_pb2.ChatRequest) -> router_pb2.ExplainRequest:
     return router_pb2.ExplainRequest(messages=chat.messages, model=chat.model, max_tokens=chat.max_tokens,
-                                     metadata=chat.metadata)
+                                     metadata=chat.metadata, routing=chat.routing)
 
 
 class _Collector:

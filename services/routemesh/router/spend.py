@@ -100,18 +100,34 @@ class SpendGuard:
         admission.limits = granted
         scopes = budget_scopes(policy, metadata)
         if scopes:
-            worst = max(policy.models[m].estimated_cost(int(input_tokens * INPUT_ESTIMATE_MARGIN) + 1, plan.max_tokens)
-                        for m in plan.models)
+            await self._reserve(policy, plan, input_tokens, scopes, admission)
+        return admission
+
+    async def _reserve(self, policy: Policy, plan: Plan, input_tokens: int, scopes: list[BudgetScope],
+                       admission: Admission) -> None:
+        """Reserve the worst case of the plan; when that does not fit, keep only the models that do."""
+        worst = {m: policy.models[m].estimated_cost(int(input_tokens * INPUT_ESTIMATE_MARGIN) + 1, plan.max_tokens)
+                 for m in plan.models}
+        for attempt in range(2):
             try:
-                admission.reservation = await self.ledger.reserve(scopes, worst)
+                admission.reservation = await self.ledger.reserve(scopes, max(worst[m] for m in plan.models))
+                return
             except BudgetUnavailable as exc:
                 await self._give_back(admission)
                 raise BudgetExhausted(f"budgets cannot be checked right now ({exc}); refusing (fail closed)",
                                       reason="BUDGET_UNAVAILABLE") from None
             except BudgetExceeded as exc:
-                await self._give_back(admission)
-                raise BudgetExhausted(str(exc), metadata={"budget": exc.scope.budget, "account": exc.scope.key})
-        return admission
+                affordable = [m for m in plan.models if worst[m] <= exc.status.remaining_usd]
+                if attempt == 1 or not affordable:
+                    await self._give_back(admission)
+                    raise BudgetExhausted(str(exc), metadata={"budget": exc.scope.budget,
+                                                              "account": exc.scope.key}) from None
+                # Pricier models leave the plan so the cheaper ones can still be served within the budget.
+                for m in plan.models:
+                    if m not in affordable:
+                        admission.dropped[m] = f"budget {exc.scope.budget!r}: worst case ${worst[m]:.6f} " \
+                                               f"> ${exc.status.remaining_usd:.6f} left"
+                plan.models[:] = affordable
 
     async def _give_back(self, admission: Admission) -> None:
         for limit in admission.limits:
