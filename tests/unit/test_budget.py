@@ -10,13 +10,13 @@ from uuid import uuid4
 
 import pytest
 
+from routemesh.router.budget_redis import RedisBudgetLedger
 from routemesh.router.budget import (
     ACCOUNT_GRACE_S,
     BudgetExceeded,
     BudgetScope,
     BudgetUnavailable,
     InMemoryBudgetLedger,
-    RedisBudgetLedger,
 )
 from tests.unit.test_telemetry_store import REDIS_URL, FreezableProxy, delete_keys, redis_keys, require_redis
 

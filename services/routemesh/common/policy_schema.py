@@ -190,7 +190,7 @@ class LatencySettings(_Strict):
     tolerance: float = Field(0.10, ge=0, le=10, description="models within this fraction of the best tie")
     freshness_s: float = Field(60.0, gt=0, description="older telemetry falls back to the model's prior")
     min_samples: int = Field(5, ge=1)
-    explore_rate: float = Field(0.05, ge=0, le=1, description="share of requests sent to an under-sampled model")
+    explore_rate: float = Field(0.0, ge=0, le=1, description="share of requests sent to an under-sampled model")
 
 
 class QualitySettings(_Strict):

@@ -7,7 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 
-from routemesh.common.policy_schema import Model, Policy, RuleCondition
+from routemesh.common.policy_schema import RuleCondition
+from routemesh.router.compiled import CompiledModel, CompiledPolicy
 from routemesh.router.strategies import ModelHealthView
 
 
@@ -76,7 +77,7 @@ def condition_matches(cond: RuleCondition, request: RequestView) -> bool:
     return all(request.metadata.get(k) == v for k, v in cond.metadata.items())
 
 
-def fit_problem(model: Model, request: RequestView) -> str:
+def fit_problem(model: CompiledModel, request: RequestView) -> str:
     """Static reasons: disabled, too small, missing capability, not allowed for the tenant or data class."""
     if not model.enabled:
         return "disabled in the policy"
@@ -93,28 +94,26 @@ def fit_problem(model: Model, request: RequestView) -> str:
     return ""
 
 
-def tenant_problem(policy: Policy, name: str, request: RequestView) -> str:
-    tenant = policy.tenants.get(request.tenant)
-    if tenant and tenant.allowed_models and name not in tenant.allowed_models:
+def tenant_problem(policy: CompiledPolicy, name: str, request: RequestView) -> str:
+    allowed = policy.allowed.get(request.tenant)
+    if allowed is not None and name not in allowed:
         return f"not allowed for tenant {request.tenant!r}"
     return ""
 
 
-def live_problem(policy: Policy, model: Model, health: ModelHealthView | None) -> str:
+def live_problem(policy: CompiledPolicy, model: CompiledModel, health: ModelHealthView | None) -> str:
     """Reasons from live state: open circuit, unhealthy, rate limit exhausted."""
     if health is None:
         return ""
     if health.circuit_open:
         return "circuit open"
-    gate = policy.health
-    if health.samples >= gate.min_samples and health.error_rate > gate.max_error_rate:
+    if health.samples >= policy.min_samples and health.error_rate > policy.max_error_rate:
         return (f"unhealthy: error rate {health.error_rate:.0%} over {health.samples} recent attempts "
-                f"> {gate.max_error_rate:.0%}")
-    limits = model.limits
-    if limits.rpm and health.requests_per_minute >= limits.rpm:
-        return f"rate limit: {health.requests_per_minute} requests in the last minute >= rpm {limits.rpm}"
-    if limits.tpm and health.tokens_per_minute >= limits.tpm:
-        return f"rate limit: {health.tokens_per_minute} tokens in the last minute >= tpm {limits.tpm}"
+                f"> {policy.max_error_rate:.0%}")
+    if model.rpm and health.requests_per_minute >= model.rpm:
+        return f"rate limit: {health.requests_per_minute} requests in the last minute >= rpm {model.rpm}"
+    if model.tpm and health.tokens_per_minute >= model.tpm:
+        return f"rate limit: {health.tokens_per_minute} tokens in the last minute >= tpm {model.tpm}"
     return ""
 
 
@@ -126,3 +125,21 @@ def request_limit_problem(request: RequestView, cost: float, ttft_ms: float) -> 
     if opts.latency_target_ms is not None and ttft_ms > opts.latency_target_ms:
         return f"expected first token in {ttft_ms:.0f} ms > target {opts.latency_target_ms:.0f} ms"
     return ""
+
+
+def problem_of(policy: CompiledPolicy, model: CompiledModel, health: ModelHealthView | None, request: RequestView,
+               cost: float, ttft_ms: float, *, pinned_provider_applies: bool, check_live: bool) -> str:
+    """Every filter in order, in one call (it runs for each candidate of each request)."""
+    problem = fit_problem(model, request) or tenant_problem(policy, model.name, request)
+    if problem:
+        return problem
+    provider = request.options.provider
+    if provider and pinned_provider_applies and model.provider != provider:
+        return f"provider {model.provider!r} is not the pinned provider {provider!r}"
+    if check_live and health is not None:
+        problem = live_problem(policy, model, health)
+        if problem:
+            return problem
+    if request.options.max_cost_usd is None and request.options.latency_target_ms is None:
+        return ""
+    return request_limit_problem(request, cost, ttft_ms)

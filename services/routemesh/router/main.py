@@ -8,7 +8,8 @@ import os
 from routemesh.common.policy_watch import PolicyHolder, PolicyWatcher
 from routemesh.common.reporter import TelemetryReporter
 from routemesh.common.serve import Service
-from routemesh.router.budget import InMemoryBudgetLedger, RedisBudgetLedger
+from routemesh.router.budget import InMemoryBudgetLedger
+from routemesh.router.budget_redis import RedisBudgetLedger
 from routemesh.router.decide import Decider
 from routemesh.router.features import FeatureSource
 from routemesh.router.health import HealthSource

@@ -10,15 +10,13 @@ from dataclasses import dataclass, field
 
 from routemesh.common.errors import InvalidRequest, NoEligibleModel, NotFound
 from routemesh.common.policy_schema import AUTO, CAPABILITIES, STRATEGIES, Experiment, Policy, Route, Variant
+from routemesh.router.compiled import compiled
 from routemesh.router.filters import (
     RequestView,
     RoutingFeatures,
     RoutingOptionsView,
     condition_matches,
-    fit_problem,
-    live_problem,
-    request_limit_problem,
-    tenant_problem,
+    problem_of,
 )
 from routemesh.router.strategies import ModelHealthView, Scored, StrategyContext, expected_latency, explore, rank
 
@@ -26,7 +24,7 @@ __all__ = ["CandidateEvaluation", "DecisionState", "ModelHealthView", "Plan", "R
            "RoutingOptionsView", "assign_variant", "plan_request", "resolve_max_tokens"]
 
 
-@dataclass
+@dataclass(slots=True)
 class CandidateEvaluation:
     """One model as the planner saw it: eligible with a rank and score, or rejected with a reason."""
 
@@ -211,29 +209,26 @@ def plan_request(
     output_tokens = route.expected_output(features.task_type, max_tokens)
     evaluations: dict[str, CandidateEvaluation] = {}
     scored: dict[str, Scored] = {}
+    fast = compiled(policy)
+    models_by_name, task, input_tokens, latency = fast.models, features.task_type, features.input_tokens, route.latency
+    pool_set = set(sel.pool)
     for m in considered:
-        model = policy.models[m]
+        model = models_by_name[m]
         h = health.get(m)
-        cost = model.estimated_cost(features.input_tokens, output_tokens)
-        ttft, total, known = expected_latency(model, h, route.latency, output_tokens, now_ms)
-        problem = fit_problem(model, request) or tenant_problem(policy, m, request)
-        if not problem and options.provider and model.provider != options.provider and (
-                pin_strict or m in sel.pool):
-            problem = f"provider {model.provider!r} is not the pinned provider {options.provider!r}"
-        if not problem and m != sel.pinned:  # a pinned model is honoured even when live state disfavours it
-            problem = live_problem(policy, model, h)
-        problem = problem or request_limit_problem(request, cost, ttft)
-        factors = {"estimated_cost_usd": cost, "expected_ttft_ms": round(ttft, 3),
-                   "expected_total_ms": round(total, 3), "quality_score": model.quality_for(features.task_type)}
+        cost = input_tokens * model.in_price + output_tokens * model.out_price
+        ttft, total, known = expected_latency(model, h, latency, output_tokens, now_ms)
+        # A pinned model is honoured even when live state disfavours it.
+        problem = problem_of(fast, model, h, request, cost, ttft, check_live=m != sel.pinned,
+                             pinned_provider_applies=bool(pin_strict) or m in pool_set)
+        quality = model.quality_for(task)
+        factors = {"estimated_cost_usd": cost, "expected_ttft_ms": ttft, "expected_total_ms": total,
+                   "quality_score": quality}
         if h:
-            factors.update(error_rate=h.error_rate, samples=float(h.samples), in_flight=float(h.in_flight))
-        evaluations[m] = CandidateEvaluation(model=m, provider=model.provider, eligible=not problem,
-                                             estimated_cost_usd=cost, rejection_reason=problem, factors=factors)
+            factors["error_rate"], factors["samples"], factors["in_flight"] = h.error_rate, h.samples, h.in_flight
+        evaluations[m] = CandidateEvaluation(m, model.provider, not problem, cost, 0, 0.0, problem, factors)
         if not problem:
-            scored[m] = Scored(name=m, model=model, estimated_cost_usd=cost, expected_ttft_ms=ttft,
-                               expected_total_ms=total, quality=model.quality_for(features.task_type),
-                               in_flight=h.in_flight if h else 0, recent_requests=h.requests_per_minute if h else 0,
-                               latency_known=known, factors=factors)
+            scored[m] = Scored(m, model, cost, ttft, total, quality, h.in_flight if h else 0,
+                               h.requests_per_minute if h else 0, known, factors)
     ctx = StrategyContext(weights=sel.weights or route.weights, latency=route.latency, quality=route.quality,
                           rng=state.rng, round_robin=state.round_robin, counter_key=f"{sel.route_name}/{sel.rule}")
     ranked = rank(sel.strategy, [scored[m] for m in sel.pool if m in scored], ctx)
@@ -263,8 +258,7 @@ def plan_request(
         ev = evaluations[m]
         ev.rank = position
         if m in scored:
-            ev.score = round(scored[m].score, 6)
-            ev.factors = {k: round(v, 6) for k, v in scored[m].factors.items()}
+            ev.score = scored[m].score
     strategy = "pinned" if sel.pinned else sel.strategy
     how = {"pinned": "", "ordered": "first eligible in order"}.get(strategy, f"{strategy} ranking")
     reason = sel.why if sel.pinned else f"route {sel.route_name!r}: {sel.why}; {how} of {sel.pool}"

@@ -6,7 +6,8 @@ import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from routemesh.common.policy_schema import LatencySettings, Model, QualitySettings, Weights
+from routemesh.common.policy_schema import LatencySettings, QualitySettings, Weights
+from routemesh.router.compiled import CompiledModel
 
 
 @dataclass(frozen=True)
@@ -27,12 +28,12 @@ class ModelHealthView:
     circuit_open: bool = False
 
 
-@dataclass
+@dataclass(slots=True)
 class Scored:
     """One eligible candidate with what the strategies need to rank it."""
 
     name: str
-    model: Model
+    model: CompiledModel
     estimated_cost_usd: float
     expected_ttft_ms: float
     expected_total_ms: float
@@ -44,21 +45,20 @@ class Scored:
     score: float = 0.0
 
 
-def expected_latency(model: Model, health: ModelHealthView | None, settings: LatencySettings,
+def expected_latency(model: CompiledModel, health: ModelHealthView | None, settings: LatencySettings,
                      output_tokens: int, now_ms: int) -> tuple[float, float, bool]:
     """(TTFT, whole answer) in ms from fresh telemetry at the route's percentile, else the model's prior."""
-    fresh = (
-        health is not None and health.samples >= settings.min_samples and health.ttft_p50_ms > 0
-        and now_ms - health.last_observation_ms <= settings.freshness_s * 1000
-    )
-    if fresh:
-        assert health is not None
-        ttft = {"p50": health.ttft_p50_ms, "p90": health.ttft_p90_ms, "p99": health.ttft_p99_ms}[settings.percentile]
-        tpot = health.tpot_p99_ms if settings.percentile == "p99" else health.tpot_p50_ms
-        ttft = ttft or health.ttft_p50_ms
+    if (health is not None and health.samples >= settings.min_samples and health.ttft_p50_ms > 0
+            and now_ms - health.last_observation_ms <= settings.freshness_s * 1000):
+        percentile = settings.percentile
+        if percentile == "p50":
+            ttft, tpot = health.ttft_p50_ms, health.tpot_p50_ms
+        elif percentile == "p90":
+            ttft, tpot = health.ttft_p90_ms or health.ttft_p50_ms, health.tpot_p50_ms
+        else:
+            ttft, tpot = health.ttft_p99_ms or health.ttft_p50_ms, health.tpot_p99_ms
         return ttft, ttft + output_tokens * tpot, True
-    prior = model.latency_prior
-    return prior.ttft_ms, prior.ttft_ms + output_tokens * prior.tpot_ms, False
+    return model.prior_ttft_ms, model.prior_ttft_ms + output_tokens * model.prior_tpot_ms, False
 
 
 def _ratio_factors(pool: Sequence[Scored]) -> None:

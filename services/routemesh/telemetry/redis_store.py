@@ -9,12 +9,10 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import replace
 
-import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from routemesh.common.redis_client import create_client
 from routemesh.telemetry.experiments import (
     MAX_VARIANT_SAMPLES,
     ExperimentKeys,
@@ -106,20 +104,6 @@ def decode_rates(hashes: Sequence[dict[str, str]]) -> dict[int, SecondTotals]:
             except (ValueError, IndexError):
                 continue
     return seconds
-
-
-def create_client(url: str, max_connections: int = 16) -> aioredis.Redis:
-    """A client that fails fast: short socket and pool timeouts and no retries, so callers never hang."""
-    pool = aioredis.BlockingConnectionPool.from_url(
-        url,
-        max_connections=max_connections,
-        timeout=0.25,
-        socket_timeout=0.25,
-        socket_connect_timeout=0.25,
-        retry=Retry(NoBackoff(), 0),
-        decode_responses=True,
-    )
-    return aioredis.Redis.from_pool(pool)
 
 
 class RedisHealthStore:
