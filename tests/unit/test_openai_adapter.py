@@ -7,7 +7,7 @@ import json
 import socket
 import time
 from email.utils import format_datetime
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 
 import httpx
 import pytest
@@ -238,7 +238,7 @@ def test_parse_retry_after_forms():
     assert parse_retry_after(httpx.Headers({"retry-after-ms": "250", "retry-after": "7"})) == 0.25
     assert parse_retry_after(httpx.Headers({"retry-after": "soon"})) is None
     assert parse_retry_after(httpx.Headers({})) is None
-    when = datetime.now(timezone.utc) + timedelta(seconds=30)
+    when = datetime.now(UTC) + timedelta(seconds=30)
     seconds = parse_retry_after(httpx.Headers({"retry-after": format_datetime(when, usegmt=True)}))
     assert seconds is not None and 25 <= seconds <= 31
 

@@ -74,8 +74,9 @@ SMALL = RoutingFeatures(input_tokens=100)
 
 
 def plan(route="auto", features=SMALL, *, policy=TEST_POLICY, max_tokens=100, metadata=None, health=None,
-         options=RoutingOptionsView(), text="", state=None, **kw):
-    return plan_request(policy, features, route, max_tokens, metadata or {}, health or {}, options=options,
+         options=None, text="", state=None, **kw):
+    return plan_request(policy, features, route, max_tokens, metadata or {}, health or {},
+                        options=options or RoutingOptionsView(),
                         text=text, state=state or DecisionState(seed=1), now_ms=NOW, **kw)
 
 

@@ -58,3 +58,10 @@ def test_every_package_is_listed_in_pyproject():
     }
     found = {name.rstrip(".") for name in found}
     assert found - {"routemesh.client"} <= listed, f"add to pyproject: {sorted(found - listed)}"
+
+
+def test_ruff_is_clean():
+    ruff = shutil.which("ruff") or str(pathlib.Path(sys.executable).parent / "ruff")
+    result = subprocess.run([ruff, "check", "--output-format", "concise", "services", "clients", "tests"],
+                            cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr

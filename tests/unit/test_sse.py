@@ -132,6 +132,6 @@ def test_any_split_of_a_stream_yields_the_same_events(events, newline, cuts):
     text, expected = _serialize(events, newline)
     raw = text.encode()
     points = sorted({c % (len(raw) + 1) for c in cuts})
-    chunks = [raw[a:b] for a, b in zip([0, *points], [*points, len(raw)])]
+    chunks = [raw[a:b] for a, b in zip([0, *points], [*points, len(raw)], strict=True)]
     assert decode_all(raw) == expected
     assert decode_all(*chunks) == expected

@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from routemesh.common.policy_schema import (  # noqa: F401 - re-exported: the policy's public names
+from routemesh.common.policy_schema import (
     AUTO,
     CAPABILITIES,
     TASK_TYPES,
@@ -23,6 +23,11 @@ from routemesh.common.policy_schema import (  # noqa: F401 - re-exported: the po
     RuleCondition,
 )
 
+__all__ = [
+    "AUTO", "CAPABILITIES", "TASK_TYPES", "Model", "Policy", "PolicyError", "PolicyVersion", "Route", "Rule",
+    "RuleCondition", "canonical_json", "digest", "expand_env", "load_default_policy_text", "parse_policy",
+    "policy_from_json",
+]
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 

@@ -2,9 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
+import logging
+import time
+from collections.abc import Awaitable
+from typing import TypeVar
+
 from redis import asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+T = TypeVar("T")
+# Whole-operation bound: pool wait, connect and reply stay under the ~0.5 s a request may wait.
+OPERATION_TIMEOUT_S = 0.45
+# After a failure, skip Redis for this long so a dead or frozen server costs each request nothing.
+FAILURE_BACKOFF_S = 1.0
+WARNING_INTERVAL_S = 10.0
+REDIS_ERRORS = (RedisError, OSError, TimeoutError)
 
 
 def create_client(url: str, max_connections: int = 16, timeout_s: float = 0.25) -> aioredis.Redis:
@@ -19,3 +35,44 @@ def create_client(url: str, max_connections: int = 16, timeout_s: float = 0.25) 
         decode_responses=True,
     )
     return aioredis.Redis.from_pool(pool)
+
+
+class RedisUnavailable(Exception):
+    """Redis failed now, or failed recently enough to be skipped."""
+
+
+class FailFast:
+    """Bounds every Redis operation, skips Redis for a while after a failure, and rate-limits warnings.
+
+    A dead or frozen Redis then costs a request at most one bounded wait, and an outage logs one line
+    per interval instead of one per request.
+    """
+
+    def __init__(self, logger: logging.Logger, *, timeout_s: float = OPERATION_TIMEOUT_S,
+                 backoff_s: float = FAILURE_BACKOFF_S, warning_interval_s: float = WARNING_INTERVAL_S):
+        self.log = logger
+        self.timeout_s = timeout_s
+        self.backoff_s = backoff_s
+        self.warning_interval_s = warning_interval_s
+        self._skip_until = 0.0
+        self._next_warning = 0.0
+
+    async def run(self, operation: Awaitable[T], *, respect_backoff: bool = True) -> T:
+        """Await `operation` within the bound; raise RedisUnavailable on any Redis or network failure."""
+        if respect_backoff and time.monotonic() < self._skip_until:
+            if inspect.iscoroutine(operation):
+                operation.close()
+            raise RedisUnavailable("Redis failed recently")
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                return await operation
+        except REDIS_ERRORS as exc:
+            self._skip_until = time.monotonic() + self.backoff_s
+            raise RedisUnavailable(f"Redis unavailable ({type(exc).__name__}: {exc})") from exc
+
+    def warn(self, message: str) -> None:
+        """Log at most one warning per interval."""
+        now = time.monotonic()
+        if now >= self._next_warning:
+            self._next_warning = now + self.warning_interval_s
+            self.log.warning("%s", message)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 import uuid
@@ -10,9 +9,8 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 from redis.commands.core import AsyncScript
-from redis.exceptions import RedisError
 
-from routemesh.common.redis_client import create_client
+from routemesh.common.redis_client import FAILURE_BACKOFF_S, FailFast, RedisUnavailable, create_client
 from routemesh.router.budget import (
     MICROS_PER_USD,
     SETTLED_MEMORY_S,
@@ -30,12 +28,6 @@ from routemesh.router.budget import (
 )
 
 log = logging.getLogger(__name__)
-# Whole-operation bound: pool wait, connect and reply stay under the ~0.5 s a request may wait.
-OPERATION_TIMEOUT_S = 0.45
-# After a failure, skip Redis for this long so a dead or frozen server costs each request nothing.
-FAILURE_BACKOFF_S = 1.0
-WARNING_INTERVAL_S = 10.0
-_REDIS_ERRORS = (RedisError, OSError, TimeoutError)
 
 
 # Holds expire by themselves: each script first releases the holds on its accounts that are past expiry.
@@ -109,10 +101,6 @@ return out
 """
 
 
-class _Unavailable(Exception):
-    """Redis failed, or failed recently enough to be skipped."""
-
-
 class RedisBudgetLedger:
     """A ledger shared by every router using the same Redis and prefix; each operation is one Lua script.
 
@@ -133,13 +121,11 @@ class RedisBudgetLedger:
         self.failed_settlements = 0
         self._base = f"{prefix}budget:"
         self._clock = clock
-        self._failure_backoff_s = failure_backoff_s
         self._redis = create_client(url, max_connections)
         self._reserve = self._redis.register_script(_RESERVE)
         self._settle = self._redis.register_script(_SETTLE)
         self._status = self._redis.register_script(_STATUS)
-        self._skip_until = 0.0
-        self._next_warning = 0.0
+        self._guard = FailFast(log, backoff_s=failure_backoff_s)
 
     def account_key(self, scope: BudgetScope, period_id: str) -> str:
         return f"{self._base}{scope.account}:{period_id}"
@@ -159,8 +145,8 @@ class RedisBudgetLedger:
         keys = self._scope_keys([(scope, scope.period_id(now)) for scope in scopes])
         try:
             reply = await self._run(self._status, keys, [_ms(now)])
-        except _Unavailable as exc:
-            self._warn(f"budget status unknown: {exc}")
+        except RedisUnavailable as exc:
+            self._guard.warn(f"budget status unknown: {exc}")
             return {}
         return {scope.account: status_of(scope, int(reply[2 * i]), int(reply[2 * i + 1]))
                 for i, scope in enumerate(scopes)}
@@ -180,12 +166,12 @@ class RedisBudgetLedger:
             args += [to_micros(scope.limit_usd), scope.account_ttl_s(now)]
         try:
             reply = await self._run(self._reserve, keys, args)
-        except _Unavailable as exc:
+        except RedisUnavailable as exc:
             if self.fail_open:
-                self._warn(f"budgets unchecked (fail_open): {exc}")
+                self._guard.warn(f"budgets unchecked (fail_open): {exc}")
                 return Reservation(reservation.id, scopes, amount_usd, reservation.expires_at_ms,
                                    reservation.period_ids, unchecked=True)
-            self._warn(f"budget spend refused (fail closed): {exc}")
+            self._guard.warn(f"budget spend refused (fail closed): {exc}")
             raise BudgetUnavailable(scopes[0], amount_usd, str(exc)) from None
         if int(reply[0]) != 1:
             scope = scopes[int(reply[1]) - 1]
@@ -214,25 +200,11 @@ class RedisBudgetLedger:
         try:
             # Always tried, even during backoff: a skipped settlement is a charge lost for good.
             await self._run(self._settle, keys, args, respect_backoff=False)
-        except _Unavailable as exc:
+        except RedisUnavailable as exc:
             self.failed_settlements += 1
-            self._warn(f"budget settlement of ${charge / MICROS_PER_USD:.6f} lost "
+            self._guard.warn(f"budget settlement of ${charge / MICROS_PER_USD:.6f} lost "
                        f"({self.failed_settlements} so far; holds expire by themselves): {exc}")
 
     async def _run(self, script: AsyncScript, keys: list[str], args: list[int | str], *,
                    respect_backoff: bool = True) -> list[int]:
-        if respect_backoff and time.monotonic() < self._skip_until:
-            raise _Unavailable("Redis failed recently")
-        try:
-            async with asyncio.timeout(OPERATION_TIMEOUT_S):
-                return await script(keys=keys, args=args)
-        except _REDIS_ERRORS as exc:
-            self._skip_until = time.monotonic() + self._failure_backoff_s
-            raise _Unavailable(f"Redis unavailable ({type(exc).__name__}: {exc})") from exc
-
-    def _warn(self, message: str) -> None:
-        """At most one warning per interval: an outage must not flood the log."""
-        now = time.monotonic()
-        if now >= self._next_warning:
-            self._next_warning = now + WARNING_INTERVAL_S
-            log.warning("%s", message)
+        return await self._guard.run(script(keys=keys, args=args), respect_backoff=respect_backoff)

@@ -24,6 +24,9 @@ __all__ = ["CandidateEvaluation", "DecisionState", "ModelHealthView", "Plan", "R
            "RoutingOptionsView", "assign_variant", "plan_request", "resolve_max_tokens"]
 
 
+NO_OPTIONS = RoutingOptionsView()
+
+
 @dataclass(slots=True)
 class CandidateEvaluation:
     """One model as the planner saw it: eligible with a rank and score, or rejected with a reason."""
@@ -176,7 +179,7 @@ def plan_request(
     metadata: Mapping[str, str],
     health: Mapping[str, ModelHealthView],
     *,
-    options: RoutingOptionsView = RoutingOptionsView(),
+    options: RoutingOptionsView = NO_OPTIONS,
     text: str = "",
     state: DecisionState | None = None,
     sticky_model: str = "",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import sys
 import time
@@ -10,9 +9,8 @@ from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from redis.exceptions import RedisError
 
-from routemesh.common.redis_client import create_client
+from routemesh.common.redis_client import FAILURE_BACKOFF_S, FailFast, RedisUnavailable, create_client
 
 log = logging.getLogger(__name__)
 
@@ -20,12 +18,6 @@ WINDOW_S = 60
 KEY_TTL_S = 2 * WINDOW_S
 # What headroom reports for a dimension with no limit, so "remaining >= needed" checks simply pass.
 UNLIMITED = sys.maxsize
-# Whole-operation bound: pool wait, connect and reply stay under the ~0.5 s a request may wait.
-OPERATION_TIMEOUT_S = 0.45
-# After a failure, skip Redis for this long so a dead or frozen server costs each request nothing.
-FAILURE_BACKOFF_S = 1.0
-WARNING_INTERVAL_S = 10.0
-_REDIS_ERRORS = (RedisError, OSError, TimeoutError)
 
 # Per-second counts of one limit key: second -> [requests, tokens].
 Buckets = dict[int, list[int]]
@@ -240,10 +232,6 @@ return {1}
 """
 
 
-class _Unavailable(Exception):
-    """Redis failed, or failed recently enough to be skipped."""
-
-
 class RedisRateLimiter:
     """Limits shared by every router using the same Redis and prefix.
 
@@ -256,11 +244,9 @@ class RedisRateLimiter:
     def __init__(self, url: str, prefix: str = "routemesh:", *, failure_backoff_s: float = FAILURE_BACKOFF_S,
                  max_connections: int = 16):
         self._base = f"{prefix}ratelimit:"
-        self._failure_backoff_s = failure_backoff_s
         self._redis = create_client(url, max_connections)
         self._acquire = self._redis.register_script(_ACQUIRE)
-        self._skip_until = 0.0
-        self._next_warning = 0.0
+        self._guard = FailFast(log, backoff_s=failure_backoff_s)
 
     def redis_key(self, limit_key: str) -> str:
         return f"{self._base}{limit_key}"
@@ -276,8 +262,8 @@ class RedisRateLimiter:
         keys = [self.redis_key(limit.key) for limit in limits]
         try:
             reply = await self._run(self._acquire(keys=keys, args=args))
-        except _Unavailable as exc:
-            self._warn(f"rate limits unchecked (fail open): {exc}")
+        except RedisUnavailable as exc:
+            self._guard.warn(f"rate limits unchecked (fail open): {exc}")
             return RateDecision(True, reason=f"rate limits unchecked: {exc}", unchecked=True)
         if int(reply[0]) == 1:
             return RateDecision(True)
@@ -295,8 +281,8 @@ class RedisRateLimiter:
             pipe.hgetall(self.redis_key(limit.key))
         try:
             replies = await self._run(pipe.execute())
-        except _Unavailable as exc:
-            self._warn(f"rate limit headroom unknown: {exc}")
+        except RedisUnavailable as exc:
+            self._guard.warn(f"rate limit headroom unknown: {exc}")
             return {}
         return {limit.key: remaining(limit, decode_buckets(fields), now)
                 for limit, fields in zip(limits, replies, strict=True)}
@@ -310,29 +296,14 @@ class RedisRateLimiter:
         pipe.expire(key, KEY_TTL_S)
         try:
             await self._run(pipe.execute())
-        except _Unavailable as exc:
-            self._warn(f"rate limit token correction of {delta_tokens} for {limit.key} lost: {exc}")
+        except RedisUnavailable as exc:
+            self._guard.warn(f"rate limit token correction of {delta_tokens} for {limit.key} lost: {exc}")
 
     async def close(self) -> None:
         await self._redis.aclose()
 
     async def _run(self, operation: Coroutine[Any, Any, T]) -> T:
-        if time.monotonic() < self._skip_until:
-            operation.close()
-            raise _Unavailable("Redis failed recently")
-        try:
-            async with asyncio.timeout(OPERATION_TIMEOUT_S):
-                return await operation
-        except _REDIS_ERRORS as exc:
-            self._skip_until = time.monotonic() + self._failure_backoff_s
-            raise _Unavailable(f"Redis unavailable ({type(exc).__name__}: {exc})") from exc
-
-    def _warn(self, message: str) -> None:
-        """At most one warning per interval: an outage must not flood the log."""
-        now = time.monotonic()
-        if now >= self._next_warning:
-            self._next_warning = now + WARNING_INTERVAL_S
-            log.warning("%s", message)
+        return await self._guard.run(operation)
 
 
 def decode_buckets(fields: Mapping[str, str]) -> Buckets:
