@@ -73,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     _client_args(explain)
 
     demo = sub.add_parser("demo", help="start a private mesh, send a mixed workload, report, stop")
-    demo.add_argument("--requests", type=int, default=24)
+    demo.add_argument("--requests", type=int, default=32)
     demo.add_argument("--concurrency", type=int, default=4)
     demo.add_argument("--sim-time-scale", type=float, default=0.5)
 

@@ -37,6 +37,11 @@ WORKLOAD: list[tuple[str, str, dict]] = [
     ("premium", "Draft a short reply to a customer asking about a refund.", {"metadata": {"tier": "premium"}}),
     ("pinned", "Say hello in three languages.", {"model": "fast-cheap"}),
     ("failover", "What is the capital of Australia?", {"model": "cheap"}),
+    ("latency", "Quick: what's a good name for a cat?", {"model": "fast"}),
+    ("confidential", "Summarize our unreleased Q3 revenue memo in two lines.",
+     {"metadata": {"data_class": "confidential"}}),
+    ("a/b test", "Recommend a book for a long flight.", {"model": "experiment", "metadata": {"user": "ana"}}),
+    ("a/b test", "Recommend a podcast about history.", {"model": "experiment", "metadata": {"user": "cy"}}),
 ]
 
 
@@ -107,7 +112,8 @@ def _why(decision) -> str:
     if decision.strategy == "pinned":
         return "pinned by the request"
     detail = decision.reason.split(": ", 1)[-1].split(";")[0]
-    return f"route {decision.route}: {detail}"
+    extra = f", variant {decision.variant}" if decision.variant else ""
+    return f"route {decision.route} ({decision.strategy}{extra}): {detail}"
 
 
 def report(outcomes: list[Outcome], out=sys.stdout) -> None:
