@@ -39,11 +39,24 @@ class MeshLayout:
         return cls(host=host, ports={name: base + off for name, off in PORT_OFFSETS.items()})
 
     @classmethod
-    def free(cls, host: str = "127.0.0.1") -> MeshLayout:
-        return cls(host=host, ports={name: free_port(host) for name in PORT_OFFSETS})
+    def free(cls, host: str = "127.0.0.1", executors: int = 1) -> MeshLayout:
+        """Free ports for every service; with executors > 1, extra replicas named executor-2, executor-3..."""
+        names = [*PORT_OFFSETS, *(f"executor-{i}" for i in range(2, executors + 1))]
+        return cls(host=host, ports={name: free_port(host) for name in names})
+
+    @property
+    def executors(self) -> list[str]:
+        """The executor replicas: "executor", then "executor-2"...."""
+        return ["executor", *sorted(n for n in self.ports if n.startswith("executor-"))]
 
     def address(self, service: str) -> str:
         return f"{self.host}:{self.ports[service]}"
+
+    def executor_target(self) -> str:
+        """The router's executor target: one address, or every replica for round_robin."""
+        if len(self.executors) == 1:
+            return self.address("executor")
+        return "ipv4:" + ",".join(self.address(n) for n in self.executors)
 
     @property
     def sim_url(self) -> str:
@@ -55,7 +68,7 @@ class MeshLayout:
             "ROUTEMESH_CONTROL_ADDR": self.address("control"),
             "ROUTEMESH_TELEMETRY_ADDR": self.address("telemetry"),
             "ROUTEMESH_CLASSIFIER_ADDR": self.address("classifier"),
-            "ROUTEMESH_EXECUTOR_ADDR": self.address("executor"),
+            "ROUTEMESH_EXECUTOR_ADDR": self.executor_target(),
             "ROUTEMESH_SIM_URL": self.sim_url,
         }
 
@@ -78,7 +91,7 @@ class Mesh:
         sim_seed: int = 7,
         log_dir: Path | None = None,
         extra_env: dict[str, str] | None = None,
-        services: tuple[str, ...] = SERVICE_ORDER,
+        services: tuple[str, ...] | None = None,
         extra_args: dict[str, list[str]] | None = None,
     ):
         self.layout = layout
@@ -89,7 +102,9 @@ class Mesh:
         self.sim_seed = sim_seed
         self.log_dir = log_dir
         self.extra_env = extra_env or {}
-        self.services = services
+        # Replicas start right after the first executor, before the router.
+        self.services = services or tuple(
+            name for base in SERVICE_ORDER for name in (layout.executors if base == "executor" else [base]))
         self.extra_args = extra_args or {}
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self._logs: dict[str, object] = {}
@@ -98,11 +113,11 @@ class Mesh:
         """The command line that runs one service of this mesh."""
         base = [sys.executable, "-m", "routemesh"]
         listen = self.layout.address(service)
-        extra = self.extra_args.get(service, [])
+        extra = self.extra_args.get(service.split("-")[0], [])
         if service == "sim":
             return [*base, "sim", "--listen", listen, "--seed", str(self.sim_seed),
                     "--time-scale", str(self.sim_time_scale), *extra]
-        cmd = [*base, "serve", service, "--listen", listen]
+        cmd = [*base, "serve", service.split("-")[0], "--listen", listen]
         if service == "control" and self.policy:
             cmd += ["--policy", self.policy]
         if service in ("telemetry", "router") and self.redis_url:

@@ -224,6 +224,16 @@ class Experiment(_Strict):
         return self
 
 
+class Reliability(_Strict):
+    """How the executor serves a route's plan: retries, hedging, continuation after a cut stream."""
+
+    max_tries_per_model: int = Field(2, ge=1, le=10, description="tries of the last candidate left")
+    backoff_initial_ms: int = Field(100, ge=0)
+    backoff_max_ms: int = Field(2000, ge=0)
+    hedge_after_ms: int = Field(0, ge=0, description="0 = no hedging")
+    continue_on_truncation: bool = False
+
+
 class Route(_Strict):
     """A named pool of models: filters, rules, a strategy, fallbacks, and optionally an experiment."""
 
@@ -236,6 +246,7 @@ class Route(_Strict):
     latency: LatencySettings = LatencySettings()
     quality: QualitySettings = QualitySettings()
     sticky: bool = Field(False, description="keep a conversation on the model chosen for its first request")
+    reliability: Reliability = Reliability()
     experiment: Experiment | None = None
     # Expected output tokens per task type for cost estimates (capped by max_tokens); "default" for the rest.
     expected_output_tokens: dict[str, int] = {"default": 256}
@@ -271,11 +282,26 @@ class Budget(_Strict):
     soft_limit_fraction: float = Field(0.8, gt=0, le=1, description="past this share, routes go cheapest")
 
 
+class CircuitSettings(_Strict):
+    """Circuit breaker per model deployment: trips on consecutive failures or a failure rate (429s count)."""
+
+    consecutive_failures: int = Field(5, ge=1)
+    failure_rate: float = Field(0.5, gt=0, le=1)
+    min_samples: int = Field(20, ge=1, description="attempts in the window before the rate can trip")
+    window_s: float = Field(30.0, gt=0)
+    open_s: float = Field(5.0, gt=0, description="first open period; doubles on each re-open")
+    max_open_s: float = Field(60.0, gt=0)
+    half_open_probes: int = Field(3, ge=1, description="successful probes in a row that close it")
+    probe_fraction: float = Field(0.1, gt=0, le=1, description="share of traffic admitted while half-open")
+    ramp_s: float = Field(30.0, ge=0, description="after closing, traffic ramps back over this long")
+
+
 class HealthGate(_Strict):
     """When telemetry says a model is unhealthy, routes skip it (pinned requests do not)."""
 
     max_error_rate: float = Field(0.5, ge=0, le=1)
     min_samples: int = Field(10, ge=1)
+    circuit: CircuitSettings = CircuitSettings()
 
 
 class Defaults(_Strict):

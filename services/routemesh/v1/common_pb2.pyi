@@ -36,6 +36,7 @@ class FinishStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     FINISH_STATUS_FAILED: _ClassVar[FinishStatus]
     FINISH_STATUS_CONTENT_FILTER: _ClassVar[FinishStatus]
     FINISH_STATUS_CANCELLED: _ClassVar[FinishStatus]
+    FINISH_STATUS_CONTINUED: _ClassVar[FinishStatus]
 
 class AttemptOutcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -48,6 +49,9 @@ class AttemptOutcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ATTEMPT_OUTCOME_TRUNCATED: _ClassVar[AttemptOutcome]
     ATTEMPT_OUTCOME_CANCELLED: _ClassVar[AttemptOutcome]
     ATTEMPT_OUTCOME_CONFIG_ERROR: _ClassVar[AttemptOutcome]
+    ATTEMPT_OUTCOME_HEDGE_LOST: _ClassVar[AttemptOutcome]
+    ATTEMPT_OUTCOME_CIRCUIT_OPEN: _ClassVar[AttemptOutcome]
+    ATTEMPT_OUTCOME_RETRY_BUDGET_EXHAUSTED: _ClassVar[AttemptOutcome]
 ROLE_UNSPECIFIED: Role
 ROLE_SYSTEM: Role
 ROLE_USER: Role
@@ -69,6 +73,7 @@ FINISH_STATUS_TRUNCATED_UPSTREAM: FinishStatus
 FINISH_STATUS_FAILED: FinishStatus
 FINISH_STATUS_CONTENT_FILTER: FinishStatus
 FINISH_STATUS_CANCELLED: FinishStatus
+FINISH_STATUS_CONTINUED: FinishStatus
 ATTEMPT_OUTCOME_UNSPECIFIED: AttemptOutcome
 ATTEMPT_OUTCOME_SUCCESS: AttemptOutcome
 ATTEMPT_OUTCOME_RATE_LIMITED: AttemptOutcome
@@ -78,6 +83,9 @@ ATTEMPT_OUTCOME_TIMEOUT: AttemptOutcome
 ATTEMPT_OUTCOME_TRUNCATED: AttemptOutcome
 ATTEMPT_OUTCOME_CANCELLED: AttemptOutcome
 ATTEMPT_OUTCOME_CONFIG_ERROR: AttemptOutcome
+ATTEMPT_OUTCOME_HEDGE_LOST: AttemptOutcome
+ATTEMPT_OUTCOME_CIRCUIT_OPEN: AttemptOutcome
+ATTEMPT_OUTCOME_RETRY_BUDGET_EXHAUSTED: AttemptOutcome
 
 class Message(_message.Message):
     __slots__ = ("role", "content", "name")
@@ -120,7 +128,7 @@ class Usage(_message.Message):
     def __init__(self, input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., estimated: _Optional[bool] = ...) -> None: ...
 
 class Attempt(_message.Message):
-    __slots__ = ("model", "provider", "outcome", "http_status", "error", "ttft_ms", "duration_ms", "usage", "cost_usd")
+    __slots__ = ("model", "provider", "outcome", "http_status", "error", "ttft_ms", "duration_ms", "usage", "cost_usd", "hedge", "try_number")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
     OUTCOME_FIELD_NUMBER: _ClassVar[int]
@@ -130,6 +138,8 @@ class Attempt(_message.Message):
     DURATION_MS_FIELD_NUMBER: _ClassVar[int]
     USAGE_FIELD_NUMBER: _ClassVar[int]
     COST_USD_FIELD_NUMBER: _ClassVar[int]
+    HEDGE_FIELD_NUMBER: _ClassVar[int]
+    TRY_NUMBER_FIELD_NUMBER: _ClassVar[int]
     model: str
     provider: str
     outcome: AttemptOutcome
@@ -139,7 +149,9 @@ class Attempt(_message.Message):
     duration_ms: float
     usage: Usage
     cost_usd: float
-    def __init__(self, model: _Optional[str] = ..., provider: _Optional[str] = ..., outcome: _Optional[_Union[AttemptOutcome, str]] = ..., http_status: _Optional[int] = ..., error: _Optional[str] = ..., ttft_ms: _Optional[float] = ..., duration_ms: _Optional[float] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., cost_usd: _Optional[float] = ...) -> None: ...
+    hedge: bool
+    try_number: int
+    def __init__(self, model: _Optional[str] = ..., provider: _Optional[str] = ..., outcome: _Optional[_Union[AttemptOutcome, str]] = ..., http_status: _Optional[int] = ..., error: _Optional[str] = ..., ttft_ms: _Optional[float] = ..., duration_ms: _Optional[float] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., cost_usd: _Optional[float] = ..., hedge: _Optional[bool] = ..., try_number: _Optional[int] = ...) -> None: ...
 
 class Delta(_message.Message):
     __slots__ = ("text",)

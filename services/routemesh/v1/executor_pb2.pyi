@@ -8,20 +8,36 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class ExecuteRequest(_message.Message):
-    __slots__ = ("messages", "plan", "max_tokens", "temperature", "decision_id", "estimated_input_tokens")
+    __slots__ = ("messages", "plan", "max_tokens", "temperature", "decision_id", "estimated_input_tokens", "options")
     MESSAGES_FIELD_NUMBER: _ClassVar[int]
     PLAN_FIELD_NUMBER: _ClassVar[int]
     MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
     TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
     DECISION_ID_FIELD_NUMBER: _ClassVar[int]
     ESTIMATED_INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
     messages: _containers.RepeatedCompositeFieldContainer[_common_pb2.Message]
     plan: _containers.RepeatedScalarFieldContainer[str]
     max_tokens: int
     temperature: float
     decision_id: str
     estimated_input_tokens: int
-    def __init__(self, messages: _Optional[_Iterable[_Union[_common_pb2.Message, _Mapping]]] = ..., plan: _Optional[_Iterable[str]] = ..., max_tokens: _Optional[int] = ..., temperature: _Optional[float] = ..., decision_id: _Optional[str] = ..., estimated_input_tokens: _Optional[int] = ...) -> None: ...
+    options: ExecutionOptions
+    def __init__(self, messages: _Optional[_Iterable[_Union[_common_pb2.Message, _Mapping]]] = ..., plan: _Optional[_Iterable[str]] = ..., max_tokens: _Optional[int] = ..., temperature: _Optional[float] = ..., decision_id: _Optional[str] = ..., estimated_input_tokens: _Optional[int] = ..., options: _Optional[_Union[ExecutionOptions, _Mapping]] = ...) -> None: ...
+
+class ExecutionOptions(_message.Message):
+    __slots__ = ("max_tries_per_model", "backoff_initial_ms", "backoff_max_ms", "hedge_after_ms", "continue_on_truncation")
+    MAX_TRIES_PER_MODEL_FIELD_NUMBER: _ClassVar[int]
+    BACKOFF_INITIAL_MS_FIELD_NUMBER: _ClassVar[int]
+    BACKOFF_MAX_MS_FIELD_NUMBER: _ClassVar[int]
+    HEDGE_AFTER_MS_FIELD_NUMBER: _ClassVar[int]
+    CONTINUE_ON_TRUNCATION_FIELD_NUMBER: _ClassVar[int]
+    max_tries_per_model: int
+    backoff_initial_ms: int
+    backoff_max_ms: int
+    hedge_after_ms: int
+    continue_on_truncation: bool
+    def __init__(self, max_tries_per_model: _Optional[int] = ..., backoff_initial_ms: _Optional[int] = ..., backoff_max_ms: _Optional[int] = ..., hedge_after_ms: _Optional[int] = ..., continue_on_truncation: _Optional[bool] = ...) -> None: ...
 
 class ExecuteResponse(_message.Message):
     __slots__ = ("delta", "result")

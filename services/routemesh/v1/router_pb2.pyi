@@ -57,7 +57,7 @@ class ChatResponse(_message.Message):
     def __init__(self, decision: _Optional[_Union[Decision, _Mapping]] = ..., delta: _Optional[_Union[_common_pb2.Delta, _Mapping]] = ..., final: _Optional[_Union[Final, _Mapping]] = ...) -> None: ...
 
 class Decision(_message.Message):
-    __slots__ = ("decision_id", "model", "provider", "strategy", "reason", "route", "fallbacks", "features", "policy_version", "trace_id", "rule", "experiment", "variant", "estimated_cost_usd", "budget_soft_limited", "candidates")
+    __slots__ = ("decision_id", "model", "provider", "strategy", "reason", "route", "fallbacks", "features", "policy_version", "trace_id", "rule", "experiment", "variant", "estimated_cost_usd", "budget_soft_limited", "candidates", "degraded")
     DECISION_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
@@ -74,6 +74,7 @@ class Decision(_message.Message):
     ESTIMATED_COST_USD_FIELD_NUMBER: _ClassVar[int]
     BUDGET_SOFT_LIMITED_FIELD_NUMBER: _ClassVar[int]
     CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    DEGRADED_FIELD_NUMBER: _ClassVar[int]
     decision_id: str
     model: str
     provider: str
@@ -90,7 +91,8 @@ class Decision(_message.Message):
     estimated_cost_usd: float
     budget_soft_limited: bool
     candidates: _containers.RepeatedCompositeFieldContainer[Candidate]
-    def __init__(self, decision_id: _Optional[str] = ..., model: _Optional[str] = ..., provider: _Optional[str] = ..., strategy: _Optional[str] = ..., reason: _Optional[str] = ..., route: _Optional[str] = ..., fallbacks: _Optional[_Iterable[str]] = ..., features: _Optional[_Union[_common_pb2.Features, _Mapping]] = ..., policy_version: _Optional[int] = ..., trace_id: _Optional[str] = ..., rule: _Optional[str] = ..., experiment: _Optional[str] = ..., variant: _Optional[str] = ..., estimated_cost_usd: _Optional[float] = ..., budget_soft_limited: _Optional[bool] = ..., candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ...) -> None: ...
+    degraded: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, decision_id: _Optional[str] = ..., model: _Optional[str] = ..., provider: _Optional[str] = ..., strategy: _Optional[str] = ..., reason: _Optional[str] = ..., route: _Optional[str] = ..., fallbacks: _Optional[_Iterable[str]] = ..., features: _Optional[_Union[_common_pb2.Features, _Mapping]] = ..., policy_version: _Optional[int] = ..., trace_id: _Optional[str] = ..., rule: _Optional[str] = ..., experiment: _Optional[str] = ..., variant: _Optional[str] = ..., estimated_cost_usd: _Optional[float] = ..., budget_soft_limited: _Optional[bool] = ..., candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., degraded: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Final(_message.Message):
     __slots__ = ("status", "usage", "cost_usd", "model", "provider", "attempts", "decision_id", "trace_id", "error", "experiment", "variant")

@@ -13,9 +13,20 @@ class ObservationPhase(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     OBSERVATION_PHASE_UNSPECIFIED: _ClassVar[ObservationPhase]
     OBSERVATION_PHASE_STARTED: _ClassVar[ObservationPhase]
     OBSERVATION_PHASE_FINISHED: _ClassVar[ObservationPhase]
+
+class CircuitState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CIRCUIT_STATE_UNSPECIFIED: _ClassVar[CircuitState]
+    CIRCUIT_STATE_CLOSED: _ClassVar[CircuitState]
+    CIRCUIT_STATE_OPEN: _ClassVar[CircuitState]
+    CIRCUIT_STATE_HALF_OPEN: _ClassVar[CircuitState]
 OBSERVATION_PHASE_UNSPECIFIED: ObservationPhase
 OBSERVATION_PHASE_STARTED: ObservationPhase
 OBSERVATION_PHASE_FINISHED: ObservationPhase
+CIRCUIT_STATE_UNSPECIFIED: CircuitState
+CIRCUIT_STATE_CLOSED: CircuitState
+CIRCUIT_STATE_OPEN: CircuitState
+CIRCUIT_STATE_HALF_OPEN: CircuitState
 
 class Observation(_message.Message):
     __slots__ = ("model", "provider", "phase", "outcome", "ttft_ms", "tpot_ms", "usage", "cost_usd", "timestamp_ms", "decision_id")
@@ -100,7 +111,7 @@ class GetSnapshotResponse(_message.Message):
     def __init__(self, models: _Optional[_Iterable[_Union[ModelHealth, _Mapping]]] = ..., window_seconds: _Optional[int] = ..., taken_at_ms: _Optional[int] = ..., policy_version: _Optional[int] = ...) -> None: ...
 
 class ModelHealth(_message.Message):
-    __slots__ = ("model", "samples", "ttft_p50_ms", "ttft_p90_ms", "ttft_p99_ms", "tpot_p50_ms", "tpot_p99_ms", "error_rate", "in_flight", "requests_per_minute", "tokens_per_minute", "input_price_per_mtok", "output_price_per_mtok", "spend_per_minute_usd", "spend_total_usd", "last_observation_ms", "stale")
+    __slots__ = ("model", "samples", "ttft_p50_ms", "ttft_p90_ms", "ttft_p99_ms", "tpot_p50_ms", "tpot_p99_ms", "error_rate", "in_flight", "requests_per_minute", "tokens_per_minute", "input_price_per_mtok", "output_price_per_mtok", "spend_per_minute_usd", "spend_total_usd", "last_observation_ms", "stale", "circuit_state", "circuit_open_until_ms", "admit_fraction", "consecutive_failures")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     SAMPLES_FIELD_NUMBER: _ClassVar[int]
     TTFT_P50_MS_FIELD_NUMBER: _ClassVar[int]
@@ -118,6 +129,10 @@ class ModelHealth(_message.Message):
     SPEND_TOTAL_USD_FIELD_NUMBER: _ClassVar[int]
     LAST_OBSERVATION_MS_FIELD_NUMBER: _ClassVar[int]
     STALE_FIELD_NUMBER: _ClassVar[int]
+    CIRCUIT_STATE_FIELD_NUMBER: _ClassVar[int]
+    CIRCUIT_OPEN_UNTIL_MS_FIELD_NUMBER: _ClassVar[int]
+    ADMIT_FRACTION_FIELD_NUMBER: _ClassVar[int]
+    CONSECUTIVE_FAILURES_FIELD_NUMBER: _ClassVar[int]
     model: str
     samples: int
     ttft_p50_ms: float
@@ -135,7 +150,11 @@ class ModelHealth(_message.Message):
     spend_total_usd: float
     last_observation_ms: int
     stale: bool
-    def __init__(self, model: _Optional[str] = ..., samples: _Optional[int] = ..., ttft_p50_ms: _Optional[float] = ..., ttft_p90_ms: _Optional[float] = ..., ttft_p99_ms: _Optional[float] = ..., tpot_p50_ms: _Optional[float] = ..., tpot_p99_ms: _Optional[float] = ..., error_rate: _Optional[float] = ..., in_flight: _Optional[int] = ..., requests_per_minute: _Optional[int] = ..., tokens_per_minute: _Optional[int] = ..., input_price_per_mtok: _Optional[float] = ..., output_price_per_mtok: _Optional[float] = ..., spend_per_minute_usd: _Optional[float] = ..., spend_total_usd: _Optional[float] = ..., last_observation_ms: _Optional[int] = ..., stale: _Optional[bool] = ...) -> None: ...
+    circuit_state: CircuitState
+    circuit_open_until_ms: int
+    admit_fraction: float
+    consecutive_failures: int
+    def __init__(self, model: _Optional[str] = ..., samples: _Optional[int] = ..., ttft_p50_ms: _Optional[float] = ..., ttft_p90_ms: _Optional[float] = ..., ttft_p99_ms: _Optional[float] = ..., tpot_p50_ms: _Optional[float] = ..., tpot_p99_ms: _Optional[float] = ..., error_rate: _Optional[float] = ..., in_flight: _Optional[int] = ..., requests_per_minute: _Optional[int] = ..., tokens_per_minute: _Optional[int] = ..., input_price_per_mtok: _Optional[float] = ..., output_price_per_mtok: _Optional[float] = ..., spend_per_minute_usd: _Optional[float] = ..., spend_total_usd: _Optional[float] = ..., last_observation_ms: _Optional[int] = ..., stale: _Optional[bool] = ..., circuit_state: _Optional[_Union[CircuitState, str]] = ..., circuit_open_until_ms: _Optional[int] = ..., admit_fraction: _Optional[float] = ..., consecutive_failures: _Optional[int] = ...) -> None: ...
 
 class GetExperimentReportRequest(_message.Message):
     __slots__ = ("experiment",)
