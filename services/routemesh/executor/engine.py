@@ -1,53 +1,38 @@
-"""Runs a plan: tries candidates in order until one commits (sends its first token), then streams it."""
+"""Runs a plan: candidates in order (with retries, hedging and breakers) until one commits, then streams it."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import os
+import random
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
 
 import httpx
-from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from routemesh.common import semconv
+from routemesh.common.circuit import LocalCircuitBreaker
 from routemesh.common.errors import InvalidRequest, NotReady, UpstreamUnavailable
+from routemesh.common.policy_schema import CircuitSettings
 from routemesh.common.policy_watch import PolicyHolder
-from routemesh.common.tracing import capture_content, inject_headers, set_attributes, tracer
-from routemesh.executor.openai_adapter import ProviderError, ProviderTarget, stream_chat
+from routemesh.executor.attempt import AttemptEvent, AttemptRecord, AttemptRunner
+from routemesh.executor.openai_adapter import ProviderTarget
+from routemesh.executor.retry import RetryBudget, backoff_s
 
-# finish_reason from the provider -> our finish status
-_FINISH = {"stop": "complete", "length": "length", "content_filter": "content_filter",
-           "tool_calls": "complete", "function_call": "complete"}
+__all__ = ["AttemptRecord", "ExecutionEngine", "ExecutionInput", "ExecutionOutcome", "ExecutionSettings"]
 
-
-@dataclass
-class AttemptRecord:
-    """What happened in one attempt of one candidate."""
-
-    model: str
-    provider: str
-    outcome: str = ""  # success, rate_limited, upstream_error, connect_error, timeout, truncated, cancelled, config_error
-    http_status: int = 0
-    error: str = ""
-    ttft_ms: float = 0.0
-    duration_ms: float = 0.0
-    tpot_ms: float = 0.0
-    input_tokens: int = 0
-    output_tokens: int = 0
-    usage_estimated: bool = False
-    cost_usd: float = 0.0
-    finish: str = ""  # complete, length, content_filter (successful attempts only)
+# Failures worth trying the same model again for (when no other candidate is left).
+RETRYABLE = {"rate_limited", "upstream_error", "connect_error", "timeout"}
+FAILURES = {"rate_limited", "upstream_error", "connect_error", "timeout", "truncated"}
+CONTINUE_PROMPT = "Continue your previous answer exactly where it stopped. Do not repeat anything."
 
 
 @dataclass
 class ExecutionOutcome:
     """The summary of an execution; the last item an execution yields."""
 
-    status: str  # complete, length, content_filter, truncated_upstream, failed, cancelled
+    status: str  # complete, length, content_filter, truncated_upstream, failed, cancelled, continued
     model: str = ""
     provider: str = ""
     input_tokens: int = 0
@@ -56,6 +41,17 @@ class ExecutionOutcome:
     cost_usd: float = 0.0
     attempts: list[AttemptRecord] = field(default_factory=list)
     error: str = ""
+
+
+@dataclass(frozen=True)
+class ExecutionSettings:
+    """The route's reliability settings (ExecutionOptions)."""
+
+    max_tries_per_model: int = 2
+    backoff_initial_ms: int = 100
+    backoff_max_ms: int = 2000
+    hedge_after_ms: int = 0
+    continue_on_truncation: bool = False
 
 
 @dataclass(frozen=True)
@@ -68,6 +64,7 @@ class ExecutionInput:
     temperature: float | None = None
     decision_id: str = ""
     estimated_input_tokens: int = 0
+    settings: ExecutionSettings = ExecutionSettings()
 
 
 Observer = Callable[[AttemptRecord, bool, str], None]  # (record, finished, decision_id)
@@ -77,11 +74,36 @@ class ExecutionEngine:
     """Resolves plan entries against the executor's own policy copy (never trusts URLs from callers)."""
 
     def __init__(self, holder: PolicyHolder, client: httpx.AsyncClient, observe: Observer,
-                 environ: Mapping[str, str] | None = None):
+                 environ: Mapping[str, str] | None = None, rng: random.Random | None = None):
         self.holder = holder
         self.client = client
-        self.observe = observe
         self.environ = os.environ if environ is None else environ
+        self.rng = rng or random.Random()
+        self._observe = observe
+        self._breakers: dict[str, LocalCircuitBreaker] = {}
+        self._budgets: dict[str, RetryBudget] = {}
+
+    # ---- per-model state -------------------------------------------------------------------------------
+
+    def _circuit_settings(self) -> CircuitSettings:
+        current = self.holder.current
+        return current.policy.health.circuit if current else CircuitSettings()
+
+    def breaker(self, model: str) -> LocalCircuitBreaker:
+        breaker = self._breakers.get(model)
+        if breaker is None:
+            breaker = self._breakers[model] = LocalCircuitBreaker(self._circuit_settings())
+        return breaker
+
+    def budget(self, model: str) -> RetryBudget:
+        return self._budgets.setdefault(model, RetryBudget())
+
+    def observe(self, record: AttemptRecord, finished: bool, decision_id: str) -> None:
+        if finished and record.outcome in FAILURES | {"success"}:
+            self.breaker(record.model).record(record.outcome == "success", int(time.time() * 1000))
+        self._observe(record, finished, decision_id)
+
+    # ---- resolution ------------------------------------------------------------------------------------
 
     def resolve(self, name: str) -> tuple[ProviderTarget | None, AttemptRecord]:
         """The provider target for a model name, or None with a config_error record."""
@@ -112,134 +134,196 @@ class ExecutionEngine:
         spec = current.policy.models.get(model) if current else None
         return spec.estimated_cost(input_tokens, output_tokens) if spec else 0.0
 
+    # ---- execution -------------------------------------------------------------------------------------
+
     async def execute(self, request: ExecutionInput, deadline: float | None) -> AsyncIterator[str | ExecutionOutcome]:
         """Yield answer text pieces, then one ExecutionOutcome; raise UpstreamUnavailable if nothing commits."""
         if self.holder.current is None:
             raise NotReady("executor has no policy yet")
         if not request.plan:
             raise InvalidRequest("plan must name at least one model", field_violations=[("plan", "empty")])
-        attempts: list[AttemptRecord] = []
-        for index, name in enumerate(request.plan):
-            target, record = self.resolve(name)
-            attempts.append(record)
-            if target is None:
-                continue
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                record.outcome, record.error = "timeout", "caller deadline passed before this attempt"
-                break
-            committed = False
-            async for item in self._attempt(request, target, record, index, remaining):
-                committed = True
+        run = _Execution(self, request, deadline)
+        try:
+            async for item in run.stream():
                 yield item
-            if committed:
-                yield self._outcome(record, attempts)
-                return
-        summary = "; ".join(
-            f"{a.model}: {a.outcome}" + (f" {a.http_status}" if a.http_status else "") + (f" ({a.error})" if a.error else "")
-            for a in attempts
+        finally:
+            await run.stop()
+
+
+class _Execution:
+    """The state of one Execute call: candidates left, runners in flight, attempts made."""
+
+    def __init__(self, engine: ExecutionEngine, request: ExecutionInput, deadline: float | None):
+        self.engine = engine
+        self.request = request
+        self.settings = request.settings
+        self.deadline = deadline
+        self.queue: asyncio.Queue[AttemptEvent] = asyncio.Queue()
+        self.pending = deque(request.plan)
+        self.running: list[AttemptRunner] = []
+        self.abandoned: list[AttemptRunner] = []  # cancelled losers, awaited in stop()
+        self.attempts: list[AttemptRecord] = []
+        self.tries: dict[str, int] = {}
+        self.last_failed: AttemptRecord | None = None
+
+    def _remaining(self) -> float | None:
+        return None if self.deadline is None else self.deadline - time.monotonic()
+
+    def _launch(self, name: str, messages: list[dict[str, str]], *, hedge: bool = False) -> AttemptRunner | None:
+        """Start one attempt of `name`, or record why it was skipped and return None."""
+        engine = self.engine
+        target, record = engine.resolve(name)
+        record.try_number = self.tries[name] = self.tries.get(name, 0) + 1
+        record.hedge = hedge
+        self.attempts.append(record)
+        if target is None:
+            return None
+        now_ms = int(time.time() * 1000)
+        if not engine.breaker(name).allow(now_ms, engine.rng.random()):
+            record.outcome, record.error = "circuit_open", "circuit breaker open in this executor"
+            return None
+        engine.budget(name).on_request()
+        runner = AttemptRunner(
+            client=engine.client, target=target, record=record, messages=messages,
+            max_tokens=self.request.max_tokens, temperature=self.request.temperature, deadline=self.deadline,
+            queue=self.queue, index=len(self.attempts) - 1, decision_id=self.request.decision_id,
+            estimated_input_tokens=self.request.estimated_input_tokens, cost=engine._cost, observe=engine.observe,
         )
-        raise UpstreamUnavailable(
-            f"all {len(attempts)} candidate(s) failed before the first token: {summary}",
-            metadata={f"attempt.{i + 1}": f"{a.model}:{a.outcome}" for i, a in enumerate(attempts)},
+        runner.start()
+        self.running.append(runner)
+        return runner
+
+    async def _next(self, messages: list[dict[str, str]]) -> AttemptRunner | None:
+        """The next candidate, or a paced retry of the last one when no other is left."""
+        while self.pending:
+            runner = self._launch(self.pending.popleft(), messages)
+            if runner is not None:
+                return runner
+        failed = self.last_failed
+        if failed is None or failed.outcome not in RETRYABLE:
+            return None
+        name = failed.model
+        if self.tries.get(name, 0) >= self.settings.max_tries_per_model:
+            return None
+        if not self.engine.budget(name).try_spend():
+            skipped = AttemptRecord(model=name, provider=failed.provider, outcome="retry_budget_exhausted",
+                                    error="retry budget of this model is spent", try_number=self.tries[name] + 1)
+            self.attempts.append(skipped)
+            return None
+        wait = backoff_s(self.tries[name] + 1, self.settings.backoff_initial_ms, self.settings.backoff_max_ms,
+                         self.engine.rng, failed.retry_after_s)
+        remaining = self._remaining()
+        if remaining is not None and wait >= remaining:
+            return None
+        await asyncio.sleep(wait)
+        self.last_failed = None
+        return self._launch(name, messages)
+
+    async def _commit(self, messages: list[dict[str, str]]) -> AttemptEvent:
+        """Run candidates until one sends a token (returned); hedge when configured; raise when none does."""
+        hedge_s = self.settings.hedge_after_ms / 1000
+        hedged = False
+        while True:
+            if not self.running:
+                if await self._next(messages) is None:
+                    raise self._unavailable()
+                hedged = False
+            timeout = self._remaining()
+            if hedge_s and not hedged and self.pending and len(self.running) == 1:
+                timeout = hedge_s if timeout is None else min(timeout, hedge_s)
+            try:
+                event = await asyncio.wait_for(self.queue.get(), timeout)
+            except TimeoutError:
+                remaining = self._remaining()
+                if hedge_s and not hedged and self.pending and (remaining is None or remaining > 0):
+                    hedged = True
+                    while self.pending and self._launch(self.pending.popleft(), messages, hedge=True) is None:
+                        pass
+                    continue
+                raise self._unavailable("the caller's deadline passed before any candidate sent a token") from None
+            runner = event.runner
+            if runner not in self.running:
+                continue  # a straggler from a runner already given up
+            if not event.done:
+                for other in self.running:
+                    if other is not runner:
+                        other.cancel("hedge_lost", f"{runner.target.model} sent its first token first")
+                        self.abandoned.append(other)
+                self.running = [runner]
+                return event
+            self.running.remove(runner)
+            if runner.record.outcome == "success":  # an empty answer: nothing to stream, but it is the answer
+                return event
+            self.last_failed = runner.record
+
+    async def stream(self) -> AsyncIterator[str | ExecutionOutcome]:
+        messages = self.request.messages
+        first = await self._commit(messages)
+        winner = first.runner
+        if not first.done:
+            yield first.text
+            async for text in self._follow(winner):
+                yield text
+        record = winner.record
+        continued: AttemptRecord | None = None
+        if record.outcome in ("truncated", "timeout") and self.settings.continue_on_truncation and winner.chunks:
+            partial = "".join(winner.text)
+            follow_up = [*messages, {"role": "assistant", "content": partial}, {"role": "user", "content": CONTINUE_PROMPT}]
+            self.last_failed = None
+            try:
+                event = await self._commit(follow_up)
+            except UpstreamUnavailable:
+                event = None
+            if event is not None:
+                continued = event.runner.record
+                if not event.done:
+                    yield event.text
+                    async for text in self._follow(event.runner):
+                        yield text
+        yield self._outcome(record, continued)
+
+    async def _follow(self, winner: AttemptRunner) -> AsyncIterator[str]:
+        while True:
+            event = await self.queue.get()
+            if event.runner is not winner:
+                continue
+            if event.done:
+                self.running.remove(winner)
+                return
+            yield event.text
+
+    def _unavailable(self, why: str = "") -> UpstreamUnavailable:
+        summary = "; ".join(
+            f"{a.model}: {a.outcome}" + (f" {a.http_status}" if a.http_status else "")
+            + (f" ({a.error})" if a.error else "") for a in self.attempts)
+        return UpstreamUnavailable(
+            (why + ": " if why else "") + f"all {len(self.attempts)} attempt(s) failed before the first token: {summary}",
+            metadata={f"attempt.{i + 1}": f"{a.model}:{a.outcome}" for i, a in enumerate(self.attempts)},
         )
 
-    def _outcome(self, record: AttemptRecord, attempts: list[AttemptRecord]) -> ExecutionOutcome:
+    def _outcome(self, record: AttemptRecord, continued: AttemptRecord | None) -> ExecutionOutcome:
+        serving = record
         if record.outcome == "success":
             status = record.finish
+        elif continued is not None and continued.outcome == "success":
+            status, serving = "continued", continued
         else:
             status = {"truncated": "truncated_upstream", "timeout": "truncated_upstream",
                       "cancelled": "cancelled"}.get(record.outcome, "failed")
+        parts = [record] + ([continued] if continued is not None else [])
         return ExecutionOutcome(
-            status=status, model=record.model, provider=record.provider, input_tokens=record.input_tokens,
-            output_tokens=record.output_tokens, usage_estimated=record.usage_estimated,
-            cost_usd=round(sum(a.cost_usd for a in attempts), 10), attempts=attempts,
-            error=record.error,
+            status=status, model=serving.model, provider=serving.provider,
+            input_tokens=sum(p.input_tokens for p in parts), output_tokens=sum(p.output_tokens for p in parts),
+            usage_estimated=any(p.usage_estimated for p in parts),
+            cost_usd=round(sum(a.cost_usd for a in self.attempts), 10), attempts=self.attempts,
+            error="" if status in ("complete", "length", "continued") else (record.error or status),
         )
 
-    async def _attempt(self, request: ExecutionInput, target: ProviderTarget, record: AttemptRecord, index: int,
-                       remaining: float | None) -> AsyncIterator[str]:
-        """Stream one candidate; yields text only after it commits. Fills `record` in place."""
-        url = urlsplit(target.base_url)
-        span = tracer().start_span(
-            f"{semconv.SPAN_CHAT_PREFIX} {target.model}", kind=SpanKind.CLIENT,
-            attributes={
-                semconv.GEN_AI_OPERATION_NAME: "chat", semconv.GEN_AI_PROVIDER_NAME: target.provider,
-                semconv.GEN_AI_REQUEST_MODEL: target.upstream_model,
-                semconv.GEN_AI_REQUEST_MAX_TOKENS: request.max_tokens,
-                semconv.SERVER_ADDRESS: url.hostname or "", semconv.SERVER_PORT: url.port or 0,
-                semconv.ATTEMPT_INDEX: index, semconv.DECISION_ID: request.decision_id,
-            },
-        )
-        if request.temperature is not None:
-            span.set_attribute(semconv.GEN_AI_REQUEST_TEMPERATURE, request.temperature)
-        if capture_content():
-            span.set_attribute(semconv.GEN_AI_INPUT_MESSAGES, json.dumps(request.messages))
-        headers: dict[str, str] = {}
-        inject_headers(headers, span)
-        self.observe(record, False, request.decision_id)
-        start = time.monotonic()
-        first_at = last_at = 0.0
-        chunks = 0
-        finish = ""
-        usage: tuple[int, int] | None = None
-        text: list[str] = []
-        try:
-            async for event in stream_chat(
-                self.client, target, request.messages, max_tokens=request.max_tokens,
-                temperature=request.temperature, headers=headers, total_timeout_s=remaining,
-            ):
-                if event.kind == "delta":
-                    last_at = time.monotonic()
-                    if not chunks:
-                        first_at = last_at
-                    chunks += 1
-                    if capture_content():
-                        text.append(event.text)
-                    yield event.text
-                elif event.kind == "usage":
-                    usage = (event.input_tokens, event.output_tokens)
-                elif event.kind == "finish":
-                    finish = event.finish_reason
-            record.outcome = "success"
-            record.finish = _FINISH.get(finish, "complete")
-        except ProviderError as exc:
-            record.outcome, record.http_status, record.error = exc.outcome, exc.http_status, exc.message
-            if exc.committed and exc.outcome not in ("truncated", "timeout"):
-                record.outcome = "truncated"
-        except (asyncio.CancelledError, GeneratorExit):
-            record.outcome, record.error = "cancelled", "caller cancelled"
-            raise
-        finally:
-            now = time.monotonic()
-            record.duration_ms = round((now - start) * 1000, 3)
-            if chunks:
-                record.ttft_ms = round((first_at - start) * 1000, 3)
-                if chunks > 1:
-                    record.tpot_ms = round((last_at - first_at) * 1000 / (chunks - 1), 4)
-            if usage:
-                record.input_tokens, record.output_tokens = usage
-            elif chunks or record.outcome in ("success", "truncated", "cancelled"):
-                # No usage from the provider: estimate (one token per streamed chunk).
-                record.input_tokens, record.output_tokens = request.estimated_input_tokens, chunks
-                record.usage_estimated = True
-            record.cost_usd = self._cost(target.model, record.input_tokens, record.output_tokens)
-            self._finish_span(span, record, finish, text)
-            self.observe(record, True, request.decision_id)
-
-    @staticmethod
-    def _finish_span(span, record: AttemptRecord, finish: str, text: list[str]) -> None:
-        set_attributes(span, {
-            semconv.GEN_AI_USAGE_INPUT_TOKENS: record.input_tokens,
-            semconv.GEN_AI_USAGE_OUTPUT_TOKENS: record.output_tokens,
-            semconv.GEN_AI_RESPONSE_MODEL: None,
-            semconv.GEN_AI_RESPONSE_FINISH_REASONS: (finish,) if finish else None,
-            semconv.ATTEMPT_OUTCOME: record.outcome, semconv.TTFT_MS: record.ttft_ms or None,
-            semconv.COST_USD: record.cost_usd, semconv.HTTP_RESPONSE_STATUS_CODE: record.http_status or None,
-        })
-        if text:
-            span.set_attribute(semconv.GEN_AI_OUTPUT_MESSAGES, json.dumps([{"role": "assistant", "content": "".join(text)}]))
-        if record.outcome not in ("success", "cancelled"):
-            span.set_attribute(semconv.ERROR_TYPE, record.outcome)
-            span.set_status(Status(StatusCode.ERROR, record.error[:200]))
-        span.end()
+    async def stop(self) -> None:
+        """Cancel whatever still runs (the caller went away, or a loser) and let each record itself."""
+        for runner in self.running:
+            runner.cancel("cancelled", "caller cancelled")
+        for runner in [*self.running, *self.abandoned]:
+            await runner.wait()
+        self.running.clear()
+        self.abandoned.clear()

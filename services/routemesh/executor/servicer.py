@@ -10,7 +10,13 @@ import grpc
 from routemesh.common.coalesce import batches
 from routemesh.common.errors import InvalidRequest
 from routemesh.common.messages import messages_to_tuples, validate_messages
-from routemesh.executor.engine import AttemptRecord, ExecutionEngine, ExecutionInput, ExecutionOutcome
+from routemesh.executor.engine import (
+    AttemptRecord,
+    ExecutionEngine,
+    ExecutionInput,
+    ExecutionOutcome,
+    ExecutionSettings,
+)
 from routemesh.v1 import common_pb2, executor_pb2, executor_pb2_grpc, telemetry_pb2
 
 
@@ -28,7 +34,8 @@ def status_enum(status: str) -> int:
 def attempt_to_proto(a: AttemptRecord) -> common_pb2.Attempt:
     return common_pb2.Attempt(
         model=a.model, provider=a.provider, outcome=outcome_enum(a.outcome), http_status=a.http_status,
-        error=a.error, ttft_ms=a.ttft_ms, duration_ms=a.duration_ms, cost_usd=a.cost_usd,
+        error=a.error, ttft_ms=a.ttft_ms, duration_ms=a.duration_ms, cost_usd=a.cost_usd, hedge=a.hedge,
+        try_number=a.try_number,
         usage=common_pb2.Usage(input_tokens=a.input_tokens, output_tokens=a.output_tokens,
                                estimated=a.usage_estimated),
     )
@@ -71,6 +78,17 @@ def to_input(request: executor_pb2.ExecuteRequest) -> ExecutionInput:
         plan=list(request.plan), max_tokens=request.max_tokens,
         temperature=request.temperature if request.HasField("temperature") else None,
         decision_id=request.decision_id, estimated_input_tokens=request.estimated_input_tokens,
+        settings=settings_of(request.options) if request.HasField("options") else ExecutionSettings(),
+    )
+
+
+def settings_of(options: executor_pb2.ExecutionOptions) -> ExecutionSettings:
+    defaults = ExecutionSettings()
+    return ExecutionSettings(
+        max_tries_per_model=options.max_tries_per_model or defaults.max_tries_per_model,
+        backoff_initial_ms=options.backoff_initial_ms or defaults.backoff_initial_ms,
+        backoff_max_ms=options.backoff_max_ms or defaults.backoff_max_ms,
+        hedge_after_ms=options.hedge_after_ms, continue_on_truncation=options.continue_on_truncation,
     )
 
 

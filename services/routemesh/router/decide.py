@@ -109,7 +109,7 @@ class Decider:
             raise NotReady("the router has not received a policy from the control plane yet")
         policy = current.policy
         conversation = metadata.get(policy.request_keys.conversation, "")
-        features, health, sticky, soft = await asyncio.gather(
+        features, (health, health_fresh), sticky, soft = await asyncio.gather(
             self.features.classify(request.messages, context),
             self.health.snapshot(context),
             self.affinity.get(conversation) if conversation else _empty(),
@@ -137,12 +137,14 @@ class Decider:
                 semconv.REQUEST_INPUT_TOKENS: features.input_tokens, semconv.REQUEST_LANGUAGE: features.language,
                 semconv.REQUEST_COMPLEXITY: features.complexity, semconv.FEATURES_SOURCE: features.source,
             })
+        degraded = [name for name, down in (("classifier", features.source != "classifier"),
+                                            ("telemetry", not health_fresh)) if down]
         decision = router_pb2.Decision(
             decision_id=decision_id, model=plan.primary, provider=provider, strategy=plan.strategy,
             reason=plan.reason, route=plan.route, fallbacks=plan.fallbacks, features=features,
             policy_version=current.version, trace_id=trace_id_hex(), rule=plan.rule, experiment=plan.experiment,
             variant=plan.variant, estimated_cost_usd=plan.estimated_cost_usd,
-            budget_soft_limited=plan.budget_soft_limited, candidates=candidates_to_proto(plan),
+            budget_soft_limited=plan.budget_soft_limited, candidates=candidates_to_proto(plan), degraded=degraded,
         )
         return Decided(plan=plan, decision=decision, policy=current, metadata=metadata, conversation=conversation)
 

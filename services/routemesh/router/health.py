@@ -35,7 +35,8 @@ class HealthSource:
         self.last: dict[str, ModelHealthView] = {}
         self.last_at = 0.0
 
-    async def snapshot(self, context: grpc.aio.ServicerContext | None) -> dict[str, ModelHealthView]:
+    async def snapshot(self, context: grpc.aio.ServicerContext | None) -> tuple[dict[str, ModelHealthView], bool]:
+        """Health per model, and whether it is fresh (False: telemetry did not answer, last snapshot used)."""
         if self._stub is None:
             self._stub = telemetry_pb2_grpc.TelemetryServiceStub(aio_channel(self.address))
         span, metadata = start_client_span("routemesh.v1.TelemetryService/GetSnapshot")
@@ -46,9 +47,9 @@ class HealthSource:
             span.set_status(Status(StatusCode.ERROR, exc.code().name))
             log.debug("telemetry unavailable (%s); using the snapshot from %.1f s ago", exc.code().name,
                       time.monotonic() - self.last_at if self.last_at else -1)
-            return self.last
+            return self.last, False
         finally:
             span.end()
         self.last = {h.model: health_view(h) for h in response.models}
         self.last_at = time.monotonic()
-        return self.last
+        return self.last, True

@@ -21,6 +21,8 @@ from routemesh.router.decide import Decided, Decider
 from routemesh.v1 import common_pb2, executor_pb2, executor_pb2_grpc, router_pb2, router_pb2_grpc, telemetry_pb2
 
 log = logging.getLogger(__name__)
+# Executor calls per request when an executor dies before the first token.
+EXECUTOR_TRIES = 3
 
 
 class RouterServicer(router_pb2_grpc.RouterServiceServicer):
@@ -51,6 +53,7 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
             del decision.fallbacks[:]
             decision.fallbacks.extend(plan.fallbacks)
             decision.reason += "; skipped " + ", ".join(f"{m} ({why})" for m, why in admission.dropped.items())
+        decision.degraded.extend(admission.unchecked)
         final: router_pb2.Final | None = None
         first_token_at = 0.0
         try:
@@ -81,35 +84,51 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
         )
         if temperature is not None:
             execute.temperature = temperature
-        span, metadata = start_client_span("routemesh.v1.ExecutorService/Execute",
-                                           **{semconv.DECISION_ID: decision.decision_id})
-        remaining = context.time_remaining()
-        call = self._executor.Execute(execute, metadata=metadata,
-                                      timeout=None if remaining is None else max(0.001, remaining - 0.02))
+        policy = decided.policy.policy
+        reliability = policy.routes[plan.route or policy.defaults.route].reliability
+        execute.options.CopyFrom(executor_pb2.ExecutionOptions(
+            max_tries_per_model=reliability.max_tries_per_model, backoff_initial_ms=reliability.backoff_initial_ms,
+            backoff_max_ms=reliability.backoff_max_ms, hedge_after_ms=reliability.hedge_after_ms,
+            continue_on_truncation=reliability.continue_on_truncation))
         final: router_pb2.Final | None = None
         relayed = 0
-        try:
-            async for batch in batches(call.__aiter__()):
-                text = "".join(r.delta.text for r in batch if r.HasField("delta"))
-                if text:
-                    relayed += len(text)
-                    yield router_pb2.ChatResponse(delta=common_pb2.Delta(text=text))
-                for response in batch:
-                    if response.HasField("result"):
-                        final = self._final(response.result, decision)
-        except grpc.aio.AioRpcError as exc:
-            span.set_status(Status(StatusCode.ERROR, exc.code().name))
-            if not relayed:
+        for executor_try in range(1, EXECUTOR_TRIES + 1):
+            span, metadata = start_client_span("routemesh.v1.ExecutorService/Execute",
+                                               **{semconv.DECISION_ID: decision.decision_id})
+            remaining = context.time_remaining()
+            call = self._executor.Execute(execute, metadata=metadata,
+                                          timeout=None if remaining is None else max(0.001, remaining - 0.02))
+            try:
+                async for batch in batches(call.__aiter__()):
+                    text = "".join(r.delta.text for r in batch if r.HasField("delta"))
+                    if text:
+                        relayed += len(text)
+                        yield router_pb2.ChatResponse(delta=common_pb2.Delta(text=text))
+                    for response in batch:
+                        if response.HasField("result"):
+                            final = self._final(response.result, decision)
+                break
+            except grpc.aio.AioRpcError as exc:
+                span.set_status(Status(StatusCode.ERROR, exc.code().name))
+                if relayed:
+                    final = self._failed(decision, f"executor stream failed after the first token: "
+                                                   f"{exc.code().name}")
+                    break
                 status = await rpc_status_async.from_call(call)
                 if status is not None:
                     raise RelayedError(status) from None
-                raise UpstreamUnavailable(f"executor unavailable: {exc.code().name}: {exc.details()}",
-                                          reason="EXECUTOR_UNAVAILABLE") from None
-            final = self._failed(decision, f"executor stream failed after the first token: {exc.code().name}")
-        finally:
-            if not call.done():
-                call.cancel()
-            span.end()
+                # The executor itself went away before any token: nothing reached the caller, so another
+                # replica (the channel balances round-robin) can serve the same plan.
+                if exc.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNKNOWN) \
+                        or executor_try == EXECUTOR_TRIES:
+                    raise UpstreamUnavailable(f"executor unavailable: {exc.code().name}: {exc.details()}",
+                                              reason="EXECUTOR_UNAVAILABLE") from None
+                log.warning("executor failed before the first token (%s); trying another replica",
+                            exc.code().name)
+            finally:
+                if not call.done():
+                    call.cancel()
+                span.end()
         if final is None:
             final = self._failed(decision, "executor stream ended without a result")
         self._record_final(final)

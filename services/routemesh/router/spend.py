@@ -49,6 +49,7 @@ class Admission:
     limits: list[RateLimit] = field(default_factory=list)
     estimated_tokens: int = 0
     dropped: dict[str, str] = field(default_factory=dict)  # model -> why it was skipped
+    unchecked: list[str] = field(default_factory=list)  # "rate_limits", "budgets": failed open
 
 
 class SpendGuard:
@@ -86,6 +87,8 @@ class SpendGuard:
             decision = await self.limiter.acquire(wanted, admission.estimated_tokens)
             if decision.allowed:
                 granted = wanted
+                if decision.unchecked:
+                    admission.unchecked.append("rate_limits")
                 break
             if decision.key.startswith("tenant:"):
                 raise RateLimited(f"tenant {tenant_name!r} is over its rate limit: {decision.reason}",
@@ -111,6 +114,8 @@ class SpendGuard:
         for attempt in range(2):
             try:
                 admission.reservation = await self.ledger.reserve(scopes, max(worst[m] for m in plan.models))
+                if admission.reservation.unchecked:
+                    admission.unchecked.append("budgets")
                 return
             except BudgetUnavailable as exc:
                 await self._give_back(admission)

@@ -1,0 +1,187 @@
+"""One attempt of one candidate, run as a task that pushes its events to the engine's queue."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import httpx
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from routemesh.common import semconv
+from routemesh.common.tracing import capture_content, inject_headers, set_attributes, tracer
+from routemesh.executor.openai_adapter import ProviderError, ProviderTarget, stream_chat
+
+# finish_reason from the provider -> our finish status
+FINISH = {"stop": "complete", "length": "length", "content_filter": "content_filter",
+          "tool_calls": "complete", "function_call": "complete"}
+
+
+@dataclass
+class AttemptRecord:
+    """What happened in one attempt of one candidate."""
+
+    model: str
+    provider: str
+    # success, rate_limited, upstream_error, connect_error, timeout, truncated, cancelled, config_error,
+    # hedge_lost, circuit_open, retry_budget_exhausted
+    outcome: str = ""
+    http_status: int = 0
+    error: str = ""
+    ttft_ms: float = 0.0
+    duration_ms: float = 0.0
+    tpot_ms: float = 0.0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    usage_estimated: bool = False
+    cost_usd: float = 0.0
+    finish: str = ""  # complete, length, content_filter (successful attempts only)
+    hedge: bool = False
+    try_number: int = 1
+    retry_after_s: float | None = None
+
+
+@dataclass(frozen=True)
+class AttemptEvent:
+    """From a runner to the engine: a text piece, or the end of the attempt (its record is final then)."""
+
+    runner: AttemptRunner
+    text: str = ""
+    done: bool = False
+
+
+class AttemptRunner:
+    """Streams one candidate into `queue`; the engine reads the queue and cancels runners it does not need."""
+
+    def __init__(self, *, client: httpx.AsyncClient, target: ProviderTarget, record: AttemptRecord,
+                 messages: list[dict[str, str]], max_tokens: int, temperature: float | None,
+                 deadline: float | None, queue: asyncio.Queue[AttemptEvent], index: int, decision_id: str,
+                 estimated_input_tokens: int, cost: Callable[[str, int, int], float],
+                 observe: Callable[[AttemptRecord, bool, str], None]):
+        self.client = client
+        self.target = target
+        self.record = record
+        self.messages = messages
+        self.max_tokens = max_tokens
+        self.temperature = temperature
+        self.deadline = deadline
+        self.queue = queue
+        self.index = index
+        self.decision_id = decision_id
+        self.estimated_input_tokens = estimated_input_tokens
+        self.cost = cost
+        self.observe = observe
+        self.chunks = 0
+        self.text: list[str] = []
+        self.task: asyncio.Task[None] | None = None
+        self.lost_reason = ""
+
+    def start(self) -> None:
+        # The task runs in a copy of the current context, so its span is a child of the Execute span.
+        self.task = asyncio.create_task(self._run())
+
+    def cancel(self, outcome: str, reason: str) -> None:
+        """Stop the attempt; its record says why (hedge_lost, cancelled)."""
+        if self.task and not self.task.done():
+            self.record.outcome, self.record.error = outcome, reason
+            self.lost_reason = outcome
+            self.task.cancel()
+
+    async def wait(self) -> None:
+        if self.task:
+            try:
+                await self.task
+            except asyncio.CancelledError:
+                pass
+
+    async def _run(self) -> None:
+        record, target = self.record, self.target
+        url = urlsplit(target.base_url)
+        span = tracer().start_span(
+            f"{semconv.SPAN_CHAT_PREFIX} {target.model}", kind=SpanKind.CLIENT,
+            attributes={
+                semconv.GEN_AI_OPERATION_NAME: "chat", semconv.GEN_AI_PROVIDER_NAME: target.provider,
+                semconv.GEN_AI_REQUEST_MODEL: target.upstream_model,
+                semconv.GEN_AI_REQUEST_MAX_TOKENS: self.max_tokens,
+                semconv.SERVER_ADDRESS: url.hostname or "", semconv.SERVER_PORT: url.port or 0,
+                semconv.ATTEMPT_INDEX: self.index, semconv.DECISION_ID: self.decision_id,
+            },
+        )
+        if self.temperature is not None:
+            span.set_attribute(semconv.GEN_AI_REQUEST_TEMPERATURE, self.temperature)
+        if capture_content():
+            span.set_attribute(semconv.GEN_AI_INPUT_MESSAGES, json.dumps(self.messages))
+        headers: dict[str, str] = {}
+        inject_headers(headers, span)
+        self.observe(record, False, self.decision_id)
+        start = time.monotonic()
+        first_at = last_at = 0.0
+        finish = ""
+        usage: tuple[int, int] | None = None
+        try:
+            remaining = None if self.deadline is None else max(0.001, self.deadline - time.monotonic())
+            async for event in stream_chat(self.client, target, self.messages, max_tokens=self.max_tokens,
+                                           temperature=self.temperature, headers=headers,
+                                           total_timeout_s=remaining):
+                if event.kind == "delta":
+                    last_at = time.monotonic()
+                    if not self.chunks:
+                        first_at = last_at
+                    self.chunks += 1
+                    self.text.append(event.text)
+                    self.queue.put_nowait(AttemptEvent(self, text=event.text))
+                elif event.kind == "usage":
+                    usage = (event.input_tokens, event.output_tokens)
+                elif event.kind == "finish":
+                    finish = event.finish_reason
+            record.outcome = "success"
+            record.finish = FINISH.get(finish, "complete")
+        except ProviderError as exc:
+            record.outcome, record.http_status, record.error = exc.outcome, exc.http_status, exc.message
+            record.retry_after_s = exc.retry_after_s
+            if exc.committed and exc.outcome not in ("truncated", "timeout"):
+                record.outcome = "truncated"
+        except asyncio.CancelledError:
+            if not self.lost_reason:
+                record.outcome, record.error = "cancelled", "caller cancelled"
+            raise
+        finally:
+            now = time.monotonic()
+            record.duration_ms = round((now - start) * 1000, 3)
+            if self.chunks:
+                record.ttft_ms = round((first_at - start) * 1000, 3)
+                if self.chunks > 1:
+                    record.tpot_ms = round((last_at - first_at) * 1000 / (self.chunks - 1), 4)
+            if usage:
+                record.input_tokens, record.output_tokens = usage
+            elif self.chunks or record.outcome in ("success", "truncated", "cancelled", "hedge_lost"):
+                # No usage from the provider: estimate (one token per streamed chunk); a cancelled call
+                # may still be billed for its input.
+                record.input_tokens, record.output_tokens = self.estimated_input_tokens, self.chunks
+                record.usage_estimated = True
+            record.cost_usd = self.cost(target.model, record.input_tokens, record.output_tokens)
+            self._finish_span(span, finish)
+            self.observe(record, True, self.decision_id)
+            self.queue.put_nowait(AttemptEvent(self, done=True))
+
+    def _finish_span(self, span, finish: str) -> None:
+        record = self.record
+        set_attributes(span, {
+            semconv.GEN_AI_USAGE_INPUT_TOKENS: record.input_tokens,
+            semconv.GEN_AI_USAGE_OUTPUT_TOKENS: record.output_tokens,
+            semconv.GEN_AI_RESPONSE_FINISH_REASONS: (finish,) if finish else None,
+            semconv.ATTEMPT_OUTCOME: record.outcome, semconv.TTFT_MS: record.ttft_ms or None,
+            semconv.COST_USD: record.cost_usd, semconv.HTTP_RESPONSE_STATUS_CODE: record.http_status or None,
+            semconv.ATTEMPT_HEDGE: record.hedge or None, semconv.ATTEMPT_TRY: record.try_number,
+        })
+        if self.text and capture_content():
+            span.set_attribute(semconv.GEN_AI_OUTPUT_MESSAGES,
+                               json.dumps([{"role": "assistant", "content": "".join(self.text)}]))
+        if record.outcome not in ("success", "cancelled", "hedge_lost"):
+            span.set_attribute(semconv.ERROR_TYPE, record.outcome)
+            span.set_status(Status(StatusCode.ERROR, record.error[:200]))
+        span.end()
