@@ -342,3 +342,11 @@ def test_an_exhausted_limit_or_open_circuit_is_never_chosen(features, health, ro
             assert not h.circuit_open
             assert not (model.limits.rpm and h.requests_per_minute >= model.limits.rpm)
         assert model.context_window >= features.input_tokens + 100
+
+
+def test_recovering_model_gets_only_its_admitted_share_of_first_places():
+    state = DecisionState(seed=11)
+    health = {"tiny": ModelHealthView(admit_fraction=0.2, circuit_half_open=True)}
+    firsts = Counter(plan("ordered-route", health={"big": health["tiny"]}, state=state).primary for _ in range(2000))
+    assert abs(firsts["big"] / 2000 - 0.2) < 0.04
+    assert plan("big", health={"big": health["tiny"]}).models == ["big"]  # a pin is still honoured

@@ -82,6 +82,7 @@ class ExecutionEngine:
         self._observe = observe
         self._breakers: dict[str, LocalCircuitBreaker] = {}
         self._budgets: dict[str, RetryBudget] = {}
+        self._failed_since: dict[str, int] = {}  # model -> start time (ms) of its latest failed attempt
 
     # ---- per-model state -------------------------------------------------------------------------------
 
@@ -100,7 +101,15 @@ class ExecutionEngine:
 
     def observe(self, record: AttemptRecord, finished: bool, decision_id: str) -> None:
         if finished and record.outcome in FAILURES | {"success"}:
-            self.breaker(record.model).record(record.outcome == "success", int(time.time() * 1000))
+            now_ms = int(time.time() * 1000)
+            started_ms = now_ms - int(record.duration_ms)
+            failed_since = self._failed_since.get(record.model, 0)
+            if record.outcome != "success":
+                self._failed_since[record.model] = max(failed_since, started_ms)
+                self.breaker(record.model).record(False, now_ms)
+            elif started_ms >= failed_since:
+                # A success that started before the latest failure says nothing about the provider now.
+                self.breaker(record.model).record(True, now_ms)
         self._observe(record, finished, decision_id)
 
     # ---- resolution ------------------------------------------------------------------------------------

@@ -240,6 +240,12 @@ def plan_request(
         ranked, note = explore(ranked, ctx)
         notes.append(note)
     pool_order = [c.name for c in ranked]
+    # Half-open and recovering models get only their admitted share of first places: traffic ramps back.
+    held_back = [m for m in pool_order[:-1] if (h := health.get(m)) is not None and h.admit_fraction < 1.0
+                 and state.rng.random() >= h.admit_fraction]
+    if held_back:
+        pool_order = [m for m in pool_order if m not in held_back] + held_back
+        notes.append("recovering (admission ramp): " + ", ".join(held_back) + " moved last")
     if sticky_model and sticky_model in pool_order and route.sticky:
         pool_order.remove(sticky_model)
         pool_order.insert(0, sticky_model)

@@ -1,0 +1,175 @@
+"""The execution engine against the real simulated provider: failover, retries, hedging, breakers, cancel."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+import yaml
+
+from routemesh.common.errors import UpstreamUnavailable
+from routemesh.common.policy import canonical_json, digest, parse_policy
+from routemesh.common.policy_watch import PolicyHolder
+from routemesh.executor.engine import AttemptRecord, ExecutionEngine, ExecutionInput, ExecutionOutcome, ExecutionSettings
+from routemesh.sim import start_sim
+from routemesh.v1 import control_pb2
+
+MESSAGES = [{"role": "user", "content": "Tell me about lighthouses and their keepers."}]
+
+
+def policy_for(sim_url: str) -> str:
+    return yaml.safe_dump({
+        "health": {"circuit": {"consecutive_failures": 3, "open_s": 30}},
+        "providers": {"sim": {"base_url": sim_url,
+                              "timeouts": {"connect_s": 1, "first_token_s": 2, "between_tokens_s": 1}}},
+        "models": {name: {"provider": "sim", "upstream_model": upstream,
+                          "pricing": {"input_per_mtok": 1, "output_per_mtok": 2}, "context_window": 16000}
+                   for name, upstream in [("a", "sim-fast"), ("b", "sim-balanced"), ("c", "sim-long")]},
+        "routes": {"auto": {"models": ["a", "b", "c"]}},
+    })
+
+
+class Harness:
+    def __init__(self, sim, engine: ExecutionEngine, observed: list[tuple[AttemptRecord, bool]]):
+        self.sim = sim
+        self.engine = engine
+        self.observed = observed
+
+    async def patch(self, model: str, **fields: object) -> None:
+        async with httpx.AsyncClient() as client:
+            (await client.patch(f"{self.sim.root_url}/admin/profiles/{model}", json=fields)).raise_for_status()
+
+    async def stats(self) -> dict:
+        async with httpx.AsyncClient() as client:
+            return (await client.get(f"{self.sim.root_url}/admin/stats")).json()
+
+    async def run(self, plan: list[str], settings: ExecutionSettings = ExecutionSettings(),
+                  deadline_s: float = 20.0) -> tuple[str, ExecutionOutcome]:
+        request = ExecutionInput(messages=MESSAGES, plan=plan, max_tokens=20, estimated_input_tokens=12,
+                                 settings=settings)
+        text = []
+        outcome = None
+        async for item in self.engine.execute(request, time.monotonic() + deadline_s):
+            if isinstance(item, str):
+                text.append(item)
+            else:
+                outcome = item
+        assert outcome is not None
+        return "".join(text), outcome
+
+
+@pytest.fixture
+async def harness() -> AsyncIterator[Harness]:
+    sim = await start_sim(time_scale=0.05, seed=3)
+    holder = PolicyHolder()
+    text = canonical_json(parse_policy(policy_for(sim.url)))
+    holder.apply(control_pb2.Policy(version=1, digest=digest(text), policy_json=text))
+    observed: list[tuple[AttemptRecord, bool]] = []
+    client = httpx.AsyncClient()
+    engine = ExecutionEngine(holder, client, lambda r, finished, _id: observed.append((r, finished)))
+    try:
+        yield Harness(sim, engine, observed)
+    finally:
+        await client.aclose()
+        await sim.close()
+
+
+def outcomes(outcome: ExecutionOutcome) -> list[tuple[str, str]]:
+    return [(a.model, a.outcome) for a in outcome.attempts]
+
+
+async def test_failover_before_the_first_token(harness):
+    await harness.patch("sim-fast", outage=True)
+    text, outcome = await harness.run(["a", "b"])
+    assert outcomes(outcome) == [("a", "upstream_error"), ("b", "success")]
+    assert outcome.status in ("complete", "length") and outcome.model == "b" and text
+
+
+async def test_last_candidate_is_retried_with_backoff_honouring_retry_after(harness):
+    await harness.patch("sim-fast", rate_limit_rate=1.0, retry_after_s=0.3)
+    started = time.monotonic()
+    with pytest.raises(UpstreamUnavailable) as err:
+        await harness.run(["a"], ExecutionSettings(max_tries_per_model=2, backoff_initial_ms=10))
+    assert time.monotonic() - started >= 0.3  # Retry-After, not the 10 ms backoff
+    assert "a: rate_limited" in str(err.value)
+    assert (await harness.stats())["models"]["sim-fast"]["requests"] == 2
+
+
+async def test_another_candidate_is_preferred_to_a_retry(harness):
+    await harness.patch("sim-fast", rate_limit_rate=1.0, retry_after_s=5)
+    started = time.monotonic()
+    _, outcome = await harness.run(["a", "b"])
+    assert outcomes(outcome) == [("a", "rate_limited"), ("b", "success")]
+    assert time.monotonic() - started < 2  # switched at once instead of waiting out Retry-After
+
+
+async def test_retry_budget_stops_a_retry_storm(harness):
+    await harness.patch("sim-fast", error_rate=1.0)
+    spent = 0
+    for _ in range(40):
+        try:
+            await harness.run(["a"], ExecutionSettings(max_tries_per_model=3, backoff_initial_ms=1, backoff_max_ms=1))
+        except UpstreamUnavailable as exc:
+            spent += "retry_budget_exhausted" in str(exc)
+    requests = (await harness.stats())["models"]["sim-fast"]["requests"]
+    # Without a budget 40 requests x 3 tries = 120 calls; the breaker (3 failures) and budget keep it far lower.
+    assert requests < 60, requests
+
+
+async def test_hedging_takes_the_first_token_and_cancels_the_loser(harness):
+    await harness.patch("sim-fast", ttft_ms=20_000)  # 1 s at this time scale: far slower than b
+    started = time.monotonic()
+    text, outcome = await harness.run(["a", "b"], ExecutionSettings(hedge_after_ms=100))
+    assert time.monotonic() - started < 0.9
+    assert outcome.model == "b" and text
+    assert dict(outcomes(outcome)) == {"a": "hedge_lost", "b": "success"}
+    assert [a.hedge for a in outcome.attempts] == [False, True]
+
+
+async def test_continuation_completes_a_cut_answer_on_the_next_candidate(harness):
+    await harness.patch("sim-fast", fault="cut")
+    _, truncated = await harness.run(["a", "b"])
+    assert truncated.status == "truncated_upstream"
+    text, outcome = await harness.run(["a", "b"], ExecutionSettings(continue_on_truncation=True))
+    assert outcome.status == "continued" and outcome.model == "b"
+    assert outcomes(outcome) == [("a", "truncated"), ("b", "success")]
+    assert outcome.output_tokens == sum(a.output_tokens for a in outcome.attempts)
+
+
+async def test_local_breaker_opens_and_skips_the_model(harness):
+    await harness.patch("sim-fast", outage=True)
+    for _ in range(3):
+        await harness.run(["a", "b"])
+    before = (await harness.stats())["models"]["sim-fast"]["requests"]
+    _, outcome = await harness.run(["a", "b"])
+    assert outcomes(outcome)[0] == ("a", "circuit_open")
+    assert (await harness.stats())["models"]["sim-fast"]["requests"] == before
+
+
+async def test_cancellation_closes_the_provider_call_quickly_and_records_usage(harness):
+    await harness.patch("sim-balanced", tokens_per_s=2.0)  # 40 tok/s at this scale: a ~0.5 s answer
+    request = ExecutionInput(messages=MESSAGES, plan=["b"], max_tokens=200, estimated_input_tokens=12)
+
+    async def consume() -> None:
+        async for item in harness.engine.execute(request, None):
+            if isinstance(item, str):
+                await asyncio.sleep(0)
+
+    task = asyncio.create_task(consume())
+    await asyncio.sleep(0.3)
+    cancelled_at = time.monotonic()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    finished = [r for r, done in harness.observed if done and r.model == "b"]
+    assert finished and finished[-1].outcome == "cancelled"
+    assert finished[-1].output_tokens > 0 and finished[-1].usage_estimated
+    deadline = time.monotonic() + 1
+    while time.monotonic() < deadline:
+        if (await harness.stats())["models"]["sim-balanced"]["outcomes"].get("disconnected"):
+            break
+        await asyncio.sleep(0.02)
+    assert time.monotonic() - cancelled_at < 0.5 + 0.1, "the provider connection was not closed within 500 ms"
