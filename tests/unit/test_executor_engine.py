@@ -46,10 +46,10 @@ class Harness:
         async with httpx.AsyncClient() as client:
             return (await client.get(f"{self.sim.root_url}/admin/stats")).json()
 
-    async def run(self, plan: list[str], settings: ExecutionSettings = ExecutionSettings(),
+    async def run(self, plan: list[str], settings: ExecutionSettings | None = None,
                   deadline_s: float = 20.0) -> tuple[str, ExecutionOutcome]:
         request = ExecutionInput(messages=MESSAGES, plan=plan, max_tokens=20, estimated_input_tokens=12,
-                                 settings=settings)
+                                 settings=settings or ExecutionSettings())
         text = []
         outcome = None
         async for item in self.engine.execute(request, time.monotonic() + deadline_s):

@@ -189,6 +189,9 @@ async def test_admin_profiles_patch_and_reset(client):
         ({"max_tokens": 2.5}, "max_tokens must be an integer"),
         ({"min_tokens": 500}, "exceeds max_tokens"),
         ({"name": "other"}, "name cannot be changed"),
+        ({"fault": "explode"}, "fault must be empty or one of"),
+        ({"fault": 503}, "fault must be a string"),
+        ({"fault_rate": 1.5}, "fault_rate must be between 0 and 1"),
         ([1, 2], "JSON object"),
     ],
 )
@@ -196,6 +199,40 @@ async def test_admin_patch_validation(client, changes, expected):
     response = await client.patch("/admin/profiles/sim-fast", json=changes)
     assert response.status_code == 400
     assert expected in response.json()["error"]["message"]
+
+
+async def test_profile_fault_applies_to_every_request_until_reset(client):
+    patched = await client.patch("/admin/profiles/sim-fast", json={"fault": " 503 "})
+    assert patched.json()["fault"] == "503" and patched.json()["fault_rate"] == 1.0
+    for _ in range(3):
+        assert (await client.post("/v1/chat/completions", json=chat_body())).status_code == 503
+    assert (await client.post("/v1/chat/completions", json=chat_body("sim-long"))).status_code == 200
+    # The per-request header still wins over the profile's fault.
+    limited = await client.post("/v1/chat/completions", json=chat_body(), headers={"x-sim-fault": "429"})
+    assert limited.status_code == 429
+    await client.patch("/admin/profiles/sim-fast", json={"fault": "cut"})
+    with pytest.raises(httpx.RemoteProtocolError):
+        await sse_payloads(client, chat_body(stream=True))
+    await client.patch("/admin/profiles/sim-fast", json={"fault": "malformed"})
+    with pytest.raises(json.JSONDecodeError):
+        await sse_payloads(client, chat_body(stream=True))
+    await client.patch("/admin/profiles/sim-fast", json={"fault": "no-done"})
+    assert (await sse_payloads(client, chat_body(stream=True)))[-1] != "[DONE]"
+    await client.post("/admin/reset")
+    assert (await client.get("/admin/profiles")).json()["profiles"]["sim-fast"]["fault"] == ""
+    assert (await client.post("/v1/chat/completions", json=chat_body())).status_code == 200
+
+
+async def test_profile_fault_rate_is_a_seeded_probability(client):
+    await client.patch("/admin/profiles/sim-fast", json={"fault": "500", "fault_rate": 0.5})
+    statuses = [(await client.post("/v1/chat/completions", json=chat_body())).status_code for _ in range(40)]
+    assert 8 <= statuses.count(500) <= 32 and statuses.count(200) == 40 - statuses.count(500)
+    await client.post("/admin/reset")
+    await client.patch("/admin/profiles/sim-fast", json={"fault": "500", "fault_rate": 0.5})
+    again = [(await client.post("/v1/chat/completions", json=chat_body())).status_code for _ in range(40)]
+    assert again == statuses
+    await client.patch("/admin/profiles/sim-fast", json={"fault_rate": 0})
+    assert (await client.post("/v1/chat/completions", json=chat_body())).status_code == 200
 
 
 async def test_admin_patch_unknown_model_is_404(client):

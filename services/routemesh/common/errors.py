@@ -93,6 +93,13 @@ class RateLimited(RoutemeshError):
     reason = "RATE_LIMITED"
 
 
+class DeadlineExceeded(RoutemeshError):
+    """The caller's deadline passed before an answer started."""
+
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+    reason = "DEADLINE_EXCEEDED"
+
+
 class UpstreamUnavailable(RoutemeshError):
     """Every candidate failed before the first token."""
 
@@ -142,6 +149,7 @@ def error_info(details: list[any_pb2.Any]) -> error_details_pb2.ErrorInfo | None
 __all__ = [
     "ERROR_DOMAIN",
     "BudgetExhausted",
+    "DeadlineExceeded",
     "RateLimited",
     "InvalidRequest",
     "NoEligibleModel",

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import httpx
 
 from routemesh.common.circuit import LocalCircuitBreaker
-from routemesh.common.errors import InvalidRequest, NotReady, UpstreamUnavailable
+from routemesh.common.errors import DeadlineExceeded, InvalidRequest, NotReady, UpstreamUnavailable
 from routemesh.common.policy_schema import CircuitSettings
 from routemesh.common.policy_watch import PolicyHolder
 from routemesh.executor.attempt import AttemptEvent, AttemptRecord, AttemptRunner
@@ -281,7 +281,7 @@ class _Execution:
             self.last_failed = None
             try:
                 event = await self._commit(follow_up)
-            except UpstreamUnavailable:
+            except (UpstreamUnavailable, DeadlineExceeded):
                 event = None
             if event is not None:
                 continued = event.runner.record
@@ -301,11 +301,13 @@ class _Execution:
                 return
             yield event.text
 
-    def _unavailable(self, why: str = "") -> UpstreamUnavailable:
+    def _unavailable(self, why: str = "") -> UpstreamUnavailable | DeadlineExceeded:
+        remaining = self._remaining()
+        error = DeadlineExceeded if remaining is not None and remaining <= 0.05 else UpstreamUnavailable
         summary = "; ".join(
             f"{a.model}: {a.outcome}" + (f" {a.http_status}" if a.http_status else "")
             + (f" ({a.error})" if a.error else "") for a in self.attempts)
-        return UpstreamUnavailable(
+        return error(
             (why + ": " if why else "") + f"all {len(self.attempts)} attempt(s) failed before the first token: {summary}",
             metadata={f"attempt.{i + 1}": f"{a.model}:{a.outcome}" for i, a in enumerate(self.attempts)},
         )

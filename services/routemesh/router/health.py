@@ -22,6 +22,10 @@ def health_view(h: telemetry_pb2.ModelHealth) -> ModelHealthView:
         ttft_p99_ms=h.ttft_p99_ms, tpot_p50_ms=h.tpot_p50_ms, tpot_p99_ms=h.tpot_p99_ms, in_flight=h.in_flight,
         requests_per_minute=h.requests_per_minute, tokens_per_minute=h.tokens_per_minute,
         last_observation_ms=h.last_observation_ms,
+        circuit_open=h.circuit_state == telemetry_pb2.CIRCUIT_STATE_OPEN,
+        # An older telemetry leaves the field unset (0): that says nothing, so admit everything.
+        admit_fraction=h.admit_fraction if h.circuit_state else 1.0,
+        circuit_half_open=h.circuit_state == telemetry_pb2.CIRCUIT_STATE_HALF_OPEN,
     )
 
 

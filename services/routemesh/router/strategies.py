@@ -26,6 +26,9 @@ class ModelHealthView:
     tokens_per_minute: int = 0
     last_observation_ms: int = 0
     circuit_open: bool = False
+    # Share of eligible traffic to send: probes while the breaker is half-open, a ramp after it closes.
+    admit_fraction: float = 1.0
+    circuit_half_open: bool = False
 
 
 @dataclass(slots=True)

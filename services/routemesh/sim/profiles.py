@@ -10,6 +10,9 @@ from typing import Any
 
 import yaml
 
+# Fault names, both for the per-request `x-sim-fault` header and for a profile's `fault` field.
+FAULTS = frozenset({"500", "503", "429", "cut", "stall", "hang", "slow-first-token", "malformed", "no-done"})
+
 
 @dataclass(frozen=True)
 class ModelProfile:
@@ -28,6 +31,10 @@ class ModelProfile:
     cut_rate: float = 0.0  # probability of closing the connection mid-stream
     min_tokens: int = 20
     max_tokens: int = 120
+    # One of FAULTS applied to each request with probability fault_rate, as if sent in x-sim-fault
+    # (routers do not forward that header, so tests reach the sim through a profile instead).
+    fault: str = ""
+    fault_rate: float = 1.0
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -50,7 +57,7 @@ DEFAULT_PROFILES: tuple[ModelProfile, ...] = (
     ),
 )
 
-_PROBABILITIES = {"jitter", "error_rate", "rate_limit_rate", "stall_rate", "cut_rate"}
+_PROBABILITIES = {"jitter", "error_rate", "rate_limit_rate", "stall_rate", "cut_rate", "fault_rate"}
 _POSITIVE = {"tokens_per_s"}
 _FIELD_TYPES = {f.name: f.type for f in dataclasses.fields(ModelProfile)}
 
@@ -86,6 +93,13 @@ def _checked_value(field: str, value: Any) -> Any:
             raise ProfileError(f"{field} must be between 0 and 1, got {value}")
         if field in _POSITIVE and value == 0:
             raise ProfileError(f"{field} must be greater than 0")
+        return value
+    if kind == "str":
+        if not isinstance(value, str):
+            raise ProfileError(f"{field} must be a string, got {type(value).__name__}")
+        value = value.strip().lower()
+        if value and value not in FAULTS:
+            raise ProfileError(f"{field} must be empty or one of {', '.join(sorted(FAULTS))}, got {value!r}")
         return value
     raise ProfileError(f"{field} cannot be changed")
 

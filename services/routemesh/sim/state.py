@@ -8,9 +8,10 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from routemesh.sim.profiles import ModelProfile, default_profiles
+from routemesh.sim.profiles import FAULTS, ModelProfile, default_profiles
 
-FAULTS = frozenset({"500", "503", "429", "cut", "stall", "hang", "slow-first-token", "malformed", "no-done"})
+__all__ = ["FAULTS", "FAULT_AFTER_TOKENS", "STATE", "Plan", "SimState"]
+
 # Header-injected faults that hit mid-stream do so after this many content tokens.
 FAULT_AFTER_TOKENS = 3
 _SLOW_FIRST_TOKEN_FACTOR = 20.0
@@ -49,6 +50,7 @@ class SimState:
         self.profiles: dict[str, ModelProfile] = {}
         self.outcomes: defaultdict[str, Counter[str]] = defaultdict(Counter)
         self._dice = random.Random(seed)
+        self._fault_dice = random.Random(f"{seed}:profile-fault")
         self._next_id = 0
         self.reset()
 
@@ -56,6 +58,7 @@ class SimState:
         self.profiles = dict(self.initial_profiles)
         self.outcomes.clear()
         self._dice = random.Random(self.seed)
+        self._fault_dice = random.Random(f"{self.seed}:profile-fault")
         self._next_id = 0
 
     def completion_id(self) -> str:
@@ -74,10 +77,13 @@ class SimState:
         }
 
     def plan(self, profile: ModelProfile, fault: str, n_tokens: int, scale: float | None) -> Plan:
-        """Roll the dice for one request; header `fault` (or "") takes precedence over the profile's rates."""
+        """Roll the dice for one request: header `fault`, else the profile's fault, else the profile's rates."""
         # Always draw the same number of values so later requests see the same dice whatever happens here.
         error_roll, limit_roll, cut_roll, stall_roll = (self._dice.random() for _ in range(4))
         timing = random.Random(self._dice.getrandbits(64))
+        # A separate generator, so setting a profile fault leaves every other model's dice unchanged.
+        if not fault and profile.fault and self._fault_dice.random() < profile.fault_rate:
+            fault = profile.fault
         scale = self.time_scale if scale is None else scale
         plan = Plan(
             outcome="ok",
@@ -86,25 +92,9 @@ class SimState:
             jitter=profile.jitter,
             timing=timing,
         )
-        mid_stream = min(FAULT_AFTER_TOKENS, max(0, n_tokens - 1))
         random_point = timing.randint(1, n_tokens - 1) if n_tokens > 1 else 0
         if fault:
-            plan.outcome = fault
-            if fault in ("500", "503", "429"):
-                plan.status = int(fault)
-            elif fault == "cut":
-                plan.cut_at = mid_stream
-            elif fault == "stall":
-                # An injected stall ignores the time scale: it exists to trip the caller's timeouts.
-                plan.stall_at, plan.stall_s = mid_stream, profile.stall_s
-            elif fault == "hang":
-                plan.hang = True
-            elif fault == "slow-first-token":
-                plan.ttft_s *= _SLOW_FIRST_TOKEN_FACTOR
-            elif fault == "malformed":
-                plan.malformed_at = mid_stream
-            elif fault == "no-done":
-                plan.send_done = False
+            _apply_fault(plan, fault, profile, mid_stream=min(FAULT_AFTER_TOKENS, max(0, n_tokens - 1)))
         elif profile.outage:
             plan.outcome, plan.status = "503", 503
         elif error_roll < profile.error_rate:
@@ -116,6 +106,26 @@ class SimState:
         elif stall_roll < profile.stall_rate:
             plan.outcome, plan.stall_at, plan.stall_s = "stall", random_point, profile.stall_s * scale
         return plan
+
+
+def _apply_fault(plan: Plan, fault: str, profile: ModelProfile, mid_stream: int) -> None:
+    """Make `plan` fail the way the named fault does (mid-stream faults hit after `mid_stream` tokens)."""
+    plan.outcome = fault
+    if fault in ("500", "503", "429"):
+        plan.status = int(fault)
+    elif fault == "cut":
+        plan.cut_at = mid_stream
+    elif fault == "stall":
+        # An injected stall ignores the time scale: it exists to trip the caller's timeouts.
+        plan.stall_at, plan.stall_s = mid_stream, profile.stall_s
+    elif fault == "hang":
+        plan.hang = True
+    elif fault == "slow-first-token":
+        plan.ttft_s *= _SLOW_FIRST_TOKEN_FACTOR
+    elif fault == "malformed":
+        plan.malformed_at = mid_stream
+    elif fault == "no-done":
+        plan.send_done = False
 
 
 STATE = web.AppKey("routemesh_sim_state", SimState)

@@ -12,6 +12,7 @@ from dataclasses import replace
 from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 
+from routemesh.common.policy_schema import CircuitSettings
 from routemesh.common.redis_client import create_client
 from routemesh.telemetry.experiments import (
     MAX_VARIANT_SAMPLES,
@@ -23,6 +24,7 @@ from routemesh.telemetry.experiments import (
 )
 from routemesh.telemetry.store import (
     DEFAULT_CACHE_TTL_S,
+    DEFAULT_CIRCUIT,
     DEFAULT_WINDOW_S,
     IN_FLIGHT_HORIZON_MIN,
     MAX_SAMPLES,
@@ -36,6 +38,7 @@ from routemesh.telemetry.store import (
     SnapshotCache,
     StoreUnavailable,
     compute_stats,
+    has_failures,
     unique,
 )
 
@@ -50,6 +53,7 @@ RATE_KEY_TTL_S = 3 * RATE_WINDOW_S
 OPEN_KEY_TTL_S = (IN_FLIGHT_HORIZON_MIN + 1) * 60
 LONG_KEY_TTL_S = 30 * 24 * 3600
 _REDIS_ERRORS = (RedisError, OSError, TimeoutError)
+_SnapshotKey = tuple[tuple[str, ...], CircuitSettings]
 
 
 class RedisKeys:
@@ -131,7 +135,7 @@ class RedisHealthStore:
         self._failure_backoff_s = failure_backoff_s
         self._cache = SnapshotCache(cache_ttl_s)
         self._last: dict[str, ModelStats] = {}
-        self._pending: dict[tuple[str, ...], tuple[int, asyncio.Task[dict[str, ModelStats]]]] = {}
+        self._pending: dict[_SnapshotKey, tuple[int, asyncio.Task[dict[str, ModelStats]]]] = {}
         self._skip_until = 0.0
         self._next_warning = 0.0
         self._unreported_drops = 0
@@ -150,6 +154,11 @@ class RedisHealthStore:
         except _REDIS_ERRORS as exc:
             self._failed()
             self._drop(len(observations), _describe(exc))
+            return
+        if has_failures(observations):
+            # Reads already under way saw Redis before these writes: new readers must not join them.
+            self._cache.invalidate()
+            self._pending.clear()
 
     async def record_requests(self, requests: Sequence[RequestSummaryRecord]) -> None:
         # Only summaries of experiments are kept, so only those count as dropped.
@@ -228,42 +237,45 @@ class RedisHealthStore:
         pipe.zremrangebyscore(self.keys.models, "-inf", newest - SEEN_HORIZON_MS)
         pipe.expire(self.keys.models, LONG_KEY_TTL_S)
 
-    async def snapshot(self, models: Sequence[str], now_ms: int) -> dict[str, ModelStats]:
-        names = unique(models)
-        cached = self._cache.get(names, now_ms)
+    async def snapshot(self, models: Sequence[str], now_ms: int,
+                       circuit: CircuitSettings | None = None) -> dict[str, ModelStats]:
+        key = (unique(models), circuit or DEFAULT_CIRCUIT)
+        cached = self._cache.get(key, now_ms)
         if cached is not None:
             return cached
-        pending = self._pending.get(names)
+        pending = self._pending.get(key)
         # Readers arriving while the same snapshot is being read share that read instead of queueing more.
         if pending is None or abs(pending[0] - now_ms) > self._cache.ttl_s * 1000 or pending[1].done():
-            task = asyncio.create_task(self._compute(names, now_ms))
-            self._pending[names] = (now_ms, task)
-            task.add_done_callback(lambda done: self._forget_pending(names, done))
+            task = asyncio.create_task(self._compute(key, now_ms))
+            self._pending[key] = (now_ms, task)
+            task.add_done_callback(lambda done: self._forget_pending(key, done))
         else:
             task = pending[1]
         # Shielded: one caller giving up must not cancel the read the others are waiting for.
         return dict(await asyncio.shield(task))
 
-    def _forget_pending(self, names: tuple[str, ...], task: asyncio.Task[dict[str, ModelStats]]) -> None:
-        pending = self._pending.get(names)
+    def _forget_pending(self, key: _SnapshotKey, task: asyncio.Task[dict[str, ModelStats]]) -> None:
+        pending = self._pending.get(key)
         if pending is not None and pending[1] is task:
-            del self._pending[names]
+            del self._pending[key]
 
-    async def _compute(self, names: tuple[str, ...], now_ms: int) -> dict[str, ModelStats]:
+    async def _compute(self, key: _SnapshotKey, now_ms: int) -> dict[str, ModelStats]:
+        names, circuit = key
         if time.monotonic() < self._skip_until:
             return self._stale(names)
+        generation = self._cache.generation
         try:
             async with asyncio.timeout(OPERATION_TIMEOUT_S):
-                stats = await self._read(names, now_ms)
+                stats = await self._read(names, now_ms, circuit)
         except _REDIS_ERRORS as exc:
             self._failed()
             self._warn(f"telemetry snapshot served stale: Redis unavailable ({_describe(exc)})")
             return self._stale(names)
         self._last.update(stats)
-        self._cache.put(names, now_ms, stats)
+        self._cache.put(key, now_ms, stats, generation)
         return stats
 
-    async def _read(self, names: tuple[str, ...], now_ms: int) -> dict[str, ModelStats]:
+    async def _read(self, names: tuple[str, ...], now_ms: int, circuit: CircuitSettings) -> dict[str, ModelStats]:
         if not names:
             return {}
         now_s, now_min = now_ms // 1000, now_ms // 60_000
@@ -285,12 +297,13 @@ class RedisHealthStore:
             open_by_minute = {m: int(n) for m, n in zip(open_minutes, opens, strict=True) if n is not None}
             stats[model] = compute_stats(
                 model,
-                decode_samples(entries),
+                decode_samples(entries[::-1]),  # LPUSH keeps the newest first; the breaker replays oldest first
                 decode_rates(rate_hashes),
                 open_by_minute,
                 float(spend_totals[i] or 0.0),
                 now_ms,
                 self.window_s,
+                circuit,
             )
         return stats
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -9,11 +10,20 @@ from collections.abc import Callable, Sequence
 import grpc
 
 from routemesh.common.errors import InvalidRequest, RoutemeshError
-from routemesh.common.policy_schema import Pricing
+from routemesh.common.policy_schema import CircuitSettings, Pricing
 from routemesh.common.policy_watch import PolicyHolder
 from routemesh.telemetry.experiments import RequestSummaryRecord, VariantStatsRecord
-from routemesh.telemetry.store import HealthStore, ModelStats, ObservationRecord, Phase, StoreUnavailable
+from routemesh.telemetry.store import (
+    DEFAULT_CIRCUIT,
+    HealthStore,
+    ModelStats,
+    ObservationRecord,
+    Phase,
+    StoreUnavailable,
+)
 from routemesh.v1 import telemetry_pb2, telemetry_pb2_grpc
+
+log = logging.getLogger(__name__)
 
 MAX_OBSERVATIONS_PER_REPORT = 10_000
 MAX_REQUESTS_PER_REPORT = 10_000
@@ -104,8 +114,28 @@ def observation_violations(observations: Sequence[telemetry_pb2.Observation]) ->
     return violations
 
 
+CIRCUIT_STATES = {
+    "closed": telemetry_pb2.CIRCUIT_STATE_CLOSED,
+    "open": telemetry_pb2.CIRCUIT_STATE_OPEN,
+    "half_open": telemetry_pb2.CIRCUIT_STATE_HALF_OPEN,
+}
+
+
+def circuit_history_shortfalls(settings: CircuitSettings, window_s: int) -> list[str]:
+    """Why the store's sample window cannot replay the breaker faithfully; empty when it can."""
+    problems = []
+    if settings.window_s > window_s:
+        problems.append(f"health.circuit.window_s ({settings.window_s:g} s) is longer than the telemetry window "
+                        f"({window_s} s): the failure rate covers {window_s} s only")
+    if settings.max_open_s > window_s:
+        problems.append(f"health.circuit.max_open_s ({settings.max_open_s:g} s) is longer than the telemetry "
+                        f"window ({window_s} s): a breaker open that long forgets why and closes")
+    return problems
+
+
 def health_to_proto(stats: ModelStats, pricing: Pricing | None) -> telemetry_pb2.ModelHealth:
     """ModelHealth from store stats; prices are 0 for a model the policy does not define."""
+    circuit = stats.circuit
     return telemetry_pb2.ModelHealth(
         model=stats.model,
         samples=stats.samples,
@@ -124,6 +154,10 @@ def health_to_proto(stats: ModelStats, pricing: Pricing | None) -> telemetry_pb2
         spend_total_usd=stats.spend_total_usd,
         last_observation_ms=stats.last_observation_ms,
         stale=stats.stale,
+        circuit_state=CIRCUIT_STATES[circuit.state],
+        circuit_open_until_ms=circuit.open_until_ms,
+        admit_fraction=circuit.admit_fraction,
+        consecutive_failures=circuit.consecutive_failures,
     )
 
 
@@ -149,6 +183,7 @@ class TelemetryServicer(telemetry_pb2_grpc.TelemetryServiceServicer):
         self.store = store
         self.holder = holder
         self.clock_ms = clock_ms
+        self._checked_circuit: CircuitSettings | None = None
 
     async def Report(
         self, request: telemetry_pb2.ReportRequest, context: grpc.aio.ServicerContext
@@ -182,7 +217,9 @@ class TelemetryServicer(telemetry_pb2_grpc.TelemetryServiceServicer):
         held = self.holder.current
         policy_models = held.policy.models if held else {}
         names = list(request.models) or sorted({*policy_models, *await self.store.seen_models(now_ms)})
-        stats = await self.store.snapshot(names, now_ms)
+        circuit = held.policy.health.circuit if held else DEFAULT_CIRCUIT
+        self._check_history(circuit)
+        stats = await self.store.snapshot(names, now_ms, circuit)
         entries = []
         for name in dict.fromkeys(names):
             model = policy_models.get(name)
@@ -194,6 +231,14 @@ class TelemetryServicer(telemetry_pb2_grpc.TelemetryServiceServicer):
             taken_at_ms=now_ms,
             policy_version=held.version if held else 0,
         )
+
+    def _check_history(self, circuit: CircuitSettings) -> None:
+        """Warn once per circuit settings when the store keeps too little history to replay the breaker."""
+        if circuit is self._checked_circuit:
+            return
+        self._checked_circuit = circuit
+        for problem in circuit_history_shortfalls(circuit, self.store.window_s):
+            log.warning("%s (raise --window-s)", problem)
 
     async def GetExperimentReport(
         self, request: telemetry_pb2.GetExperimentReportRequest, context: grpc.aio.ServicerContext

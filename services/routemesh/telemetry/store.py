@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict, deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
+from operator import itemgetter
 from typing import Protocol
 
+from routemesh.common.circuit import CLOSED_VIEW, CircuitView, circuit_from_history, counts_as_failure
+from routemesh.common.policy_schema import CircuitSettings
 from routemesh.telemetry.experiments import (  # noqa: F401 - percentile re-exported: both stores' shared math
     MAX_VARIANT_SAMPLES,
     MemoryExperiments,
@@ -46,6 +49,9 @@ class Outcome(IntEnum):
     TRUNCATED = 6
     CANCELLED = 7
     CONFIG_ERROR = 8
+    HEDGE_LOST = 9
+    CIRCUIT_OPEN = 10
+    RETRY_BUDGET_EXHAUSTED = 11
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -84,6 +90,7 @@ class ModelStats:
     spend_total_usd: float = 0.0
     last_observation_ms: int = 0
     stale: bool = False
+    circuit: CircuitView = CLOSED_VIEW
 
 
 class StoreUnavailable(Exception):
@@ -106,7 +113,8 @@ class HealthStore(Protocol):
 
     async def experiment_report(self, experiment: str | None, now_ms: int) -> list[VariantStatsRecord]: ...
 
-    async def snapshot(self, models: Sequence[str], now_ms: int) -> dict[str, ModelStats]: ...
+    async def snapshot(self, models: Sequence[str], now_ms: int,
+                       circuit: CircuitSettings | None = None) -> dict[str, ModelStats]: ...
 
     async def seen_models(self, now_ms: int) -> list[str]: ...
 
@@ -126,9 +134,15 @@ class SecondTotals:
     spend: float = 0.0
 
 
+# Say nothing about a model's health: the caller went away, another attempt won, or it was never sent.
+NOT_JUDGED = frozenset({Outcome.CANCELLED, Outcome.HEDGE_LOST, Outcome.CIRCUIT_OPEN, Outcome.RETRY_BUDGET_EXHAUSTED})
+DEFAULT_CIRCUIT = CircuitSettings()
+_timestamp = itemgetter(0)
+
+
 def is_error(outcome: int) -> bool:
-    """Failures count against a model; a caller cancelling says nothing about its health."""
-    return outcome not in (Outcome.SUCCESS, Outcome.CANCELLED)
+    """Failures count against a model; attempts that were not judged (see NOT_JUDGED) are not errors."""
+    return outcome != Outcome.SUCCESS and outcome not in NOT_JUDGED
 
 
 def compute_stats(
@@ -139,19 +153,27 @@ def compute_stats(
     spend_total: float,
     now_ms: int,
     window_s: int,
+    circuit: CircuitSettings = DEFAULT_CIRCUIT,
 ) -> ModelStats:
-    """ModelStats as of now_ms from raw window contents; both stores share it so their answers agree."""
+    """ModelStats as of now_ms from raw window contents; both stores share it so their answers agree.
+
+    `finished` comes in arrival order: results with equal timestamps replay in that order in the breaker.
+    """
     cutoff_ms = now_ms - window_s * 1000
     samples = errors = judged = 0
     newest_ms = 0
     ttfts: list[float] = []
     tpots: list[float] = []
+    history: list[tuple[int, bool]] = []
     for ts, outcome, ttft, tpot in finished:
         if not cutoff_ms < ts <= now_ms:
             continue
         samples += 1
         newest_ms = max(newest_ms, ts)
-        if outcome == Outcome.CANCELLED:
+        failed = counts_as_failure(outcome)
+        if failed is not None:
+            history.append((ts, not failed))
+        if outcome in NOT_JUDGED:
             continue
         judged += 1
         if is_error(outcome):
@@ -162,6 +184,8 @@ def compute_stats(
                 tpots.append(tpot)
     ttfts.sort()
     tpots.sort()
+    # Stable: ties keep arrival order, which every replica reading the same list sees alike.
+    history.sort(key=_timestamp)
     now_s, now_min = now_ms // 1000, now_ms // 60_000
     recent = [totals for sec, totals in seconds.items() if now_s - RATE_WINDOW_S < sec <= now_s]
     oldest_minute = now_min - IN_FLIGHT_HORIZON_MIN
@@ -181,19 +205,25 @@ def compute_stats(
         spend_per_minute_usd=sum(t.spend for t in recent),
         spend_total_usd=spend_total,
         last_observation_ms=newest_ms,
+        circuit=circuit_from_history(history, circuit, now_ms),
     )
 
 
 class SnapshotCache:
-    """Recent snapshot answers, so a burst of readers shares one computation."""
+    """Recent snapshot answers, so a burst of readers shares one computation.
+
+    invalidate() drops every answer and refuses answers computed before it: a report of failures must
+    show in the next snapshot, since that is what trips a breaker.
+    """
 
     def __init__(self, ttl_s: float, max_entries: int = 64):
         self.ttl_s = ttl_s
+        self.generation = 0
         self._max_entries = max_entries
-        self._entries: dict[tuple[str, ...], tuple[float, int, dict[str, ModelStats]]] = {}
+        self._entries: dict[Hashable, tuple[float, int, dict[str, ModelStats]]] = {}
 
-    def get(self, models: tuple[str, ...], now_ms: int) -> dict[str, ModelStats] | None:
-        entry = self._entries.get(models)
+    def get(self, key: Hashable, now_ms: int) -> dict[str, ModelStats] | None:
+        entry = self._entries.get(key)
         if entry is None:
             return None
         computed_at, as_of_ms, stats = entry
@@ -202,12 +232,22 @@ class SnapshotCache:
             return None
         return dict(stats)
 
-    def put(self, models: tuple[str, ...], now_ms: int, stats: dict[str, ModelStats]) -> None:
-        if self.ttl_s <= 0:
+    def put(self, key: Hashable, now_ms: int, stats: dict[str, ModelStats], generation: int | None = None) -> None:
+        """Keep an answer, unless it was computed (from generation `generation`) before an invalidate()."""
+        if self.ttl_s <= 0 or (generation is not None and generation != self.generation):
             return
         if len(self._entries) >= self._max_entries:
             self._entries.clear()
-        self._entries[models] = (time.monotonic(), now_ms, dict(stats))
+        self._entries[key] = (time.monotonic(), now_ms, dict(stats))
+
+    def invalidate(self) -> None:
+        self.generation += 1
+        self._entries.clear()
+
+
+def has_failures(observations: Iterable[ObservationRecord]) -> bool:
+    """Whether any finished attempt failed in a way the circuit breaker counts."""
+    return any(obs.phase == Phase.FINISHED and counts_as_failure(obs.outcome) for obs in observations)
 
 
 def unique(models: Sequence[str]) -> tuple[str, ...]:
@@ -279,6 +319,8 @@ class InMemoryHealthStore:
             touched.add(obs.model)
         for model in touched:
             self._models[model].prune()
+        if has_failures(observations):
+            self._cache.invalidate()
 
     async def record_requests(self, requests: Sequence[RequestSummaryRecord]) -> None:
         self._experiments.record(requests)
@@ -286,21 +328,22 @@ class InMemoryHealthStore:
     async def experiment_report(self, experiment: str | None, now_ms: int) -> list[VariantStatsRecord]:
         return self._experiments.report(experiment, now_ms)
 
-    async def snapshot(self, models: Sequence[str], now_ms: int) -> dict[str, ModelStats]:
-        names = unique(models)
-        cached = self._cache.get(names, now_ms)
+    async def snapshot(self, models: Sequence[str], now_ms: int,
+                       circuit: CircuitSettings | None = None) -> dict[str, ModelStats]:
+        names, settings = unique(models), circuit or DEFAULT_CIRCUIT
+        cached = self._cache.get((names, settings), now_ms)
         if cached is not None:
             return cached
-        stats = {name: self._stats(name, now_ms) for name in names}
-        self._cache.put(names, now_ms, stats)
+        stats = {name: self._stats(name, now_ms, settings) for name in names}
+        self._cache.put((names, settings), now_ms, stats)
         return stats
 
-    def _stats(self, model: str, now_ms: int) -> ModelStats:
+    def _stats(self, model: str, now_ms: int, circuit: CircuitSettings) -> ModelStats:
         window = self._models.get(model)
         if window is None:
             return ModelStats(model=model)
         return compute_stats(model, window.finished, window.seconds, window.open_by_minute,
-                             window.spend_total, now_ms, self.window_s)
+                             window.spend_total, now_ms, self.window_s, circuit)
 
     async def seen_models(self, now_ms: int) -> list[str]:
         return sorted(m for m, seen in self._seen_ms.items() if seen > now_ms - SEEN_HORIZON_MS)
