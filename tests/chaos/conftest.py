@@ -6,19 +6,17 @@ import contextlib
 import json
 import os
 import signal
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 import yaml
 
 from routemesh.common.policy import load_default_policy_text, parse_policy
 from routemesh.mesh import Mesh, MeshLayout
 from tests.chaos.proxy import FaultProxy
-from tests.integration.conftest import REDIS_URL, SIM_TIME_SCALE, SimAdmin, redis_available
+from tests.integration.conftest import REDIS_URL, SIM_TIME_SCALE, SimAdmin
 
 __all__ = ["REDIS_URL", "SIM_TIME_SCALE", "FaultProxy", "SimAdmin", "base_policy", "paused", "policy_text"]
 
@@ -45,18 +43,6 @@ def policy_text(doc: dict[str, Any]) -> str:
     text = yaml.safe_dump(doc, sort_keys=False)
     parse_policy(text, environ={"ROUTEMESH_SIM_URL": "http://127.0.0.1:1/v1"})
     return text
-
-
-@pytest.fixture(scope="session")
-def chaos_prefix() -> Iterator[str]:
-    """A Redis key prefix of this run's own; its keys are deleted at the end."""
-    if not redis_available():
-        pytest.fail(f"Redis is required at {REDIS_URL} (set ROUTEMESH_TEST_REDIS_URL to use another)")
-    prefix = f"rmchaos:{uuid.uuid4().hex[:12]}:"
-    yield prefix
-    client = redis.Redis.from_url(REDIS_URL)
-    for key in client.scan_iter(match=prefix + "*", count=1000):
-        client.delete(key)
 
 
 class MeshFactory:
@@ -94,8 +80,8 @@ class MeshFactory:
 
 
 @pytest.fixture(scope="module")
-def mesh_factory(tmp_path_factory, chaos_prefix) -> Iterator[MeshFactory]:
-    factory = MeshFactory(tmp_path_factory, chaos_prefix)
+def mesh_factory(tmp_path_factory, redis_prefix) -> Iterator[MeshFactory]:
+    factory = MeshFactory(tmp_path_factory, redis_prefix + "chaos:")
     try:
         yield factory
     finally:

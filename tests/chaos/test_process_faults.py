@@ -23,7 +23,8 @@ MAX_TOKENS = 30
 
 
 @pytest.fixture(scope="module")
-def two_executor_mesh(tmp_path_factory) -> Iterator[Mesh]:
+def realtime_two_executor_mesh(tmp_path_factory) -> Iterator[Mesh]:
+    """Two executors and the simulated provider at real time, so streams are in flight when a fault hits."""
     mesh = Mesh(MeshLayout.free(executors=2), sim_time_scale=1.0, log_dir=tmp_path_factory.mktemp("proc-logs"),
                 extra_env={"ROUTEMESH_GRACE_S": "5"})
     mesh.start()
@@ -68,8 +69,8 @@ async def _stream_all(address: str, n: int, on_started) -> list[tuple[int, str, 
         return await asyncio.gather(*tasks)
 
 
-def test_executor_killed_mid_run_loses_nothing(two_executor_mesh):
-    mesh = two_executor_mesh
+def test_executor_killed_mid_run_loses_nothing(realtime_two_executor_mesh):
+    mesh = realtime_two_executor_mesh
     reference = expected_texts(mesh, STREAMS)
 
     async def kill_soon() -> None:
@@ -97,8 +98,8 @@ def test_executor_killed_mid_run_loses_nothing(two_executor_mesh):
     mesh.wait_healthy("executor-2", time.monotonic() + 30)
 
 
-def test_frozen_executor_is_detected_quickly(two_executor_mesh):
-    mesh = two_executor_mesh
+def test_frozen_executor_is_detected_quickly(realtime_two_executor_mesh):
+    mesh = realtime_two_executor_mesh
     stopped_at: list[float] = []
 
     async def freeze_soon() -> None:

@@ -3,40 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
 import pathlib
-import uuid
 from collections.abc import Iterator
 
 import httpx
 import pytest
-import redis
 
 from routemesh.common.policy import load_default_policy_text
 from routemesh.mesh import Mesh, MeshLayout
+from tests.conftest import REDIS_URL, redis_available  # noqa: F401 - re-exported for the test modules
 
-REDIS_URL = os.environ.get("ROUTEMESH_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 SIM_TIME_SCALE = 0.05
-
-
-def redis_available() -> bool:
-    try:
-        redis.Redis.from_url(REDIS_URL, socket_timeout=1, socket_connect_timeout=1).ping()
-        return True
-    except redis.RedisError:
-        return False
-
-
-@pytest.fixture(scope="session")
-def redis_prefix() -> Iterator[str]:
-    """A key prefix of this test run's own; its keys are deleted at the end."""
-    if not redis_available():
-        pytest.fail(f"Redis is required at {REDIS_URL} (set ROUTEMESH_TEST_REDIS_URL to use another)")
-    prefix = f"rmtest:{uuid.uuid4().hex[:12]}:"
-    yield prefix
-    client = redis.Redis.from_url(REDIS_URL)
-    for key in client.scan_iter(match=prefix + "*", count=1000):
-        client.delete(key)
 
 
 @pytest.fixture(scope="session")
