@@ -18,7 +18,15 @@ from routemesh.router.filters import (
     condition_matches,
     problem_of,
 )
-from routemesh.router.strategies import ModelHealthView, Scored, StrategyContext, expected_latency, explore, rank
+from routemesh.router.strategies import (
+    LatencyParams,
+    ModelHealthView,
+    Scored,
+    StrategyContext,
+    expected_latency,
+    explore,
+    rank,
+)
 
 __all__ = ["CandidateEvaluation", "DecisionState", "ModelHealthView", "Plan", "RoutingFeatures",
            "RoutingOptionsView", "assign_variant", "plan_request", "resolve_max_tokens"]
@@ -213,7 +221,8 @@ def plan_request(
     evaluations: dict[str, CandidateEvaluation] = {}
     scored: dict[str, Scored] = {}
     fast = compiled(policy)
-    models_by_name, task, input_tokens, latency = fast.models, features.task_type, features.input_tokens, route.latency
+    models_by_name, task, input_tokens = fast.models, features.task_type, features.input_tokens
+    latency = LatencyParams.of(route.latency)
     pool_set = set(sel.pool)
     for m in considered:
         model = models_by_name[m]

@@ -48,12 +48,25 @@ class Scored:
     score: float = 0.0
 
 
-def expected_latency(model: CompiledModel, health: ModelHealthView | None, settings: LatencySettings,
+@dataclass(frozen=True, slots=True)
+class LatencyParams:
+    """A route's latency settings as plain values (read once per decision, not per candidate)."""
+
+    percentile: str
+    min_samples: int
+    freshness_ms: float
+
+    @classmethod
+    def of(cls, settings: LatencySettings) -> LatencyParams:
+        return cls(settings.percentile, settings.min_samples, settings.freshness_s * 1000)
+
+
+def expected_latency(model: CompiledModel, health: ModelHealthView | None, params: LatencyParams,
                      output_tokens: int, now_ms: int) -> tuple[float, float, bool]:
     """(TTFT, whole answer) in ms from fresh telemetry at the route's percentile, else the model's prior."""
-    if (health is not None and health.samples >= settings.min_samples and health.ttft_p50_ms > 0
-            and now_ms - health.last_observation_ms <= settings.freshness_s * 1000):
-        percentile = settings.percentile
+    if (health is not None and health.samples >= params.min_samples and health.ttft_p50_ms > 0
+            and now_ms - health.last_observation_ms <= params.freshness_ms):
+        percentile = params.percentile
         if percentile == "p50":
             ttft, tpot = health.ttft_p50_ms, health.tpot_p50_ms
         elif percentile == "p90":
@@ -69,12 +82,11 @@ def _ratio_factors(pool: Sequence[Scored]) -> None:
     cheapest = min(c.estimated_cost_usd for c in pool)
     fastest = min(c.expected_total_ms for c in pool)
     best_quality = max(c.quality for c in pool) or 1.0
-    least_busy = min(c.in_flight for c in pool)
+    least_busy = 1 + min(c.in_flight for c in pool)
     for c in pool:
-        c.factors["cost"] = cheapest / c.estimated_cost_usd if c.estimated_cost_usd > 0 else 1.0
-        c.factors["latency"] = fastest / c.expected_total_ms if c.expected_total_ms > 0 else 1.0
-        c.factors["quality"] = c.quality / best_quality
-        c.factors["load"] = (1 + least_busy) / (1 + c.in_flight)
+        cost, total = c.estimated_cost_usd, c.expected_total_ms
+        c.factors.update(cost=cheapest / cost if cost > 0 else 1.0, latency=fastest / total if total > 0 else 1.0,
+                         quality=c.quality / best_quality, load=least_busy / (1 + c.in_flight))
 
 
 @dataclass
@@ -96,9 +108,10 @@ def _by(pool: list[Scored], key: Callable[[Scored], tuple]) -> list[Scored]:
 def rank_hybrid(pool: list[Scored], ctx: StrategyContext) -> list[Scored]:
     w = ctx.weights
     total = (w.cost + w.latency + w.quality + w.load) or 1.0
+    wc, wl, wq, wd = w.cost / total, w.latency / total, w.quality / total, w.load / total
     for c in pool:
         f = c.factors
-        c.score = (w.cost * f["cost"] + w.latency * f["latency"] + w.quality * f["quality"] + w.load * f["load"]) / total
+        c.score = wc * f["cost"] + wl * f["latency"] + wq * f["quality"] + wd * f["load"]
     return _by(pool, lambda c: (-c.score, c.estimated_cost_usd, c.name))
 
 
