@@ -80,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="per-variant requests, latency, errors and cost of experiments")
     importlib.import_module("routemesh.report").add_arguments(report)
 
+    top = sub.add_parser("top", help="live per-model health, latency, errors, circuits and spend (refreshing)")
+    importlib.import_module("routemesh.top").add_arguments(top)
+
     health = sub.add_parser("health", help="exit 0 if the gRPC service at ADDRESS reports SERVING")
     health.add_argument("address")
     health.add_argument("--timeout", type=float, default=2.0)
@@ -276,6 +279,8 @@ def main(argv: list[str] | None = None) -> int:
             return _policy(args)
         if args.command == "health":
             return _health(args)
+        if args.command == "top":
+            return importlib.import_module("routemesh.top").run(args)
         if args.command == "report":
             return importlib.import_module("routemesh.report").run(args)
     except KeyboardInterrupt:

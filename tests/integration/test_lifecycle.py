@@ -229,3 +229,16 @@ def test_up_starts_every_service_and_stops_them_on_sigint():
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_top_shows_every_model(mesh, router_address):
+    with RouterClient(router_address) as client:
+        client.complete(FAQ)
+    result = subprocess.run([sys.executable, "-m", "routemesh", "top", "--once", "--telemetry",
+                             mesh.layout.address("telemetry")], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    for name in ("fast-cheap", "balanced", "strong", "long-context", "flaky", "ttft p50", "circuit"):
+        assert name in result.stdout
+    down = subprocess.run([sys.executable, "-m", "routemesh", "top", "--once", "--telemetry", "127.0.0.1:1"],
+                          capture_output=True, text=True, timeout=30)
+    assert down.returncode == 1 and "unreachable" in down.stderr and "Traceback" not in down.stderr
