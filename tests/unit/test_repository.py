@@ -65,3 +65,18 @@ def test_ruff_is_clean():
     result = subprocess.run([ruff, "check", "--output-format", "concise", "services", "clients", "tests"],
                             cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_error_reason_in_the_code_is_documented_in_the_proto():
+    import re
+
+    from routemesh.v1 import common_pb2
+
+    documented = {name.removeprefix("ERROR_REASON_") for name in common_pb2.ErrorReason.keys()}
+    used = set()
+    for path in (ROOT / "services/routemesh").rglob("*.py"):
+        if "/v1/" in str(path):
+            continue
+        used |= set(re.findall(r'reason ?= ?"([A-Z_]+)"', path.read_text()))
+    assert used, "no reasons found: the pattern is wrong"
+    assert used <= documented, f"add to ErrorReason in protos/routemesh/v1/common.proto: {sorted(used - documented)}"

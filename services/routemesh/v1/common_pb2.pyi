@@ -52,6 +52,24 @@ class AttemptOutcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ATTEMPT_OUTCOME_HEDGE_LOST: _ClassVar[AttemptOutcome]
     ATTEMPT_OUTCOME_CIRCUIT_OPEN: _ClassVar[AttemptOutcome]
     ATTEMPT_OUTCOME_RETRY_BUDGET_EXHAUSTED: _ClassVar[AttemptOutcome]
+
+class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ERROR_REASON_UNSPECIFIED: _ClassVar[ErrorReason]
+    ERROR_REASON_INVALID_REQUEST: _ClassVar[ErrorReason]
+    ERROR_REASON_NOT_FOUND: _ClassVar[ErrorReason]
+    ERROR_REASON_UNKNOWN_MODEL: _ClassVar[ErrorReason]
+    ERROR_REASON_UNKNOWN_PROVIDER: _ClassVar[ErrorReason]
+    ERROR_REASON_NO_ELIGIBLE_MODEL: _ClassVar[ErrorReason]
+    ERROR_REASON_ALL_CANDIDATES_FAILED: _ClassVar[ErrorReason]
+    ERROR_REASON_NO_POLICY: _ClassVar[ErrorReason]
+    ERROR_REASON_BUDGET_EXHAUSTED: _ClassVar[ErrorReason]
+    ERROR_REASON_BUDGET_UNAVAILABLE: _ClassVar[ErrorReason]
+    ERROR_REASON_RATE_LIMITED: _ClassVar[ErrorReason]
+    ERROR_REASON_EXECUTOR_UNAVAILABLE: _ClassVar[ErrorReason]
+    ERROR_REASON_DEADLINE_EXCEEDED: _ClassVar[ErrorReason]
+    ERROR_REASON_TELEMETRY_STORE_UNAVAILABLE: _ClassVar[ErrorReason]
+    ERROR_REASON_INTERNAL: _ClassVar[ErrorReason]
 ROLE_UNSPECIFIED: Role
 ROLE_SYSTEM: Role
 ROLE_USER: Role
@@ -86,6 +104,21 @@ ATTEMPT_OUTCOME_CONFIG_ERROR: AttemptOutcome
 ATTEMPT_OUTCOME_HEDGE_LOST: AttemptOutcome
 ATTEMPT_OUTCOME_CIRCUIT_OPEN: AttemptOutcome
 ATTEMPT_OUTCOME_RETRY_BUDGET_EXHAUSTED: AttemptOutcome
+ERROR_REASON_UNSPECIFIED: ErrorReason
+ERROR_REASON_INVALID_REQUEST: ErrorReason
+ERROR_REASON_NOT_FOUND: ErrorReason
+ERROR_REASON_UNKNOWN_MODEL: ErrorReason
+ERROR_REASON_UNKNOWN_PROVIDER: ErrorReason
+ERROR_REASON_NO_ELIGIBLE_MODEL: ErrorReason
+ERROR_REASON_ALL_CANDIDATES_FAILED: ErrorReason
+ERROR_REASON_NO_POLICY: ErrorReason
+ERROR_REASON_BUDGET_EXHAUSTED: ErrorReason
+ERROR_REASON_BUDGET_UNAVAILABLE: ErrorReason
+ERROR_REASON_RATE_LIMITED: ErrorReason
+ERROR_REASON_EXECUTOR_UNAVAILABLE: ErrorReason
+ERROR_REASON_DEADLINE_EXCEEDED: ErrorReason
+ERROR_REASON_TELEMETRY_STORE_UNAVAILABLE: ErrorReason
+ERROR_REASON_INTERNAL: ErrorReason
 
 class Message(_message.Message):
     __slots__ = ("role", "content", "name")
