@@ -38,7 +38,9 @@ class Timeouts(_Strict):
 class Provider(_Strict):
     """An HTTP endpoint speaking one provider API."""
 
-    api: Literal["openai"] = "openai"
+    # Wire protocol: the OpenAI chat-completions family, Anthropic Messages, Google Gemini, Azure OpenAI.
+    api: Literal["openai", "anthropic", "gemini", "azure_openai"] = "openai"
+    api_version: str | None = Field(None, description="Azure OpenAI api-version (default 2024-10-21)")
     base_url: str
     api_key_env: str | None = Field(None, pattern=_ENV_NAME)
     timeouts: Timeouts = Timeouts()

@@ -14,7 +14,8 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from routemesh.common import semconv
 from routemesh.common.tracing import capture_content, inject_headers, set_attributes, tracer
-from routemesh.executor.openai_adapter import ProviderError, ProviderTarget, stream_chat
+from routemesh.executor.openai_adapter import ProviderError, ProviderTarget
+from routemesh.executor.providers import stream_for
 
 # finish_reason from the provider -> our finish status
 FINISH = {"stop": "complete", "length": "length", "content_filter": "content_filter",
@@ -43,6 +44,9 @@ class AttemptRecord:
     hedge: bool = False
     try_number: int = 1
     retry_after_s: float | None = None
+    reason: str = ""  # typed provider error: rate_limit, context_length, content_policy, auth, ...
+    cached_input_tokens: int = 0
+    reasoning_tokens: int = 0
 
 
 @dataclass(frozen=True)
@@ -124,9 +128,9 @@ class AttemptRunner:
         usage: tuple[int, int] | None = None
         try:
             remaining = None if self.deadline is None else max(0.001, self.deadline - time.monotonic())
-            async for event in stream_chat(self.client, target, self.messages, max_tokens=self.max_tokens,
-                                           temperature=self.temperature, headers=headers,
-                                           total_timeout_s=remaining):
+            stream = stream_for(target.api)
+            async for event in stream(self.client, target, self.messages, max_tokens=self.max_tokens,
+                                      temperature=self.temperature, headers=headers, total_timeout_s=remaining):
                 if event.kind == "delta":
                     last_at = time.monotonic()
                     if not self.chunks:
@@ -136,13 +140,15 @@ class AttemptRunner:
                     self.queue.put_nowait(AttemptEvent(self, text=event.text))
                 elif event.kind == "usage":
                     usage = (event.input_tokens, event.output_tokens)
+                    record.cached_input_tokens, record.reasoning_tokens = (event.cached_input_tokens,
+                                                                           event.reasoning_tokens)
                 elif event.kind == "finish":
                     finish = event.finish_reason
             record.outcome = "success"
             record.finish = FINISH.get(finish, "complete")
         except ProviderError as exc:
             record.outcome, record.http_status, record.error = exc.outcome, exc.http_status, exc.message
-            record.retry_after_s = exc.retry_after_s
+            record.retry_after_s, record.reason = exc.retry_after_s, exc.reason
             if exc.committed and exc.outcome not in ("truncated", "timeout"):
                 record.outcome = "truncated"
         except asyncio.CancelledError:

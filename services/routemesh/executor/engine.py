@@ -24,6 +24,8 @@ __all__ = ["AttemptRecord", "ExecutionEngine", "ExecutionInput", "ExecutionOutco
 
 # Failures worth trying the same model again for (when no other candidate is left).
 RETRYABLE = {"rate_limited", "upstream_error", "connect_error", "timeout"}
+# ...unless the provider said why, and trying again cannot help.
+NOT_RETRYABLE_REASONS = {"context_length", "auth", "content_policy", "not_found"}
 FAILURES = {"rate_limited", "upstream_error", "connect_error", "timeout", "truncated"}
 CONTINUE_PROMPT = "Continue your previous answer exactly where it stopped. Do not repeat anything."
 
@@ -41,6 +43,8 @@ class ExecutionOutcome:
     cost_usd: float = 0.0
     attempts: list[AttemptRecord] = field(default_factory=list)
     error: str = ""
+    cached_input_tokens: int = 0
+    reasoning_tokens: int = 0
 
 
 @dataclass(frozen=True)
@@ -135,7 +139,8 @@ class ExecutionEngine:
             provider=model.provider, model=name, upstream_model=model.upstream_model, base_url=provider.base_url,
             api_key=key, connect_timeout_s=provider.timeouts.connect_s,
             first_token_timeout_s=provider.timeouts.first_token_s,
-            between_tokens_timeout_s=provider.timeouts.between_tokens_s,
+            between_tokens_timeout_s=provider.timeouts.between_tokens_s, api=provider.api,
+            api_version=provider.api_version,
         ), record
 
     def _cost(self, model: str, input_tokens: int, output_tokens: int) -> float:
@@ -209,7 +214,7 @@ class _Execution:
             if runner is not None:
                 return runner
         failed = self.last_failed
-        if failed is None or failed.outcome not in RETRYABLE:
+        if failed is None or failed.outcome not in RETRYABLE or failed.reason in NOT_RETRYABLE_REASONS:
             return None
         name = failed.model
         if self.tries.get(name, 0) >= self.settings.max_tries_per_model:
@@ -326,6 +331,8 @@ class _Execution:
             status=status, model=serving.model, provider=serving.provider,
             input_tokens=sum(p.input_tokens for p in parts), output_tokens=sum(p.output_tokens for p in parts),
             usage_estimated=any(p.usage_estimated for p in parts),
+            cached_input_tokens=sum(p.cached_input_tokens for p in parts),
+            reasoning_tokens=sum(p.reasoning_tokens for p in parts),
             cost_usd=round(sum(a.cost_usd for a in self.attempts), 10), attempts=self.attempts,
             error="" if status in ("complete", "length", "continued") else (record.error or status),
         )

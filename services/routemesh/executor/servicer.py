@@ -35,9 +35,10 @@ def attempt_to_proto(a: AttemptRecord) -> common_pb2.Attempt:
     return common_pb2.Attempt(
         model=a.model, provider=a.provider, outcome=outcome_enum(a.outcome), http_status=a.http_status,
         error=a.error, ttft_ms=a.ttft_ms, duration_ms=a.duration_ms, cost_usd=a.cost_usd, hedge=a.hedge,
-        try_number=a.try_number,
+        try_number=a.try_number, error_reason=a.reason,
         usage=common_pb2.Usage(input_tokens=a.input_tokens, output_tokens=a.output_tokens,
-                               estimated=a.usage_estimated),
+                               estimated=a.usage_estimated, cached_input_tokens=a.cached_input_tokens,
+                               reasoning_tokens=a.reasoning_tokens),
     )
 
 
@@ -59,7 +60,8 @@ def result_to_proto(o: ExecutionOutcome) -> executor_pb2.ExecutionResult:
     return executor_pb2.ExecutionResult(
         status=status_enum(o.status), model=o.model, provider=o.provider, cost_usd=o.cost_usd, error=o.error,
         usage=common_pb2.Usage(input_tokens=o.input_tokens, output_tokens=o.output_tokens,
-                               estimated=o.usage_estimated),
+                               estimated=o.usage_estimated, cached_input_tokens=o.cached_input_tokens,
+                               reasoning_tokens=o.reasoning_tokens),
         attempts=[attempt_to_proto(a) for a in o.attempts],
     )
 

@@ -151,17 +151,21 @@ class Features(_message.Message):
     def __init__(self, input_tokens: _Optional[int] = ..., task_type: _Optional[_Union[TaskType, str]] = ..., task_confidence: _Optional[float] = ..., language: _Optional[str] = ..., complexity: _Optional[float] = ..., has_code: _Optional[bool] = ..., signals: _Optional[_Iterable[str]] = ..., source: _Optional[str] = ...) -> None: ...
 
 class Usage(_message.Message):
-    __slots__ = ("input_tokens", "output_tokens", "estimated")
+    __slots__ = ("input_tokens", "output_tokens", "estimated", "cached_input_tokens", "reasoning_tokens")
     INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     ESTIMATED_FIELD_NUMBER: _ClassVar[int]
+    CACHED_INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    REASONING_TOKENS_FIELD_NUMBER: _ClassVar[int]
     input_tokens: int
     output_tokens: int
     estimated: bool
-    def __init__(self, input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., estimated: _Optional[bool] = ...) -> None: ...
+    cached_input_tokens: int
+    reasoning_tokens: int
+    def __init__(self, input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., estimated: _Optional[bool] = ..., cached_input_tokens: _Optional[int] = ..., reasoning_tokens: _Optional[int] = ...) -> None: ...
 
 class Attempt(_message.Message):
-    __slots__ = ("model", "provider", "outcome", "http_status", "error", "ttft_ms", "duration_ms", "usage", "cost_usd", "hedge", "try_number")
+    __slots__ = ("model", "provider", "outcome", "http_status", "error", "ttft_ms", "duration_ms", "usage", "cost_usd", "hedge", "try_number", "error_reason")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
     OUTCOME_FIELD_NUMBER: _ClassVar[int]
@@ -173,6 +177,7 @@ class Attempt(_message.Message):
     COST_USD_FIELD_NUMBER: _ClassVar[int]
     HEDGE_FIELD_NUMBER: _ClassVar[int]
     TRY_NUMBER_FIELD_NUMBER: _ClassVar[int]
+    ERROR_REASON_FIELD_NUMBER: _ClassVar[int]
     model: str
     provider: str
     outcome: AttemptOutcome
@@ -184,7 +189,8 @@ class Attempt(_message.Message):
     cost_usd: float
     hedge: bool
     try_number: int
-    def __init__(self, model: _Optional[str] = ..., provider: _Optional[str] = ..., outcome: _Optional[_Union[AttemptOutcome, str]] = ..., http_status: _Optional[int] = ..., error: _Optional[str] = ..., ttft_ms: _Optional[float] = ..., duration_ms: _Optional[float] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., cost_usd: _Optional[float] = ..., hedge: _Optional[bool] = ..., try_number: _Optional[int] = ...) -> None: ...
+    error_reason: str
+    def __init__(self, model: _Optional[str] = ..., provider: _Optional[str] = ..., outcome: _Optional[_Union[AttemptOutcome, str]] = ..., http_status: _Optional[int] = ..., error: _Optional[str] = ..., ttft_ms: _Optional[float] = ..., duration_ms: _Optional[float] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., cost_usd: _Optional[float] = ..., hedge: _Optional[bool] = ..., try_number: _Optional[int] = ..., error_reason: _Optional[str] = ...) -> None: ...
 
 class Delta(_message.Message):
     __slots__ = ("text",)

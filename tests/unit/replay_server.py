@@ -1,0 +1,129 @@
+"""A local aiohttp server replaying recorded provider responses from tests/data/transcripts/<provider>/."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from routemesh.executor.provider_base import ProviderError, ProviderTarget, StreamEvent
+from routemesh.executor.providers import stream_for
+
+TRANSCRIPTS = Path(__file__).resolve().parent.parent / "data" / "transcripts"
+SECRET = "sk-test-DO-NOT-LEAK-1234567890"
+# Events end at a blank line; Gemini sends CRLF line ends, the others LF.
+_EVENT = re.compile(r".*?(?:\r\n\r\n|\n\n)|.+\Z", re.S)
+_KEY_IN_URL = 599
+
+
+@dataclass
+class Seen:
+    """One request as the server received it."""
+
+    path: str  # after the /<scenario> prefix
+    query: dict[str, str]
+    raw_url: str
+    headers: dict[str, str]
+    body: Any
+
+
+class ReplayServer:
+    """Serves /<scenario>/<any path> with the response index.json names for that scenario.
+
+    An index entry: {"file": NAME, "status": 200, "headers": {...}, "cut_after_events": N}. `.sse` files
+    are streamed event by event; with cut_after_events the connection is dropped after N events, with no
+    end to the chunked body. A request whose URL contains the API key is refused with status 599.
+    """
+
+    def __init__(self, provider: str):
+        self.dir = TRANSCRIPTS / provider
+        self.index: dict[str, dict[str, Any]] = json.loads((self.dir / "index.json").read_text())
+        self.seen: list[Seen] = []
+        self.key_in_url = 0
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+
+    async def start(self) -> ReplayServer:
+        app = web.Application()
+        app.router.add_post("/{scenario}/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = self._runner.addresses[0][1]
+        self.url = f"http://127.0.0.1:{port}"
+        return self
+
+    async def close(self) -> None:
+        if self._runner:
+            await self._runner.cleanup()
+
+    def base_url(self, scenario: str, suffix: str = "") -> str:
+        return f"{self.url}/{scenario}{suffix}"
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        raw_url = str(request.url)
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        self.seen.append(Seen("/" + request.match_info["tail"], dict(request.query), raw_url,
+                              dict(request.headers), body))
+        if SECRET in raw_url or SECRET in request.raw_path:
+            self.key_in_url += 1
+            return web.Response(status=_KEY_IN_URL, text="API key in the URL")
+        spec = self.index[request.match_info["scenario"]]
+        path = self.dir / spec["file"]
+        status, headers = spec.get("status", 200), dict(spec.get("headers", {}))
+        if path.suffix == ".json":
+            headers.setdefault("content-type", "application/json; charset=utf-8")
+            return web.Response(status=status, headers=headers, body=path.read_bytes())
+        headers.setdefault("content-type", "text/event-stream")
+        headers.setdefault("cache-control", "no-cache")
+        response = web.StreamResponse(status=status, headers=headers)
+        await response.prepare(request)
+        events = _EVENT.findall(path.read_bytes().decode())
+        cut = spec.get("cut_after_events")
+        for event in events[:cut] if cut is not None else events:
+            await response.write(event.encode())
+        if cut is not None:
+            assert request.transport is not None
+            request.transport.abort()  # mid-body: the client sees the connection drop
+            return response
+        await response.write_eof()
+        return response
+
+
+def target(base_url: str, api: str, model: str, **overrides: Any) -> ProviderTarget:
+    fields: dict[str, Any] = dict(provider=api, model=f"{api}-model", upstream_model=model, base_url=base_url,
+                                  api_key=SECRET, connect_timeout_s=1.0, first_token_timeout_s=2.0,
+                                  between_tokens_timeout_s=2.0, api=api)
+    return ProviderTarget(**{**fields, **overrides})
+
+
+MESSAGES = [
+    {"role": "system", "content": "You are a concise historian."},
+    {"role": "user", "content": "Explain how Roman aqueducts carried water into cities"},
+]
+
+
+async def collect(http, tgt: ProviderTarget, messages=MESSAGES, **kwargs) -> list[StreamEvent]:
+    kwargs = {"max_tokens": 64, "temperature": 0.3, **kwargs}
+    return [event async for event in stream_for(tgt.api)(http, tgt, messages, **kwargs)]
+
+
+async def failure(http, tgt: ProviderTarget, messages=MESSAGES) -> tuple[ProviderError, list[StreamEvent]]:
+    events: list[StreamEvent] = []
+    with pytest.raises(ProviderError) as caught:
+        async for event in stream_for(tgt.api)(http, tgt, messages, max_tokens=64, temperature=None):
+            events.append(event)
+    return caught.value, events
+
+
+def text_of(events: list[StreamEvent]) -> str:
+    return "".join(e.text for e in events if e.kind == "delta")

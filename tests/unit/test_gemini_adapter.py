@@ -1,0 +1,108 @@
+"""Tests for the Gemini adapter, against a local server replaying recorded wire transcripts."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from routemesh.executor.gemini_adapter import request_body, stream_url
+from routemesh.executor.provider_base import StreamEvent
+from tests.unit.replay_server import MESSAGES, SECRET, ReplayServer, collect, failure, target, text_of
+
+MODEL = "gemini-2.5-flash"
+
+
+@pytest.fixture(scope="module")
+async def server():
+    replay = await ReplayServer("gemini").start()
+    yield replay
+    await replay.close()
+
+
+@pytest.fixture
+async def http(server):
+    server.seen.clear()
+    async with httpx.AsyncClient() as client:
+        yield client
+    assert server.key_in_url == 0
+    for seen in server.seen:
+        assert SECRET not in seen.raw_url and "key" not in seen.query
+
+
+def gemini(server: ReplayServer, scenario: str, **overrides):
+    return target(server.base_url(scenario), "gemini", MODEL, **overrides)
+
+
+async def test_success_text_usage_and_request_shape(server, http):
+    events = await collect(http, gemini(server, "success"), headers={"traceparent": "00-0af7-b7ad-01"})
+    assert text_of(events) == "Aqueducts carried water by gravity along a gentle slope."
+    # output counts the thinking too (as OpenAI's completion_tokens does); the last chunk's usage wins
+    assert events[-2:] == [
+        StreamEvent("usage", input_tokens=1290, output_tokens=10 + 57, cached_input_tokens=1024,
+                    reasoning_tokens=57),
+        StreamEvent("finish", finish_reason="stop"),
+    ]
+    (seen,) = server.seen
+    assert seen.path == f"/v1beta/models/{MODEL}:streamGenerateContent" and seen.query == {"alt": "sse"}
+    assert seen.headers["x-goog-api-key"] == SECRET and "Authorization" not in seen.headers
+    assert seen.headers["traceparent"] == "00-0af7-b7ad-01"
+    assert seen.body == {
+        "contents": [{"role": "user", "parts": [{"text": MESSAGES[1]["content"]}]}],
+        "systemInstruction": {"parts": [{"text": "You are a concise historian."}]},
+        "generationConfig": {"maxOutputTokens": 64, "temperature": 0.3},
+    }
+
+
+async def test_versioned_base_url_and_model_prefix(server, http):
+    await collect(http, target(server.base_url("success", "/v1beta"), "gemini", f"models/{MODEL}"))
+    assert server.seen[0].path == f"/v1beta/models/{MODEL}:streamGenerateContent"
+    assert stream_url("https://generativelanguage.googleapis.com/", "gemini-2.0-flash") == (
+        "https://generativelanguage.googleapis.com/v1beta/models/gemini-2.0-flash:streamGenerateContent")
+
+
+@pytest.mark.parametrize("scenario, text, finish, usage", [
+    ("max_tokens", "Once upon a time", "length", StreamEvent("usage", input_tokens=9, output_tokens=5)),
+    ("safety", "Here is how", "content_filter", StreamEvent("usage", input_tokens=14, output_tokens=3)),
+    ("prompt_blocked", "", "content_filter", StreamEvent("usage", input_tokens=11)),
+])
+async def test_finish_reasons(server, http, scenario, text, finish, usage):
+    events = await collect(http, gemini(server, scenario))
+    assert text_of(events) == text
+    assert events[-2:] == [usage, StreamEvent("finish", finish_reason=finish)]
+
+
+@pytest.mark.parametrize("scenario, outcome, reason, status, retry_after", [
+    ("rate_limit", "rate_limited", "rate_limit", 429, 31.0),
+    ("api_key_invalid", "upstream_error", "auth", 400, None),
+    ("unauthenticated", "upstream_error", "auth", 401, None),
+    ("context_too_long", "upstream_error", "context_length", 400, None),
+    ("not_found", "upstream_error", "not_found", 404, None),
+    ("internal", "upstream_error", "server", 500, None),
+    ("overloaded", "upstream_error", "server", 503, None),
+])
+async def test_http_errors(server, http, scenario, outcome, reason, status, retry_after):
+    error, events = await failure(http, gemini(server, scenario))
+    assert (error.outcome, error.reason, error.http_status, error.retry_after_s) == (
+        outcome, reason, status, retry_after)
+    assert not error.committed and events == []
+    assert SECRET not in error.message and f"HTTP {status}" in error.message
+
+
+async def test_cut_stream(server, http):
+    error, events = await failure(http, gemini(server, "cut"))
+    assert (error.outcome, error.reason, error.committed) == ("truncated", "connection", True)
+    assert text_of(events) == "Aqueducts carried water by gravity"
+    assert "finish" not in [e.kind for e in events]
+
+
+def test_request_body_roles():
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "a"},
+                {"role": "user", "content": "b"}, {"role": "assistant", "content": "c"},
+                {"role": "user", "content": "d"}]
+    body = request_body(messages, 10, None)
+    assert body["systemInstruction"] == {"parts": [{"text": "Be brief."}]}
+    assert body["generationConfig"] == {"maxOutputTokens": 10}
+    assert body["contents"] == [{"role": "user", "parts": [{"text": "a"}, {"text": "b"}]},
+                                {"role": "model", "parts": [{"text": "c"}]},
+                                {"role": "user", "parts": [{"text": "d"}]}]
+    assert "systemInstruction" not in request_body(messages[1:], 10, 0.0)
