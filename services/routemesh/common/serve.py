@@ -25,6 +25,10 @@ SERVER_OPTIONS: list[tuple[str, int]] = [
     ("grpc.http2.min_ping_interval_without_data_ms", 1_000),
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.so_reuseport", 0),
+    # Clients re-resolve DNS when a connection is retired, so new replicas (compose --scale, an autoscaler)
+    # get traffic within a minute; streams in flight get ten more minutes to finish.
+    ("grpc.max_connection_age_ms", 60_000),
+    ("grpc.max_connection_age_grace_ms", 600_000),
 ]
 
 
