@@ -80,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="per-variant requests, latency, errors and cost of experiments")
     importlib.import_module("routemesh.report").add_arguments(report)
 
+    bench = sub.add_parser("bench", help="measure routemesh against calling the provider directly")
+    importlib.import_module("routemesh.bench.main").add_arguments(bench)
+
     top = sub.add_parser("top", help="live per-model health, latency, errors, circuits and spend (refreshing)")
     importlib.import_module("routemesh.top").add_arguments(top)
 
@@ -279,6 +282,8 @@ def main(argv: list[str] | None = None) -> int:
             return _policy(args)
         if args.command == "health":
             return _health(args)
+        if args.command == "bench":
+            return importlib.import_module("routemesh.bench.main").run(args)
         if args.command == "top":
             return importlib.import_module("routemesh.top").run(args)
         if args.command == "report":

@@ -1,0 +1,167 @@
+"""`routemesh bench`: command-line options, the run, the table on stdout and the JSON file."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+from routemesh.bench.measure import BenchConfig, BenchError, run_all
+from routemesh.bench.progress import Progress
+from routemesh.bench.report import TARGETS, build_figures, print_table
+from routemesh.bench.workload import MAX_TOKENS, PINNED_MODEL, PROFILES, UPSTREAM_MODEL
+
+SCHEMA = "routemesh-bench/1"
+_DEFAULTS = {"rounds": 5, "requests": 200, "realistic_requests": 20, "concurrency": [1, 16, 64, 256],
+             "tracing": "both"}
+# A CI smoke run: both modes, tiny counts, under a minute on a busy 2-core machine. Tracing on only, the
+# path with more parts (sink, exporters); each tracing setting costs a mesh start (~10 s when busy).
+_QUICK = {"rounds": 2, "requests": 8, "realistic_requests": 1, "concurrency": [1, 8], "tracing": "on",
+          "waves": 2, "settle_s": 0.25, "decision_iterations": 1000, "classifier_iterations": 200}
+
+
+def _concurrency_list(text: str) -> list[int]:
+    try:
+        values = sorted({int(part) for part in text.split(",") if part.strip()})
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a comma-separated list of integers, got {text!r}") from None
+    if not values or values[0] < 1 or values[-1] > 4096:
+        raise argparse.ArgumentTypeError("each concurrency must be between 1 and 4096")
+    return values
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--mode", choices=("zero", "realistic", "both"), default="both",
+                        help="provider: zero-delay (isolates routemesh's overhead), realistic (TTFT 200 ms, "
+                             "20 ms/token, 64 tokens) or both (default)")
+    parser.add_argument("--rounds", type=_positive, default=None,
+                        help=f"interleaved rounds of both arms (default {_DEFAULTS['rounds']})")
+    parser.add_argument("--requests", type=_positive, default=None,
+                        help=f"zero mode: requests per round per arm at each concurrency, at least 4x the "
+                             f"concurrency (default {_DEFAULTS['requests']})")
+    parser.add_argument("--realistic-requests", type=_positive, default=None,
+                        help=f"realistic mode: the same, at least the concurrency; each takes about 1.5 s "
+                             f"(default {_DEFAULTS['realistic_requests']})")
+    parser.add_argument("--concurrency", type=_concurrency_list, default=None,
+                        help="streams in flight, a comma-separated list (default 1,16,64,256)")
+    parser.add_argument("--tracing", choices=("on", "off", "both"), default=None,
+                        help="OpenTelemetry tracing of every mesh process, 100%% sampled into a local sink "
+                             "(default both)")
+    parser.add_argument("--json", metavar="PATH", default=None, help="write every figure and raw number here")
+    parser.add_argument("--quick", action="store_true",
+                        help="a smoke run for CI: both modes, tracing on, 2 rounds, concurrency 1,8, tiny counts, "
+                             "under a minute (explicit options still apply); the numbers mean nothing")
+
+
+def config_from_args(args: argparse.Namespace) -> BenchConfig:
+    """The run's settings: explicit options, else --quick's, else the defaults."""
+    base = {**_DEFAULTS, **(_QUICK if args.quick else {})}
+
+    def pick(name: str):
+        value = getattr(args, name, None)
+        return base[name] if value is None else value
+
+    tracing = pick("tracing")
+    extra = {k: v for k, v in base.items() if k in ("waves", "settle_s", "decision_iterations",
+                                                    "classifier_iterations")}
+    cfg = BenchConfig(
+        modes=["zero", "realistic"] if args.mode == "both" else [args.mode],
+        tracings=["off", "on"] if tracing == "both" else [tracing],
+        rounds=pick("rounds"), requests=pick("requests"), realistic_requests=pick("realistic_requests"),
+        concurrency=pick("concurrency"), quick=args.quick, **extra,
+    )
+    return cfg
+
+
+def _config_json(cfg: BenchConfig) -> dict:
+    return {
+        "modes": cfg.modes, "tracing": cfg.tracings, "rounds": cfg.rounds, "concurrency": cfg.concurrency,
+        "requests_per_phase": {mode: {str(c): cfg.requests_at(mode, c) for c in cfg.concurrency}
+                               for mode in cfg.modes},
+        "settle_s": cfg.settle_s, "quick": cfg.quick,
+        "pinned_model": PINNED_MODEL, "upstream_model": UPSTREAM_MODEL, "max_tokens": MAX_TOKENS,
+        "sim_profiles": {mode: PROFILES[mode] for mode in cfg.modes},
+        "decision_iterations": cfg.decision_iterations, "classifier_iterations": cfg.classifier_iterations,
+    }
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    # SIGTERM takes the same path as Ctrl-C, so every `finally` stops its mesh.
+    raise KeyboardInterrupt
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = config_from_args(args)
+    progress = Progress()
+    started = datetime.datetime.now(datetime.UTC)
+    load_before = os.getloadavg()
+    clock = time.monotonic()
+    previous = signal.getsignal(signal.SIGTERM)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    if in_main_thread:
+        signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        micro, phases, sink = run_all(cfg, progress)
+    except KeyboardInterrupt:
+        progress.close()
+        print("routemesh bench: interrupted; every mesh process was stopped", file=sys.stderr)
+        return 130
+    except BenchError as exc:
+        progress.close()
+        print(f"routemesh bench: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
+    progress.close()
+    figures = build_figures(phases, micro, cfg.modes, cfg.tracings, cfg.concurrency)
+    print_table(figures, sys.stdout)
+    failed = sum(p["failed"] for p in phases)
+    if "on" in cfg.tracings:
+        print(f"\ntrace sink: {sink['exports']} OTLP exports, {sink['bytes']:,} bytes received", file=sys.stdout)
+    if failed:
+        print(f"\n{failed} measured request(s) failed; see 'errors' in the phases", file=sys.stderr)
+    if args.json:
+        result = {
+            "schema": SCHEMA,
+            "started_at": started.isoformat(timespec="seconds"),
+            "duration_s": round(time.monotonic() - clock, 3),
+            # CPU figures come from /proc utime+stime, counted in clock ticks of this many milliseconds.
+            "machine": {"cpus": os.cpu_count(), "clock_tick_ms": 1000 / os.sysconf("SC_CLK_TCK"),
+                        "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
+                        "python": platform.python_version(), "platform": platform.platform()},
+            "config": _config_json(cfg),
+            "targets": {fid: {"op": t.op, "limit": t.limit, "unit": t.unit} for fid, t in TARGETS.items()},
+            "figures": figures,
+            "micro": micro,
+            "trace_sink": sink,
+            "failed_requests": failed,
+            "phases": phases,
+        }
+        Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+        print(f"results written to {args.json}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="routemesh bench", description=__doc__)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,195 @@
+"""Runs the benchmark: a private mesh per tracing setting, each provider mode, interleaved rounds of both arms."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from routemesh.bench.progress import Progress
+from routemesh.bench.stats import summarize
+from routemesh.bench.system import TRACING_OFF_ENV, CpuMeter, TraceSink
+from routemesh.bench.workload import PROFILES, TIME_SCALES, UPSTREAM_MODEL, DirectArm, PhaseRun, ThroughArm, run_phase
+from routemesh.mesh import Mesh, MeshError, MeshLayout
+
+# Errors kept per phase in the JSON: enough to diagnose, bounded however many requests fail.
+_ERRORS_KEPT = 3
+_TIMEOUTS_S = {"zero": 30.0, "realistic": 60.0}
+
+
+@dataclass
+class BenchConfig:
+    """What to run; `main` fills it from the command line."""
+
+    modes: list[str] = field(default_factory=lambda: ["zero", "realistic"])
+    tracings: list[str] = field(default_factory=lambda: ["off", "on"])
+    rounds: int = 5
+    requests: int = 200  # zero mode, per round, per arm, per concurrency
+    realistic_requests: int = 20  # realistic mode: each request takes about 1.5 s
+    concurrency: list[int] = field(default_factory=lambda: [1, 16, 64, 256])
+    waves: int = 4  # zero mode sends at least waves x concurrency requests, so every stream slot is reused
+    settle_s: float = 0.4  # after each phase, so deferred work (telemetry reports, span export) is counted
+    decision_iterations: int = 5000
+    classifier_iterations: int = 2000
+    quick: bool = False
+
+    def requests_at(self, mode: str, concurrency: int) -> int:
+        if mode == "zero":
+            return max(self.requests, self.waves * concurrency)
+        return max(self.realistic_requests, concurrency)
+
+
+class BenchError(RuntimeError):
+    """The benchmark cannot go on (a mesh process died, nothing answers)."""
+
+
+def _cpu_groups(mesh: Mesh) -> dict[str, int]:
+    return {name: proc.pid for name, proc in mesh.processes.items()}
+
+
+def phase_record(tracing: str, mode: str, round_no: int, concurrency: int, arm: str, run: PhaseRun,
+                 cpu_ms: dict[str, float], trace_export: tuple[int, int]) -> dict:
+    """Everything measured in one phase; latencies of failed requests are left out."""
+    ok = [s for s in run.samples if s.ok]
+    gaps = [g for s in ok for g in s.gaps_ms]
+    return {
+        "tracing": tracing, "mode": mode, "round": round_no, "concurrency": concurrency, "arm": arm,
+        "requests": len(run.samples), "ok": len(ok), "failed": len(run.samples) - len(ok),
+        "errors": sorted({s.error for s in run.samples if not s.ok})[:_ERRORS_KEPT],
+        "wall_s": round(run.wall_s, 6),
+        "tokens": sum(s.tokens for s in ok),
+        "chunks": sum(s.chunks for s in ok),
+        "ttft_ms": [round(s.ttft_ms, 4) for s in ok],
+        "total_ms": [round(s.total_ms, 4) for s in ok],
+        "gap_ms": summarize(gaps),
+        "tokens_per_chunk": summarize([s.tokens / s.chunks for s in ok if s.chunks]),
+        "cpu_ms": {name: round(ms, 3) for name, ms in cpu_ms.items()},
+        "trace_exports": trace_export[0], "trace_export_bytes": trace_export[1],
+    }
+
+
+async def _set_profile(mesh: Mesh, mode: str) -> None:
+    root = mesh.layout.sim_url.removesuffix("/v1")
+    async with httpx.AsyncClient(timeout=10) as client:
+        response = await client.patch(f"{root}/admin/profiles/{UPSTREAM_MODEL}", json=PROFILES[mode])
+        response.raise_for_status()
+
+
+async def measure_mode(mesh: Mesh, mode: str, tracing: str, cfg: BenchConfig, sink: TraceSink | None,
+                       progress: Progress) -> list[dict]:
+    """Warm up, then `rounds` rounds; in each, every concurrency runs both arms, alternating which goes first."""
+    await _set_profile(mesh, mode)
+    timeout = _TIMEOUTS_S[mode]
+    direct = DirectArm(mesh.layout.sim_url, timeout)
+    through = ThroughArm(mesh.layout.address("router"), timeout)
+    phases: list[dict] = []
+    try:
+        top = max(cfg.concurrency)
+        for arm in (direct, through):
+            progress.phase(f"[tracing {tracing}, {mode}] warm-up, {arm.name}")
+            run = await run_phase(arm, top, top, timeout, lambda d: progress.count(d, top))
+            if not any(s.ok for s in run.samples):
+                raise BenchError(f"{arm.name} arm: no request succeeded in warm-up: {run.samples[0].error}")
+        for round_no in range(1, cfg.rounds + 1):
+            for index, concurrency in enumerate(cfg.concurrency):
+                # Alternating the order cancels slow drift (thermal, other load) between the two arms.
+                order = (direct, through) if (round_no + index) % 2 else (through, direct)
+                for arm in order:
+                    n = cfg.requests_at(mode, concurrency)
+                    progress.phase(f"[tracing {tracing}, {mode}] round {round_no}/{cfg.rounds}, "
+                                   f"c={concurrency}, {arm.name}")
+                    gc.collect()
+                    meter = CpuMeter(_cpu_groups(mesh))
+                    exports_before = sink.counts() if sink else (0, 0)
+                    meter.start()
+                    run = await run_phase(arm, n, concurrency, timeout, lambda d, n=n: progress.count(d, n))
+                    await asyncio.sleep(cfg.settle_s)
+                    cpu = meter.stop()
+                    exports_after = sink.counts() if sink else (0, 0)
+                    exported = (exports_after[0] - exports_before[0], exports_after[1] - exports_before[1])
+                    record = phase_record(tracing, mode, round_no, concurrency, arm.name, run, cpu, exported)
+                    phases.append(record)
+                    if record["failed"]:
+                        progress.note(f"warning: {record['failed']}/{n} requests failed "
+                                      f"({arm.name}, c={concurrency}): {'; '.join(record['errors'])}")
+                    dead = mesh.dead()
+                    if dead:
+                        raise BenchError(f"mesh process(es) exited: {', '.join(dead)}")
+    finally:
+        await direct.aclose()
+        await through.aclose()
+    return phases
+
+
+def _restart_sim(mesh: Mesh, time_scale: float) -> None:
+    """Switch provider mode: the sim's time scale is a start-up flag, so the sim alone is restarted."""
+    mesh.stop_service("sim", timeout_s=10)
+    mesh.sim_time_scale = time_scale
+    mesh.start_service("sim")
+    mesh.wait_healthy("sim", time.monotonic() + 30)
+
+
+def run_tracing(tracing: str, cfg: BenchConfig, sink: TraceSink | None, progress: Progress) -> list[dict]:
+    """One private mesh with tracing on or off; every mode measured on it; the mesh always stopped."""
+    log_dir = Path(tempfile.mkdtemp(prefix=f"routemesh-bench-{tracing}-"))
+    env = sink.environment() if tracing == "on" and sink else dict(TRACING_OFF_ENV)
+    # Short drain on shutdown: nothing is in flight when the bench stops the mesh, except after Ctrl-C.
+    env["ROUTEMESH_GRACE_S"] = "2"
+    mesh = Mesh(MeshLayout.free(), sim_time_scale=TIME_SCALES[cfg.modes[0]], log_dir=log_dir, extra_env=env)
+    progress.phase(f"[tracing {tracing}] starting a private mesh")
+    phases: list[dict] = []
+    ok = False
+    try:
+        mesh.start(progress=lambda s: progress.phase(f"[tracing {tracing}] starting a private mesh: {s} is up"))
+        for mode in cfg.modes:
+            if mesh.sim_time_scale != TIME_SCALES[mode]:
+                progress.phase(f"[tracing {tracing}] restarting the sim for {mode} mode")
+                _restart_sim(mesh, TIME_SCALES[mode])
+            phases += asyncio.run(measure_mode(mesh, mode, tracing, cfg, sink, progress))
+        ok = True
+    except MeshError as exc:
+        raise BenchError(str(exc)) from None
+    finally:
+        progress.phase(f"[tracing {tracing}] stopping the mesh")
+        mesh.stop(timeout_s=10)
+        if ok:
+            shutil.rmtree(log_dir, ignore_errors=True)
+        else:
+            progress.note(f"mesh logs kept in {log_dir}")
+    return phases
+
+
+def run_micro(cfg: BenchConfig, progress: Progress) -> dict:
+    """The in-process micro-benchmarks: one routing decision over 20 candidates, and classify()."""
+    from routemesh.classifier.bench import run_benchmark as classifier_benchmark
+    from routemesh.router.bench import run_benchmark as decision_benchmark
+
+    progress.phase("micro-benchmark: decision (20 candidates)")
+    decision = decision_benchmark(iterations=cfg.decision_iterations)
+    progress.phase("micro-benchmark: classifier (2,000-token prompt)")
+    classifier = classifier_benchmark(iterations=cfg.classifier_iterations)
+    return {"decision": decision, "classifier": classifier}
+
+
+def run_all(cfg: BenchConfig, progress: Progress) -> tuple[dict, list[dict], dict]:
+    """Micro-benchmarks first (the machine is quiet then), then each tracing setting's mesh."""
+    micro = run_micro(cfg, progress)
+    phases: list[dict] = []
+    sink = TraceSink() if "on" in cfg.tracings else None
+    totals = {"exports": 0, "bytes": 0}
+    try:
+        if sink:
+            sink.start()
+        for tracing in cfg.tracings:
+            phases += run_tracing(tracing, cfg, sink, progress)
+    finally:
+        if sink:
+            totals["exports"], totals["bytes"] = sink.counts()
+            sink.stop()
+    return micro, phases, totals

@@ -1,0 +1,247 @@
+"""Turns measured phases into per-round figures, medians and spreads, targets, a table and JSON."""
+
+from __future__ import annotations
+
+import operator
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import TextIO
+
+from routemesh.bench.stats import minus, per, percentile, ratio, spread
+
+# Processes whose CPU is the provider's or the load generator's, not routemesh's.
+_NOT_ROUTEMESH = {"sim", "bench-client"}
+SHORT_ADDED_P99_MS = 50.0
+THROUGHPUT_STREAMS = 64
+
+
+@dataclass(frozen=True)
+class Target:
+    """A goal from the issue, checked on a figure's value (the median of its per-round values)."""
+
+    op: str  # "<=" or ">="
+    limit: float
+    unit: str
+
+    def met(self, value: float | None) -> bool | None:
+        if value is None:
+            return None
+        return (operator.le if self.op == "<=" else operator.ge)(value, self.limit)
+
+    def text(self) -> str:
+        limit = f"{self.limit:,.0f}" if self.limit >= 1000 else f"{self.limit:g}"
+        return f"{'≤' if self.op == '<=' else '≥'} {limit}{(' ' + self.unit) if self.unit else ''}"
+
+
+TARGETS = {
+    "added_ttft_p50_ms": Target("<=", 2, "ms"),
+    "added_ttft_p99_ms": Target("<=", 5, "ms"),
+    "added_gap_p50_ms": Target("<=", 0.2, "ms"),
+    "added_gap_p99_ms": Target("<=", 1, "ms"),
+    "total_duration_ratio": Target("<=", 1.01, ""),
+    "tokens_per_s": Target(">=", 20_000, "tok/s"),  # at THROUGHPUT_STREAMS streams only
+    "short_requests_per_s": Target(">=", 400, "req/s"),
+    "cpu_ms_per_request": Target("<=", 4, "ms"),
+    "cpu_ms_per_token": Target("<=", 0.05, "ms"),
+    "decision_p99_us": Target("<=", 200, "µs"),
+    "classifier_p99_us": Target("<=", 1000, "µs"),
+}
+
+# (figure id, label, modes it is reported for, "c1" for the lowest concurrency only or "each")
+_LATENCY_FIGURES = [
+    ("added_ttft_p50_ms", "added TTFT p50 ms", ("zero", "realistic"), "c1"),
+    ("added_ttft_p99_ms", "added TTFT p99 ms", ("zero", "realistic"), "c1"),
+    # With a zero-delay provider the whole answer arrives at once and is relayed as one chunk, so there is
+    # no gap to compare: gaps are a realistic-mode figure (the per-phase gap summaries are in the JSON).
+    ("added_gap_p50_ms", "added gap between chunks p50 ms", ("realistic",), "c1"),
+    ("added_gap_p99_ms", "added gap between chunks p99 ms", ("realistic",), "c1"),
+    ("tokens_per_chunk", "tokens per chunk, mean", ("zero", "realistic"), "each"),
+    ("total_duration_ratio", "total duration p50 ratio", ("realistic",), "each"),
+    ("ttft_ratio", "TTFT p50 ratio", ("realistic",), "each"),
+    ("added_total_p99_ms", "added total duration p99 ms", ("zero",), "each"),
+    ("requests_per_s", "requests/s", ("zero",), "each"),
+    ("tokens_per_s", "relayed tokens/s", ("zero",), "each"),
+    ("cpu_ms_per_request", "CPU ms per request", ("zero",), "each"),
+    ("cpu_ms_per_token", "CPU ms per relayed token", ("zero",), "each"),
+]
+MICRO_FIGURES = ["decision_p50_us", "decision_p99_us", "classifier_p50_us", "classifier_p99_us"]
+
+
+def arm_metrics(phase: dict) -> dict[str, float | None]:
+    """One arm's figures for one round."""
+    cpu = phase["cpu_ms"]
+    routemesh_cpu = sum(ms for name, ms in cpu.items() if name not in _NOT_ROUTEMESH)
+    ok, tokens, wall = phase["ok"], phase["tokens"], phase["wall_s"]
+    return {
+        "ttft_p50_ms": percentile(phase["ttft_ms"], 0.5),
+        "ttft_p99_ms": percentile(phase["ttft_ms"], 0.99),
+        "total_p50_ms": percentile(phase["total_ms"], 0.5),
+        "total_p99_ms": percentile(phase["total_ms"], 0.99),
+        "gap_p50_ms": phase["gap_ms"]["p50"],
+        "gap_p99_ms": phase["gap_ms"]["p99"],
+        "tokens_per_chunk": per(tokens, phase["chunks"]),
+        "requests_per_s": per(ok, wall),
+        "tokens_per_s": per(tokens, wall),
+        "routemesh_cpu_ms_per_request": per(routemesh_cpu, ok),
+        "routemesh_cpu_ms_per_token": per(routemesh_cpu, tokens),
+        "sim_cpu_ms_per_request": per(cpu.get("sim"), ok),
+        "mesh_cpu_ms_per_request": per(routemesh_cpu + cpu.get("sim", 0.0), ok),
+        "mesh_cpu_ms_per_token": per(routemesh_cpu + cpu.get("sim", 0.0), tokens),
+        "sim_cpu_ms_per_token": per(cpu.get("sim"), tokens),
+        "client_cpu_ms_per_request": per(cpu.get("bench-client"), ok),
+        "failed": phase["failed"],
+    }
+
+
+def _figure_values(fid: str, direct: dict, through: dict) -> tuple[float | None, float | None, float | None]:
+    """(direct, through, value) of one figure in one round; `value` is what the target is checked on."""
+    pairs: dict[str, tuple[str, str, Callable]] = {
+        "added_ttft_p50_ms": ("ttft_p50_ms", "ttft_p50_ms", minus),
+        "added_ttft_p99_ms": ("ttft_p99_ms", "ttft_p99_ms", minus),
+        "added_gap_p50_ms": ("gap_p50_ms", "gap_p50_ms", minus),
+        "added_gap_p99_ms": ("gap_p99_ms", "gap_p99_ms", minus),
+        "added_total_p99_ms": ("total_p99_ms", "total_p99_ms", minus),
+        "total_duration_ratio": ("total_p50_ms", "total_p50_ms", ratio),
+        "ttft_ratio": ("ttft_p50_ms", "ttft_p50_ms", ratio),
+        "tokens_per_chunk": ("tokens_per_chunk", "tokens_per_chunk", lambda t, d: t),
+        "requests_per_s": ("requests_per_s", "requests_per_s", lambda t, d: t),
+        "tokens_per_s": ("tokens_per_s", "tokens_per_s", lambda t, d: t),
+        # Direct: the sim's CPU serving the direct arm; through: every mesh process (sim included);
+        # value: routemesh's own processes, what routemesh adds.
+        "cpu_ms_per_request": ("sim_cpu_ms_per_request", "mesh_cpu_ms_per_request", None),
+        "cpu_ms_per_token": ("sim_cpu_ms_per_token", "mesh_cpu_ms_per_token", None),
+    }
+    d_key, t_key, combine = pairs[fid]
+    d, t = direct.get(d_key), through.get(t_key)
+    if combine is None:
+        own = "routemesh_cpu_ms_per_request" if fid == "cpu_ms_per_request" else "routemesh_cpu_ms_per_token"
+        return d, t, through.get(own)
+    return d, t, combine(t, d)
+
+
+def _figure(key: str, label: str, fid: str, rounds: list[tuple[float | None, ...]], target: Target | None,
+            **where: object) -> dict:
+    values = spread([r[2] for r in rounds])
+    return {
+        "key": key, "id": fid, "label": label, **where,
+        "direct": spread([r[0] for r in rounds]), "through": spread([r[1] for r in rounds]),
+        "value": values["median"], "spread": [values["min"], values["max"]], "rounds": values["rounds"],
+        "target": None if target is None else {"op": target.op, "limit": target.limit, "unit": target.unit},
+        "pass": None if target is None else target.met(values["median"]),
+    }
+
+
+def _by_round(phases: Iterable[dict]) -> dict[tuple, dict[int, dict[str, dict]]]:
+    """(tracing, mode, concurrency) -> round -> arm -> metrics."""
+    grouped: dict[tuple, dict[int, dict[str, dict]]] = defaultdict(lambda: defaultdict(dict))
+    for phase in phases:
+        grouped[(phase["tracing"], phase["mode"], phase["concurrency"])][phase["round"]][phase["arm"]] = \
+            arm_metrics(phase)
+    return grouped
+
+
+def figure_key(tracing: str, mode: str, concurrency: int | None, fid: str) -> str:
+    return f"tracing={tracing}/{mode}/" + (f"c={concurrency}/" if concurrency is not None else "") + fid
+
+
+def expected_figure_keys(modes: list[str], tracings: list[str], concurrency: list[int]) -> list[str]:
+    """Every figure key a complete run with these settings reports (the smoke test checks them)."""
+    keys = [f"micro/{fid}" for fid in MICRO_FIGURES]
+    low = min(concurrency)
+    for tracing in tracings:
+        for mode in modes:
+            for fid, _, fig_modes, which in _LATENCY_FIGURES:
+                if mode in fig_modes:
+                    keys += [figure_key(tracing, mode, c, fid) for c in ([low] if which == "c1" else concurrency)]
+            if mode == "zero":
+                keys.append(figure_key(tracing, mode, None, "short_requests_per_s"))
+    return keys
+
+
+def build_figures(phases: list[dict], micro: dict, modes: list[str], tracings: list[str],
+                  concurrency: list[int]) -> dict[str, dict]:
+    grouped = _by_round(phases)
+    figures: dict[str, dict] = {}
+    low = min(concurrency)
+    for tracing in tracings:
+        for mode in modes:
+            for fid, label, fig_modes, which in _LATENCY_FIGURES:
+                if mode not in fig_modes:
+                    continue
+                for c in [low] if which == "c1" else concurrency:
+                    rounds = grouped.get((tracing, mode, c), {})
+                    values = [_figure_values(fid, arms["direct"], arms["through"])
+                              for _, arms in sorted(rounds.items()) if {"direct", "through"} <= set(arms)]
+                    target = TARGETS.get(fid)
+                    if fid == "tokens_per_s" and c != THROUGHPUT_STREAMS:
+                        target = None
+                    key = figure_key(tracing, mode, c, fid)
+                    figures[key] = _figure(key, f"{label} (c={c})", fid, values, target,
+                                           tracing=tracing, mode=mode, concurrency=c)
+            if mode == "zero":
+                key = figure_key(tracing, mode, None, "short_requests_per_s")
+                figures[key] = _short_requests(key, grouped, tracing, concurrency)
+                figures[key].update(tracing=tracing, mode=mode, concurrency=None)
+    for name in ("decision", "classifier"):
+        for q in ("p50", "p99"):
+            fid = f"{name}_{q}_us"
+            value = micro.get(name, {}).get(f"{q}_us")
+            key = f"micro/{fid}"
+            figures[key] = _figure(key, f"{name} {q} µs", fid, [(None, value, value)], TARGETS.get(fid),
+                                   tracing=None, mode="micro", concurrency=None)
+    return figures
+
+
+def _short_requests(key: str, grouped: dict, tracing: str, concurrency: list[int]) -> dict:
+    """Per round: the highest requests/s through routemesh at a concurrency whose added p99 stays ≤ 50 ms."""
+    rounds: dict[int, list[tuple[float | None, float | None, float | None]]] = defaultdict(list)
+    for c in concurrency:
+        for round_no, arms in grouped.get((tracing, "zero", c), {}).items():
+            if {"direct", "through"} <= set(arms):
+                direct, through = arms["direct"], arms["through"]
+                added = minus(through["total_p99_ms"], direct["total_p99_ms"])
+                within = added is not None and added <= SHORT_ADDED_P99_MS
+                rounds[round_no].append((direct["requests_per_s"], through["requests_per_s"],
+                                         through["requests_per_s"] if within else 0.0))
+    values = [tuple(max((v for v in column if v is not None), default=None) for column in zip(*rows, strict=True))
+              for _, rows in sorted(rounds.items())]
+    label = f"short requests/s with added p99 ≤ {SHORT_ADDED_P99_MS:g} ms"
+    return _figure(key, label, "short_requests_per_s", values, TARGETS["short_requests_per_s"])
+
+
+def _fmt(value: float | None) -> str:
+    if value is None:
+        return "—"
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:.3g}"
+
+
+_MODE_TITLES = {"zero": "zero-delay provider (our overhead)", "realistic": "realistic provider (TTFT 200 ms, 20 ms/token)"}
+
+
+def print_table(figures: dict[str, dict], out: TextIO) -> None:
+    """figure | direct | through routemesh | added/ratio (median, min–max of rounds) | target | mark."""
+    header = f"{'figure':<44} {'direct':>10} {'through':>10} {'added/ratio [spread]':>28}  {'target':<14} "
+    sections: dict[tuple, list[dict]] = defaultdict(list)
+    for fig in figures.values():
+        sections[(fig["tracing"], fig["mode"])].append(fig)
+    for (tracing, mode), rows in sections.items():
+        title = "micro-benchmarks (in process)" if mode == "micro" else \
+            f"tracing {tracing} · {_MODE_TITLES.get(mode, mode)}"
+        print(f"\n{title}", file=out)
+        print(header, file=out)
+        print("-" * len(header), file=out)
+        for fig in rows:
+            lo, hi = fig["spread"]
+            span = f"[{_fmt(lo)}–{_fmt(hi)}]" if lo is not None and lo != hi else ""
+            target = fig["target"]
+            target_text = Target(**target).text() if target else ""
+            mark = {True: "pass", False: "FAIL", None: "" if target is None else "n/a"}[fig["pass"]]
+            print(f"{fig['label']:<44} {_fmt(fig['direct']['median']):>10} {_fmt(fig['through']['median']):>10} "
+                  f"{_fmt(fig['value']) + ' ' + span:>28}  {target_text:<14} {mark}", file=out)
+    print("\nnotes: added = through − direct, per round; values are medians of round medians, [min–max] of "
+          "rounds.\n  CPU: direct = the sim serving the direct arm; through = every mesh process with the sim; "
+          "added = routemesh's own processes.\n  requests/s and tokens/s: the added/ratio column is through "
+          "routemesh; the target applies to it.", file=out)

@@ -1,0 +1,181 @@
+"""The benchmark workload: one streaming chat, sent directly to the sim (httpx) or through routemesh (gRPC)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import httpx
+
+from routemesh.client import AsyncRouterClient, RoutemeshError
+from routemesh.v1 import common_pb2
+
+# The router is pinned to one policy model so the routing choice is constant; the direct arm asks the
+# sim for that model's upstream name.
+PINNED_MODEL = "fast-cheap"
+UPSTREAM_MODEL = "sim-fast"
+MAX_TOKENS = 64
+
+# min_tokens = max_tokens = MAX_TOKENS makes every answer exactly 64 tokens (the sim finishes its sentence,
+# then max_tokens cuts it), so both arms relay the same number of tokens per request.
+ZERO_PROFILE = {"min_tokens": MAX_TOKENS, "max_tokens": MAX_TOKENS, "jitter": 0.0}
+REALISTIC_PROFILE = {"ttft_ms": 200.0, "tokens_per_s": 50.0, "min_tokens": MAX_TOKENS,
+                     "max_tokens": MAX_TOKENS, "jitter": 0.0}
+PROFILES = {"zero": ZERO_PROFILE, "realistic": REALISTIC_PROFILE}
+TIME_SCALES = {"zero": 0.0, "realistic": 1.0}
+
+_OK_STATUSES = (common_pb2.FINISH_STATUS_COMPLETE, common_pb2.FINISH_STATUS_LENGTH)
+
+
+def prompt(index: int) -> str:
+    """The i-th request's prompt; both arms send the same sequence, so the sim answers them identically."""
+    return f"Request {index}: give a short overview of caching strategies for a web service."
+
+
+@dataclass
+class Sample:
+    """One request as the caller saw it; times in milliseconds from the moment the request was sent."""
+
+    ok: bool
+    ttft_ms: float = 0.0
+    total_ms: float = 0.0
+    gaps_ms: list[float] = field(default_factory=list)  # between consecutive content-bearing chunks
+    chunks: int = 0
+    tokens: int = 0
+    error: str = ""
+
+
+class DirectArm:
+    """Streams chat completions straight from the sim, the way the executor does (same body, same limits)."""
+
+    name = "direct"
+
+    def __init__(self, sim_url: str, timeout_s: float):
+        # The executor's own pool settings, so connection reuse is the same in both arms.
+        self._client = httpx.AsyncClient(
+            base_url=sim_url,
+            limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200, keepalive_expiry=60),
+            timeout=httpx.Timeout(timeout_s),
+        )
+
+    async def one(self, index: int) -> Sample:
+        body = {"model": UPSTREAM_MODEL, "messages": [{"role": "user", "content": prompt(index)}],
+                "max_tokens": MAX_TOKENS, "stream": True, "stream_options": {"include_usage": True}}
+        start = time.perf_counter()
+        sample = Sample(ok=False)
+        last = 0.0
+        try:
+            async with self._client.stream("POST", "/chat/completions", json=body,
+                                           headers={"Accept": "text/event-stream"}) as response:
+                if response.status_code != 200:
+                    await response.aread()
+                    sample.error = f"HTTP {response.status_code}"
+                    return sample
+                async for line in response.aiter_lines():
+                    if not line.startswith("data: "):
+                        continue
+                    data = line[6:]
+                    if data == "[DONE]":
+                        break
+                    choices = json.loads(data).get("choices") or ()
+                    text = choices[0].get("delta", {}).get("content") if choices else None
+                    if not text:
+                        continue
+                    now = time.perf_counter()
+                    if sample.chunks:
+                        sample.gaps_ms.append((now - last) * 1000)
+                    else:
+                        sample.ttft_ms = (now - start) * 1000
+                    last = now
+                    sample.chunks += 1
+                    sample.tokens += 1  # the sim sends one token per chunk
+        except (httpx.HTTPError, ValueError) as exc:
+            sample.error = f"{type(exc).__name__}: {exc}"[:200]
+            return sample
+        sample.total_ms = (time.perf_counter() - start) * 1000
+        sample.ok = sample.chunks > 0
+        if not sample.ok:
+            sample.error = "no tokens"
+        return sample
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+class ThroughArm:
+    """Streams RouterService.Chat with the model pinned, through the whole mesh."""
+
+    name = "through"
+
+    def __init__(self, router_address: str, timeout_s: float):
+        self._client = AsyncRouterClient(router_address, timeout=timeout_s)
+
+    async def one(self, index: int) -> Sample:
+        start = time.perf_counter()
+        sample = Sample(ok=False)
+        last = 0.0
+        final = None
+        try:
+            async for event in self._client.chat(prompt(index), model=PINNED_MODEL, max_tokens=MAX_TOKENS):
+                kind = event.WhichOneof("event")
+                if kind == "delta":
+                    if not event.delta.text:
+                        continue
+                    now = time.perf_counter()
+                    if sample.chunks:
+                        sample.gaps_ms.append((now - last) * 1000)
+                    else:
+                        sample.ttft_ms = (now - start) * 1000
+                    last = now
+                    sample.chunks += 1
+                elif kind == "final":
+                    final = event.final
+        except RoutemeshError as exc:
+            sample.error = str(exc)[:200]
+            return sample
+        sample.total_ms = (time.perf_counter() - start) * 1000
+        if final is None or final.status not in _OK_STATUSES:
+            sample.error = final.error[:200] if final is not None else "no final event"
+            return sample
+        # Deltas carry coalesced text, so the token count comes from the final usage.
+        sample.tokens = int(final.usage.output_tokens)
+        sample.ok = sample.chunks > 0
+        return sample
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+
+@dataclass
+class PhaseRun:
+    """Every sample of one measured phase and its wall time."""
+
+    samples: list[Sample]
+    wall_s: float
+
+
+async def run_phase(arm: DirectArm | ThroughArm, requests: int, concurrency: int, timeout_s: float,
+                    on_done: Callable[[int], None] | None = None, first_index: int = 0) -> PhaseRun:
+    """Send `requests` requests with `concurrency` in flight; each one is cut at `timeout_s`, so this ends."""
+    samples: list[Sample] = []
+    next_index = 0
+
+    async def worker() -> None:
+        nonlocal next_index
+        while next_index < requests:
+            index = next_index
+            next_index += 1
+            try:
+                sample = await asyncio.wait_for(arm.one(first_index + index), timeout_s)
+            except TimeoutError:
+                sample = Sample(ok=False, error=f"no answer in {timeout_s:g} s")
+            samples.append(sample)
+            if on_done is not None:
+                on_done(len(samples))
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(min(concurrency, requests))))
+    return PhaseRun(samples, time.perf_counter() - start)

@@ -1,0 +1,62 @@
+"""The bench report: per-round added and ratio figures, medians and spreads, targets, and the figure keys."""
+
+from __future__ import annotations
+
+import io
+
+from routemesh.bench.report import build_figures, expected_figure_keys, print_table
+from routemesh.bench.stats import percentile, spread
+
+
+def _phase(mode: str, round_no: int, c: int, arm: str, ttft: float, total: float, wall: float,
+           chunks: int, cpu: dict[str, float]) -> dict:
+    gap = 20.0 if mode == "realistic" else None
+    return {"tracing": "off", "mode": mode, "round": round_no, "concurrency": c, "arm": arm, "requests": 10,
+            "ok": 10, "failed": 0, "errors": [], "wall_s": wall, "tokens": 640, "chunks": chunks,
+            "ttft_ms": [ttft] * 10, "total_ms": [total] * 10,
+            "gap_ms": {"count": 630, "mean": gap, "p50": gap, "p90": gap, "p99": gap, "max": gap},
+            "tokens_per_chunk": {}, "cpu_ms": cpu, "trace_exports": 0, "trace_export_bytes": 0}
+
+
+def _phases() -> list[dict]:
+    phases = []
+    for r in (1, 2, 3):
+        for c in (1, 64):
+            phases.append(_phase("zero", r, c, "direct", 2.0, 5.0, 0.01 * c, 640, {"sim": 10.0, "router": 0.0}))
+            phases.append(_phase("zero", r, c, "through", 2.0 + r, 5.0 + r, 0.02 * c, 10,
+                                 {"sim": 10.0, "router": 20.0, "executor": 10.0, "bench-client": 99.0}))
+            phases.append(_phase("realistic", r, c, "direct", 200.0, 1460.0, 1.5, 640, {"sim": 10.0}))
+            phases.append(_phase("realistic", r, c, "through", 201.0, 1460.0 * (1 + r / 100), 1.5, 640, {}))
+    return phases
+
+
+def test_figures_are_medians_of_per_round_differences_with_their_spread():
+    micro = {"decision": {"p50_us": 50.0, "p99_us": 250.0}, "classifier": {"p50_us": 300.0, "p99_us": 600.0}}
+    figures = build_figures(_phases(), micro, ["zero", "realistic"], ["off"], [1, 64])
+    assert set(expected_figure_keys(["zero", "realistic"], ["off"], [1, 64])) <= set(figures)
+
+    ttft = figures["tracing=off/zero/c=1/added_ttft_p50_ms"]
+    assert (ttft["value"], ttft["spread"], ttft["pass"]) == (2.0, [1.0, 3.0], True)
+    ratio = figures["tracing=off/realistic/c=1/total_duration_ratio"]
+    assert round(ratio["value"], 6) == 1.02 and ratio["pass"] is False
+    assert figures["tracing=off/zero/c=64/tokens_per_chunk"]["value"] == 64
+    # 10 requests, 640 tokens in 1.28 s at c=64; CPU per request counts routemesh's processes only.
+    tokens = figures["tracing=off/zero/c=64/tokens_per_s"]
+    assert tokens["value"] == 500 and tokens["target"]["limit"] == 20_000 and tokens["pass"] is False
+    assert figures["tracing=off/zero/c=1/tokens_per_s"]["target"] is None
+    cpu = figures["tracing=off/zero/c=1/cpu_ms_per_request"]
+    assert (cpu["value"], cpu["direct"]["median"], cpu["through"]["median"]) == (3.0, 1.0, 4.0)
+    # Added p99 is 1-3 ms at both concurrencies, so the best through rate qualifies: 10 / 0.02 s.
+    assert figures["tracing=off/zero/short_requests_per_s"]["value"] == 500
+    assert figures["micro/decision_p99_us"]["pass"] is False
+    assert figures["micro/classifier_p99_us"]["pass"] is True
+
+    out = io.StringIO()
+    print_table(figures, out)
+    assert "added TTFT p50 ms (c=1)" in out.getvalue() and "FAIL" in out.getvalue()
+
+
+def test_percentiles_are_nearest_rank_and_spread_skips_missing_rounds():
+    assert percentile(list(range(1, 101)), 0.99) == 99
+    assert percentile([5.0], 0.5) == 5.0 and percentile([], 0.5) is None
+    assert spread([3.0, None, 1.0]) == {"median": 2.0, "min": 1.0, "max": 3.0, "rounds": [3.0, None, 1.0]}
