@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-SERVICES = ("router", "classifier", "executor", "telemetry", "control")
+SERVICES = ("router", "classifier", "executor", "telemetry", "control", "gateway")
 
 
 def _env(name: str, default: str) -> str:
@@ -107,6 +107,9 @@ def _serve(args: argparse.Namespace) -> int:
     from routemesh.common.tracing import init_tracing, shutdown_tracing
 
     setup_logging(args.service)
+    if args.service == "gateway":  # HTTP, not gRPC: it runs (and traces) itself
+        asyncio.run(importlib.import_module("routemesh.gateway.main").run(args))
+        return 0
     init_tracing(f"routemesh-{args.service}")
     module = importlib.import_module(f"routemesh.{args.service}.main")
 
@@ -150,7 +153,8 @@ def _up(args: argparse.Namespace) -> int:
     except MeshError as exc:
         print(f"routemesh up: {exc}", file=sys.stderr)
         return 1
-    print(f"routemesh is up: router at {layout.address('router')} "
+    print(f"routemesh is up: router at {layout.address('router')}, OpenAI-compatible endpoint at "
+          f"http://{layout.address('gateway')}/v1 "
           f"(telemetry: {'redis ' + args.redis_url if args.redis_url else 'in-process store'}); Ctrl-C stops it",
           flush=True)
     code = 0

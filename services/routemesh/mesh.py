@@ -15,8 +15,9 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 # Start order: each service's dependencies come before it.
-SERVICE_ORDER = ("control", "sim", "telemetry", "classifier", "executor", "router")
-PORT_OFFSETS = {"router": 1, "classifier": 2, "telemetry": 3, "executor": 4, "control": 5, "sim": 6}
+SERVICE_ORDER = ("control", "sim", "telemetry", "classifier", "executor", "router", "gateway")
+PORT_OFFSETS = {"router": 1, "classifier": 2, "telemetry": 3, "executor": 4, "control": 5, "sim": 6, "gateway": 7}
+HTTP_SERVICES = ("sim", "gateway")
 DEFAULT_PORT_BASE = 50050
 
 
@@ -70,6 +71,7 @@ class MeshLayout:
             "ROUTEMESH_CLASSIFIER_ADDR": self.address("classifier"),
             "ROUTEMESH_EXECUTOR_ADDR": self.executor_target(),
             "ROUTEMESH_SIM_URL": self.sim_url,
+            "ROUTEMESH_ROUTER_ADDR": self.address("router"),
         }
 
 
@@ -178,9 +180,9 @@ class Mesh:
         return f" (log {path}):\n" + "\n".join(tail)
 
     def is_healthy(self, service: str) -> bool:
-        if service == "sim":
+        if service in HTTP_SERVICES:
             try:
-                with socket.create_connection((self.layout.host, self.layout.ports["sim"]), timeout=0.2):
+                with socket.create_connection((self.layout.host, self.layout.ports[service]), timeout=0.2):
                     return True
             except OSError:
                 return False

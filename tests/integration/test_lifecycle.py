@@ -177,7 +177,7 @@ def test_demo_runs_end_to_end():
     assert "Traceback" not in result.stderr
 
 
-def _free_port_base(span: int = 7) -> int:
+def _free_port_base(span: int = 8) -> int:
     import random
     import socket
 
@@ -223,7 +223,7 @@ def test_up_starts_every_service_and_stops_them_on_sigint():
         # Nothing listens any more: every service was stopped.
         import socket
 
-        for offset in range(1, 7):
+        for offset in range(1, 8):
             with socket.socket() as sock:
                 assert sock.connect_ex(("127.0.0.1", base + offset)) != 0, f"port {base + offset} still open"
     finally:

@@ -1,0 +1,230 @@
+"""POST /v1/chat/completions: one RouterService.Chat call answered as a completion or as SSE chunks."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from aiohttp import web
+from google.protobuf import json_format
+from opentelemetry import trace
+from opentelemetry.trace import Status, StatusCode
+
+from routemesh.common import semconv
+from routemesh.common.tracing import set_attributes, start_client_span
+from routemesh.gateway import openai_api
+from routemesh.gateway.errors import http_error
+from routemesh.gateway.openai_api import FINISH_REASONS, GatewayError, ParsedChat
+from routemesh.v1 import router_pb2, router_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Answer:
+    """What the router sent so far."""
+
+    decision: router_pb2.Decision = field(default_factory=router_pb2.Decision)
+    final: router_pb2.Final | None = None
+    texts: list[str] = field(default_factory=list)
+
+
+def routemesh_headers(decision: router_pb2.Decision) -> dict[str, str]:
+    return {"x-routemesh-decision-id": decision.decision_id, "x-routemesh-model": decision.model,
+            "x-routemesh-trace-id": decision.trace_id, "x-routemesh-route": decision.route}
+
+
+def _json_response(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(status=status, text=json.dumps(body), content_type="application/json", headers=headers)
+
+
+def error_response(error: GatewayError, headers: dict[str, str] | None = None) -> web.Response:
+    return _json_response(error.status, error.body(), {**(headers or {}), **error.headers})
+
+
+def _sse(payload: dict[str, Any]) -> bytes:
+    return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
+
+
+async def _read_json(request: web.Request) -> Any:
+    try:
+        return json.loads(await request.read())
+    except (ValueError, UnicodeDecodeError):
+        raise GatewayError(400, "the request body is not valid JSON", code="invalid_json") from None
+
+
+class ChatHandler:
+    """Relays one chat per HTTP request; holds the router stub and the per-call deadline."""
+
+    def __init__(self, stub: router_pb2_grpc.RouterServiceStub, timeout_s: float):
+        self.stub = stub
+        self.timeout_s = timeout_s
+
+    async def __call__(self, request: web.Request) -> web.StreamResponse:
+        try:
+            parsed = openai_api.parse_chat(await _read_json(request))
+        except GatewayError as error:
+            return error_response(error)
+        span = trace.get_current_span()
+        set_attributes(span, {semconv.GEN_AI_REQUEST_MODEL: parsed.request.model,
+                              semconv.GEN_AI_REQUEST_MAX_TOKENS: parsed.request.max_tokens or None,
+                              "routemesh.gateway.stream": parsed.stream})
+        client_span, metadata = start_client_span("routemesh.v1.RouterService/Chat")
+        call = self.stub.Chat(parsed.request, metadata=metadata, timeout=self.timeout_s)
+        try:
+            if parsed.stream:
+                return await self._stream(request, parsed, call)
+            return await self._complete(parsed, call)
+        finally:
+            if not call.done():
+                # The caller went away or the gateway is stopping: the router stops the upstream call too.
+                call.cancel()
+                client_span.set_status(Status(StatusCode.ERROR, "CANCELLED"))
+            elif (code := await call.code()) != grpc.StatusCode.OK:
+                client_span.set_status(Status(StatusCode.ERROR, code.name))
+            client_span.end()
+
+    async def explain(self, request: web.Request) -> web.Response:
+        """POST /v1/routemesh/explain: the decision a chat-completions body would get, without running it."""
+        try:
+            parsed = openai_api.parse_chat(await _read_json(request))
+        except GatewayError as error:
+            return error_response(error)
+        chat = parsed.request
+        explain = router_pb2.ExplainRequest(messages=chat.messages, model=chat.model, max_tokens=chat.max_tokens,
+                                            metadata=chat.metadata, routing=chat.routing)
+        client_span, metadata = start_client_span("routemesh.v1.RouterService/Explain")
+        try:
+            reply = await self.stub.Explain(explain, metadata=metadata, timeout=min(self.timeout_s, 30.0))
+        except grpc.aio.AioRpcError as exc:
+            client_span.set_status(Status(StatusCode.ERROR, exc.code().name))
+            return error_response(http_error(exc, parsed.param_of))
+        finally:
+            client_span.end()
+        self._record_decision(reply.decision)
+        body = {"object": "routemesh.decision",
+                "decision": json_format.MessageToDict(reply.decision, preserving_proto_field_name=True)}
+        return _json_response(200, body, routemesh_headers(reply.decision))
+
+    async def _opening(self, parsed: ParsedChat, events: AsyncIterator[router_pb2.ChatResponse],
+                       answer: _Answer) -> GatewayError | None:
+        """Read up to the first text (or the final): errors until then still get their own HTTP status."""
+        try:
+            async for event in events:
+                kind = event.WhichOneof("event")
+                if kind == "decision":
+                    answer.decision = event.decision
+                    self._record_decision(event.decision)
+                elif kind == "delta":
+                    answer.texts.append(event.delta.text)
+                    return None
+                else:
+                    answer.final = event.final
+                    return None
+        except grpc.aio.AioRpcError as exc:
+            return http_error(exc, parsed.param_of)
+        return GatewayError(502, "the router ended the stream without an answer", type="upstream_error",
+                            code="truncated_upstream")
+
+    @staticmethod
+    def _record_decision(decision: router_pb2.Decision) -> None:
+        set_attributes(trace.get_current_span(), {
+            semconv.DECISION_ID: decision.decision_id, semconv.DECISION_MODEL: decision.model,
+            semconv.DECISION_ROUTE: decision.route, semconv.DECISION_PROVIDER: decision.provider,
+        })
+
+    @staticmethod
+    def _record_final(final: router_pb2.Final) -> None:
+        set_attributes(trace.get_current_span(), {
+            semconv.GEN_AI_RESPONSE_MODEL: final.model, semconv.COST_USD: final.cost_usd,
+            semconv.GEN_AI_USAGE_INPUT_TOKENS: final.usage.input_tokens,
+            semconv.GEN_AI_USAGE_OUTPUT_TOKENS: final.usage.output_tokens,
+        })
+
+    async def _complete(self, parsed: ParsedChat, call: Any) -> web.Response:
+        answer = _Answer()
+        events = call.__aiter__()
+        opening_error = await self._opening(parsed, events, answer)
+        headers = routemesh_headers(answer.decision) if answer.decision.decision_id else {}
+        if opening_error is not None:
+            return error_response(opening_error, headers)
+        try:
+            async for event in events:
+                if event.HasField("delta"):
+                    answer.texts.append(event.delta.text)
+                elif event.HasField("final"):
+                    answer.final = event.final
+        except grpc.aio.AioRpcError as exc:
+            # Text already came: whatever the status, the answer is incomplete.
+            return error_response(openai_api.broken_answer(None, f"router stream failed: {exc.code().name}"),
+                                  headers)
+        final = answer.final
+        if final is None or final.status not in FINISH_REASONS:
+            return error_response(openai_api.broken_answer(final), headers)
+        self._record_final(final)
+        body = openai_api.completion(answer.decision, final, "".join(answer.texts), int(time.time()))
+        return _json_response(200, body, headers)
+
+    async def _stream(self, request: web.Request, parsed: ParsedChat, call: Any) -> web.StreamResponse:
+        answer = _Answer()
+        events = call.__aiter__()
+        opening_error = await self._opening(parsed, events, answer)
+        headers = routemesh_headers(answer.decision) if answer.decision.decision_id else {}
+        if opening_error is not None:
+            return error_response(opening_error, headers)
+        final = answer.final
+        if final is not None and final.status not in FINISH_REASONS:
+            # Nothing was sent yet, so the failure can still be an HTTP status.
+            return error_response(openai_api.broken_answer(final), headers)
+        response = web.StreamResponse(status=200, headers={
+            **headers, "content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache",
+            "x-accel-buffering": "no"})
+        await response.prepare(request)
+        decision, created, usage = answer.decision, int(time.time()), parsed.include_usage
+        try:
+            first = {"role": "assistant", "content": "".join(answer.texts)}
+            await response.write(_sse(openai_api.chunk(decision, created, first, include_usage=usage)))
+            try:
+                async for event in events:
+                    if event.HasField("delta"):
+                        delta = {"content": event.delta.text}
+                        await response.write(_sse(openai_api.chunk(decision, created, delta, include_usage=usage)))
+                    elif event.HasField("final"):
+                        final = event.final
+            except grpc.aio.AioRpcError as exc:
+                await self._stream_error(response, openai_api.broken_answer(
+                    None, f"router stream failed: {exc.code().name}"))
+                return response
+            if final is None or final.status not in FINISH_REASONS:
+                await self._stream_error(response, openai_api.broken_answer(final))
+                return response
+            self._record_final(final)
+            await response.write(_sse(openai_api.chunk(decision, created, {}, model=final.model,
+                                                       finish_reason=FINISH_REASONS[final.status],
+                                                       include_usage=usage)))
+            if usage:
+                await response.write(_sse(openai_api.usage_chunk(decision, final, created)))
+            await response.write(b"data: [DONE]\n\n")
+        except ConnectionError:
+            log.info("client of decision %s went away mid-stream", decision.decision_id)
+        except asyncio.CancelledError:
+            # Stopped from outside (gateway shutdown past its grace): say so rather than end silently.
+            with contextlib.suppress(Exception):
+                error = openai_api.broken_answer(None, "the gateway stopped the stream")
+                await asyncio.wait_for(response.write(_sse(error.body())), 1.0)
+            raise
+        return response
+
+    @staticmethod
+    async def _stream_error(response: web.StreamResponse, error: GatewayError) -> None:
+        """An SSE error event and no [DONE]: OpenAI clients raise instead of seeing a clean end."""
+        span = trace.get_current_span()
+        span.set_status(Status(StatusCode.ERROR, error.code or "upstream_error"))
+        await response.write(_sse(error.body()))

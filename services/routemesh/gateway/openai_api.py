@@ -1,0 +1,275 @@
+"""OpenAI chat-completions JSON to ChatRequest and back: request checks, completions, chunks, error bodies."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from routemesh.v1 import common_pb2, router_pb2
+
+ROLES = {"system": common_pb2.ROLE_SYSTEM, "developer": common_pb2.ROLE_SYSTEM, "user": common_pb2.ROLE_USER,
+         "assistant": common_pb2.ROLE_ASSISTANT, "tool": common_pb2.ROLE_TOOL}
+FINISH_REASONS = {
+    common_pb2.FINISH_STATUS_COMPLETE: "stop",
+    common_pb2.FINISH_STATUS_LENGTH: "length",
+    common_pb2.FINISH_STATUS_CONTENT_FILTER: "content_filter",
+    # A fallback model completed the cut answer: the caller got a whole answer.
+    common_pb2.FINISH_STATUS_CONTINUED: "stop",
+}
+_INT32_MAX = 2**31 - 1
+
+
+class GatewayError(Exception):
+    """An error answered in OpenAI's shape: {"error": {"message", "type", "param", "code"}}."""
+
+    def __init__(self, status: int, message: str, *, type: str = "invalid_request_error",  # noqa: A002
+                 param: str | None = None, code: str | None = None, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type
+        self.param = param
+        self.code = code
+        self.headers = dict(headers or {})
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+
+def _bad(param: str | None, message: str, code: str = "invalid_value") -> GatewayError:
+    return GatewayError(400, message, param=param, code=code)
+
+
+def _unsupported(param: str, message: str) -> GatewayError:
+    return GatewayError(400, message, param=param, code="unsupported_parameter")
+
+
+# Parameters whose effect routemesh cannot honour yet: refused, never silently dropped, because the
+# caller would get an answer of another shape than the one it asked for.
+_UNSUPPORTED: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "tools": (bool, "tool calls are not supported by routemesh yet; send the request without `tools`"),
+    "functions": (bool, "function calls are not supported by routemesh yet; send the request without `functions`"),
+    "n": (lambda v: v not in (None, 1), "only n=1 is supported"),
+    "logprobs": (bool, "logprobs are not supported"),
+    "top_logprobs": (lambda v: v is not None, "logprobs are not supported"),
+    "stop": (bool, "stop sequences are not supported yet"),
+    "audio": (lambda v: v is not None, "audio output is not supported"),
+    "modalities": (lambda v: v not in (None, ["text"]), "only the text modality is supported"),
+    "prediction": (lambda v: v is not None, "predicted outputs are not supported"),
+}
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _text_of(content: Any, param: str) -> str:
+    if content is None or isinstance(content, str):
+        return content or ""
+    if not isinstance(content, list):
+        raise _bad(param, "content must be a string or a list of content parts")
+    texts = []
+    for j, part in enumerate(content):
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind in ("text", "refusal") and isinstance(part.get(kind), str):
+            texts.append(part[kind])
+        elif kind in ("text", "refusal"):
+            raise _bad(f"{param}[{j}].{kind}", f"a {kind} part needs a `{kind}` string")
+        else:
+            raise _unsupported(f"{param}[{j}].type", f"content part type {kind!r} is not supported yet; "
+                                                     "only text parts are")
+    return "\n".join(texts)
+
+
+def _messages(raw: Any) -> list[common_pb2.Message]:
+    if not isinstance(raw, list) or not raw:
+        raise _bad("messages", "`messages` must be a non-empty list of messages",
+                   code="missing_required_parameter" if raw is None else "invalid_value")
+    messages = []
+    for i, item in enumerate(raw):
+        where = f"messages[{i}]"
+        if not isinstance(item, dict):
+            raise _bad(where, "each message must be an object with `role` and `content`")
+        role = item.get("role")
+        if role not in ROLES:
+            raise _bad(f"{where}.role", f"unknown role {role!r}; expected one of {sorted(ROLES)}")
+        for key in ("tool_calls", "function_call"):
+            if item.get(key):
+                raise _unsupported(f"{where}.{key}", "tool calls are not supported by routemesh yet")
+        name = item.get("name")
+        if name is not None and not isinstance(name, str):
+            raise _bad(f"{where}.name", "`name` must be a string")
+        messages.append(common_pb2.Message(role=ROLES[role], content=_text_of(item.get("content"), f"{where}.content"),
+                                           name=name or ""))
+    return messages
+
+
+def _max_tokens(body: dict[str, Any]) -> tuple[int, str]:
+    """The output cap and the parameter name the caller used (error messages name it back)."""
+    for name in ("max_completion_tokens", "max_tokens"):
+        value = body.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise _bad(name, f"`{name}` must be an integer")
+        if value > _INT32_MAX:
+            raise _bad(name, f"`{name}` is too large")
+        # Negative values go to the router, whose check (and message) is the one every caller sees.
+        return value, name
+    return 0, "max_tokens"
+
+
+def _routing(raw: Any, capabilities: list[str]) -> router_pb2.RoutingOptions:
+    options = router_pb2.RoutingOptions()
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise _bad("routemesh", "`routemesh` must be an object")
+    checks: dict[str, tuple[Callable[[Any], bool], str]] = {
+        "strategy": (lambda v: isinstance(v, str), "a string"),
+        "provider": (lambda v: isinstance(v, str), "a string"),
+        "max_cost_usd": (_is_number, "a number"),
+        "latency_target_ms": (_is_number, "a number"),
+        "allow_fallback": (lambda v: isinstance(v, bool), "true or false"),
+        "required_capabilities": (lambda v: isinstance(v, list) and all(isinstance(c, str) for c in v),
+                                  "a list of strings"),
+    }
+    for key, value in raw.items():
+        if key not in checks:
+            raise _bad(f"routemesh.{key}", f"unknown routemesh option {key!r}; known: {sorted(checks)}")
+        if value is None:
+            continue
+        valid, expected = checks[key]
+        if not valid(value):
+            raise _bad(f"routemesh.{key}", f"`routemesh.{key}` must be {expected}")
+        if key == "required_capabilities":
+            capabilities = [*value, *capabilities]
+        elif key in ("max_cost_usd", "latency_target_ms"):
+            setattr(options, key, float(value))
+        else:
+            setattr(options, key, value)
+    options.required_capabilities.extend(dict.fromkeys(capabilities))
+    return options
+
+
+def _capabilities(body: dict[str, Any]) -> list[str]:
+    fmt = body.get("response_format")
+    if fmt is None:
+        return []
+    kind = fmt.get("type") if isinstance(fmt, dict) else None
+    if kind == "json_object":
+        return ["json"]
+    if kind == "text":
+        return []
+    if kind == "json_schema":
+        raise _unsupported("response_format.type", "json_schema is not supported yet; use json_object")
+    raise _bad("response_format.type", "`response_format.type` must be text or json_object")
+
+
+@dataclass
+class ParsedChat:
+    """A checked chat-completions request."""
+
+    request: router_pb2.ChatRequest
+    stream: bool = False
+    include_usage: bool = False
+    max_tokens_param: str = "max_tokens"
+
+    def param_of(self, router_field: str) -> str:
+        """The OpenAI parameter for a field the router named in a BadRequest violation."""
+        if router_field == "max_tokens":
+            return self.max_tokens_param
+        if router_field.startswith("routing."):
+            return "routemesh." + router_field.removeprefix("routing.")
+        return router_field
+
+
+def parse_chat(body: Any) -> ParsedChat:
+    """Check an OpenAI chat-completions body and build the ChatRequest; raise GatewayError (400)."""
+    if not isinstance(body, dict):
+        raise _bad(None, "the request body must be a JSON object", code="invalid_json")
+    for name, (refused, message) in _UNSUPPORTED.items():
+        if refused(body.get(name)):
+            raise _unsupported(name, message)
+    messages = _messages(body.get("messages"))
+    model = body.get("model")
+    if model is not None and not isinstance(model, str):
+        raise _bad("model", "`model` must be a string")
+    max_tokens, max_tokens_param = _max_tokens(body)
+    request = router_pb2.ChatRequest(messages=messages, model=model or "auto", max_tokens=max_tokens)
+    temperature = body.get("temperature")
+    if temperature is not None:
+        if not _is_number(temperature):
+            raise _bad("temperature", "`temperature` must be a number")
+        request.temperature = float(temperature)
+    metadata = body.get("metadata")
+    if metadata is not None:
+        if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+            raise _bad("metadata", "`metadata` must be an object of string values")
+        request.metadata.update(metadata)
+    user = body.get("user")
+    if user is not None:
+        if not isinstance(user, str):
+            raise _bad("user", "`user` must be a string")
+        request.metadata["user"] = user
+    request.routing.CopyFrom(_routing(body.get("routemesh"), _capabilities(body)))
+    stream = body.get("stream")
+    if stream is not None and not isinstance(stream, bool):
+        raise _bad("stream", "`stream` must be true or false")
+    options = body.get("stream_options")
+    if options is not None and not isinstance(options, dict):
+        raise _bad("stream_options", "`stream_options` must be an object")
+    return ParsedChat(request=request, stream=bool(stream), include_usage=bool((options or {}).get("include_usage")),
+                      max_tokens_param=max_tokens_param)
+
+
+def usage_of(final: router_pb2.Final) -> dict[str, int]:
+    prompt, completion = final.usage.input_tokens, final.usage.output_tokens
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+def extension_of(decision: router_pb2.Decision, final: router_pb2.Final) -> dict[str, Any]:
+    """routemesh's own facts about the answer (clients ignore unknown keys)."""
+    return {"decision_id": decision.decision_id, "route": decision.route, "strategy": decision.strategy,
+            "provider": final.provider, "cost_usd": final.cost_usd, "attempts": len(final.attempts),
+            "usage_estimated": final.usage.estimated}
+
+
+def completion(decision: router_pb2.Decision, final: router_pb2.Final, text: str, created: int) -> dict[str, Any]:
+    return {
+        "id": f"chatcmpl-{decision.decision_id}", "object": "chat.completion", "created": created,
+        "model": final.model or decision.model, "system_fingerprint": None,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text, "refusal": None},
+                     "logprobs": None, "finish_reason": FINISH_REASONS[final.status]}],
+        "usage": usage_of(final), "routemesh": extension_of(decision, final),
+    }
+
+
+def chunk(decision: router_pb2.Decision, created: int, delta: dict[str, Any], *, model: str = "",
+          finish_reason: str | None = None, include_usage: bool = False) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "id": f"chatcmpl-{decision.decision_id}", "object": "chat.completion.chunk", "created": created,
+        "model": model or decision.model, "system_fingerprint": None,
+        "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
+    }
+    if include_usage:
+        # As OpenAI does: every chunk carries usage null; the last one, with no choices, the totals.
+        body["usage"] = None
+    return body
+
+
+def usage_chunk(decision: router_pb2.Decision, final: router_pb2.Final, created: int) -> dict[str, Any]:
+    return {"id": f"chatcmpl-{decision.decision_id}", "object": "chat.completion.chunk", "created": created,
+            "model": final.model or decision.model, "system_fingerprint": None, "choices": [],
+            "usage": usage_of(final), "routemesh": extension_of(decision, final)}
+
+
+def broken_answer(final: router_pb2.Final | None, detail: str = "") -> GatewayError:
+    """The error for an answer that started but did not end cleanly (never a 200 with a clean finish)."""
+    status = common_pb2.FinishStatus.Name(final.status).removeprefix("FINISH_STATUS_") if final else "BROKEN"
+    why = detail or (final.error if final else "") or "no reason given"
+    code = "cancelled" if final is not None and final.status == common_pb2.FINISH_STATUS_CANCELLED \
+        else "truncated_upstream"
+    return GatewayError(502, f"the answer was cut before its end ({status}): {why}", type="upstream_error",
+                        code=code)

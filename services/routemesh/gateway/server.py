@@ -1,0 +1,243 @@
+"""The gateway's aiohttp app: routes, tracing and error middleware, health, models, start and graceful stop."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from aiohttp import web
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from opentelemetry import propagate
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from routemesh.common import semconv
+from routemesh.common.channels import target_of
+from routemesh.common.policy import Policy
+from routemesh.common.policy_watch import PolicyHolder, PolicyWatcher
+from routemesh.common.tracing import tracer
+from routemesh.gateway.chat import ChatHandler, error_response
+from routemesh.gateway.openai_api import GatewayError
+from routemesh.v1 import router_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CONTROL = "127.0.0.1:50055"
+HEALTH_CACHE_S = 1.0
+# Long prompts are legitimate; the router accepts 64 MiB messages too.
+MAX_BODY_BYTES = 64 * 1024 * 1024
+_ROUTER_SERVICE = "routemesh.v1.RouterService"
+# The channel retries Chat and Explain only while nothing was received (UNAVAILABLE before any
+# response), so an answer is never duplicated; keepalive notices a frozen router within seconds.
+_SERVICE_CONFIG = {
+    "loadBalancingConfig": [{"round_robin": {}}],
+    "methodConfig": [{
+        "name": [{"service": _ROUTER_SERVICE}],
+        "retryPolicy": {"maxAttempts": 3, "initialBackoff": "0.1s", "maxBackoff": "1s",
+                        "backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE"]},
+    }],
+}
+CHANNEL_OPTIONS: list[tuple[str, Any]] = [
+    ("grpc.service_config", json.dumps(_SERVICE_CONFIG)),
+    ("grpc.enable_retries", 1),
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
+    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+    ("grpc.max_send_message_length", 64 * 1024 * 1024),
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 2_000),
+]
+# OpenTelemetry HTTP server conventions.
+_HTTP_METHOD, _HTTP_ROUTE, _URL_PATH = "http.request.method", "http.route", "url.path"
+
+
+class Gateway:
+    """What the handlers share: the router channel, the watched policy, the cached router health."""
+
+    def __init__(self, router_address: str, control_address: str, timeout_s: float):
+        self.channel = grpc.aio.insecure_channel(target_of(router_address), options=CHANNEL_OPTIONS)
+        self.router = router_pb2_grpc.RouterServiceStub(self.channel)
+        self.health = health_pb2_grpc.HealthStub(self.channel)
+        self.policy = PolicyHolder()
+        self.watcher = PolicyWatcher(self.policy, control_address, "gateway")
+        self.chat = ChatHandler(self.router, timeout_s)
+        self.draining = False
+        self.started = int(time.time())
+        self._serving = False
+        self._checked_at = -math.inf
+        self._health_lock = asyncio.Lock()
+
+    async def router_serving(self) -> bool:
+        """Whether the router answers SERVING; one check per second however many probes ask."""
+        async with self._health_lock:
+            if time.monotonic() - self._checked_at < HEALTH_CACHE_S:
+                return self._serving
+            try:
+                reply = await self.health.Check(health_pb2.HealthCheckRequest(service=_ROUTER_SERVICE), timeout=0.5)
+                self._serving = reply.status == health_pb2.HealthCheckResponse.SERVING
+            except grpc.aio.AioRpcError:
+                self._serving = False
+            self._checked_at = time.monotonic()
+            return self._serving
+
+    async def close(self) -> None:
+        await self.watcher.stop()
+        await self.channel.close()
+
+
+GATEWAY = web.AppKey("gateway", Gateway)
+
+
+def model_list(policy: Policy, created: int) -> list[dict[str, Any]]:
+    """`auto`, every route, then every model, as OpenAI model objects (routemesh facts in `routemesh`)."""
+    def entry(name: str, owner: str, kind: str, description: str) -> dict[str, Any]:
+        return {"id": name, "object": "model", "created": created, "owned_by": owner,
+                "routemesh": {"kind": kind, "description": description}}
+
+    entries = {"auto": entry("auto", "routemesh", "auto", f"routemesh decides (route {policy.defaults.route})")}
+    for name, route in policy.routes.items():
+        entries.setdefault(name, entry(name, "routemesh", "route", route.description))
+    for name, model in policy.models.items():
+        entries.setdefault(name, entry(name, model.provider, "model", model.description))
+    return list(entries.values())
+
+
+def _gateway(request: web.Request) -> Gateway:
+    return request.app[GATEWAY]
+
+
+async def healthz(request: web.Request) -> web.Response:
+    gateway = _gateway(request)
+    if gateway.draining:
+        return web.Response(status=503, text="draining")
+    if not await gateway.router_serving():
+        return web.Response(status=503, text="router not serving")
+    return web.Response(text="ok")
+
+
+def _policy_or_error(gateway: Gateway) -> Policy:
+    if gateway.policy.current is None:
+        raise GatewayError(503, "no policy yet: the control plane has not been reached", type="service_unavailable",
+                           code="no_policy")
+    return gateway.policy.current.policy
+
+
+async def list_models(request: web.Request) -> web.Response:
+    gateway = _gateway(request)
+    data = model_list(_policy_or_error(gateway), gateway.started)
+    return web.json_response({"object": "list", "data": data})
+
+
+async def get_model(request: web.Request) -> web.Response:
+    gateway = _gateway(request)
+    name = request.match_info["model"]
+    for item in model_list(_policy_or_error(gateway), gateway.started):
+        if item["id"] == name:
+            return web.json_response(item)
+    raise GatewayError(404, f"unknown model or route {name!r}", param="model", code="model_not_found")
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    return await _gateway(request).chat(request)
+
+
+async def explain(request: web.Request) -> web.Response:
+    return await _gateway(request).chat.explain(request)
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def openai_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A SERVER span per API request (continuing an incoming traceparent); every error in OpenAI's shape."""
+    if request.path == "/healthz":
+        return await handler(request)
+    resource = request.match_info.route.resource
+    route = resource.canonical if resource is not None else request.path
+    with tracer().start_as_current_span(
+        f"{request.method} {route}", context=propagate.extract(request.headers), kind=SpanKind.SERVER,
+        attributes={_HTTP_METHOD: request.method, _HTTP_ROUTE: route, _URL_PATH: request.path},
+        record_exception=False, set_status_on_exception=False,
+    ) as span:
+        try:
+            response = await handler(request)
+        except GatewayError as error:
+            response = error_response(error)
+        except web.HTTPException as exc:
+            code = "not_found" if exc.status == 404 else None
+            response = error_response(GatewayError(exc.status, f"{exc.reason}: {request.method} {request.path}",
+                                                   code=code))
+        except Exception:
+            # Users get a short message; the traceback stays in the gateway's log.
+            log.exception("unhandled error in %s %s", request.method, request.path)
+            response = error_response(GatewayError(500, "internal error in the gateway", type="server_error",
+                                                   code="internal_error"))
+        span.set_attribute(semconv.HTTP_RESPONSE_STATUS_CODE, response.status)
+        if response.status >= 500:
+            span.set_status(Status(StatusCode.ERROR, str(response.status)))
+        return response
+
+
+
+def create_app(gateway: Gateway) -> web.Application:
+    app = web.Application(middlewares=[openai_middleware], client_max_size=MAX_BODY_BYTES)
+    app[GATEWAY] = gateway
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/v1/models", list_models)
+    app.router.add_get("/v1/models/{model}", get_model)
+    app.router.add_post("/v1/chat/completions", chat_completions)
+    app.router.add_post("/v1/routemesh/explain", explain)
+    return app
+
+
+@dataclass
+class GatewayServer:
+    """A running gateway; `url` is its root (the OpenAI base URL is url + "/v1")."""
+
+    runner: web.AppRunner
+    gateway: Gateway
+    host: str
+    port: int
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def policy(self) -> PolicyHolder:
+        return self.gateway.policy
+
+    async def close(self) -> None:
+        """Stop accepting, let in-flight requests and streams finish within the grace, then stop."""
+        self.gateway.draining = True
+        await self.runner.cleanup()
+        await self.gateway.close()
+
+
+async def start_gateway(router_address: str, host: str = "127.0.0.1", port: int = 0, *,
+                        control_address: str | None = None, grace_s: float = 30.0,
+                        timeout_s: float = 300.0) -> GatewayServer:
+    """Start the gateway on host:port (0 picks a free port) in the running loop; `timeout_s` bounds each chat."""
+    control = control_address or os.environ.get("ROUTEMESH_CONTROL_ADDR", DEFAULT_CONTROL)
+    gateway = Gateway(router_address, control, timeout_s)
+    # handler_cancellation: a caller that hangs up cancels its handler, which cancels the router call.
+    runner = web.AppRunner(create_app(gateway), handle_signals=False, access_log=None,
+                           handler_cancellation=True, shutdown_timeout=grace_s)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port, backlog=1024).start()
+    except OSError:
+        await runner.cleanup()
+        await gateway.close()
+        raise
+    gateway.watcher.start()
+    return GatewayServer(runner=runner, gateway=gateway, host=host, port=runner.addresses[0][1])
