@@ -98,8 +98,10 @@ async def test_models_lists_auto_routes_and_models(client, policy_file):
     ({"max_tokens": -5}, openai.BadRequestError, "max_tokens", "invalid_value"),
     ({"max_completion_tokens": -5}, openai.BadRequestError, "max_completion_tokens", "invalid_value"),
     ({"messages": []}, openai.BadRequestError, "messages", "invalid_value"),
-    ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]},
-     openai.BadRequestError, "tools", "unsupported_parameter"),
+    ({"tools": [{"type": "file_search"}]}, openai.BadRequestError, "tools[0].type", "unsupported_parameter"),
+    ({"functions": [{"name": "f"}]}, openai.BadRequestError, "functions", "unsupported_parameter"),
+    ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}},
+     openai.BadRequestError, "response_format.type", "unsupported_parameter"),
     ({"extra_body": {"routemesh": {"strategy": "bogus"}}}, openai.BadRequestError, "routemesh.strategy",
      "invalid_value"),
     # "flaky" has no json capability: the pinned model cannot serve the response format.
@@ -111,6 +113,48 @@ async def test_bad_requests_are_openai_errors(client, changes, error, param, cod
         await client.chat.completions.create(**{"model": "auto", "messages": HELLO, **changes})
     assert err.value.param == param
     assert err.value.code == code
+
+
+TOOLS = [{"type": "function", "function": {
+    "name": "get_opening_hours", "description": "Opening hours of the shop on a day",
+    "parameters": {"type": "object", "properties": {"day": {"type": "string"}}, "required": ["day"]}}}]
+TOOL_TURNS = [
+    *HELLO,
+    {"role": "assistant", "content": None, "tool_calls": [
+        {"id": "call_1", "type": "function", "function": {"name": "get_opening_hours", "arguments": '{"day":"sun"}'}}]},
+    {"role": "tool", "tool_call_id": "call_1", "content": "closed"},
+]
+
+
+async def test_tools_reach_the_router_and_are_served(client):
+    # The simulated provider may answer with text rather than a tool call: what matters is that the
+    # gateway takes tools, tool_choice and tool turns, and the answer is a well-formed completion.
+    completion = await client.chat.completions.create(model="balanced", messages=TOOL_TURNS, tools=TOOLS,
+                                                      tool_choice="auto", max_tokens=32)
+    choice = completion.choices[0]
+    assert choice.finish_reason in ("stop", "length", "tool_calls")
+    assert choice.message.content or choice.message.tool_calls
+    for call in choice.message.tool_calls or ():
+        assert call.type == "function" and call.id and call.function.name == "get_opening_hours"
+    stream = await client.chat.completions.create(
+        model="balanced", messages=HELLO, tools=TOOLS, max_tokens=32, stream=True,
+        tool_choice={"type": "function", "function": {"name": "get_opening_hours"}})
+    chunks = [c async for c in stream]
+    reasons = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert reasons in (["stop"], ["length"], ["tool_calls"])
+    pieces = [t for c in chunks if c.choices for t in c.choices[0].delta.tool_calls or ()]
+    if reasons == ["tool_calls"]:
+        assert pieces[0].id and pieces[0].type == "function" and pieces[0].function.name == "get_opening_hours"
+        assert all(p.id is None for p in pieces[1:] if p.index == 0)
+        json.loads("".join(p.function.arguments or "" for p in pieces if p.index == 0))
+
+
+async def test_tools_pinned_to_a_model_without_the_tools_capability_is_400(client):
+    # "fast-cheap" has [streaming, json]: the router must refuse rather than drop the tools.
+    with pytest.raises(openai.BadRequestError) as err:
+        await client.chat.completions.create(model="fast-cheap", messages=HELLO, tools=TOOLS, max_tokens=16)
+    assert err.value.code == "no_eligible_model"
+    assert "tools" in err.value.message
 
 
 async def test_bad_json_and_unknown_paths(gateway):

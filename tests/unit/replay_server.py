@@ -63,6 +63,11 @@ class ReplayServer:
         if self._runner:
             await self._runner.cleanup()
 
+    @property
+    def last_body(self) -> Any:
+        """The JSON body of the last request received (None when it was not JSON)."""
+        return self.seen[-1].body
+
     def base_url(self, scenario: str, suffix: str = "") -> str:
         return f"{self.url}/{scenario}{suffix}"
 
@@ -110,6 +115,41 @@ MESSAGES = [
     {"role": "system", "content": "You are a concise historian."},
     {"role": "user", "content": "Explain how Roman aqueducts carried water into cities"},
 ]
+
+
+TOOLS = [
+    {"name": "get_weather", "description": "Current weather in a city",
+     "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}},
+    {"name": "get_time", "description": "Local time in a timezone",
+     "parameters": {"type": "object", "properties": {"timezone": {"type": "string"}}}},
+]
+# A finished tool round: the assistant called both tools and their results follow, then the user asks on.
+TOOL_MESSAGES = [
+    {"role": "system", "content": "You are a concise assistant."},
+    {"role": "user", "content": "Weather and time in Rome?"},
+    {"role": "assistant", "content": "", "tool_calls": [
+        {"id": "call_1", "name": "get_weather", "arguments": '{"city": "Rome"}'},
+        {"id": "call_2", "name": "get_time", "arguments": '{"timezone": "Europe/Rome"}'}]},
+    {"role": "tool", "tool_call_id": "call_1", "content": "22C, sunny"},
+    {"role": "tool", "tool_call_id": "call_2", "content": "14:05"},
+    {"role": "user", "content": "And tomorrow?"},
+]
+
+
+def tool_calls(events: list[StreamEvent]) -> list[tuple[str, str, str]]:
+    """The (id, name, arguments) of each streamed call, assembled from its tool_call events."""
+    calls: dict[int, list[str]] = {}
+    for event in events:
+        if event.kind != "tool_call":
+            continue
+        if event.tool_index not in calls:
+            assert event.tool_call_id and event.tool_name, "the first piece of a call names it"
+            calls[event.tool_index] = [event.tool_call_id, event.tool_name, ""]
+        else:
+            assert not event.tool_call_id and not event.tool_name, "later pieces carry only arguments"
+        calls[event.tool_index][2] += event.arguments_fragment
+    assert sorted(calls) == list(range(len(calls)))
+    return [(i, n, a) for i, n, a in (calls[k] for k in sorted(calls))]
 
 
 async def collect(http, tgt: ProviderTarget, messages=MESSAGES, **kwargs) -> list[StreamEvent]:

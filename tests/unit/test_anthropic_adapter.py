@@ -7,7 +7,18 @@ import pytest
 
 from routemesh.executor.anthropic_adapter import messages_url, request_body
 from routemesh.executor.provider_base import StreamEvent
-from tests.unit.replay_server import MESSAGES, SECRET, ReplayServer, collect, failure, target, text_of
+from tests.unit.replay_server import (
+    MESSAGES,
+    SECRET,
+    TOOL_MESSAGES,
+    TOOLS,
+    ReplayServer,
+    collect,
+    failure,
+    target,
+    text_of,
+    tool_calls,
+)
 
 MODEL = "claude-sonnet-4-5-20250929"
 
@@ -110,3 +121,60 @@ def test_request_body_merges_turns_and_clamps_temperature():
     assert body["messages"] == [{"role": "user", "content": "a\n\nb"}, {"role": "assistant", "content": "c"},
                                 {"role": "user", "content": "d"}]
     assert "system" not in request_body(target("http://x", "anthropic", MODEL), messages[2:], 10, None)
+
+
+async def test_streamed_tool_use_and_request_shape(server, http):
+    events = await collect(http, anthropic(server, "tool_use"), TOOL_MESSAGES, tools=TOOLS, tool_choice="required")
+    assert text_of(events) == "Let me check both."
+    # tool_index counts tool_use blocks, not content blocks; the empty first partial_json is not a piece
+    assert tool_calls(events) == [("toolu_01A09q90qw90lq917835lq9", "get_weather", '{"city": "Rome"}'),
+                                  ("toolu_01B7xkR2mQ4nT8vW3yZ6pLcD", "get_time", '{"timezone": "Europe/Rome"}')]
+    assert [e.kind for e in events].count("tool_call") == 5
+    assert events[-1] == StreamEvent("finish", finish_reason="tool_calls")
+    body = server.last_body
+    assert body["tools"][1] == {"name": "get_time", "description": "Local time in a timezone",
+                                "input_schema": TOOLS[1]["parameters"]}
+    assert body["tool_choice"] == {"type": "any"} and body["system"] == "You are a concise assistant."
+    assert body["messages"] == [
+        {"role": "user", "content": "Weather and time in Rome?"},
+        {"role": "assistant", "content": [
+            {"type": "tool_use", "id": "call_1", "name": "get_weather", "input": {"city": "Rome"}},
+            {"type": "tool_use", "id": "call_2", "name": "get_time", "input": {"timezone": "Europe/Rome"}}]},
+        # consecutive results share one user turn, and the user's next words follow them in it
+        {"role": "user", "content": [
+            {"type": "tool_result", "tool_use_id": "call_1", "content": "22C, sunny"},
+            {"type": "tool_result", "tool_use_id": "call_2", "content": "14:05"},
+            {"type": "text", "text": "And tomorrow?"}]}]
+
+
+async def test_cut_inside_a_tool_call_is_a_truncation(server, http):
+    error, events = await failure(http, anthropic(server, "tool_use_cut"))
+    assert (error.outcome, error.committed) == ("truncated", True)
+    assert [e.kind for e in events] == ["delta", "tool_call", "tool_call"]
+    assert tool_calls(events) == [("toolu_01A09q90qw90lq917835lq9", "get_weather", '{"city": "Ro')]
+
+
+async def test_json_mode_instruction_and_named_tool_choice(server, http):
+    await collect(http, anthropic(server, "success"), tools=TOOLS, tool_choice="get_time",
+                  response_format="json_object")
+    body = server.last_body
+    assert body["system"] == "You are a concise historian.\n\nRespond with a single JSON object only."
+    assert body["tool_choice"] == {"type": "tool", "name": "get_time"} and "response_format" not in body
+    await collect(http, anthropic(server, "success"), MESSAGES[1:], response_format="json_object",
+                  tool_choice="none")
+    assert server.last_body["system"] == "Respond with a single JSON object only."
+    assert not {"tools", "tool_choice"} & set(server.last_body)
+
+
+def test_assistant_text_with_tool_calls_and_unparseable_arguments():
+    messages = [{"role": "user", "content": "q"},
+                {"role": "assistant", "content": "Checking.",
+                 "tool_calls": [{"id": "t1", "name": "f", "arguments": "{broken"}, {"id": "t2", "name": "g",
+                                                                                    "arguments": ""}]}]
+    body = request_body(target("http://x", "anthropic", MODEL), messages, 10, None,
+                        tools=TOOLS, tool_choice="none")
+    assert body["messages"][1]["content"] == [
+        {"type": "text", "text": "Checking."},
+        {"type": "tool_use", "id": "t1", "name": "f", "input": {"_raw": "{broken"}},
+        {"type": "tool_use", "id": "t2", "name": "g", "input": {}}]
+    assert body["tool_choice"] == {"type": "none"}

@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import json
+
 import grpc
 import pytest
 from grpc_status import rpc_status
 
 from routemesh.common import errors
 from routemesh.gateway.errors import http_error
-from routemesh.gateway.openai_api import GatewayError, broken_answer, parse_chat
+from routemesh.gateway.openai_api import (
+    FINISH_REASONS,
+    GatewayError,
+    ToolCallsSoFar,
+    broken_answer,
+    chunk,
+    completion,
+    delta_of,
+    parse_chat,
+)
 from routemesh.v1 import common_pb2, router_pb2
 
 USER = [{"role": "user", "content": "hi"}]
@@ -40,6 +51,83 @@ def test_a_full_request_maps_onto_chat_request():
     assert parsed.param_of("routing.strategy") == "routemesh.strategy"
 
 
+WEATHER = {"type": "function", "function": {
+    "name": "get_weather", "description": "Weather of a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+
+
+def test_tools_tool_choice_json_mode_and_tool_turns_map_onto_chat_request():
+    parsed = parse_chat({
+        "model": "auto", "tools": [WEATHER, {"type": "function", "function": {"name": "now"}}],
+        "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
+        "response_format": {"type": "json_object"}, "parallel_tool_calls": True,
+        "messages": [{"role": "user", "content": "Weather in Paris?"},
+                     {"role": "assistant", "content": None, "tool_calls": [
+                         {"id": "call_1", "type": "function",
+                          "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'}}]},
+                     {"role": "tool", "tool_call_id": "call_1", "content": '{"temp_c": 21}'}],
+    })
+    request = parsed.request
+    assert [(t.name, t.description) for t in request.tools] == [("get_weather", "Weather of a city"), ("now", "")]
+    assert json.loads(request.tools[0].parameters_json) == WEATHER["function"]["parameters"]
+    assert request.tools[1].parameters_json == ""
+    assert request.tool_choice == "get_weather"
+    assert request.response_format == "json_object"
+    assert not request.routing.required_capabilities  # the router derives "tools" and "json" itself
+    assert parsed.param_of("tools[0].parameters_json") == "tools[0].function.parameters"
+    assert parsed.param_of("tools[1].name") == "tools[1].function.name"
+    assistant, tool = request.messages[1], request.messages[2]
+    assert assistant.content == "" and [(c.id, c.name, c.arguments_json) for c in assistant.tool_calls] == [
+        ("call_1", "get_weather", '{"city":"Paris"}')]
+    assert (tool.role, tool.tool_call_id, tool.content) == (common_pb2.ROLE_TOOL, "call_1", '{"temp_c": 21}')
+    for choice in ("auto", "none", "required"):
+        assert parse_chat({"messages": USER, "tools": [WEATHER], "tool_choice": choice}).request.tool_choice == choice
+    plain = parse_chat({"messages": USER, "response_format": {"type": "text"}}).request
+    assert (plain.response_format, plain.tool_choice, len(plain.tools)) == ("text", "", 0)
+
+
+def _delta(text: str = "", *pieces: tuple[int, str, str, str]) -> common_pb2.Delta:
+    return common_pb2.Delta(text=text, tool_calls=[
+        common_pb2.ToolCallDelta(index=i, id=call_id, name=name, arguments_fragment=fragment)
+        for i, call_id, name, fragment in pieces])
+
+
+def test_tool_call_pieces_become_chunk_deltas():
+    first = delta_of(_delta("", (0, "call_1", "get_weather", "")), first=True)
+    assert first == {"role": "assistant", "content": None, "tool_calls": [
+        {"index": 0, "id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": ""}}]}
+    later = delta_of(_delta("", (0, "", "", '{"city":'), (1, "call_2", "now", "{}")))
+    assert later == {"tool_calls": [
+        {"index": 0, "function": {"arguments": '{"city":'}},
+        {"index": 1, "id": "call_2", "type": "function", "function": {"name": "now", "arguments": "{}"}}]}
+    assert delta_of(_delta("Hel")) == {"content": "Hel"}
+    assert delta_of(_delta(""), first=True) == {"role": "assistant", "content": ""}
+    both = delta_of(_delta("Let me check.", (0, "call_1", "f", "")), first=True)
+    assert both["content"] == "Let me check." and both["tool_calls"][0]["id"] == "call_1"
+    decision = router_pb2.Decision(decision_id="d1", model="m")
+    end = chunk(decision, 1, {}, finish_reason=FINISH_REASONS[common_pb2.FINISH_STATUS_TOOL_CALLS])
+    assert end["choices"][0]["finish_reason"] == "tool_calls"
+
+
+def test_non_streaming_answer_puts_tool_call_pieces_together():
+    calls = ToolCallsSoFar()
+    for delta in (_delta("", (0, "call_1", "get_weather", "")), _delta("", (0, "", "", '{"city":')),
+                  _delta("", (1, "call_2", "now", "")), _delta("", (0, "", "", '"Paris"}'), (1, "", "", "{}"))):
+        calls.add(delta.tool_calls)
+    final = router_pb2.Final(status=common_pb2.FINISH_STATUS_TOOL_CALLS, model="m",
+                             usage=common_pb2.Usage(input_tokens=3, output_tokens=4))
+    body = completion(router_pb2.Decision(decision_id="d1", model="m"), final, "", 1, calls.openai())
+    choice = body["choices"][0]
+    assert choice["finish_reason"] == "tool_calls"
+    assert choice["message"]["content"] is None
+    assert choice["message"]["tool_calls"] == [
+        {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'}},
+        {"id": "call_2", "type": "function", "function": {"name": "now", "arguments": "{}"}}]
+    text_only = completion(router_pb2.Decision(decision_id="d1"), router_pb2.Final(
+        status=common_pb2.FINISH_STATUS_COMPLETE), "", 1, ToolCallsSoFar().openai())
+    assert text_only["choices"][0]["message"] == {"role": "assistant", "content": "", "refusal": None}
+
+
 def test_defaults():
     parsed = parse_chat({"messages": USER})
     assert parsed.request.model == "auto" and parsed.request.max_tokens == 0
@@ -54,9 +142,23 @@ def test_defaults():
     ({"messages": [{"role": "robot", "content": "x"}]}, "messages[0].role", "invalid_value"),
     ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]},
      "messages[0].content[0].type", "unsupported_parameter"),
-    ({"messages": [{"role": "assistant", "tool_calls": [{"id": "1"}]}]}, "messages[0].tool_calls",
+    ({"messages": [{"role": "assistant", "tool_calls": [{"id": "1"}]}]}, "messages[0].tool_calls[0].function",
+     "invalid_value"),
+    ({"messages": [{"role": "user", "content": "x", "tool_calls": []}]}, "messages[0].tool_calls", "invalid_value"),
+    ({"messages": [{"role": "user", "content": "x", "tool_call_id": "c1"}]}, "messages[0].tool_call_id",
+     "invalid_value"),
+    ({"messages": [{"role": "assistant", "function_call": {"name": "f"}}]}, "messages[0].function_call",
      "unsupported_parameter"),
-    ({"messages": USER, "tools": [{"type": "function"}]}, "tools", "unsupported_parameter"),
+    ({"messages": USER, "tools": [{"type": "function"}]}, "tools[0].function", "invalid_value"),
+    ({"messages": USER, "tools": [{"type": "code_interpreter"}]}, "tools[0].type", "unsupported_parameter"),
+    ({"messages": USER, "tools": [{"type": "function", "function": {"name": "f", "parameters": "x"}}]},
+     "tools[0].function.parameters", "invalid_value"),
+    ({"messages": USER, "tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": "always"},
+     "tool_choice", "invalid_value"),
+    ({"messages": USER, "tools": [{"type": "function", "function": {"name": "f"}}],
+      "tool_choice": {"type": "function", "function": {"name": "g"}}}, "tool_choice.function.name", "invalid_value"),
+    ({"messages": USER, "tool_choice": "required"}, "tool_choice", "invalid_value"),
+    ({"messages": USER, "functions": [{"name": "f"}]}, "functions", "unsupported_parameter"),
     ({"messages": USER, "n": 2}, "n", "unsupported_parameter"),
     ({"messages": USER, "stop": ["\n"]}, "stop", "unsupported_parameter"),
     ({"messages": USER, "response_format": {"type": "json_schema"}}, "response_format.type",

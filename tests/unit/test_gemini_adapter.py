@@ -7,7 +7,18 @@ import pytest
 
 from routemesh.executor.gemini_adapter import request_body, stream_url
 from routemesh.executor.provider_base import StreamEvent
-from tests.unit.replay_server import MESSAGES, SECRET, ReplayServer, collect, failure, target, text_of
+from tests.unit.replay_server import (
+    MESSAGES,
+    SECRET,
+    TOOL_MESSAGES,
+    TOOLS,
+    ReplayServer,
+    collect,
+    failure,
+    target,
+    text_of,
+    tool_calls,
+)
 
 MODEL = "gemini-2.5-flash"
 
@@ -106,3 +117,45 @@ def test_request_body_roles():
                                 {"role": "model", "parts": [{"text": "c"}]},
                                 {"role": "user", "parts": [{"text": "d"}]}]
     assert "systemInstruction" not in request_body(messages[1:], 10, 0.0)
+
+
+async def test_function_calls_and_request_shape(server, http):
+    events = await collect(http, gemini(server, "function_call"), TOOL_MESSAGES, tools=TOOLS, tool_choice="auto")
+    # calls come whole, one event each, with ids made from their position
+    assert tool_calls(events) == [("call_0", "get_weather", '{"city": "Rome"}'),
+                                  ("call_1", "get_time", '{"timezone": "Europe/Rome"}')]
+    assert [e.kind for e in events] == ["tool_call", "tool_call", "usage", "finish"]
+    assert events[-1] == StreamEvent("finish", finish_reason="tool_calls")
+    body = server.last_body
+    assert body["tools"] == [{"functionDeclarations": TOOLS}]
+    assert body["toolConfig"] == {"functionCallingConfig": {"mode": "AUTO"}}
+    assert body["contents"] == [
+        {"role": "user", "parts": [{"text": "Weather and time in Rome?"}]},
+        {"role": "model", "parts": [{"functionCall": {"name": "get_weather", "args": {"city": "Rome"}}},
+                                    {"functionCall": {"name": "get_time", "args": {"timezone": "Europe/Rome"}}}]},
+        # results are matched by the name of the call their id refers to
+        {"role": "user", "parts": [
+            {"functionResponse": {"name": "get_weather", "response": {"content": "22C, sunny"}}},
+            {"functionResponse": {"name": "get_time", "response": {"content": "14:05"}}},
+            {"text": "And tomorrow?"}]}]
+
+
+async def test_cut_after_a_function_call_is_a_truncation(server, http):
+    error, events = await failure(http, gemini(server, "function_call_cut"))
+    assert (error.outcome, error.committed) == ("truncated", True)
+    assert [e.kind for e in events] == ["tool_call"]
+
+
+@pytest.mark.parametrize("choice, config", [
+    ("none", {"mode": "NONE"}), ("required", {"mode": "ANY"}),
+    ("get_time", {"mode": "ANY", "allowedFunctionNames": ["get_time"]}),
+])
+async def test_json_mode_and_tool_choice(server, http, choice, config):
+    await collect(http, gemini(server, "success"), tools=TOOLS, tool_choice=choice, response_format="json_object")
+    body = server.last_body
+    assert body["generationConfig"] == {"maxOutputTokens": 64, "temperature": 0.3,
+                                        "responseMimeType": "application/json"}
+    assert body["toolConfig"] == {"functionCallingConfig": config}
+    await collect(http, gemini(server, "success"), response_format="text", tool_choice="auto")
+    assert not {"tools", "toolConfig"} & set(server.last_body)
+    assert "responseMimeType" not in server.last_body["generationConfig"]

@@ -20,6 +20,7 @@ from routemesh.executor.openai_adapter import (
     stream_chat,
 )
 from routemesh.sim import start_sim
+from tests.unit import replay_server
 
 MESSAGES = [{"role": "user", "content": "Explain how Roman aqueducts carried water into cities"}]
 SECRET = "sk-test-DO-NOT-LEAK-1234567890"
@@ -279,3 +280,75 @@ async def test_100_concurrent_streams_complete(sim):
             for i in range(100)
         ))
     assert all(events[-1].kind == "finish" and events[-1].finish_reason == "stop" for events in results)
+
+
+@pytest.fixture(scope="module")
+async def replay():
+    server = await replay_server.ReplayServer("openai").start()
+    yield server
+    assert server.key_in_url == 0
+    await server.close()
+
+
+async def test_streamed_tool_calls_interleaved_and_request_shape(replay):
+    replay.seen.clear()
+    async with httpx.AsyncClient() as http:
+        events = await replay_server.collect(
+            http, replay_server.target(replay.base_url("tool_calls", "/v1"), "openai", "gpt-4o"),
+            replay_server.TOOL_MESSAGES, tools=replay_server.TOOLS, tool_choice="auto")
+    assert replay_server.tool_calls(events) == [("call_Wx3fA9kQ2pLm", "get_weather", '{"city": "Rome"}'),
+                                                ("call_Tz8bN4vR1sYe", "get_time", '{"timezone": "Europe/Rome"}')]
+    # one event per streamed piece, in the order the pieces of the two calls interleave
+    assert [(e.tool_index, e.arguments_fragment) for e in events if e.kind == "tool_call"] == [
+        (0, ""), (0, '{"city"'), (1, ""), (0, ': "Rome"}'), (1, '{"timezone": '), (1, '"Europe/Rome"}')]
+    assert events[-1] == StreamEvent("finish", finish_reason="tool_calls")
+    body = replay.last_body
+    assert body["tools"][0] == {"type": "function", "function": replay_server.TOOLS[0]}
+    assert body["tool_choice"] == "auto" and "response_format" not in body
+    assert body["messages"][2:5] == [
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Rome"}'}},
+            {"id": "call_2", "type": "function",
+             "function": {"name": "get_time", "arguments": '{"timezone": "Europe/Rome"}'}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "22C, sunny"},
+        {"role": "tool", "tool_call_id": "call_2", "content": "14:05"}]
+    assert body["messages"][5] == replay_server.TOOL_MESSAGES[5]
+
+
+async def test_cut_after_a_tool_call_piece_is_a_truncation(replay):
+    tgt = replay_server.target(replay.base_url("tool_calls_cut", "/v1"), "openai", "gpt-4o")
+    async with httpx.AsyncClient() as http:
+        error, events = await replay_server.failure(http, tgt)
+    assert (error.outcome, error.committed) == ("truncated", True)
+    assert [e.kind for e in events] == ["tool_call", "tool_call"]
+
+
+@pytest.mark.parametrize("choice, wire", [
+    ("required", "required"), ("none", "none"),
+    ("get_time", {"type": "function", "function": {"name": "get_time"}}),
+])
+async def test_json_mode_and_named_tool_choice(replay, choice, wire):
+    async with httpx.AsyncClient() as http:
+        tgt = replay_server.target(replay.base_url("json_object", "/v1"), "openai", "gpt-4o")
+        events = await replay_server.collect(http, tgt, tools=replay_server.TOOLS, tool_choice=choice,
+                                             response_format="json_object")
+    assert json.loads(replay_server.text_of(events)) == {"aqueduct": "Aqua Appia"}
+    assert replay.last_body["response_format"] == {"type": "json_object"}
+    assert replay.last_body["tool_choice"] == wire
+    async with httpx.AsyncClient() as http:
+        await replay_server.collect(http, tgt, response_format="text", tool_choice="auto")
+    # no tools: nothing about them is sent (OpenAI rejects a lone tool_choice), and text is the default
+    assert not {"tools", "tool_choice", "response_format"} & set(replay.last_body)
+
+
+async def test_forced_tool_call_with_stop_and_whole_completion():
+    piece = {"index": 0, "id": "call_a", "type": "function", "function": {"name": "get_time", "arguments": "{}"}}
+    forced = chunk(finish=None) | {"choices": [{"index": 0, "delta": {"tool_calls": [piece]}, "finish_reason": None}]}
+    async with scripted(lambda request: sse_response(forced, chunk(finish="stop"))) as http:
+        events = await collect(http, target_for("http://up.example/v1"))
+    # a forced (named) tool_choice ends with "stop"; callers still learn that tools are due
+    assert events == [StreamEvent("tool_call", tool_call_id="call_a", tool_name="get_time", arguments_fragment="{}"),
+                      StreamEvent("finish", finish_reason="tool_calls")]
+    whole = {"choices": [{"message": {"content": None, "tool_calls": [piece]}, "finish_reason": "tool_calls"}]}
+    async with scripted(lambda request: httpx.Response(200, json=whole)) as http:
+        assert await collect(http, target_for("http://up.example/v1")) == events

@@ -67,12 +67,13 @@ class RoutemeshError(Exception):
 
 @dataclass
 class ChatResult:
-    """A whole chat: the decision, the text and the final summary."""
+    """A whole chat: the decision, the text, the tool calls and the final summary."""
 
     decision: router_pb2.Decision
     text: str
     final: router_pb2.Final
     deltas: int = 0
+    tool_calls: list[common_pb2.ToolCall] = field(default_factory=list)
 
     @property
     def status(self) -> str:
@@ -90,6 +91,9 @@ class ChatOptions:
     system: str | None = None
     timeout: float | None = None
     routing: router_pb2.RoutingOptions | None = None
+    tools: Sequence[common_pb2.Tool] = ()
+    tool_choice: str = ""
+    response_format: str = ""  # "json_object" for JSON output
 
 
 def to_messages(prompt: str | Sequence[MessageLike], system: str | None = None) -> list[common_pb2.Message]:
@@ -113,12 +117,16 @@ def build_chat_request(prompt: str | Sequence[MessageLike], options: ChatOptions
         request.temperature = options.temperature
     if options.routing is not None:
         request.routing.CopyFrom(options.routing)
+    request.tools.extend(options.tools)
+    request.tool_choice = options.tool_choice
+    request.response_format = options.response_format
     return request
 
 
 def _explain_request(chat: router_pb2.ChatRequest) -> router_pb2.ExplainRequest:
     return router_pb2.ExplainRequest(messages=chat.messages, model=chat.model, max_tokens=chat.max_tokens,
-                                     metadata=chat.metadata, routing=chat.routing)
+                                     metadata=chat.metadata, routing=chat.routing, tools=chat.tools,
+                                     response_format=chat.response_format)
 
 
 class _Collector:
@@ -126,6 +134,7 @@ class _Collector:
         self.decision = router_pb2.Decision()
         self.final: router_pb2.Final | None = None
         self.parts: list[str] = []
+        self.tools: dict[int, common_pb2.ToolCall] = {}
 
     def add(self, event: router_pb2.ChatResponse) -> None:
         kind = event.WhichOneof("event")
@@ -133,13 +142,19 @@ class _Collector:
             self.decision = event.decision
         elif kind == "delta":
             self.parts.append(event.delta.text)
+            for piece in event.delta.tool_calls:
+                call = self.tools.setdefault(piece.index, common_pb2.ToolCall())
+                call.id = piece.id or call.id
+                call.name = piece.name or call.name
+                call.arguments_json += piece.arguments_fragment
         elif kind == "final":
             self.final = event.final
 
     def result(self) -> ChatResult:
         if self.final is None:
             raise RoutemeshError(grpc.StatusCode.DATA_LOSS, "stream ended without a final event")
-        return ChatResult(self.decision, "".join(self.parts), self.final, len(self.parts))
+        return ChatResult(self.decision, "".join(self.parts), self.final, len(self.parts),
+                          [self.tools[i] for i in sorted(self.tools)])
 
 
 class RouterClient:

@@ -17,10 +17,13 @@ from routemesh.executor.provider_base import (
     StreamCall,
     StreamEvent,
     StreamReader,
+    finish_with_tools,
     int_field,
     json_or_none,
     status_reason,
     text_of,
+    tool_arguments,
+    tool_calls_of,
 )
 
 ANTHROPIC_VERSION = "2023-06-01"
@@ -48,6 +51,9 @@ _ERROR_TYPES: dict[str, Reason] = {
     "timeout_error": "timeout",
 }
 _SYSTEM_ROLES = ("system", "developer")
+# Anthropic has no JSON-mode switch; asking in the system prompt is the documented way.
+JSON_INSTRUCTION = "Respond with a single JSON object only."
+_TOOL_CHOICES = {"auto": {"type": "auto"}, "none": {"type": "none"}, "required": {"type": "any"}}
 
 
 def messages_url(base_url: str) -> str:
@@ -56,20 +62,48 @@ def messages_url(base_url: str) -> str:
     return f"{base}/messages" if base.endswith("/v1") else f"{base}/v1/messages"
 
 
+def _content(message: dict[str, Any]) -> str | list[dict[str, Any]]:
+    """A turn's content: plain text, or blocks when the message carries tool calls or a tool result."""
+    text = text_of(message.get("content"))
+    if message.get("role") == "tool":
+        return [{"type": "tool_result", "tool_use_id": message.get("tool_call_id", ""), "content": text}]
+    calls = tool_calls_of(message) if message.get("role") == "assistant" else []
+    if not calls:
+        return text
+    # Anthropic rejects empty text blocks.
+    blocks: list[dict[str, Any]] = [{"type": "text", "text": text}] if text else []
+    return blocks + [{"type": "tool_use", "id": c.get("id", ""), "name": c.get("name", ""),
+                      "input": tool_arguments(c.get("arguments"))} for c in calls]
+
+
+def _blocks(content: str | list[dict[str, Any]]) -> list[dict[str, Any]]:
+    if isinstance(content, list):
+        return content
+    return [{"type": "text", "text": content}] if content else []
+
+
 def request_body(target: ProviderTarget, messages: list[dict[str, Any]], max_tokens: int,
-                 temperature: float | None) -> dict[str, Any]:
+                 temperature: float | None, *, tools: list[dict[str, Any]] | None = None, tool_choice: str = "",
+                 response_format: str = "") -> dict[str, Any]:
     system = [text_of(m.get("content")) for m in messages if m.get("role") in _SYSTEM_ROLES]
+    if response_format == "json_object":
+        system.append(JSON_INSTRUCTION)
     turns: list[dict[str, Any]] = []
     for message in messages:
         if message.get("role") in _SYSTEM_ROLES:
             continue
         role = "assistant" if message.get("role") == "assistant" else "user"
-        text = text_of(message.get("content"))
+        content = _content(message)
         if turns and turns[-1]["role"] == role:
-            # Merged so that strict validators (older API versions, compatible proxies) see alternating turns.
-            turns[-1]["content"] += "\n\n" + text
+            # Merged so that strict validators (older API versions, compatible proxies) see alternating turns;
+            # consecutive tool results must arrive together in one user turn anyway.
+            previous = turns[-1]["content"]
+            if isinstance(previous, str) and isinstance(content, str):
+                turns[-1]["content"] = previous + "\n\n" + content
+            else:
+                turns[-1]["content"] = _blocks(previous) + _blocks(content)
         else:
-            turns.append({"role": role, "content": text})
+            turns.append({"role": role, "content": content})
     body: dict[str, Any] = {"model": target.upstream_model, "max_tokens": max_tokens, "messages": turns,
                             "stream": True}
     if any(system):
@@ -77,6 +111,12 @@ def request_body(target: ProviderTarget, messages: list[dict[str, Any]], max_tok
     if temperature is not None:
         # Anthropic accepts 0..1 where OpenAI accepts 0..2; clamping beats a 400 for the whole request.
         body["temperature"] = min(max(temperature, 0.0), 1.0)
+    if tools:
+        body["tools"] = [{"name": t["name"], "description": t.get("description", ""),
+                          "input_schema": t.get("parameters") or {"type": "object", "properties": {}}}
+                         for t in tools]
+        if tool_choice:
+            body["tool_choice"] = _TOOL_CHOICES.get(tool_choice) or {"type": "tool", "name": tool_choice}
     return body
 
 
@@ -108,14 +148,21 @@ async def stream_chat(
     temperature: float | None,
     headers: dict[str, str] | None = None,
     total_timeout_s: float | None = None,
+    tools: list[dict[str, Any]] | None = None,
+    tool_choice: str = "",
+    response_format: str = "",
 ) -> AsyncIterator[StreamEvent]:
-    """Yield deltas, one usage event and exactly one final finish event; raise ProviderError on failure."""
+    """Yield deltas and tool-call pieces, one usage event and exactly one final finish event.
+
+    Raises ProviderError on failure.
+    """
     call = StreamCall(client, target, messages, total_timeout_s)
     request_headers = {"Accept": "text/event-stream", "anthropic-version": ANTHROPIC_VERSION, **(headers or {})}
     if target.api_key:
         request_headers["x-api-key"] = target.api_key
     response = await call.send(messages_url(target.base_url or DEFAULT_BASE_URL),
-                               body=request_body(target, messages, max_tokens, temperature),
+                               body=request_body(target, messages, max_tokens, temperature, tools=tools,
+                                                 tool_choice=tool_choice, response_format=response_format),
                                headers=request_headers)
     try:
         if response.status_code >= 400:
@@ -150,6 +197,7 @@ def _merge_usage(usage: dict[str, Any], update: Any) -> None:
 
 async def _sse_message(reader: StreamReader) -> AsyncIterator[StreamEvent]:
     usage: dict[str, Any] = {}
+    tool_blocks: dict[Any, int] = {}  # content block index -> tool_index
     events = reader.events()
     async with contextlib.aclosing(events):
         async for sse in events:
@@ -164,12 +212,25 @@ async def _sse_message(reader: StreamReader) -> AsyncIterator[StreamEvent]:
             kind = payload.get("type") or sse.event
             if kind == "content_block_delta":
                 delta = payload.get("delta")
-                # thinking, signature and tool-input deltas are not answer text
+                # thinking and signature deltas are not answer text
                 if isinstance(delta, dict) and delta.get("type") == "text_delta":
                     text = delta.get("text")
                     if isinstance(text, str) and text:
                         reader.committed = True
                         yield StreamEvent("delta", text=text)
+                elif isinstance(delta, dict) and delta.get("type") == "input_json_delta":
+                    fragment = delta.get("partial_json")
+                    index = tool_blocks.get(payload.get("index"))
+                    if index is not None and isinstance(fragment, str) and fragment:
+                        reader.committed = True
+                        yield StreamEvent("tool_call", tool_index=index, arguments_fragment=fragment)
+            elif kind == "content_block_start":
+                block = payload.get("content_block")
+                if isinstance(block, dict) and block.get("type") == "tool_use":
+                    index = tool_blocks[payload.get("index")] = len(tool_blocks)
+                    reader.committed = True
+                    yield StreamEvent("tool_call", tool_index=index, tool_call_id=str(block.get("id") or ""),
+                                      tool_name=str(block.get("name") or ""))
             elif kind == "message_start":
                 message = payload.get("message")
                 _merge_usage(usage, message.get("usage") if isinstance(message, dict) else None)
@@ -190,7 +251,7 @@ async def _sse_message(reader: StreamReader) -> AsyncIterator[StreamEvent]:
         raise reader.fail("upstream_error", "stream ended without a stop reason", "server")
     if usage:
         yield _usage_event(usage)
-    yield StreamEvent("finish", finish_reason=reader.finish_reason)
+    yield StreamEvent("finish", finish_reason=finish_with_tools(reader.finish_reason, bool(tool_blocks)))
 
 
 async def _whole_message(response: httpx.Response, call: StreamCall) -> AsyncIterator[StreamEvent]:
@@ -200,6 +261,9 @@ async def _whole_message(response: httpx.Response, call: StreamCall) -> AsyncIte
             payload = json.loads(await response.aread())
         blocks = payload["content"]
         text = "".join(b["text"] for b in blocks if isinstance(b, dict) and b.get("type") == "text")
+        calls = [StreamEvent("tool_call", tool_index=i, tool_call_id=str(b.get("id") or ""),
+                             tool_name=str(b.get("name") or ""), arguments_fragment=json.dumps(b.get("input") or {}))
+                 for i, b in enumerate(b for b in blocks if isinstance(b, dict) and b.get("type") == "tool_use")]
         stop = payload.get("stop_reason") or "end_turn"
     except TimeoutError:
         raise ProviderError("timeout", call.scrub("no complete response before the first-token timeout"),
@@ -209,8 +273,10 @@ async def _whole_message(response: httpx.Response, call: StreamCall) -> AsyncIte
                             reason="server") from None
     if text:
         yield StreamEvent("delta", text=text)
+    for event in calls:
+        yield event
     usage: dict[str, Any] = {}
     _merge_usage(usage, payload.get("usage"))
     if usage:
         yield _usage_event(usage)
-    yield StreamEvent("finish", finish_reason=STOP_REASONS.get(stop, stop))
+    yield StreamEvent("finish", finish_reason=finish_with_tools(STOP_REASONS.get(stop, stop), bool(calls)))

@@ -19,7 +19,7 @@ from routemesh.executor.providers import stream_for
 
 # finish_reason from the provider -> our finish status
 FINISH = {"stop": "complete", "length": "length", "content_filter": "content_filter",
-          "tool_calls": "complete", "function_call": "complete"}
+          "tool_calls": "tool_calls", "function_call": "tool_calls"}
 
 
 @dataclass
@@ -49,23 +49,42 @@ class AttemptRecord:
     reasoning_tokens: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class ToolPiece:
+    """A piece of a streamed tool call: the first piece of a call carries its id and name."""
+
+    index: int
+    id: str = ""
+    name: str = ""
+    arguments_fragment: str = ""
+
+
 @dataclass(frozen=True)
 class AttemptEvent:
-    """From a runner to the engine: a text piece, or the end of the attempt (its record is final then)."""
+    """From a runner to the engine: a text or tool-call piece, or the end of the attempt (record final then)."""
 
     runner: AttemptRunner
     text: str = ""
+    tool: ToolPiece | None = None
     done: bool = False
+
+    @property
+    def piece(self) -> str | ToolPiece:
+        return self.tool if self.tool is not None else self.text
 
 
 class AttemptRunner:
     """Streams one candidate into `queue`; the engine reads the queue and cancels runners it does not need."""
 
     def __init__(self, *, client: httpx.AsyncClient, target: ProviderTarget, record: AttemptRecord,
-                 messages: list[dict[str, str]], max_tokens: int, temperature: float | None,
+                 messages: list[dict], max_tokens: int, temperature: float | None,
                  deadline: float | None, queue: asyncio.Queue[AttemptEvent], index: int, decision_id: str,
                  estimated_input_tokens: int, cost: Callable[[str, int, int], float],
-                 observe: Callable[[AttemptRecord, bool, str], None]):
+                 observe: Callable[[AttemptRecord, bool, str], None], tools: list[dict] | None = None,
+                 tool_choice: str = "", response_format: str = ""):
+        self.tools = tools
+        self.tool_choice = tool_choice
+        self.response_format = response_format
         self.client = client
         self.target = target
         self.record = record
@@ -81,6 +100,7 @@ class AttemptRunner:
         self.observe = observe
         self.chunks = 0
         self.text: list[str] = []
+        self.tool_pieces = 0
         self.task: asyncio.Task[None] | None = None
         self.lost_reason = ""
 
@@ -129,15 +149,25 @@ class AttemptRunner:
         try:
             remaining = None if self.deadline is None else max(0.001, self.deadline - time.monotonic())
             stream = stream_for(target.api)
+            extra = {}
+            if self.tools or self.tool_choice or self.response_format:
+                extra = {"tools": self.tools, "tool_choice": self.tool_choice,
+                         "response_format": self.response_format}
             async for event in stream(self.client, target, self.messages, max_tokens=self.max_tokens,
-                                      temperature=self.temperature, headers=headers, total_timeout_s=remaining):
-                if event.kind == "delta":
+                                      temperature=self.temperature, headers=headers, total_timeout_s=remaining,
+                                      **extra):
+                if event.kind in ("delta", "tool_call"):
                     last_at = time.monotonic()
                     if not self.chunks:
                         first_at = last_at
                     self.chunks += 1
-                    self.text.append(event.text)
-                    self.queue.put_nowait(AttemptEvent(self, text=event.text))
+                    if event.kind == "delta":
+                        self.text.append(event.text)
+                        self.queue.put_nowait(AttemptEvent(self, text=event.text))
+                    else:
+                        self.tool_pieces += 1
+                        self.queue.put_nowait(AttemptEvent(self, tool=ToolPiece(
+                            event.tool_index, event.tool_call_id, event.tool_name, event.arguments_fragment)))
                 elif event.kind == "usage":
                     usage = (event.input_tokens, event.output_tokens)
                     record.cached_input_tokens, record.reasoning_tokens = (event.cached_input_tokens,

@@ -16,11 +16,12 @@ from routemesh.common.circuit import LocalCircuitBreaker
 from routemesh.common.errors import DeadlineExceeded, InvalidRequest, NotReady, UpstreamUnavailable
 from routemesh.common.policy_schema import CircuitSettings
 from routemesh.common.policy_watch import PolicyHolder
-from routemesh.executor.attempt import AttemptEvent, AttemptRecord, AttemptRunner
+from routemesh.executor.attempt import AttemptEvent, AttemptRecord, AttemptRunner, ToolPiece
 from routemesh.executor.openai_adapter import ProviderTarget
 from routemesh.executor.retry import RetryBudget, backoff_s
 
-__all__ = ["AttemptRecord", "ExecutionEngine", "ExecutionInput", "ExecutionOutcome", "ExecutionSettings"]
+__all__ = ["AttemptRecord", "ExecutionEngine", "ExecutionInput", "ExecutionOutcome", "ExecutionSettings",
+           "ToolPiece"]
 
 # Failures worth trying the same model again for (when no other candidate is left).
 RETRYABLE = {"rate_limited", "upstream_error", "connect_error", "timeout"}
@@ -34,7 +35,7 @@ CONTINUE_PROMPT = "Continue your previous answer exactly where it stopped. Do no
 class ExecutionOutcome:
     """The summary of an execution; the last item an execution yields."""
 
-    status: str  # complete, length, content_filter, truncated_upstream, failed, cancelled, continued
+    status: str  # complete, length, content_filter, tool_calls, truncated_upstream, failed, cancelled, continued
     model: str = ""
     provider: str = ""
     input_tokens: int = 0
@@ -62,13 +63,16 @@ class ExecutionSettings:
 class ExecutionInput:
     """A chat and its plan, as the router sends it."""
 
-    messages: list[dict[str, str]]
+    messages: list[dict]
     plan: list[str]
     max_tokens: int
     temperature: float | None = None
     decision_id: str = ""
     estimated_input_tokens: int = 0
     settings: ExecutionSettings = ExecutionSettings()
+    tools: list[dict] | None = None
+    tool_choice: str = ""
+    response_format: str = ""
 
 
 Observer = Callable[[AttemptRecord, bool, str], None]  # (record, finished, decision_id)
@@ -150,8 +154,9 @@ class ExecutionEngine:
 
     # ---- execution -------------------------------------------------------------------------------------
 
-    async def execute(self, request: ExecutionInput, deadline: float | None) -> AsyncIterator[str | ExecutionOutcome]:
-        """Yield answer text pieces, then one ExecutionOutcome; raise UpstreamUnavailable if nothing commits."""
+    async def execute(self, request: ExecutionInput,
+                      deadline: float | None) -> AsyncIterator[str | ToolPiece | ExecutionOutcome]:
+        """Yield text and tool-call pieces, then one ExecutionOutcome; raise UpstreamUnavailable if nothing commits."""
         if self.holder.current is None:
             raise NotReady("executor has no policy yet")
         if not request.plan:
@@ -183,7 +188,7 @@ class _Execution:
     def _remaining(self) -> float | None:
         return None if self.deadline is None else self.deadline - time.monotonic()
 
-    def _launch(self, name: str, messages: list[dict[str, str]], *, hedge: bool = False) -> AttemptRunner | None:
+    def _launch(self, name: str, messages: list[dict], *, hedge: bool = False) -> AttemptRunner | None:
         """Start one attempt of `name`, or record why it was skipped and return None."""
         engine = self.engine
         target, record = engine.resolve(name)
@@ -202,12 +207,14 @@ class _Execution:
             max_tokens=self.request.max_tokens, temperature=self.request.temperature, deadline=self.deadline,
             queue=self.queue, index=len(self.attempts) - 1, decision_id=self.request.decision_id,
             estimated_input_tokens=self.request.estimated_input_tokens, cost=engine._cost, observe=engine.observe,
+            tools=self.request.tools, tool_choice=self.request.tool_choice,
+            response_format=self.request.response_format,
         )
         runner.start()
         self.running.append(runner)
         return runner
 
-    async def _next(self, messages: list[dict[str, str]]) -> AttemptRunner | None:
+    async def _next(self, messages: list[dict]) -> AttemptRunner | None:
         """The next candidate, or a paced retry of the last one when no other is left."""
         while self.pending:
             runner = self._launch(self.pending.popleft(), messages)
@@ -233,7 +240,7 @@ class _Execution:
         self.last_failed = None
         return self._launch(name, messages)
 
-    async def _commit(self, messages: list[dict[str, str]]) -> AttemptEvent:
+    async def _commit(self, messages: list[dict]) -> AttemptEvent:
         """Run candidates until one sends a token (returned); hedge when configured; raise when none does."""
         hedge_s = self.settings.hedge_after_ms / 1000
         hedged = False
@@ -270,17 +277,19 @@ class _Execution:
                 return event
             self.last_failed = runner.record
 
-    async def stream(self) -> AsyncIterator[str | ExecutionOutcome]:
+    async def stream(self) -> AsyncIterator[str | ToolPiece | ExecutionOutcome]:
         messages = self.request.messages
         first = await self._commit(messages)
         winner = first.runner
         if not first.done:
-            yield first.text
-            async for text in self._follow(winner):
-                yield text
+            yield first.piece
+            async for piece in self._follow(winner):
+                yield piece
         record = winner.record
         continued: AttemptRecord | None = None
-        if record.outcome in ("truncated", "timeout") and self.settings.continue_on_truncation and winner.chunks:
+        # Continuation is for prose only: a cut tool call cannot be resumed by another model.
+        if record.outcome in ("truncated", "timeout") and self.settings.continue_on_truncation and winner.chunks \
+                and not winner.tool_pieces:
             partial = "".join(winner.text)
             follow_up = [*messages, {"role": "assistant", "content": partial}, {"role": "user", "content": CONTINUE_PROMPT}]
             self.last_failed = None
@@ -291,12 +300,12 @@ class _Execution:
             if event is not None:
                 continued = event.runner.record
                 if not event.done:
-                    yield event.text
-                    async for text in self._follow(event.runner):
-                        yield text
+                    yield event.piece
+                    async for piece in self._follow(event.runner):
+                        yield piece
         yield self._outcome(record, continued)
 
-    async def _follow(self, winner: AttemptRunner) -> AsyncIterator[str]:
+    async def _follow(self, winner: AttemptRunner) -> AsyncIterator[str | ToolPiece]:
         while True:
             event = await self.queue.get()
             if event.runner is not winner:
@@ -304,7 +313,7 @@ class _Execution:
             if event.done:
                 self.running.remove(winner)
                 return
-            yield event.text
+            yield event.piece
 
     def _unavailable(self, why: str = "") -> UpstreamUnavailable | DeadlineExceeded:
         remaining = self._remaining()
@@ -334,7 +343,7 @@ class _Execution:
             cached_input_tokens=sum(p.cached_input_tokens for p in parts),
             reasoning_tokens=sum(p.reasoning_tokens for p in parts),
             cost_usd=round(sum(a.cost_usd for a in self.attempts), 10), attempts=self.attempts,
-            error="" if status in ("complete", "length", "continued") else (record.error or status),
+            error="" if status in ("complete", "length", "continued", "tool_calls") else (record.error or status),
         )
 
     async def stop(self) -> None:

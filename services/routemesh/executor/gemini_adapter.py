@@ -19,10 +19,13 @@ from routemesh.executor.provider_base import (
     StreamCall,
     StreamEvent,
     StreamReader,
+    finish_with_tools,
     int_field,
     json_or_none,
     status_reason,
     text_of,
+    tool_arguments,
+    tool_calls_of,
 )
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
@@ -47,6 +50,7 @@ _STATUSES: dict[str, Reason] = {
     "DEADLINE_EXCEEDED": "timeout",
 }
 _SYSTEM_ROLES = ("system", "developer")
+_TOOL_MODES = {"auto": "AUTO", "none": "NONE", "required": "ANY"}
 _VERSIONED = re.compile(r"/v1(alpha|beta)?\d*$")
 
 
@@ -59,26 +63,58 @@ def stream_url(base_url: str, model: str) -> str:
     return f"{base}/models/{quote(name, safe='-._~')}:streamGenerateContent"
 
 
-def request_body(messages: list[dict[str, Any]], max_tokens: int, temperature: float | None) -> dict[str, Any]:
+def _parts(message: dict[str, Any], names: dict[str, str]) -> list[dict[str, Any]]:
+    """A message's parts; records the name of each tool call in `names` for the results that follow."""
+    text = text_of(message.get("content"))
+    if message.get("role") == "tool":
+        # Gemini matches results to calls by function name, not by id.
+        call_id = str(message.get("tool_call_id", ""))
+        name = names.get(call_id) or str(message.get("name") or call_id)
+        return [{"functionResponse": {"name": name, "response": {"content": text}}}]
+    calls = tool_calls_of(message) if message.get("role") == "assistant" else []
+    if not calls:
+        return [{"text": text}]
+    for c in calls:
+        names[str(c.get("id", ""))] = str(c.get("name", ""))
+    return ([{"text": text}] if text else []) + [
+        {"functionCall": {"name": c.get("name", ""), "args": tool_arguments(c.get("arguments"))}} for c in calls]
+
+
+def request_body(messages: list[dict[str, Any]], max_tokens: int, temperature: float | None, *,
+                 tools: list[dict[str, Any]] | None = None, tool_choice: str = "",
+                 response_format: str = "") -> dict[str, Any]:
     system: list[dict[str, str]] = []
     contents: list[dict[str, Any]] = []
+    names: dict[str, str] = {}
     for message in messages:
-        text = text_of(message.get("content"))
         if message.get("role") in _SYSTEM_ROLES:
+            text = text_of(message.get("content"))
             if text:
                 system.append({"text": text})
             continue
         role = "model" if message.get("role") == "assistant" else "user"
+        parts = _parts(message, names)
         if contents and contents[-1]["role"] == role:
-            contents[-1]["parts"].append({"text": text})
+            contents[-1]["parts"].extend(parts)
         else:
-            contents.append({"role": role, "parts": [{"text": text}]})
+            contents.append({"role": role, "parts": parts})
     config: dict[str, Any] = {"maxOutputTokens": max_tokens}
     if temperature is not None:
         config["temperature"] = temperature
+    if response_format == "json_object":
+        config["responseMimeType"] = "application/json"
     body: dict[str, Any] = {"contents": contents, "generationConfig": config}
     if system:
         body["systemInstruction"] = {"parts": system}
+    if tools:
+        body["tools"] = [{"functionDeclarations": [
+            {"name": t["name"], "description": t.get("description", ""),
+             "parameters": t.get("parameters") or {"type": "object", "properties": {}}} for t in tools]}]
+        if tool_choice:
+            mode: dict[str, Any] = {"mode": _TOOL_MODES.get(tool_choice, "ANY")}
+            if tool_choice not in _TOOL_MODES:
+                mode["allowedFunctionNames"] = [tool_choice]
+            body["toolConfig"] = {"functionCallingConfig": mode}
     return body
 
 
@@ -128,15 +164,22 @@ async def stream_chat(
     temperature: float | None,
     headers: dict[str, str] | None = None,
     total_timeout_s: float | None = None,
+    tools: list[dict[str, Any]] | None = None,
+    tool_choice: str = "",
+    response_format: str = "",
 ) -> AsyncIterator[StreamEvent]:
-    """Yield deltas, one usage event and exactly one final finish event; raise ProviderError on failure."""
+    """Yield deltas and tool calls, one usage event and exactly one final finish event.
+
+    Raises ProviderError on failure.
+    """
     call = StreamCall(client, target, messages, total_timeout_s)
     request_headers = {"Accept": "text/event-stream", **(headers or {})}
     if target.api_key:
         # A header, never the ?key= query parameter: URLs end up in logs, traces and error messages.
         request_headers["x-goog-api-key"] = target.api_key
     response = await call.send(stream_url(target.base_url or DEFAULT_BASE_URL, target.upstream_model),
-                               body=request_body(messages, max_tokens, temperature),
+                               body=request_body(messages, max_tokens, temperature, tools=tools,
+                                                 tool_choice=tool_choice, response_format=response_format),
                                headers=request_headers, params={"alt": "sse"})
     try:
         if response.status_code >= 400:
@@ -163,6 +206,7 @@ class _Answer:
     def __init__(self, reader: StreamReader):
         self.reader = reader
         self.usage: dict[str, Any] = {}
+        self.tool_calls = 0
 
     def feed(self, payload: Any) -> Iterator[StreamEvent]:
         reader = self.reader
@@ -191,10 +235,20 @@ class _Answer:
                 if isinstance(text, str) and text:
                     reader.committed = True
                     yield StreamEvent("delta", text=text)
+                call = part.get("functionCall")
+                if isinstance(call, dict):
+                    yield self._tool_call(call)
         finish = candidate.get("finishReason")
         if isinstance(finish, str) and finish and finish != "FINISH_REASON_UNSPECIFIED":
             # No terminator event follows: the finishing chunk is the last one.
             reader.finish_reason, reader.done = FINISH_REASONS.get(finish, finish.lower()), True
+
+    def _tool_call(self, call: dict[str, Any]) -> StreamEvent:
+        # Function calls arrive whole; Gemini may omit ids, so the position makes one.
+        index, self.tool_calls = self.tool_calls, self.tool_calls + 1
+        self.reader.committed = True
+        return StreamEvent("tool_call", tool_index=index, tool_call_id=str(call.get("id") or f"call_{index}"),
+                           tool_name=str(call.get("name") or ""), arguments_fragment=json.dumps(call.get("args") or {}))
 
     def end(self) -> Iterator[StreamEvent]:
         if not self.reader.finish_reason:
@@ -210,7 +264,7 @@ class _Answer:
                 cached_input_tokens=int_field(usage, "cachedContentTokenCount"),
                 reasoning_tokens=thoughts,
             )
-        yield StreamEvent("finish", finish_reason=self.reader.finish_reason)
+        yield StreamEvent("finish", finish_reason=finish_with_tools(self.reader.finish_reason, self.tool_calls > 0))
 
 
 async def _sse_chunks(reader: StreamReader) -> AsyncIterator[StreamEvent]:

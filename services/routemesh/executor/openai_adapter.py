@@ -20,10 +20,12 @@ from routemesh.executor.provider_base import (
     StreamCall,
     StreamEvent,
     StreamReader,
+    finish_with_tools,
     int_field,
     json_or_none,
     parse_retry_after,
     status_reason,
+    tool_calls_of,
 )
 
 # Re-exported: these types lived here before the other adapters shared them.
@@ -106,11 +108,32 @@ def error_reason(status: int, payload: Any) -> Reason:
     return status_reason(status) if status else "server"
 
 
+def _wire_message(message: dict[str, Any]) -> dict[str, Any]:
+    """A message in OpenAI's shape; messages without tool calls or results pass through untouched."""
+    calls = tool_calls_of(message)
+    if message.get("role") == "assistant" and calls:
+        return {"role": "assistant", "content": message.get("content") or None, "tool_calls": [
+            {"id": c.get("id", ""), "type": "function",
+             "function": {"name": c.get("name", ""), "arguments": c.get("arguments") or "{}"}}
+            for c in calls]}
+    if message.get("role") == "tool":
+        return {"role": "tool", "tool_call_id": message.get("tool_call_id", ""),
+                "content": message.get("content") or ""}
+    return message
+
+
+def _tool_choice(choice: str) -> str | dict[str, Any]:
+    if choice in ("auto", "none", "required"):
+        return choice
+    return {"type": "function", "function": {"name": choice}}
+
+
 def _request_body(target: ProviderTarget, messages: list[dict[str, Any]], max_tokens: int,
-                  temperature: float | None, quirks: OpenAIQuirks) -> dict[str, Any]:
+                  temperature: float | None, quirks: OpenAIQuirks, tools: list[dict[str, Any]] | None = None,
+                  tool_choice: str = "", response_format: str = "") -> dict[str, Any]:
     body: dict[str, Any] = {
         "model": target.upstream_model,
-        "messages": messages,
+        "messages": [_wire_message(m) for m in messages],
         "max_tokens": max_tokens,
         "stream": True,
         "stream_options": {"include_usage": True},
@@ -119,6 +142,15 @@ def _request_body(target: ProviderTarget, messages: list[dict[str, Any]], max_to
         del body["model"]
     if temperature is not None:
         body["temperature"] = temperature
+    if tools:
+        body["tools"] = [{"type": "function", "function": {
+            "name": t["name"], "description": t.get("description", ""),
+            "parameters": t.get("parameters") or {"type": "object", "properties": {}}}} for t in tools]
+        # Only with tools: OpenAI rejects a tool_choice that has no tools to choose from.
+        if tool_choice:
+            body["tool_choice"] = _tool_choice(tool_choice)
+    if response_format == "json_object":
+        body["response_format"] = {"type": "json_object"}
     return body
 
 
@@ -132,15 +164,21 @@ async def stream_chat(
     headers: dict[str, str] | None = None,
     total_timeout_s: float | None = None,
     quirks: OpenAIQuirks = DEFAULT_QUIRKS,
+    tools: list[dict[str, Any]] | None = None,
+    tool_choice: str = "",
+    response_format: str = "",
 ) -> AsyncIterator[StreamEvent]:
-    """Yield deltas, usage (when sent) and exactly one final finish event; raise ProviderError on failure."""
+    """Yield deltas and tool-call pieces, usage (when sent) and exactly one final finish event.
+
+    Raises ProviderError on failure.
+    """
     call = StreamCall(client, target, messages, total_timeout_s)
     request_headers = {"Accept": "text/event-stream", **(headers or {})}
     if target.api_key:
         request_headers[quirks.key_header] = f"{quirks.key_prefix}{target.api_key}"
     url, params = quirks.url_and_params(target)
-    response = await call.send(url, body=_request_body(target, messages, max_tokens, temperature, quirks),
-                               headers=request_headers, params=params)
+    body = _request_body(target, messages, max_tokens, temperature, quirks, tools, tool_choice, response_format)
+    response = await call.send(url, body=body, headers=request_headers, params=params)
     try:
         if response.status_code >= 400:
             payload = json_or_none(body := await call.read_body(response))
@@ -177,6 +215,8 @@ async def _whole_completion(response: httpx.Response, call: StreamCall) -> Async
             payload = json.loads(await response.aread())
         choice = payload["choices"][0]
         text = choice.get("message", {}).get("content") or ""
+        calls = [c for c in choice.get("message", {}).get("tool_calls") or [] if isinstance(c, dict)]
+        function = [c.get("function") if isinstance(c.get("function"), dict) else {} for c in calls]
         reason = choice.get("finish_reason") or "stop"
     except TimeoutError:
         raise ProviderError("timeout", call.scrub("no complete response before the first-token timeout"),
@@ -186,13 +226,42 @@ async def _whole_completion(response: httpx.Response, call: StreamCall) -> Async
                             reason="server") from None
     if text:
         yield StreamEvent("delta", text=text)
+    for index, (tool_call, fn) in enumerate(zip(calls, function, strict=True)):
+        arguments = fn.get("arguments")
+        yield StreamEvent("tool_call", tool_index=index, tool_call_id=str(tool_call.get("id") or f"call_{index}"),
+                          tool_name=str(fn.get("name") or ""),
+                          arguments_fragment=arguments if isinstance(arguments, str) else json.dumps(arguments))
     usage = _usage_event(payload.get("usage"))
     if usage:
         yield usage
-    yield StreamEvent("finish", finish_reason=reason)
+    yield StreamEvent("finish", finish_reason=finish_with_tools(reason, bool(calls)))
+
+
+def _tool_call_events(pieces: Any, started: set[int]) -> list[StreamEvent]:
+    """Events for one delta's tool_calls pieces; `started` holds the indices whose first piece was seen."""
+    events = []
+    for position, piece in enumerate(pieces if isinstance(pieces, list) else ()):
+        if not isinstance(piece, dict):
+            continue
+        index = piece.get("index")
+        index = index if isinstance(index, int) and not isinstance(index, bool) else position
+        fn = piece.get("function") if isinstance(piece.get("function"), dict) else {}
+        arguments = fn.get("arguments")
+        fragment = arguments if isinstance(arguments, str) else "" if arguments is None else json.dumps(arguments)
+        if index in started:
+            # Some compatible servers repeat id and name on every piece; only the first piece names the call.
+            if fragment:
+                events.append(StreamEvent("tool_call", tool_index=index, arguments_fragment=fragment))
+            continue
+        started.add(index)
+        events.append(StreamEvent("tool_call", tool_index=index,
+                                  tool_call_id=str(piece.get("id") or f"call_{index}"),
+                                  tool_name=str(fn.get("name") or ""), arguments_fragment=fragment))
+    return events
 
 
 async def _sse_completion(reader: StreamReader) -> AsyncIterator[StreamEvent]:
+    started: set[int] = set()
     events = reader.events()
     async with contextlib.aclosing(events):
         async for sse in events:
@@ -217,6 +286,10 @@ async def _sse_completion(reader: StreamReader) -> AsyncIterator[StreamEvent]:
                 if isinstance(text, str) and text:
                     reader.committed = True
                     yield StreamEvent("delta", text=text)
+                for event in _tool_call_events(delta.get("tool_calls") if isinstance(delta, dict) else None,
+                                               started):
+                    reader.committed = True
+                    yield event
                 if choices[0].get("finish_reason"):
                     reader.finish_reason = str(choices[0]["finish_reason"])
             usage = _usage_event(payload.get("usage"))
@@ -224,4 +297,4 @@ async def _sse_completion(reader: StreamReader) -> AsyncIterator[StreamEvent]:
                 yield usage
     if not reader.finish_reason:
         raise reader.fail("upstream_error", "stream ended without a finish reason", "server")
-    yield StreamEvent("finish", finish_reason=reader.finish_reason)
+    yield StreamEvent("finish", finish_reason=finish_with_tools(reader.finish_reason, bool(started)))

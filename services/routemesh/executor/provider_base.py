@@ -58,20 +58,28 @@ class ProviderTarget:
 
 @dataclass
 class StreamEvent:
-    """A content delta, the provider's token usage, or the single final event with the finish reason.
+    """A content delta, a piece of a tool call, the provider's token usage, or the single final event.
 
     On usage events input_tokens counts the whole prompt (cached part included) and output_tokens the
     whole output (reasoning included), whatever the provider's own convention; cached_input_tokens and
     reasoning_tokens are the parts of those the provider reported, 0 when it did not.
+
+    A tool call arrives as "tool_call" events sharing a tool_index (0, 1, ... in the order calls start):
+    the first carries tool_call_id and tool_name, every one may carry the next arguments_fragment of the
+    call's JSON arguments. The finish event's finish_reason is "tool_calls" when the model stopped to call.
     """
 
-    kind: Literal["delta", "usage", "finish"]
+    kind: Literal["delta", "tool_call", "usage", "finish"]
     text: str = ""
     input_tokens: int = 0
     output_tokens: int = 0
     finish_reason: str = ""
     cached_input_tokens: int = 0
     reasoning_tokens: int = 0
+    tool_index: int = 0
+    tool_call_id: str = ""
+    tool_name: str = ""
+    arguments_fragment: str = ""
 
 
 class ProviderError(Exception):
@@ -178,6 +186,29 @@ def text_of(content: Any) -> str:
     if isinstance(content, list):
         return "".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
     return ""
+
+
+def tool_arguments(text: Any) -> dict[str, Any]:
+    """A tool call's JSON arguments text as the object Anthropic and Gemini want instead of text.
+
+    Empty arguments are {}; text that is not a JSON object (a model's broken output replayed in the
+    history) is kept under "_raw" rather than dropped or failing the whole request.
+    """
+    if not isinstance(text, str) or not text.strip():
+        return {}
+    parsed = json_or_none(text.encode())
+    return parsed if isinstance(parsed, dict) else {"_raw": text}
+
+
+def tool_calls_of(message: dict[str, Any]) -> list[dict[str, Any]]:
+    """The well-formed entries of an assistant message's tool_calls (id, name, arguments)."""
+    calls = message.get("tool_calls")
+    return [c for c in calls if isinstance(c, dict)] if isinstance(calls, list) else []
+
+
+def finish_with_tools(finish_reason: str, called: bool) -> str:
+    # Providers answer a forced tool call with a plain stop; callers only need to know tools are due.
+    return "tool_calls" if called and finish_reason == "stop" else finish_reason
 
 
 def int_field(mapping: Any, *path: str) -> int:

@@ -18,7 +18,8 @@ class StreamChat(Protocol):
 
     def __call__(self, client: httpx.AsyncClient, target: ProviderTarget, messages: list[dict[str, Any]], *,
                  max_tokens: int, temperature: float | None, headers: dict[str, str] | None = None,
-                 total_timeout_s: float | None = None) -> AsyncIterator[StreamEvent]: ...
+                 total_timeout_s: float | None = None, tools: list[dict[str, Any]] | None = None,
+                 tool_choice: str = "", response_format: str = "") -> AsyncIterator[StreamEvent]: ...
 
 
 # Keyed by the policy's provider `api`; every entry speaks the OpenAI wire format with these differences.

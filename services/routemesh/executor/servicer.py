@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import AsyncIterator
 
@@ -16,6 +17,7 @@ from routemesh.executor.engine import (
     ExecutionInput,
     ExecutionOutcome,
     ExecutionSettings,
+    ToolPiece,
 )
 from routemesh.v1 import common_pb2, executor_pb2, executor_pb2_grpc, telemetry_pb2
 
@@ -66,9 +68,39 @@ def result_to_proto(o: ExecutionOutcome) -> executor_pb2.ExecutionResult:
     )
 
 
+def message_dicts(messages) -> list[dict]:
+    """Messages as the adapters take them, tool calls and tool answers included."""
+    out = []
+    for (role, content), message in zip(messages_to_tuples(messages), messages, strict=True):
+        item: dict = {"role": role, "content": content}
+        if message.tool_calls:
+            item["tool_calls"] = [{"id": c.id, "name": c.name, "arguments": c.arguments_json or "{}"}
+                                  for c in message.tool_calls]
+        if message.tool_call_id:
+            item["tool_call_id"] = message.tool_call_id
+        out.append(item)
+    return out
+
+
+def tool_dicts(tools, violations: list[tuple[str, str]]) -> list[dict] | None:
+    """Tools as the adapters take them; bad JSON schemas become field violations."""
+    out = []
+    for i, tool in enumerate(tools):
+        try:
+            parameters = json.loads(tool.parameters_json) if tool.parameters_json else {"type": "object"}
+        except ValueError as exc:
+            violations.append((f"tools[{i}].parameters_json", f"not valid JSON: {exc}"))
+            continue
+        if not tool.name:
+            violations.append((f"tools[{i}].name", "must not be empty"))
+        out.append({"name": tool.name, "description": tool.description, "parameters": parameters})
+    return out or None
+
+
 def to_input(request: executor_pb2.ExecuteRequest) -> ExecutionInput:
     validate_messages(request.messages)
-    violations = []
+    violations: list[tuple[str, str]] = []
+    tools = tool_dicts(request.tools, violations)
     if not request.plan:
         violations.append(("plan", "at least one model is required"))
     if request.max_tokens <= 0:
@@ -76,7 +108,8 @@ def to_input(request: executor_pb2.ExecuteRequest) -> ExecutionInput:
     if violations:
         raise InvalidRequest("invalid execute request", field_violations=violations)
     return ExecutionInput(
-        messages=[{"role": role, "content": content} for role, content in messages_to_tuples(request.messages)],
+        messages=message_dicts(request.messages), tools=tools, tool_choice=request.tool_choice,
+        response_format=request.response_format,
         plan=list(request.plan), max_tokens=request.max_tokens,
         temperature=request.temperature if request.HasField("temperature") else None,
         decision_id=request.decision_id, estimated_input_tokens=request.estimated_input_tokens,
@@ -106,9 +139,12 @@ class ExecutorServicer(executor_pb2_grpc.ExecutorServiceServicer):
         remaining = context.time_remaining()
         deadline = None if remaining is None else time.monotonic() + remaining - 0.02
         async for batch in batches(self.engine.execute(execution, deadline)):
-            text = [item for item in batch if isinstance(item, str)]
-            if text:
-                yield executor_pb2.ExecuteResponse(delta=common_pb2.Delta(text="".join(text)))
+            text = "".join(item for item in batch if isinstance(item, str))
+            tools = [common_pb2.ToolCallDelta(index=p.index, id=p.id, name=p.name,
+                                              arguments_fragment=p.arguments_fragment)
+                     for p in batch if isinstance(p, ToolPiece)]
+            if text or tools:
+                yield executor_pb2.ExecuteResponse(delta=common_pb2.Delta(text=text, tool_calls=tools))
             for item in batch:
                 if isinstance(item, ExecutionOutcome):
                     yield executor_pb2.ExecuteResponse(result=result_to_proto(item))

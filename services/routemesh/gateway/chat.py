@@ -21,8 +21,8 @@ from routemesh.common import semconv
 from routemesh.common.tracing import set_attributes, start_client_span
 from routemesh.gateway import openai_api
 from routemesh.gateway.errors import http_error
-from routemesh.gateway.openai_api import FINISH_REASONS, GatewayError, ParsedChat
-from routemesh.v1 import router_pb2, router_pb2_grpc
+from routemesh.gateway.openai_api import FINISH_REASONS, GatewayError, ParsedChat, ToolCallsSoFar
+from routemesh.v1 import common_pb2, router_pb2, router_pb2_grpc
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,13 @@ class _Answer:
     decision: router_pb2.Decision = field(default_factory=router_pb2.Decision)
     final: router_pb2.Final | None = None
     texts: list[str] = field(default_factory=list)
+    tool_calls: ToolCallsSoFar = field(default_factory=ToolCallsSoFar)
+    # The delta that ended the opening (streams send it with the role).
+    first: common_pb2.Delta | None = None
+
+    def add(self, delta: common_pb2.Delta) -> None:
+        self.texts.append(delta.text)
+        self.tool_calls.add(delta.tool_calls)
 
 
 def routemesh_headers(decision: router_pb2.Decision) -> dict[str, str]:
@@ -99,7 +106,8 @@ class ChatHandler:
             return error_response(error)
         chat = parsed.request
         explain = router_pb2.ExplainRequest(messages=chat.messages, model=chat.model, max_tokens=chat.max_tokens,
-                                            metadata=chat.metadata, routing=chat.routing)
+                                            metadata=chat.metadata, routing=chat.routing, tools=chat.tools,
+                                            response_format=chat.response_format)
         client_span, metadata = start_client_span("routemesh.v1.RouterService/Explain")
         try:
             reply = await self.stub.Explain(explain, metadata=metadata, timeout=min(self.timeout_s, 30.0))
@@ -123,7 +131,8 @@ class ChatHandler:
                     answer.decision = event.decision
                     self._record_decision(event.decision)
                 elif kind == "delta":
-                    answer.texts.append(event.delta.text)
+                    answer.add(event.delta)
+                    answer.first = event.delta
                     return None
                 else:
                     answer.final = event.final
@@ -158,7 +167,7 @@ class ChatHandler:
         try:
             async for event in events:
                 if event.HasField("delta"):
-                    answer.texts.append(event.delta.text)
+                    answer.add(event.delta)
                 elif event.HasField("final"):
                     answer.final = event.final
         except grpc.aio.AioRpcError as exc:
@@ -169,7 +178,8 @@ class ChatHandler:
         if final is None or final.status not in FINISH_REASONS:
             return error_response(openai_api.broken_answer(final), headers)
         self._record_final(final)
-        body = openai_api.completion(answer.decision, final, "".join(answer.texts), int(time.time()))
+        body = openai_api.completion(answer.decision, final, "".join(answer.texts), int(time.time()),
+                                     answer.tool_calls.openai())
         return _json_response(200, body, headers)
 
     async def _stream(self, request: web.Request, parsed: ParsedChat, call: Any) -> web.StreamResponse:
@@ -189,12 +199,12 @@ class ChatHandler:
         await response.prepare(request)
         decision, created, usage = answer.decision, int(time.time()), parsed.include_usage
         try:
-            first = {"role": "assistant", "content": "".join(answer.texts)}
+            first = openai_api.delta_of(answer.first or common_pb2.Delta(), first=True)
             await response.write(_sse(openai_api.chunk(decision, created, first, include_usage=usage)))
             try:
                 async for event in events:
                     if event.HasField("delta"):
-                        delta = {"content": event.delta.text}
+                        delta = openai_api.delta_of(event.delta)
                         await response.write(_sse(openai_api.chunk(decision, created, delta, include_usage=usage)))
                     elif event.HasField("final"):
                         final = event.final

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 from routemesh.v1 import common_pb2, router_pb2
@@ -16,7 +17,10 @@ FINISH_REASONS = {
     common_pb2.FINISH_STATUS_CONTENT_FILTER: "content_filter",
     # A fallback model completed the cut answer: the caller got a whole answer.
     common_pb2.FINISH_STATUS_CONTINUED: "stop",
+    common_pb2.FINISH_STATUS_TOOL_CALLS: "tool_calls",
 }
+TOOL_CHOICES = ("auto", "none", "required")
+RESPONSE_FORMATS = ("text", "json_object")
 _INT32_MAX = 2**31 - 1
 
 
@@ -48,8 +52,10 @@ def _unsupported(param: str, message: str) -> GatewayError:
 # Parameters whose effect routemesh cannot honour yet: refused, never silently dropped, because the
 # caller would get an answer of another shape than the one it asked for.
 _UNSUPPORTED: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "tools": (bool, "tool calls are not supported by routemesh yet; send the request without `tools`"),
-    "functions": (bool, "function calls are not supported by routemesh yet; send the request without `functions`"),
+    "functions": (bool, "the legacy `functions` parameter is not supported; use `tools`"),
+    "function_call": (lambda v: v is not None, "the legacy `function_call` parameter is not supported; "
+                                               "use `tool_choice`"),
+    "parallel_tool_calls": (lambda v: v is False, "parallel_tool_calls=false is not supported yet"),
     "n": (lambda v: v not in (None, 1), "only n=1 is supported"),
     "logprobs": (bool, "logprobs are not supported"),
     "top_logprobs": (lambda v: v is not None, "logprobs are not supported"),
@@ -94,15 +100,101 @@ def _messages(raw: Any) -> list[common_pb2.Message]:
         role = item.get("role")
         if role not in ROLES:
             raise _bad(f"{where}.role", f"unknown role {role!r}; expected one of {sorted(ROLES)}")
-        for key in ("tool_calls", "function_call"):
-            if item.get(key):
-                raise _unsupported(f"{where}.{key}", "tool calls are not supported by routemesh yet")
+        if item.get("function_call"):
+            raise _unsupported(f"{where}.function_call", "the legacy `function_call` is not supported; "
+                                                         "use `tool_calls`")
         name = item.get("name")
         if name is not None and not isinstance(name, str):
             raise _bad(f"{where}.name", "`name` must be a string")
-        messages.append(common_pb2.Message(role=ROLES[role], content=_text_of(item.get("content"), f"{where}.content"),
-                                           name=name or ""))
+        message = common_pb2.Message(role=ROLES[role], content=_text_of(item.get("content"), f"{where}.content"),
+                                     name=name or "")
+        tool_calls = item.get("tool_calls")
+        if tool_calls is not None:
+            if role != "assistant":
+                raise _bad(f"{where}.tool_calls", "only assistant messages carry `tool_calls`")
+            message.tool_calls.extend(_tool_calls(tool_calls, f"{where}.tool_calls"))
+        tool_call_id = item.get("tool_call_id")
+        if tool_call_id is not None:
+            if role != "tool" or not isinstance(tool_call_id, str):
+                raise _bad(f"{where}.tool_call_id", "`tool_call_id` must be a string, on tool messages only")
+            message.tool_call_id = tool_call_id
+        messages.append(message)
     return messages
+
+
+def _tool_calls(raw: Any, where: str) -> list[common_pb2.ToolCall]:
+    """An assistant turn's earlier tool calls: [{"id", "type": "function", "function": {"name", "arguments"}}]."""
+    if not isinstance(raw, list):
+        raise _bad(where, "`tool_calls` must be a list")
+    calls = []
+    for j, call in enumerate(raw):
+        at = f"{where}[{j}]"
+        if not isinstance(call, dict):
+            raise _bad(at, "each tool call must be an object")
+        if call.get("type", "function") != "function":
+            raise _unsupported(f"{at}.type", "only tool calls of type `function` are supported")
+        function = call.get("function")
+        if not isinstance(function, dict):
+            raise _bad(f"{at}.function", "a tool call needs a `function` object")
+        call_id, name, arguments = call.get("id"), function.get("name"), function.get("arguments", "")
+        if not isinstance(call_id, str) or not call_id:
+            raise _bad(f"{at}.id", "a tool call needs an `id` string")
+        if not isinstance(name, str) or not name:
+            raise _bad(f"{at}.function.name", "a tool call needs a `function.name` string")
+        if not isinstance(arguments, str):
+            raise _bad(f"{at}.function.arguments", "`function.arguments` must be a JSON string")
+        calls.append(common_pb2.ToolCall(id=call_id, name=name, arguments_json=arguments))
+    return calls
+
+
+def _tools(raw: Any) -> list[common_pb2.Tool]:
+    """`tools`: functions only; the parameters' JSON Schema travels as JSON text."""
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise _bad("tools", "`tools` must be a list")
+    tools = []
+    for i, item in enumerate(raw):
+        at = f"tools[{i}]"
+        if not isinstance(item, dict):
+            raise _bad(at, "each tool must be an object")
+        if item.get("type") != "function":
+            raise _unsupported(f"{at}.type", f"tool type {item.get('type')!r} is not supported; only `function` is")
+        function = item.get("function")
+        if not isinstance(function, dict):
+            raise _bad(f"{at}.function", "a function tool needs a `function` object")
+        name, description = function.get("name"), function.get("description")
+        parameters = function.get("parameters")
+        if not isinstance(name, str) or not name:
+            raise _bad(f"{at}.function.name", "a function tool needs a `function.name` string")
+        if description is not None and not isinstance(description, str):
+            raise _bad(f"{at}.function.description", "`function.description` must be a string")
+        if parameters is not None and not isinstance(parameters, dict):
+            raise _bad(f"{at}.function.parameters", "`function.parameters` must be a JSON Schema object")
+        tools.append(common_pb2.Tool(name=name, description=description or "",
+                                     parameters_json=json.dumps(parameters) if parameters is not None else ""))
+    return tools
+
+
+def _tool_choice(raw: Any, tools: list[common_pb2.Tool]) -> str:
+    """"auto", "none", "required" or a tool name (from {"type": "function", "function": {"name"}})."""
+    if raw is None:
+        return ""
+    if isinstance(raw, str):
+        if raw not in TOOL_CHOICES:
+            raise _bad("tool_choice", f"`tool_choice` must be one of {list(TOOL_CHOICES)} or a function object")
+        choice = raw
+    elif isinstance(raw, dict) and raw.get("type") == "function" and isinstance(raw.get("function"), dict):
+        choice = raw["function"].get("name")
+        if not isinstance(choice, str) or not choice:
+            raise _bad("tool_choice.function.name", "`tool_choice.function.name` must be a string")
+        if choice not in {t.name for t in tools}:
+            raise _bad("tool_choice.function.name", f"`tool_choice` names {choice!r}, which is not in `tools`")
+    else:
+        raise _bad("tool_choice", '`tool_choice` must be a string or {"type": "function", "function": {"name"}}')
+    if not tools and choice not in ("auto", "none"):
+        raise _bad("tool_choice", "`tool_choice` needs `tools`")
+    return choice
 
 
 def _max_tokens(body: dict[str, Any]) -> tuple[int, str]:
@@ -120,7 +212,7 @@ def _max_tokens(body: dict[str, Any]) -> tuple[int, str]:
     return 0, "max_tokens"
 
 
-def _routing(raw: Any, capabilities: list[str]) -> router_pb2.RoutingOptions:
+def _routing(raw: Any) -> router_pb2.RoutingOptions:
     options = router_pb2.RoutingOptions()
     if raw is None:
         raw = {}
@@ -144,24 +236,21 @@ def _routing(raw: Any, capabilities: list[str]) -> router_pb2.RoutingOptions:
         if not valid(value):
             raise _bad(f"routemesh.{key}", f"`routemesh.{key}` must be {expected}")
         if key == "required_capabilities":
-            capabilities = [*value, *capabilities]
+            options.required_capabilities.extend(dict.fromkeys(value))
         elif key in ("max_cost_usd", "latency_target_ms"):
             setattr(options, key, float(value))
         else:
             setattr(options, key, value)
-    options.required_capabilities.extend(dict.fromkeys(capabilities))
     return options
 
 
-def _capabilities(body: dict[str, Any]) -> list[str]:
+def _response_format(body: dict[str, Any]) -> str:
     fmt = body.get("response_format")
     if fmt is None:
-        return []
+        return ""
     kind = fmt.get("type") if isinstance(fmt, dict) else None
-    if kind == "json_object":
-        return ["json"]
-    if kind == "text":
-        return []
+    if kind in RESPONSE_FORMATS:
+        return kind
     if kind == "json_schema":
         raise _unsupported("response_format.type", "json_schema is not supported yet; use json_object")
     raise _bad("response_format.type", "`response_format.type` must be text or json_object")
@@ -182,6 +271,9 @@ class ParsedChat:
             return self.max_tokens_param
         if router_field.startswith("routing."):
             return "routemesh." + router_field.removeprefix("routing.")
+        tool, dot, rest = router_field.partition("].")
+        if router_field.startswith("tools[") and dot:
+            return f"{tool}].function." + {"parameters_json": "parameters"}.get(rest, rest)
         return router_field
 
 
@@ -197,7 +289,11 @@ def parse_chat(body: Any) -> ParsedChat:
     if model is not None and not isinstance(model, str):
         raise _bad("model", "`model` must be a string")
     max_tokens, max_tokens_param = _max_tokens(body)
-    request = router_pb2.ChatRequest(messages=messages, model=model or "auto", max_tokens=max_tokens)
+    tools = _tools(body.get("tools"))
+    response_format = _response_format(body)
+    request = router_pb2.ChatRequest(messages=messages, model=model or "auto", max_tokens=max_tokens, tools=tools,
+                                     tool_choice=_tool_choice(body.get("tool_choice"), tools),
+                                     response_format=response_format)
     temperature = body.get("temperature")
     if temperature is not None:
         if not _is_number(temperature):
@@ -213,7 +309,8 @@ def parse_chat(body: Any) -> ParsedChat:
         if not isinstance(user, str):
             raise _bad("user", "`user` must be a string")
         request.metadata["user"] = user
-    request.routing.CopyFrom(_routing(body.get("routemesh"), _capabilities(body)))
+    # The router itself requires the "tools" and "json" capabilities from `tools` and `response_format`.
+    request.routing.CopyFrom(_routing(body.get("routemesh")))
     stream = body.get("stream")
     if stream is not None and not isinstance(stream, bool):
         raise _bad("stream", "`stream` must be true or false")
@@ -236,11 +333,56 @@ def extension_of(decision: router_pb2.Decision, final: router_pb2.Final) -> dict
             "usage_estimated": final.usage.estimated}
 
 
-def completion(decision: router_pb2.Decision, final: router_pb2.Final, text: str, created: int) -> dict[str, Any]:
+@dataclass
+class ToolCallsSoFar:
+    """Tool-call pieces of a streamed answer, put together per call index."""
+
+    calls: dict[int, dict[str, Any]] = field(default_factory=dict)
+
+    def add(self, pieces: Iterable[common_pb2.ToolCallDelta]) -> None:
+        for piece in pieces:
+            call = self.calls.setdefault(piece.index, {"id": "", "name": "", "arguments": []})
+            call["id"] = call["id"] or piece.id
+            call["name"] = call["name"] or piece.name
+            call["arguments"].append(piece.arguments_fragment)
+
+    def openai(self) -> list[dict[str, Any]]:
+        return [{"id": call["id"], "type": "function",
+                 "function": {"name": call["name"], "arguments": "".join(call["arguments"])}}
+                for _, call in sorted(self.calls.items())]
+
+
+def delta_of(delta: common_pb2.Delta, *, first: bool = False) -> dict[str, Any]:
+    """A chunk's delta for a router delta: content and/or tool-call pieces (id, type, name on a call's first)."""
+    body: dict[str, Any] = {"role": "assistant"} if first else {}
+    if delta.text or not delta.tool_calls:
+        body["content"] = delta.text
+    elif first:
+        body["content"] = None
+    if delta.tool_calls:
+        pieces = []
+        for piece in delta.tool_calls:
+            out: dict[str, Any] = {"index": piece.index}
+            if piece.id:
+                out["id"], out["type"] = piece.id, "function"
+            function: dict[str, Any] = {"name": piece.name} if piece.name else {}
+            function["arguments"] = piece.arguments_fragment
+            out["function"] = function
+            pieces.append(out)
+        body["tool_calls"] = pieces
+    return body
+
+
+def completion(decision: router_pb2.Decision, final: router_pb2.Final, text: str, created: int,
+               tool_calls: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": text if text or not tool_calls else None,
+                               "refusal": None}
+    if tool_calls:
+        message["tool_calls"] = tool_calls
     return {
         "id": f"chatcmpl-{decision.decision_id}", "object": "chat.completion", "created": created,
         "model": final.model or decision.model, "system_fingerprint": None,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": text, "refusal": None},
+        "choices": [{"index": 0, "message": message,
                      "logprobs": None, "finish_reason": FINISH_REASONS[final.status]}],
         "usage": usage_of(final), "routemesh": extension_of(decision, final),
     }

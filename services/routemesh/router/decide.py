@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from collections.abc import Sequence
@@ -51,14 +52,44 @@ def validate_chat(messages: Sequence[common_pb2.Message], model: str, max_tokens
                              field_violations=problems)
 
 
-def options_view(options: router_pb2.RoutingOptions) -> RoutingOptionsView:
+RESPONSE_FORMATS = ("", "text", "json_object")
+
+
+def options_view(request: router_pb2.ChatRequest | router_pb2.ExplainRequest) -> RoutingOptionsView:
+    """The request's routing options; tools and JSON output add the capabilities they need."""
+    options = request.routing
+    needed = list(options.required_capabilities)
+    if request.tools and "tools" not in needed:
+        needed.append("tools")
+    if request.response_format == "json_object" and "json" not in needed:
+        needed.append("json")
     return RoutingOptionsView(
         strategy=options.strategy,
         max_cost_usd=options.max_cost_usd if options.HasField("max_cost_usd") else None,
         latency_target_ms=options.latency_target_ms if options.HasField("latency_target_ms") else None,
         allow_fallback=options.allow_fallback, provider=options.provider,
-        required_capabilities=tuple(options.required_capabilities),
+        required_capabilities=tuple(needed),
     )
+
+
+def validate_tools(request: router_pb2.ChatRequest | router_pb2.ExplainRequest) -> None:
+    problems = []
+    if request.response_format not in RESPONSE_FORMATS:
+        problems.append(("response_format", f"must be one of {list(RESPONSE_FORMATS[1:])}"))
+    names = [t.name for t in request.tools]
+    for i, tool in enumerate(request.tools):
+        if not tool.name:
+            problems.append((f"tools[{i}].name", "must not be empty"))
+        if tool.parameters_json:
+            try:
+                json.loads(tool.parameters_json)
+            except ValueError:
+                problems.append((f"tools[{i}].parameters_json", "must be a JSON Schema as JSON text"))
+    choice = getattr(request, "tool_choice", "")
+    if choice and choice not in ("auto", "none", "required") and choice not in names:
+        problems.append(("tool_choice", f"must be auto, none, required or one of the tools {names}"))
+    if problems:
+        raise InvalidRequest("invalid tools or response format", field_violations=problems)
 
 
 def last_user_text(messages: Sequence[common_pb2.Message]) -> str:
@@ -104,6 +135,7 @@ class Decider:
                      context: grpc.aio.ServicerContext, temperature: float | None = None) -> Decided:
         metadata = dict(request.metadata)
         validate_chat(request.messages, request.model, request.max_tokens, metadata, temperature)
+        validate_tools(request)
         current = self.holder.current
         if current is None:
             raise NotReady("the router has not received a policy from the control plane yet")
@@ -118,7 +150,7 @@ class Decider:
         with tracer().start_as_current_span(semconv.SPAN_DECIDE) as span:
             plan = plan_request(
                 policy, FeatureSource.routing_features(features), request.model, request.max_tokens, metadata,
-                health, options=options_view(request.routing), text=last_user_text(request.messages),
+                health, options=options_view(request), text=last_user_text(request.messages),
                 state=self.state, sticky_model=sticky, budget_soft=soft, now_ms=int(time.time() * 1000),
             )
             decision_id = uuid.uuid4().hex

@@ -81,6 +81,7 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
         execute = executor_pb2.ExecuteRequest(
             messages=request.messages, plan=plan.models, max_tokens=plan.max_tokens,
             decision_id=decision.decision_id, estimated_input_tokens=decision.features.input_tokens,
+            tools=request.tools, tool_choice=request.tool_choice, response_format=request.response_format,
         )
         if temperature is not None:
             execute.temperature = temperature
@@ -100,10 +101,12 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
                                           timeout=None if remaining is None else max(0.001, remaining - 0.02))
             try:
                 async for batch in batches(call.__aiter__()):
-                    text = "".join(r.delta.text for r in batch if r.HasField("delta"))
-                    if text:
-                        relayed += len(text)
-                        yield router_pb2.ChatResponse(delta=common_pb2.Delta(text=text))
+                    deltas = [r.delta for r in batch if r.HasField("delta")]
+                    text = "".join(d.text for d in deltas)
+                    tools = [t for d in deltas for t in d.tool_calls]
+                    if text or tools:
+                        relayed += len(text) + len(tools)
+                        yield router_pb2.ChatResponse(delta=common_pb2.Delta(text=text, tool_calls=tools))
                     for response in batch:
                         if response.HasField("result"):
                             final = self._final(response.result, decision)

@@ -7,6 +7,7 @@ import json
 import math
 import random
 import time
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +39,27 @@ class ChatRequest:
     max_tokens: int | None
     stream: bool
     include_usage: bool
+    tool_call: tuple[str, str] | None = None  # (function name, arguments JSON) when the answer calls a tool
+
+
+def _tool_call(body: dict[str, Any], messages: list[dict[str, Any]], last_user: str) -> tuple[str, str] | None:
+    """Call a tool when offered one and asked to (tool_choice required or named, or the user names the tool),
+    unless the conversation already ends with a tool's answer; deterministic, like the rest of the sim."""
+    tools = body.get("tools") or []
+    names = [t.get("function", {}).get("name", "") for t in tools if isinstance(t, dict)]
+    names = [n for n in names if n]
+    choice = body.get("tool_choice")
+    if not names or choice == "none" or messages[-1].get("role") == "tool":
+        return None
+    if isinstance(choice, dict):
+        name = choice.get("function", {}).get("name", "")
+    elif choice == "required":
+        name = names[0]
+    else:
+        name = next((n for n in names if n.lower() in last_user.lower()), "")
+    if not name:
+        return None
+    return name, json.dumps({"query": last_user[:60]})
 
 
 def error_response(
@@ -103,6 +125,7 @@ def parse_chat(body: Any) -> ChatRequest:
         max_tokens=max_tokens,
         stream=stream,
         include_usage=bool(options.get("include_usage")),
+        tool_call=_tool_call(body, messages, last_user),
     )
 
 
@@ -172,6 +195,8 @@ async def _stream(
                                   "logprobs": None, "finish_reason": None}]}
     await response.write(_sse(first))
     await _sleep(plan.jittered(plan.ttft_s))
+    if chat.tool_call is not None:
+        return await _stream_tool_call(response, chat, head, plan)
     loop = asyncio.get_running_loop()
     due = loop.time()
     pending: list[bytes] = []
@@ -209,6 +234,26 @@ async def _stream(
     return response, plan.outcome
 
 
+async def _stream_tool_call(response: web.StreamResponse, chat: ChatRequest, head: dict[str, Any],
+                            plan: Plan) -> tuple[web.StreamResponse, str]:
+    """A streamed tool call: id and name first, then the arguments in pieces, then finish "tool_calls"."""
+    assert chat.tool_call is not None
+    name, arguments = chat.tool_call
+    pieces = [arguments[: len(arguments) // 2], arguments[len(arguments) // 2:]]
+    deltas = [{"index": 0, "id": f"call_{zlib.crc32(chat.prompt_text.encode()):08x}", "type": "function",
+               "function": {"name": name, "arguments": ""}}]
+    deltas += [{"index": 0, "function": {"arguments": piece}} for piece in pieces]
+    body = [_sse({**head, "choices": [{"index": 0, "delta": {"tool_calls": [d]}, "logprobs": None,
+                                       "finish_reason": None}]}) for d in deltas]
+    body.append(_sse({**head, "choices": [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": "tool_calls"}]}))
+    if chat.include_usage:
+        body.append(_sse({**head, "choices": [], "usage": _usage(chat, len(pieces) + 1)}))
+    body.append(b"data: [DONE]\n\n")
+    await response.write(b"".join(body))
+    await response.write_eof()
+    return response, plan.outcome
+
+
 async def _complete(
     request: web.Request, chat: ChatRequest, plan: Plan, tokens: list[str], finish: str
 ) -> tuple[web.StreamResponse, str]:
@@ -231,6 +276,12 @@ async def _complete(
                      "logprobs": None, "finish_reason": finish}],
         "usage": _usage(chat, len(tokens)),
     }
+    if chat.tool_call is not None:
+        name, arguments = chat.tool_call
+        body["choices"][0]["message"] = {"role": "assistant", "content": None, "tool_calls": [
+            {"id": f"call_{zlib.crc32(chat.prompt_text.encode()):08x}", "type": "function",
+             "function": {"name": name, "arguments": arguments}}]}
+        body["choices"][0]["finish_reason"] = "tool_calls"
     return web.json_response(body), plan.outcome
 
 

@@ -24,31 +24,37 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19routemesh/v1/common.proto\x12\x0croutemesh.v1\"J\n\x07Message\x12 \n\x04role\x18\x01 \x01(\x0e\x32\x12.routemesh.v1.Role\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\"\xbd\x01\n\x08\x46\x65\x61tures\x12\x14\n\x0cinput_tokens\x18\x01 \x01(\x05\x12)\n\ttask_type\x18\x02 \x01(\x0e\x32\x16.routemesh.v1.TaskType\x12\x17\n\x0ftask_confidence\x18\x03 \x01(\x01\x12\x10\n\x08language\x18\x04 \x01(\t\x12\x12\n\ncomplexity\x18\x05 \x01(\x01\x12\x10\n\x08has_code\x18\x06 \x01(\x08\x12\x0f\n\x07signals\x18\x07 \x03(\t\x12\x0e\n\x06source\x18\x08 \x01(\t\"~\n\x05Usage\x12\x14\n\x0cinput_tokens\x18\x01 \x01(\x03\x12\x15\n\routput_tokens\x18\x02 \x01(\x03\x12\x11\n\testimated\x18\x03 \x01(\x08\x12\x1b\n\x13\x63\x61\x63hed_input_tokens\x18\x04 \x01(\x03\x12\x18\n\x10reasoning_tokens\x18\x05 \x01(\x03\"\x92\x02\n\x07\x41ttempt\x12\r\n\x05model\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12-\n\x07outcome\x18\x03 \x01(\x0e\x32\x1c.routemesh.v1.AttemptOutcome\x12\x13\n\x0bhttp_status\x18\x04 \x01(\x05\x12\r\n\x05\x65rror\x18\x05 \x01(\t\x12\x0f\n\x07ttft_ms\x18\x06 \x01(\x01\x12\x13\n\x0b\x64uration_ms\x18\x07 \x01(\x01\x12\"\n\x05usage\x18\x08 \x01(\x0b\x32\x13.routemesh.v1.Usage\x12\x10\n\x08\x63ost_usd\x18\t \x01(\x01\x12\r\n\x05hedge\x18\n \x01(\x08\x12\x12\n\ntry_number\x18\x0b \x01(\x05\x12\x14\n\x0c\x65rror_reason\x18\x0c \x01(\t\"\x15\n\x05\x44\x65lta\x12\x0c\n\x04text\x18\x01 \x01(\t*_\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bROLE_SYSTEM\x10\x01\x12\r\n\tROLE_USER\x10\x02\x12\x12\n\x0eROLE_ASSISTANT\x10\x03\x12\r\n\tROLE_TOOL\x10\x04*\xf5\x01\n\x08TaskType\x12\x19\n\x15TASK_TYPE_UNSPECIFIED\x10\x00\x12\x12\n\x0eTASK_TYPE_CHAT\x10\x01\x12\x12\n\x0eTASK_TYPE_CODE\x10\x02\x12\x12\n\x0eTASK_TYPE_MATH\x10\x03\x12\x1b\n\x17TASK_TYPE_SUMMARIZATION\x10\x04\x12\x19\n\x15TASK_TYPE_TRANSLATION\x10\x05\x12\x18\n\x14TASK_TYPE_EXTRACTION\x10\x06\x12\x1e\n\x1aTASK_TYPE_CREATIVE_WRITING\x10\x07\x12 \n\x1cTASK_TYPE_QUESTION_ANSWERING\x10\x08*\xff\x01\n\x0c\x46inishStatus\x12\x1d\n\x19\x46INISH_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x46INISH_STATUS_COMPLETE\x10\x01\x12\x18\n\x14\x46INISH_STATUS_LENGTH\x10\x02\x12$\n FINISH_STATUS_TRUNCATED_UPSTREAM\x10\x03\x12\x18\n\x14\x46INISH_STATUS_FAILED\x10\x04\x12 \n\x1c\x46INISH_STATUS_CONTENT_FILTER\x10\x05\x12\x1b\n\x17\x46INISH_STATUS_CANCELLED\x10\x06\x12\x1b\n\x17\x46INISH_STATUS_CONTINUED\x10\x07*\xa2\x03\n\x0e\x41ttemptOutcome\x12\x1f\n\x1b\x41TTEMPT_OUTCOME_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x41TTEMPT_OUTCOME_SUCCESS\x10\x01\x12 \n\x1c\x41TTEMPT_OUTCOME_RATE_LIMITED\x10\x02\x12\"\n\x1e\x41TTEMPT_OUTCOME_UPSTREAM_ERROR\x10\x03\x12!\n\x1d\x41TTEMPT_OUTCOME_CONNECT_ERROR\x10\x04\x12\x1b\n\x17\x41TTEMPT_OUTCOME_TIMEOUT\x10\x05\x12\x1d\n\x19\x41TTEMPT_OUTCOME_TRUNCATED\x10\x06\x12\x1d\n\x19\x41TTEMPT_OUTCOME_CANCELLED\x10\x07\x12 \n\x1c\x41TTEMPT_OUTCOME_CONFIG_ERROR\x10\x08\x12\x1e\n\x1a\x41TTEMPT_OUTCOME_HEDGE_LOST\x10\t\x12 \n\x1c\x41TTEMPT_OUTCOME_CIRCUIT_OPEN\x10\n\x12*\n&ATTEMPT_OUTCOME_RETRY_BUDGET_EXHAUSTED\x10\x0b*\x8f\x04\n\x0b\x45rrorReason\x12\x1c\n\x18\x45RROR_REASON_UNSPECIFIED\x10\x00\x12 \n\x1c\x45RROR_REASON_INVALID_REQUEST\x10\x01\x12\x1a\n\x16\x45RROR_REASON_NOT_FOUND\x10\x02\x12\x1e\n\x1a\x45RROR_REASON_UNKNOWN_MODEL\x10\x03\x12!\n\x1d\x45RROR_REASON_UNKNOWN_PROVIDER\x10\x04\x12\"\n\x1e\x45RROR_REASON_NO_ELIGIBLE_MODEL\x10\x05\x12&\n\"ERROR_REASON_ALL_CANDIDATES_FAILED\x10\x06\x12\x1a\n\x16\x45RROR_REASON_NO_POLICY\x10\x07\x12!\n\x1d\x45RROR_REASON_BUDGET_EXHAUSTED\x10\x08\x12#\n\x1f\x45RROR_REASON_BUDGET_UNAVAILABLE\x10\t\x12\x1d\n\x19\x45RROR_REASON_RATE_LIMITED\x10\n\x12%\n!ERROR_REASON_EXECUTOR_UNAVAILABLE\x10\x0b\x12\"\n\x1e\x45RROR_REASON_DEADLINE_EXCEEDED\x10\x0c\x12,\n(ERROR_REASON_TELEMETRY_STORE_UNAVAILABLE\x10\r\x12\x19\n\x15\x45RROR_REASON_INTERNAL\x10\x0e\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19routemesh/v1/common.proto\x12\x0croutemesh.v1\"\x8c\x01\n\x07Message\x12 \n\x04role\x18\x01 \x01(\x0e\x32\x12.routemesh.v1.Role\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12*\n\ntool_calls\x18\x04 \x03(\x0b\x32\x16.routemesh.v1.ToolCall\x12\x14\n\x0ctool_call_id\x18\x05 \x01(\t\"B\n\x04Tool\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x17\n\x0fparameters_json\x18\x03 \x01(\t\"<\n\x08ToolCall\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x16\n\x0e\x61rguments_json\x18\x03 \x01(\t\"T\n\rToolCallDelta\x12\r\n\x05index\x18\x01 \x01(\x05\x12\n\n\x02id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x1a\n\x12\x61rguments_fragment\x18\x04 \x01(\t\"\xbd\x01\n\x08\x46\x65\x61tures\x12\x14\n\x0cinput_tokens\x18\x01 \x01(\x05\x12)\n\ttask_type\x18\x02 \x01(\x0e\x32\x16.routemesh.v1.TaskType\x12\x17\n\x0ftask_confidence\x18\x03 \x01(\x01\x12\x10\n\x08language\x18\x04 \x01(\t\x12\x12\n\ncomplexity\x18\x05 \x01(\x01\x12\x10\n\x08has_code\x18\x06 \x01(\x08\x12\x0f\n\x07signals\x18\x07 \x03(\t\x12\x0e\n\x06source\x18\x08 \x01(\t\"~\n\x05Usage\x12\x14\n\x0cinput_tokens\x18\x01 \x01(\x03\x12\x15\n\routput_tokens\x18\x02 \x01(\x03\x12\x11\n\testimated\x18\x03 \x01(\x08\x12\x1b\n\x13\x63\x61\x63hed_input_tokens\x18\x04 \x01(\x03\x12\x18\n\x10reasoning_tokens\x18\x05 \x01(\x03\"\x92\x02\n\x07\x41ttempt\x12\r\n\x05model\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12-\n\x07outcome\x18\x03 \x01(\x0e\x32\x1c.routemesh.v1.AttemptOutcome\x12\x13\n\x0bhttp_status\x18\x04 \x01(\x05\x12\r\n\x05\x65rror\x18\x05 \x01(\t\x12\x0f\n\x07ttft_ms\x18\x06 \x01(\x01\x12\x13\n\x0b\x64uration_ms\x18\x07 \x01(\x01\x12\"\n\x05usage\x18\x08 \x01(\x0b\x32\x13.routemesh.v1.Usage\x12\x10\n\x08\x63ost_usd\x18\t \x01(\x01\x12\r\n\x05hedge\x18\n \x01(\x08\x12\x12\n\ntry_number\x18\x0b \x01(\x05\x12\x14\n\x0c\x65rror_reason\x18\x0c \x01(\t\"F\n\x05\x44\x65lta\x12\x0c\n\x04text\x18\x01 \x01(\t\x12/\n\ntool_calls\x18\x02 \x03(\x0b\x32\x1b.routemesh.v1.ToolCallDelta*_\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bROLE_SYSTEM\x10\x01\x12\r\n\tROLE_USER\x10\x02\x12\x12\n\x0eROLE_ASSISTANT\x10\x03\x12\r\n\tROLE_TOOL\x10\x04*\xf5\x01\n\x08TaskType\x12\x19\n\x15TASK_TYPE_UNSPECIFIED\x10\x00\x12\x12\n\x0eTASK_TYPE_CHAT\x10\x01\x12\x12\n\x0eTASK_TYPE_CODE\x10\x02\x12\x12\n\x0eTASK_TYPE_MATH\x10\x03\x12\x1b\n\x17TASK_TYPE_SUMMARIZATION\x10\x04\x12\x19\n\x15TASK_TYPE_TRANSLATION\x10\x05\x12\x18\n\x14TASK_TYPE_EXTRACTION\x10\x06\x12\x1e\n\x1aTASK_TYPE_CREATIVE_WRITING\x10\x07\x12 \n\x1cTASK_TYPE_QUESTION_ANSWERING\x10\x08*\x9d\x02\n\x0c\x46inishStatus\x12\x1d\n\x19\x46INISH_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x46INISH_STATUS_COMPLETE\x10\x01\x12\x18\n\x14\x46INISH_STATUS_LENGTH\x10\x02\x12$\n FINISH_STATUS_TRUNCATED_UPSTREAM\x10\x03\x12\x18\n\x14\x46INISH_STATUS_FAILED\x10\x04\x12 \n\x1c\x46INISH_STATUS_CONTENT_FILTER\x10\x05\x12\x1b\n\x17\x46INISH_STATUS_CANCELLED\x10\x06\x12\x1b\n\x17\x46INISH_STATUS_CONTINUED\x10\x07\x12\x1c\n\x18\x46INISH_STATUS_TOOL_CALLS\x10\x08*\xa2\x03\n\x0e\x41ttemptOutcome\x12\x1f\n\x1b\x41TTEMPT_OUTCOME_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x41TTEMPT_OUTCOME_SUCCESS\x10\x01\x12 \n\x1c\x41TTEMPT_OUTCOME_RATE_LIMITED\x10\x02\x12\"\n\x1e\x41TTEMPT_OUTCOME_UPSTREAM_ERROR\x10\x03\x12!\n\x1d\x41TTEMPT_OUTCOME_CONNECT_ERROR\x10\x04\x12\x1b\n\x17\x41TTEMPT_OUTCOME_TIMEOUT\x10\x05\x12\x1d\n\x19\x41TTEMPT_OUTCOME_TRUNCATED\x10\x06\x12\x1d\n\x19\x41TTEMPT_OUTCOME_CANCELLED\x10\x07\x12 \n\x1c\x41TTEMPT_OUTCOME_CONFIG_ERROR\x10\x08\x12\x1e\n\x1a\x41TTEMPT_OUTCOME_HEDGE_LOST\x10\t\x12 \n\x1c\x41TTEMPT_OUTCOME_CIRCUIT_OPEN\x10\n\x12*\n&ATTEMPT_OUTCOME_RETRY_BUDGET_EXHAUSTED\x10\x0b*\x8f\x04\n\x0b\x45rrorReason\x12\x1c\n\x18\x45RROR_REASON_UNSPECIFIED\x10\x00\x12 \n\x1c\x45RROR_REASON_INVALID_REQUEST\x10\x01\x12\x1a\n\x16\x45RROR_REASON_NOT_FOUND\x10\x02\x12\x1e\n\x1a\x45RROR_REASON_UNKNOWN_MODEL\x10\x03\x12!\n\x1d\x45RROR_REASON_UNKNOWN_PROVIDER\x10\x04\x12\"\n\x1e\x45RROR_REASON_NO_ELIGIBLE_MODEL\x10\x05\x12&\n\"ERROR_REASON_ALL_CANDIDATES_FAILED\x10\x06\x12\x1a\n\x16\x45RROR_REASON_NO_POLICY\x10\x07\x12!\n\x1d\x45RROR_REASON_BUDGET_EXHAUSTED\x10\x08\x12#\n\x1f\x45RROR_REASON_BUDGET_UNAVAILABLE\x10\t\x12\x1d\n\x19\x45RROR_REASON_RATE_LIMITED\x10\n\x12%\n!ERROR_REASON_EXECUTOR_UNAVAILABLE\x10\x0b\x12\"\n\x1e\x45RROR_REASON_DEADLINE_EXCEEDED\x10\x0c\x12,\n(ERROR_REASON_TELEMETRY_STORE_UNAVAILABLE\x10\r\x12\x19\n\x15\x45RROR_REASON_INTERNAL\x10\x0e\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'routemesh.v1.common_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ROLE']._serialized_start=739
-  _globals['_ROLE']._serialized_end=834
-  _globals['_TASKTYPE']._serialized_start=837
-  _globals['_TASKTYPE']._serialized_end=1082
-  _globals['_FINISHSTATUS']._serialized_start=1085
-  _globals['_FINISHSTATUS']._serialized_end=1340
-  _globals['_ATTEMPTOUTCOME']._serialized_start=1343
-  _globals['_ATTEMPTOUTCOME']._serialized_end=1761
-  _globals['_ERRORREASON']._serialized_start=1764
-  _globals['_ERRORREASON']._serialized_end=2291
-  _globals['_MESSAGE']._serialized_start=43
-  _globals['_MESSAGE']._serialized_end=117
-  _globals['_FEATURES']._serialized_start=120
-  _globals['_FEATURES']._serialized_end=309
-  _globals['_USAGE']._serialized_start=311
-  _globals['_USAGE']._serialized_end=437
-  _globals['_ATTEMPT']._serialized_start=440
-  _globals['_ATTEMPT']._serialized_end=714
-  _globals['_DELTA']._serialized_start=716
-  _globals['_DELTA']._serialized_end=737
+  _globals['_ROLE']._serialized_start=1071
+  _globals['_ROLE']._serialized_end=1166
+  _globals['_TASKTYPE']._serialized_start=1169
+  _globals['_TASKTYPE']._serialized_end=1414
+  _globals['_FINISHSTATUS']._serialized_start=1417
+  _globals['_FINISHSTATUS']._serialized_end=1702
+  _globals['_ATTEMPTOUTCOME']._serialized_start=1705
+  _globals['_ATTEMPTOUTCOME']._serialized_end=2123
+  _globals['_ERRORREASON']._serialized_start=2126
+  _globals['_ERRORREASON']._serialized_end=2653
+  _globals['_MESSAGE']._serialized_start=44
+  _globals['_MESSAGE']._serialized_end=184
+  _globals['_TOOL']._serialized_start=186
+  _globals['_TOOL']._serialized_end=252
+  _globals['_TOOLCALL']._serialized_start=254
+  _globals['_TOOLCALL']._serialized_end=314
+  _globals['_TOOLCALLDELTA']._serialized_start=316
+  _globals['_TOOLCALLDELTA']._serialized_end=400
+  _globals['_FEATURES']._serialized_start=403
+  _globals['_FEATURES']._serialized_end=592
+  _globals['_USAGE']._serialized_start=594
+  _globals['_USAGE']._serialized_end=720
+  _globals['_ATTEMPT']._serialized_start=723
+  _globals['_ATTEMPT']._serialized_end=997
+  _globals['_DELTA']._serialized_start=999
+  _globals['_DELTA']._serialized_end=1069
 # @@protoc_insertion_point(module_scope)

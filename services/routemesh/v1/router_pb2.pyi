@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class ChatRequest(_message.Message):
-    __slots__ = ("messages", "model", "max_tokens", "metadata", "temperature", "routing")
+    __slots__ = ("messages", "model", "max_tokens", "metadata", "temperature", "routing", "tools", "tool_choice", "response_format")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -22,13 +22,19 @@ class ChatRequest(_message.Message):
     METADATA_FIELD_NUMBER: _ClassVar[int]
     TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
     ROUTING_FIELD_NUMBER: _ClassVar[int]
+    TOOLS_FIELD_NUMBER: _ClassVar[int]
+    TOOL_CHOICE_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_FORMAT_FIELD_NUMBER: _ClassVar[int]
     messages: _containers.RepeatedCompositeFieldContainer[_common_pb2.Message]
     model: str
     max_tokens: int
     metadata: _containers.ScalarMap[str, str]
     temperature: float
     routing: RoutingOptions
-    def __init__(self, messages: _Optional[_Iterable[_Union[_common_pb2.Message, _Mapping]]] = ..., model: _Optional[str] = ..., max_tokens: _Optional[int] = ..., metadata: _Optional[_Mapping[str, str]] = ..., temperature: _Optional[float] = ..., routing: _Optional[_Union[RoutingOptions, _Mapping]] = ...) -> None: ...
+    tools: _containers.RepeatedCompositeFieldContainer[_common_pb2.Tool]
+    tool_choice: str
+    response_format: str
+    def __init__(self, messages: _Optional[_Iterable[_Union[_common_pb2.Message, _Mapping]]] = ..., model: _Optional[str] = ..., max_tokens: _Optional[int] = ..., metadata: _Optional[_Mapping[str, str]] = ..., temperature: _Optional[float] = ..., routing: _Optional[_Union[RoutingOptions, _Mapping]] = ..., tools: _Optional[_Iterable[_Union[_common_pb2.Tool, _Mapping]]] = ..., tool_choice: _Optional[str] = ..., response_format: _Optional[str] = ...) -> None: ...
 
 class RoutingOptions(_message.Message):
     __slots__ = ("strategy", "max_cost_usd", "latency_target_ms", "allow_fallback", "provider", "required_capabilities")
@@ -121,7 +127,7 @@ class Final(_message.Message):
     def __init__(self, status: _Optional[_Union[_common_pb2.FinishStatus, str]] = ..., usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ..., cost_usd: _Optional[float] = ..., model: _Optional[str] = ..., provider: _Optional[str] = ..., attempts: _Optional[_Iterable[_Union[_common_pb2.Attempt, _Mapping]]] = ..., decision_id: _Optional[str] = ..., trace_id: _Optional[str] = ..., error: _Optional[str] = ..., experiment: _Optional[str] = ..., variant: _Optional[str] = ...) -> None: ...
 
 class ExplainRequest(_message.Message):
-    __slots__ = ("messages", "model", "max_tokens", "metadata", "routing")
+    __slots__ = ("messages", "model", "max_tokens", "metadata", "routing", "tools", "response_format")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -134,12 +140,16 @@ class ExplainRequest(_message.Message):
     MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
     ROUTING_FIELD_NUMBER: _ClassVar[int]
+    TOOLS_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_FORMAT_FIELD_NUMBER: _ClassVar[int]
     messages: _containers.RepeatedCompositeFieldContainer[_common_pb2.Message]
     model: str
     max_tokens: int
     metadata: _containers.ScalarMap[str, str]
     routing: RoutingOptions
-    def __init__(self, messages: _Optional[_Iterable[_Union[_common_pb2.Message, _Mapping]]] = ..., model: _Optional[str] = ..., max_tokens: _Optional[int] = ..., metadata: _Optional[_Mapping[str, str]] = ..., routing: _Optional[_Union[RoutingOptions, _Mapping]] = ...) -> None: ...
+    tools: _containers.RepeatedCompositeFieldContainer[_common_pb2.Tool]
+    response_format: str
+    def __init__(self, messages: _Optional[_Iterable[_Union[_common_pb2.Message, _Mapping]]] = ..., model: _Optional[str] = ..., max_tokens: _Optional[int] = ..., metadata: _Optional[_Mapping[str, str]] = ..., routing: _Optional[_Union[RoutingOptions, _Mapping]] = ..., tools: _Optional[_Iterable[_Union[_common_pb2.Tool, _Mapping]]] = ..., response_format: _Optional[str] = ...) -> None: ...
 
 class ExplainResponse(_message.Message):
     __slots__ = ("decision",)
