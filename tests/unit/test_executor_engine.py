@@ -13,7 +13,14 @@ import yaml
 from routemesh.common.errors import UpstreamUnavailable
 from routemesh.common.policy import canonical_json, digest, parse_policy
 from routemesh.common.policy_watch import PolicyHolder
-from routemesh.executor.engine import AttemptRecord, ExecutionEngine, ExecutionInput, ExecutionOutcome, ExecutionSettings
+from routemesh.executor.engine import (
+    AttemptRecord,
+    ExecutionEngine,
+    ExecutionInput,
+    ExecutionOutcome,
+    ExecutionSettings,
+    _Execution,
+)
 from routemesh.sim import start_sim
 from routemesh.v1 import control_pb2
 
@@ -173,3 +180,20 @@ async def test_cancellation_closes_the_provider_call_quickly_and_records_usage(h
             break
         await asyncio.sleep(0.02)
     assert time.monotonic() - cancelled_at < 0.5 + 0.1, "the provider connection was not closed within 500 ms"
+
+
+async def test_context_length_error_moves_to_a_longer_context_model_first(harness):
+    # "b" (sim-balanced) says the prompt is too long; "c" has a larger window than "a", so it goes next.
+    current = harness.engine.holder.current
+    policy = current.policy.model_copy(update={"models": {
+        **current.policy.models,
+        "c": current.policy.models["c"].model_copy(update={"context_window": 64000}),
+    }})
+    text = canonical_json(policy)
+    harness.engine.holder.apply(control_pb2.Policy(version=2, digest=digest(text), policy_json=text))
+    b_record = AttemptRecord(model="b", provider="sim", outcome="upstream_error", reason="context_length")
+    run = _Execution(harness.engine, ExecutionInput(messages=MESSAGES, plan=["b", "a", "c"], max_tokens=20), None)
+    run.pending.popleft()
+    run.last_failed = b_record
+    run._prefer_longer_context()
+    assert list(run.pending) == ["c", "a"]

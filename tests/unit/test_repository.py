@@ -43,9 +43,10 @@ def test_compose_file_matches_the_compose_schema():
     for name in ("control", "telemetry", "classifier", "executor", "router"):
         assert "routemesh" in " ".join(services[name]["healthcheck"]["test"])
         assert services[name]["deploy"]["resources"]["limits"]["memory"]
-    # Scaled services must not publish fixed host ports, or `--scale` fails.
+    # Scaled services must not publish one fixed host port, or `--scale` fails.
     for name in ("executor", "classifier", "telemetry"):
         assert "ports" not in services[name]
+    assert all("-" in port.split(":")[-2] for port in services["router"]["ports"]), "router needs a port range"
 
 
 def test_every_package_is_listed_in_pyproject():

@@ -214,8 +214,20 @@ class _Execution:
         self.running.append(runner)
         return runner
 
+    def _prefer_longer_context(self) -> None:
+        """After a provider said the prompt is too long, try models with a larger context window first."""
+        failed = self.last_failed
+        current = self.engine.holder.current
+        if failed is None or failed.reason != "context_length" or current is None or not self.pending:
+            return
+        models = current.policy.models
+        limit = models[failed.model].context_window if failed.model in models else 0
+        bigger = [m for m in self.pending if m in models and models[m].context_window > limit]
+        self.pending = deque(bigger + [m for m in self.pending if m not in bigger])
+
     async def _next(self, messages: list[dict]) -> AttemptRunner | None:
         """The next candidate, or a paced retry of the last one when no other is left."""
+        self._prefer_longer_context()
         while self.pending:
             runner = self._launch(self.pending.popleft(), messages)
             if runner is not None:
