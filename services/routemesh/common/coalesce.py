@@ -6,6 +6,8 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import TypeVar
 
+from routemesh.common.tasks import cancel_and_wait
+
 T = TypeVar("T")
 _END = object()
 
@@ -50,9 +52,4 @@ async def batches(source: AsyncIterator[T], max_batch: int = 512) -> AsyncIterat
         if failure:
             raise failure[0]
     finally:
-        if not task.done():
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+        await cancel_and_wait(task)

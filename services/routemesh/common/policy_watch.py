@@ -10,6 +10,7 @@ import grpc
 
 from routemesh.common.channels import aio_channel
 from routemesh.common.policy import PolicyError, PolicyVersion, policy_from_json
+from routemesh.common.tasks import cancel_and_wait
 from routemesh.v1 import control_pb2, control_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -71,12 +72,7 @@ class PolicyWatcher:
         self._task = asyncio.create_task(self._run(), name=f"policy-watch-{self.name}")
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        await cancel_and_wait(self._task)
 
     async def _run(self) -> None:
         backoff = 0.1

@@ -9,6 +9,7 @@ import time
 import grpc
 
 from routemesh.common.channels import aio_channel
+from routemesh.common.tasks import cancel_and_wait
 from routemesh.v1 import telemetry_pb2, telemetry_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -83,12 +84,7 @@ class TelemetryReporter:
             await asyncio.wait_for(self._send(stub, items), timeout_s)
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        await cancel_and_wait(self._task)
         try:
             await self.flush()
         except TimeoutError:

@@ -7,6 +7,7 @@ import hashlib
 import logging
 
 from routemesh.common.policy import PolicyError, load_default_policy_text
+from routemesh.common.tasks import cancel_and_wait
 from routemesh.control.registry import PolicyRegistry, PolicyVersionRecord
 
 log = logging.getLogger(__name__)
@@ -68,13 +69,8 @@ class PolicyFileSource:
             self._task = asyncio.create_task(self._poll(), name="policy-file-poll")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     def check_once(self) -> PolicyVersionRecord | None:
         """Read the file once; apply it if its content changed and is valid, returning the new version."""

@@ -7,6 +7,7 @@ import asyncio
 import os
 import signal
 
+from routemesh.common.tasks import split_listen
 from routemesh.common.tracing import init_tracing, shutdown_tracing
 from routemesh.gateway.server import DEFAULT_CONTROL, GatewayServer, start_gateway
 
@@ -36,17 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="upper bound of one chat, streaming included (env ROUTEMESH_GATEWAY_TIMEOUT_S)")
 
 
-def split_listen(address: str) -> tuple[str, int]:
-    """`host:port` or `[v6]:port` -> (host, port)."""
-    host, sep, port = address.rpartition(":")
-    if not sep or not port.isdigit():
-        raise SystemExit(f"routemesh gateway: --listen must be HOST:PORT, got {address!r}")
-    return host.strip("[]") or "127.0.0.1", int(port)
-
-
 async def run(args: argparse.Namespace) -> None:
     """Serve until SIGTERM or SIGINT; then stop accepting and give in-flight requests up to --grace-s."""
-    host, port = split_listen(args.listen)
+    host, port = split_listen(args.listen, "routemesh gateway")
     init_tracing("routemesh-gateway")
     try:
         try:

@@ -8,6 +8,7 @@ import contextlib
 import os
 import signal
 
+from routemesh.common.tasks import split_listen
 from routemesh.sim.profiles import ProfileError, load_profiles_file
 from routemesh.sim.server import SimServer, start_sim
 
@@ -29,16 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--profiles", default=None, help="YAML or JSON file of model name -> profile fields")
 
 
-def split_listen(address: str) -> tuple[str, int]:
-    """`host:port` or `[v6]:port` -> (host, port)."""
-    host, sep, port = address.rpartition(":")
-    if not sep or not port.isdigit():
-        raise SystemExit(f"routemesh sim: --listen must be HOST:PORT, got {address!r}")
-    return host.strip("[]") or "127.0.0.1", int(port)
-
-
 async def run(args: argparse.Namespace) -> None:
-    host, port = split_listen(args.listen)
+    host, port = split_listen(args.listen, "routemesh sim")
     if args.time_scale < 0:
         raise SystemExit("routemesh sim: --time-scale must not be negative")
     try:
