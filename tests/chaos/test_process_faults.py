@@ -69,6 +69,43 @@ async def _stream_all(address: str, n: int, on_started) -> list[tuple[int, str, 
         return await asyncio.gather(*tasks)
 
 
+def test_frozen_executor_is_detected_quickly(realtime_two_executor_mesh):
+    """Runs first: the router is connected to both replicas, so about half the streams are on the frozen one."""
+    mesh = realtime_two_executor_mesh
+    router = mesh.layout.address("router")
+
+    async def noop() -> None:
+        return None
+
+    # Warm up: both replicas connected and serving before the freeze.
+    assert all(not isinstance(f, RoutemeshError) for _i, _t, f in asyncio.run(_stream_all(router, 8, noop)))
+    stopped_at: list[float] = []
+
+    async def freeze_soon() -> None:
+        await asyncio.sleep(0.3)
+        os.kill(mesh.processes["executor-2"].pid, signal.SIGSTOP)
+        stopped_at.append(time.monotonic())
+
+    try:
+        results = asyncio.run(_stream_all(router, 40, freeze_soon))
+        ended_after = time.monotonic() - stopped_at[0]
+        # While it is still frozen, new requests go to the live replica (a stuck call is retried elsewhere).
+        later = asyncio.run(_stream_all(router, 20, noop))
+    finally:
+        os.kill(mesh.processes["executor-2"].pid, signal.SIGCONT)
+    cut = 0
+    for i, _text, final in results + later:
+        assert final is not None and not isinstance(final, RoutemeshError), f"request {i}: {final}"
+        cut += final.status == common_pb2.FINISH_STATUS_FAILED
+    for i, _text, final in later:
+        assert final.status != common_pb2.FINISH_STATUS_FAILED, f"request {i} after the freeze: {final.error}"
+    print(f"\nall streams ended {ended_after:.2f} s after an executor froze (keepalive detection); "
+          f"{cut} of 40 were cut mid-stream; 20 requests during the freeze all completed")
+    assert cut > 0, "no stream was on the frozen executor: the test did not exercise the fault"
+    # Streams on the frozen executor end when keepalive (1 s ping, 0.5 s timeout) notices, then retry or fail.
+    assert ended_after < 1.5 + 1.5, ended_after
+
+
 def test_executor_killed_mid_run_loses_nothing(realtime_two_executor_mesh):
     mesh = realtime_two_executor_mesh
     reference = expected_texts(mesh, STREAMS)
@@ -96,24 +133,3 @@ def test_executor_killed_mid_run_loses_nothing(realtime_two_executor_mesh):
     assert statuses["FINISH_STATUS_COMPLETE"] + statuses["FINISH_STATUS_LENGTH"] >= STREAMS // 2
     mesh.start_service("executor-2")
     mesh.wait_healthy("executor-2", time.monotonic() + 30)
-
-
-def test_frozen_executor_is_detected_quickly(realtime_two_executor_mesh):
-    mesh = realtime_two_executor_mesh
-    stopped_at: list[float] = []
-
-    async def freeze_soon() -> None:
-        await asyncio.sleep(0.3)
-        os.kill(mesh.processes["executor-2"].pid, signal.SIGSTOP)
-        stopped_at.append(time.monotonic())
-
-    try:
-        results = asyncio.run(_stream_all(mesh.layout.address("router"), 40, freeze_soon))
-        ended_after = time.monotonic() - stopped_at[0]
-    finally:
-        os.kill(mesh.processes["executor-2"].pid, signal.SIGCONT)
-    for i, _text, final in results:
-        assert final is not None and not isinstance(final, RoutemeshError), f"request {i}: {final}"
-    print(f"\nall streams ended {ended_after:.2f} s after an executor froze (keepalive detection)")
-    # Streams on the frozen executor end when keepalive (1 s ping, 0.5 s timeout) notices, then retry or fail.
-    assert ended_after < 1.5 + 1.5, ended_after

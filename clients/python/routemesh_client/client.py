@@ -29,6 +29,7 @@ CHANNEL_OPTIONS = [
     ("grpc.enable_retries", 1),
     ("grpc.keepalive_time_ms", 20_000),
     ("grpc.keepalive_timeout_ms", 5_000),
+    ("grpc.http2.ping_timeout_ms", 5_000),  # grpcio 1.85 times keepalive pings by this (default 60 s)
     ("grpc.max_receive_message_length", 64 * 1024 * 1024),
 ]
 
