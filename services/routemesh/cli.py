@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import importlib
 import os
 import signal
@@ -103,12 +102,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _serve(args: argparse.Namespace) -> int:
     from routemesh.common.logs import setup_logging
+    from routemesh.common.loop import run as run_loop
     from routemesh.common.serve import serve
     from routemesh.common.tracing import init_tracing, shutdown_tracing
 
     setup_logging(args.service)
     if args.service == "gateway":  # HTTP, not gRPC: it runs (and traces) itself
-        asyncio.run(importlib.import_module("routemesh.gateway.main").run(args))
+        run_loop(importlib.import_module("routemesh.gateway.main").run(args))
         return 0
     init_tracing(f"routemesh-{args.service}")
     module = importlib.import_module(f"routemesh.{args.service}.main")
@@ -118,7 +118,7 @@ def _serve(args: argparse.Namespace) -> int:
         await serve(service, args.listen, grace_s=args.grace_s)
 
     try:
-        asyncio.run(run())
+        run_loop(run())
     except SystemExit as exc:
         print(f"routemesh {args.service}: {exc}", file=sys.stderr)
         return 2
@@ -131,7 +131,9 @@ def _sim(args: argparse.Namespace) -> int:
     from routemesh.common.logs import setup_logging
 
     setup_logging("sim")
-    asyncio.run(importlib.import_module("routemesh.sim.main").run(args))
+    from routemesh.common.loop import run as run_loop
+
+    run_loop(importlib.import_module("routemesh.sim.main").run(args))
     return 0
 
 

@@ -28,12 +28,16 @@ PROMPT = "Please summarize the zebra migration memo for the board"
 SERVICE_EDGES = [
     ("routemesh-router", "routemesh.v1.RouterService/Chat", "routemesh-router", "routemesh.v1.ClassifierService/Classify"),
     ("routemesh-router", "routemesh.v1.ClassifierService/Classify", "routemesh-classifier", "routemesh.v1.ClassifierService/Classify"),
-    ("routemesh-router", "routemesh.v1.RouterService/Chat", "routemesh-router", "routemesh.v1.TelemetryService/GetSnapshot"),
-    ("routemesh-router", "routemesh.v1.TelemetryService/GetSnapshot", "routemesh-telemetry", "routemesh.v1.TelemetryService/GetSnapshot"),
     ("routemesh-router", "routemesh.v1.RouterService/Chat", "routemesh-router", "routemesh.decide"),
     ("routemesh-router", "routemesh.v1.RouterService/Chat", "routemesh-router", "routemesh.v1.ExecutorService/Execute"),
     ("routemesh-router", "routemesh.v1.ExecutorService/Execute", "routemesh-executor", "routemesh.v1.ExecutorService/Execute"),
     ("routemesh-executor", "routemesh.v1.ExecutorService/Execute", "routemesh-executor", "chat {model}"),
+]
+# With --health-source query the router also asks telemetry on every request; with watch (the default)
+# health is pushed and read in-process, so telemetry is not a hop of the request.
+QUERY_EDGES = [
+    ("routemesh-router", "routemesh.v1.RouterService/Chat", "routemesh-router", "routemesh.v1.TelemetryService/GetSnapshot"),
+    ("routemesh-router", "routemesh.v1.TelemetryService/GetSnapshot", "routemesh-telemetry", "routemesh.v1.TelemetryService/GetSnapshot"),
 ]
 
 
@@ -81,8 +85,8 @@ def receiver() -> Iterator[tuple[OtlpReceiver, int]]:
     server.stop(None)
 
 
-@pytest.fixture(scope="module")
-def traced_mesh(receiver, tmp_path_factory, redis_prefix) -> Iterator[Mesh]:
+@pytest.fixture(scope="module", params=["watch", "query"])
+def traced_mesh(request, receiver, tmp_path_factory, redis_prefix) -> Iterator[Mesh]:
     _, port = receiver
     policy = tmp_path_factory.mktemp("traced") / "policy.yaml"
     # The sim provider ignores keys, so a keyed provider shows where a secret could leak.
@@ -96,9 +100,11 @@ def traced_mesh(receiver, tmp_path_factory, redis_prefix) -> Iterator[Mesh]:
         "OTEL_BSP_SCHEDULE_DELAY": "100",
         "ROUTEMESH_TEST_SIM_KEY": SECRET,
         "ROUTEMESH_LOG_LEVEL": "DEBUG",
+        "ROUTEMESH_HEALTH_SOURCE": request.param,
     }
     log_dir = tmp_path_factory.mktemp("traced-logs")
-    mesh = Mesh(MeshLayout.free(), policy=str(policy), redis_url=REDIS_URL, redis_prefix=redis_prefix + "traced:",
+    mesh = Mesh(MeshLayout.free(), policy=str(policy), redis_url=REDIS_URL,
+                redis_prefix=f"{redis_prefix}traced-{request.param}:",
                 sim_time_scale=SIM_TIME_SCALE, log_dir=log_dir, extra_env=env)
     mesh.start()
     yield mesh
@@ -111,7 +117,10 @@ def test_one_chat_is_one_trace_with_every_hop(receiver, traced_mesh):
         result = client.complete(PROMPT)
     assert result.final.status == common_pb2.FINISH_STATUS_COMPLETE
     model = result.decision.model
-    expected_edges = [tuple(part.format(model=model) for part in edge) for edge in SERVICE_EDGES]
+    health_source = traced_mesh.extra_env["ROUTEMESH_HEALTH_SOURCE"]
+    query = health_source == "query"
+    expected_edges = [tuple(part.format(model=model) for part in edge)
+                      for edge in SERVICE_EDGES + (QUERY_EDGES if query else [])]
     trace_id = result.final.trace_id
     assert len(trace_id) == 32 and trace_id == result.decision.trace_id
 
@@ -120,7 +129,7 @@ def test_one_chat_is_one_trace_with_every_hop(receiver, traced_mesh):
             return [s for s in servicer.spans if s.trace_id == trace_id]
 
     deadline = time.monotonic() + 15
-    wanted = {"routemesh-router", "routemesh-classifier", "routemesh-telemetry", "routemesh-executor"}
+    wanted = {"routemesh-router", "routemesh-classifier", "routemesh-executor", *(["routemesh-telemetry"] * query)}
     while {s.service for s in spans_of_trace()} < wanted or not any(s.name == f"chat {model}" for s in spans_of_trace()):
         assert time.monotonic() < deadline, f"spans so far: {[(s.service, s.name) for s in spans_of_trace()]}"
         time.sleep(0.1)
@@ -138,6 +147,10 @@ def test_one_chat_is_one_trace_with_every_hop(receiver, traced_mesh):
     assert decide.attributes["routemesh.decision.model"] == model
     assert decide.attributes["routemesh.decision.id"] == result.decision.decision_id
     assert decide.attributes["routemesh.request.task_type"] == "summarization"
+    assert decide.attributes["routemesh.health.source"] == health_source
+    assert 0 <= decide.attributes["routemesh.health.age_ms"] < 2000
+    if not query:
+        assert not [s for s in spans if "Telemetry" in s.name], "pushed health must not add a hop"
     chat = next(s for s in spans if s.name == f"chat {model}")
     assert chat.kind == 3  # SPAN_KIND_CLIENT
     assert chat.attributes["gen_ai.operation.name"] == "chat"

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import httpx
 import pytest
 
 from routemesh.executor import anthropic_adapter, gemini_adapter, openai_adapter
+from routemesh.executor.http import HttpClient
 from routemesh.executor.provider_base import StreamEvent
 from routemesh.executor.providers import ADAPTERS, QUIRKS, stream_for
 from tests.unit.replay_server import MESSAGES, SECRET, ReplayServer, collect, failure, target, text_of
@@ -23,7 +23,7 @@ async def server():
 @pytest.fixture
 async def http(server):
     server.seen.clear()
-    async with httpx.AsyncClient() as client:
+    async with HttpClient() as client:
         yield client
     assert server.key_in_url == 0
 
@@ -105,6 +105,6 @@ async def test_registry_and_unknown_api():
     assert stream_for("anthropic") is anthropic_adapter.stream_chat
     assert stream_for("gemini") is gemini_adapter.stream_chat
     assert stream_for("azure_openai").keywords == {"quirks": QUIRKS["azure_openai"]}
-    async with httpx.AsyncClient() as http:
+    async with HttpClient() as http:
         error, _ = await failure(http, target("http://127.0.0.1:9", "bedrock", "m"))
     assert error.outcome == "config_error" and "bedrock" in error.message

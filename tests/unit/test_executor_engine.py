@@ -21,6 +21,7 @@ from routemesh.executor.engine import (
     ExecutionSettings,
     _Execution,
 )
+from routemesh.executor.http import HttpClient
 from routemesh.sim import start_sim
 from routemesh.v1 import control_pb2
 
@@ -75,7 +76,7 @@ async def harness() -> AsyncIterator[Harness]:
     text = canonical_json(parse_policy(policy_for(sim.url)))
     holder.apply(control_pb2.Policy(version=1, digest=digest(text), policy_json=text))
     observed: list[tuple[AttemptRecord, bool]] = []
-    client = httpx.AsyncClient()
+    client = HttpClient()
     engine = ExecutionEngine(holder, client, lambda r, finished, _id: observed.append((r, finished)))
     try:
         yield Harness(sim, engine, observed)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import httpx
 import pytest
 
 from routemesh.executor.gemini_adapter import request_body, stream_url
+from routemesh.executor.http import HttpClient
 from routemesh.executor.provider_base import StreamEvent
 from tests.unit.replay_server import (
     MESSAGES,
@@ -33,7 +33,7 @@ async def server():
 @pytest.fixture
 async def http(server):
     server.seen.clear()
-    async with httpx.AsyncClient() as client:
+    async with HttpClient() as client:
         yield client
     assert server.key_in_url == 0
     for seen in server.seen:

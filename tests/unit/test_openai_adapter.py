@@ -1,4 +1,4 @@
-"""Tests for the OpenAI-compatible streaming client, against the real simulator and scripted transports."""
+"""Tests for the OpenAI-compatible streaming client, against the real simulator and scripted local servers."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ import time
 from email.utils import format_datetime
 from datetime import datetime, timedelta, UTC
 
-import httpx
 import pytest
+from multidict import CIMultiDict, CIMultiDictProxy
 
+from routemesh.executor.http import HttpClient
 from routemesh.executor.openai_adapter import (
     ProviderError,
     ProviderTarget,
@@ -21,6 +22,7 @@ from routemesh.executor.openai_adapter import (
 )
 from routemesh.sim import start_sim
 from tests.unit import replay_server
+from tests.unit.scripted_http import Reply, ScriptedServer, json_reply, sse
 
 MESSAGES = [{"role": "user", "content": "Explain how Roman aqueducts carried water into cities"}]
 SECRET = "sk-test-DO-NOT-LEAK-1234567890"
@@ -36,7 +38,7 @@ async def sim():
 @pytest.fixture
 async def client(sim):
     sim.state.reset()
-    async with httpx.AsyncClient() as http:
+    async with HttpClient() as http:
         yield http
 
 
@@ -59,16 +61,14 @@ async def failure(client, target, **kwargs) -> tuple[ProviderError, list[StreamE
     return caught.value, events
 
 
-def scripted(handler) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.MockTransport(handler))
+@pytest.fixture
+async def http():
+    async with HttpClient() as client:
+        yield client
 
 
-def sse_response(*payloads, status=200, done=True) -> httpx.Response:
-    lines = [f"data: {json.dumps(p)}\n\n" if not isinstance(p, str) else p for p in payloads]
-    if done:
-        lines.append("data: [DONE]\n\n")
-    headers = {"content-type": "text/event-stream"}
-    return httpx.Response(status, headers=headers, content="".join(lines).encode())
+def sse_response(*payloads, status=200, done=True) -> Reply:
+    return sse(*payloads, status=status, done=done)
 
 
 def chunk(content=None, finish=None, usage=None) -> dict:
@@ -89,8 +89,9 @@ async def test_success_streams_deltas_usage_then_one_finish(client, sim):
     usage, finish = events[-2], events[-1]
     assert usage.output_tokens == len(deltas) and usage.input_tokens > 0
     assert finish.finish_reason == "stop"
-    whole = await client.post(f"{sim.url}/chat/completions", json={"model": "sim-fast", "messages": MESSAGES})
-    assert "".join(deltas) == whole.json()["choices"][0]["message"]["content"]
+    whole = await client.post_json(f"{sim.url}/chat/completions", {"model": "sim-fast", "messages": MESSAGES})
+    assert "".join(deltas) == json.loads(await whole.aread())["choices"][0]["message"]["content"]
+    await whole.aclose()
 
 
 async def test_same_request_same_text(client, sim):
@@ -156,41 +157,72 @@ async def test_connect_error():
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    async with httpx.AsyncClient() as http:
+    async with HttpClient() as http:
         error, _ = await failure(http, target_for(f"http://127.0.0.1:{port}/v1"))
-    assert error.outcome == "connect_error" and not error.committed
+    assert error.outcome == "connect_error" and error.reason == "connection" and not error.committed
 
 
-async def test_invalid_base_url_is_config_error(client):
-    error, _ = await failure(client, target_for("ftp://example.invalid/v1"))
-    assert error.outcome == "config_error"
+async def test_connect_timeout_is_a_connect_error(http):
+    # A listener whose accept queue is full: the kernel drops further SYNs, so connecting hangs.
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        fillers = [socket.socket() for _ in range(3)]
+        for filler in fillers:
+            filler.setblocking(False)
+            filler.connect_ex(("127.0.0.1", port))
+        try:
+            started = time.monotonic()
+            error, _ = await failure(http, target_for(f"http://127.0.0.1:{port}/v1", connect_timeout_s=0.2,
+                                                      first_token_timeout_s=5.0))
+            assert time.monotonic() - started < 1.5
+        finally:
+            for filler in fillers:
+                filler.close()
+    assert (error.outcome, error.reason, error.committed) == ("connect_error", "connection", False)
 
 
-async def test_request_shape_and_auth_header():
-    seen: list[httpx.Request] = []
+async def test_no_free_pooled_connection_within_the_connect_timeout_is_a_connect_error():
+    async with ScriptedServer(lambda request: sse(chunk("a"), 5.0)) as server, HttpClient(max_connections=1) as http:
+        holder = stream_chat(http, target_for(f"{server.url}/v1"), MESSAGES, max_tokens=9, temperature=None)
+        assert (await anext(holder)).kind == "delta"  # holds the only connection
+        try:
+            started = time.monotonic()
+            error, _ = await failure(http, target_for(f"{server.url}/v1", connect_timeout_s=0.2))
+            assert time.monotonic() - started < 1.5
+        finally:
+            await holder.aclose()
+    assert (error.outcome, error.reason) == ("connect_error", "connection")
 
-    def handler(request: httpx.Request) -> httpx.Response:
-        seen.append(request)
-        return sse_response(chunk("hi"), chunk(finish="stop"))
 
-    async with scripted(handler) as http:
+@pytest.mark.parametrize("base_url", ["ftp://example.invalid/v1", "not a url", "http://[::1/v1", "http:///v1"])
+async def test_invalid_base_url_is_config_error(client, base_url):
+    error, _ = await failure(client, target_for(base_url))
+    assert error.outcome == "config_error" and "invalid provider URL" in error.message
+
+
+async def test_request_shape_and_auth_header(http):
+    async with ScriptedServer(lambda request: sse_response(chunk("hi"), chunk(finish="stop"))) as server:
         headers = {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
-        keyed_target = target_for("http://up.example/v1/", api_key=SECRET)
+        keyed_target = target_for(f"{server.url}/v1/", api_key=SECRET)
         await collect(http, keyed_target, headers=headers, max_tokens=7)
-        await collect(http, target_for("http://up.example/v1"))
-    keyed, anonymous = seen
-    assert str(keyed.url) == "http://up.example/v1/chat/completions"
+        await collect(http, target_for(f"{server.url}/v1"))
+    keyed, anonymous = server.received
+    assert (keyed.method, keyed.url) == ("POST", f"{server.url}/v1/chat/completions")
     assert keyed.headers["authorization"] == f"Bearer {SECRET}" and "authorization" not in anonymous.headers
     assert keyed.headers["traceparent"].startswith("00-0af7")
-    body = json.loads(keyed.content)
+    assert keyed.headers["content-type"] == "application/json"
+    assert keyed.headers["accept"] == "text/event-stream"
+    body = keyed.json()
     assert body == {"model": "sim-fast", "messages": MESSAGES, "max_tokens": 7, "stream": True,
                     "stream_options": {"include_usage": True}, "temperature": 0.2}
 
 
-async def test_usage_in_finish_chunk_and_content_filter():
+async def test_usage_in_finish_chunk_and_content_filter(http):
     final = chunk(finish="content_filter") | {"usage": {"prompt_tokens": 9, "completion_tokens": 1}}
-    async with scripted(lambda request: sse_response(": keep-alive\n\n", chunk("x"), final)) as http:
-        events = await collect(http, target_for("http://up.example/v1"))
+    async with ScriptedServer(lambda request: sse_response(": keep-alive\n\n", chunk("x"), final)) as server:
+        events = await collect(http, target_for(f"{server.url}/v1"))
     assert events == [StreamEvent("delta", text="x"), StreamEvent("usage", input_tokens=9, output_tokens=1),
                       StreamEvent("finish", finish_reason="content_filter")]
 
@@ -205,28 +237,28 @@ async def test_usage_in_finish_chunk_and_content_filter():
         ([chunk("a"), {"error": {"message": "overloaded mid-stream"}}], True, "truncated", True),
     ],
 )
-async def test_incomplete_streams(payloads, done, outcome, committed):
-    async with scripted(lambda request: sse_response(*payloads, done=done)) as http:
-        error, _ = await failure(http, target_for("http://up.example/v1"))
+async def test_incomplete_streams(http, payloads, done, outcome, committed):
+    async with ScriptedServer(lambda request: sse_response(*payloads, done=done)) as server:
+        error, _ = await failure(http, target_for(f"{server.url}/v1"))
     assert (error.outcome, error.committed) == (outcome, committed)
 
 
-async def test_non_streaming_json_answer_is_accepted():
+async def test_non_streaming_json_answer_is_accepted(http):
     body = {"choices": [{"message": {"content": "whole"}, "finish_reason": "stop"}],
             "usage": {"prompt_tokens": 3, "completion_tokens": 1}}
-    async with scripted(lambda request: httpx.Response(200, json=body)) as http:
-        events = await collect(http, target_for("http://up.example/v1"))
+    async with ScriptedServer(lambda request: json_reply(body)) as server:
+        events = await collect(http, target_for(f"{server.url}/v1"))
     assert [e.kind for e in events] == ["delta", "usage", "finish"] and events[0].text == "whole"
 
 
-async def test_error_messages_never_leak_key_or_prompt():
-    def handler(request: httpx.Request) -> httpx.Response:
+async def test_error_messages_never_leak_key_or_prompt(http):
+    def handler(request):
         key, prompt = request.headers["authorization"], MESSAGES[0]["content"]
         echoed = f"bad key {key} for prompt {prompt} " + "x" * 400
-        return httpx.Response(401, json={"error": {"message": echoed, "type": "invalid_request_error"}})
+        return json_reply({"error": {"message": echoed, "type": "invalid_request_error"}}, status=401)
 
-    target = target_for("http://up.example/v1", api_key=SECRET)
-    async with scripted(handler) as http:
+    async with ScriptedServer(handler) as server:
+        target = target_for(f"{server.url}/v1", api_key=SECRET)
         error, _ = await failure(http, target)
     assert error.outcome == "upstream_error" and error.http_status == 401
     for text in (error.message, str(error), repr(error), repr(target), str(target)):
@@ -234,13 +266,18 @@ async def test_error_messages_never_leak_key_or_prompt():
     assert len(error.message) <= 220 and "***" in error.message
 
 
-def test_parse_retry_after_forms():
-    assert parse_retry_after(httpx.Headers({"retry-after": "7"})) == 7.0
-    assert parse_retry_after(httpx.Headers({"retry-after-ms": "250", "retry-after": "7"})) == 0.25
-    assert parse_retry_after(httpx.Headers({"retry-after": "soon"})) is None
-    assert parse_retry_after(httpx.Headers({})) is None
+@pytest.mark.parametrize("headers", [
+    dict,
+    # what a response carries: case-insensitive, names as the server spelled them
+    lambda fields: CIMultiDictProxy(CIMultiDict({name.title(): value for name, value in fields.items()})),
+])
+def test_parse_retry_after_forms(headers):
+    assert parse_retry_after(headers({"retry-after": "7"})) == 7.0
+    assert parse_retry_after(headers({"retry-after-ms": "250", "retry-after": "7"})) == 0.25
+    assert parse_retry_after(headers({"retry-after": "soon"})) is None
+    assert parse_retry_after(headers({})) is None
     when = datetime.now(UTC) + timedelta(seconds=30)
-    seconds = parse_retry_after(httpx.Headers({"retry-after": format_datetime(when, usegmt=True)}))
+    seconds = parse_retry_after(headers({"retry-after": format_datetime(when, usegmt=True)}))
     assert seconds is not None and 25 <= seconds <= 31
 
 
@@ -272,8 +309,7 @@ async def test_caller_cancellation_propagates(client, sim):
 
 
 async def test_100_concurrent_streams_complete(sim):
-    limits = httpx.Limits(max_connections=100, max_keepalive_connections=100)
-    async with httpx.AsyncClient(limits=limits) as http:
+    async with HttpClient(max_connections=100) as http:
         results = await asyncio.gather(*(
             collect(http, target_for(sim.url), messages=[{"role": "user", "content": f"q{i}"}],
                     headers={"x-sim-delay-scale": "0.1"})
@@ -292,7 +328,7 @@ async def replay():
 
 async def test_streamed_tool_calls_interleaved_and_request_shape(replay):
     replay.seen.clear()
-    async with httpx.AsyncClient() as http:
+    async with HttpClient() as http:
         events = await replay_server.collect(
             http, replay_server.target(replay.base_url("tool_calls", "/v1"), "openai", "gpt-4o"),
             replay_server.TOOL_MESSAGES, tools=replay_server.TOOLS, tool_choice="auto")
@@ -317,7 +353,7 @@ async def test_streamed_tool_calls_interleaved_and_request_shape(replay):
 
 async def test_cut_after_a_tool_call_piece_is_a_truncation(replay):
     tgt = replay_server.target(replay.base_url("tool_calls_cut", "/v1"), "openai", "gpt-4o")
-    async with httpx.AsyncClient() as http:
+    async with HttpClient() as http:
         error, events = await replay_server.failure(http, tgt)
     assert (error.outcome, error.committed) == ("truncated", True)
     assert [e.kind for e in events] == ["tool_call", "tool_call"]
@@ -328,27 +364,27 @@ async def test_cut_after_a_tool_call_piece_is_a_truncation(replay):
     ("get_time", {"type": "function", "function": {"name": "get_time"}}),
 ])
 async def test_json_mode_and_named_tool_choice(replay, choice, wire):
-    async with httpx.AsyncClient() as http:
+    async with HttpClient() as http:
         tgt = replay_server.target(replay.base_url("json_object", "/v1"), "openai", "gpt-4o")
         events = await replay_server.collect(http, tgt, tools=replay_server.TOOLS, tool_choice=choice,
                                              response_format="json_object")
     assert json.loads(replay_server.text_of(events)) == {"aqueduct": "Aqua Appia"}
     assert replay.last_body["response_format"] == {"type": "json_object"}
     assert replay.last_body["tool_choice"] == wire
-    async with httpx.AsyncClient() as http:
+    async with HttpClient() as http:
         await replay_server.collect(http, tgt, response_format="text", tool_choice="auto")
     # no tools: nothing about them is sent (OpenAI rejects a lone tool_choice), and text is the default
     assert not {"tools", "tool_choice", "response_format"} & set(replay.last_body)
 
 
-async def test_forced_tool_call_with_stop_and_whole_completion():
+async def test_forced_tool_call_with_stop_and_whole_completion(http):
     piece = {"index": 0, "id": "call_a", "type": "function", "function": {"name": "get_time", "arguments": "{}"}}
     forced = chunk(finish=None) | {"choices": [{"index": 0, "delta": {"tool_calls": [piece]}, "finish_reason": None}]}
-    async with scripted(lambda request: sse_response(forced, chunk(finish="stop"))) as http:
-        events = await collect(http, target_for("http://up.example/v1"))
+    async with ScriptedServer(lambda request: sse_response(forced, chunk(finish="stop"))) as server:
+        events = await collect(http, target_for(f"{server.url}/v1"))
     # a forced (named) tool_choice ends with "stop"; callers still learn that tools are due
     assert events == [StreamEvent("tool_call", tool_call_id="call_a", tool_name="get_time", arguments_fragment="{}"),
                       StreamEvent("finish", finish_reason="tool_calls")]
     whole = {"choices": [{"message": {"content": None, "tool_calls": [piece]}, "finish_reason": "tool_calls"}]}
-    async with scripted(lambda request: httpx.Response(200, json=whole)) as http:
-        assert await collect(http, target_for("http://up.example/v1")) == events
+    async with ScriptedServer(lambda request: json_reply(whole)) as server:
+        assert await collect(http, target_for(f"{server.url}/v1")) == events

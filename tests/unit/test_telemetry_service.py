@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import math
 import time
@@ -202,3 +203,58 @@ async def test_unreadable_store_means_stale_health_and_an_unavailable_report():
             await stub.GetExperimentReport(telemetry_pb2.GetExperimentReportRequest())
         assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
         assert "store" in caught.value.details()
+
+
+async def test_watch_snapshot_pushes_at_once_then_every_interval(telemetry):
+    stub, policy = telemetry
+    call = stub.WatchSnapshot(telemetry_pb2.WatchSnapshotRequest(models=["balanced"], interval_ms=50))
+    first = await call.read()
+    assert [h.model for h in first.snapshot.models] == ["balanced"]
+    assert first.snapshot.models[0].samples == 0
+    await stub.Report(telemetry_pb2.ReportRequest(observations=[
+        observation("balanced", ttft=120.0, outcome=common_pb2.ATTEMPT_OUTCOME_SUCCESS)]))
+    started = time.monotonic()
+    while (pushed := await call.read()).snapshot.models[0].samples == 0:
+        assert time.monotonic() - started < 2, "a recorded observation must reach the next pushes"
+    assert pushed.snapshot.models[0].ttft_p50_ms == pytest.approx(120.0)
+    assert pushed.snapshot.policy_version == 1
+    call.cancel()
+
+
+async def test_watch_snapshot_refuses_a_bad_interval(telemetry):
+    stub, _ = telemetry
+    for interval in (10, 60_001, -5):
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.WatchSnapshot(telemetry_pb2.WatchSnapshotRequest(interval_ms=interval)).read()
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert field_violations(caught.value) == ["interval_ms"]
+
+
+async def test_router_health_watch_reads_pushed_health_and_goes_stale_without_it():
+    from routemesh.router.health import HealthWatch
+
+    # A server we can stop: the watch must keep the last snapshot and flag it stale.
+    policy = parse_policy(load_default_policy_text())
+    holder = PolicyHolder()
+    holder.apply(control_pb2.Policy(version=1, digest="x", policy_json=canonical_json(policy)))
+    service = make_service(InMemoryHealthStore(cache_ttl_s=0), holder)
+    running = await create_server(service, "127.0.0.1:0")
+    watch = HealthWatch(f"127.0.0.1:{running.port}", interval_ms=50, max_age_s=0.3)
+    assert watch.current() == ({}, False)
+    watch.start()
+    try:
+        started = time.monotonic()
+        while not watch.current()[1]:
+            assert time.monotonic() - started < 3, "no snapshot pushed"
+            await asyncio.sleep(0.02)
+        assert watch.ready()
+        health, fresh = watch.current()
+        assert fresh and set(health) == set(policy.models)
+        await running.server.stop(0)
+        await asyncio.sleep(0.5)
+        health, fresh = watch.current()
+        assert not fresh and set(health) == set(policy.models), "the last snapshot is kept, flagged stale"
+        assert watch.age_s() > 0.3
+    finally:
+        await watch.stop()
+        await running.server.stop(0)

@@ -16,6 +16,7 @@ from routemesh.bench.progress import Progress
 from routemesh.bench.stats import summarize
 from routemesh.bench.system import TRACING_OFF_ENV, CpuMeter, TraceSink
 from routemesh.bench.workload import PROFILES, TIME_SCALES, UPSTREAM_MODEL, DirectArm, PhaseRun, ThroughArm, run_phase
+from routemesh.common.loop import run as run_loop
 from routemesh.mesh import Mesh, MeshError, MeshLayout
 
 # Errors kept per phase in the JSON: enough to diagnose, bounded however many requests fail.
@@ -151,7 +152,7 @@ def run_tracing(tracing: str, cfg: BenchConfig, sink: TraceSink | None, progress
             if mesh.sim_time_scale != TIME_SCALES[mode]:
                 progress.phase(f"[tracing {tracing}] restarting the sim for {mode} mode")
                 _restart_sim(mesh, TIME_SCALES[mode])
-            phases += asyncio.run(measure_mode(mesh, mode, tracing, cfg, sink, progress))
+            phases += run_loop(measure_mode(mesh, mode, tracing, cfg, sink, progress))
         ok = True
     except MeshError as exc:
         raise BenchError(str(exc)) from None

@@ -1,4 +1,4 @@
-"""The benchmark workload: one streaming chat, sent directly to the sim (httpx) or through routemesh (gRPC)."""
+"""The benchmark workload: one streaming chat, sent directly to the sim (aiohttp, as the executor does) or through routemesh (gRPC)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import httpx
+import aiohttp
 
 from routemesh.client import AsyncRouterClient, RoutemeshError
 from routemesh.v1 import common_pb2
@@ -49,17 +49,21 @@ class Sample:
 
 
 class DirectArm:
-    """Streams chat completions straight from the sim, the way the executor does (same body, same limits)."""
+    """Streams chat completions straight from the sim with the executor's HTTP client (aiohttp), same body."""
 
     name = "direct"
 
     def __init__(self, sim_url: str, timeout_s: float):
-        # The executor's own pool settings, so connection reuse is the same in both arms.
-        self._client = httpx.AsyncClient(
-            base_url=sim_url,
-            limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200, keepalive_expiry=60),
-            timeout=httpx.Timeout(timeout_s),
-        )
+        self._url = sim_url.rstrip("/") + "/chat/completions"
+        self._timeout_s = timeout_s
+        self._session: aiohttp.ClientSession | None = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None:  # created inside the running loop
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=1000, keepalive_timeout=60),
+                timeout=aiohttp.ClientTimeout(total=self._timeout_s))
+        return self._session
 
     async def one(self, index: int) -> Sample:
         body = {"model": UPSTREAM_MODEL, "messages": [{"role": "user", "content": prompt(index)}],
@@ -68,13 +72,14 @@ class DirectArm:
         sample = Sample(ok=False)
         last = 0.0
         try:
-            async with self._client.stream("POST", "/chat/completions", json=body,
+            async with self._client().post(self._url, json=body,
                                            headers={"Accept": "text/event-stream"}) as response:
-                if response.status_code != 200:
-                    await response.aread()
-                    sample.error = f"HTTP {response.status_code}"
+                if response.status != 200:
+                    await response.read()
+                    sample.error = f"HTTP {response.status}"
                     return sample
-                async for line in response.aiter_lines():
+                async for raw in response.content:
+                    line = raw.decode().rstrip("\r\n")
                     if not line.startswith("data: "):
                         continue
                     data = line[6:]
@@ -92,7 +97,7 @@ class DirectArm:
                     last = now
                     sample.chunks += 1
                     sample.tokens += 1  # the sim sends one token per chunk
-        except (httpx.HTTPError, ValueError) as exc:
+        except (aiohttp.ClientError, ValueError) as exc:
             sample.error = f"{type(exc).__name__}: {exc}"[:200]
             return sample
         sample.total_ms = (time.perf_counter() - start) * 1000
@@ -102,7 +107,8 @@ class DirectArm:
         return sample
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        if self._session is not None:
+            await self._session.close()
 
 
 class ThroughArm:

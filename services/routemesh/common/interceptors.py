@@ -18,6 +18,8 @@ from routemesh.common.tracing import extract_context, tracer
 
 log = logging.getLogger(__name__)
 _UNTRACED_PREFIXES = ("/grpc.health.", "/grpc.reflection.")
+# Push streams that live as long as their watcher: one span per stream would never end, and is no request.
+_SPANLESS_METHODS = frozenset({"/routemesh.v1.TelemetryService/WatchSnapshot"})
 
 
 async def _abort(context: grpc.aio.ServicerContext, error: RoutemeshError) -> None:
@@ -26,38 +28,52 @@ async def _abort(context: grpc.aio.ServicerContext, error: RoutemeshError) -> No
 
 
 class ServerInterceptor(grpc.aio.ServerInterceptor):
-    """Wraps unary and server-streaming handlers; leaves health and reflection alone."""
+    """Wraps unary and server-streaming handlers; leaves health and reflection alone.
+
+    A method's wrapped handler is built once and reused: it reads the caller's metadata from the call's
+    own context, so nothing is allocated per call but the span.
+    """
+
+    def __init__(self) -> None:
+        self._wrapped: dict[str, grpc.RpcMethodHandler | None] = {}
 
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
-        handler = await continuation(details)
         method: str = details.method
+        wrapped = self._wrapped.get(method)
+        if wrapped is not None:
+            return wrapped
+        handler = await continuation(details)
         if handler is None or method.startswith(_UNTRACED_PREFIXES):
             return handler
-        metadata = details.invocation_metadata
         if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(
-                self._wrap_unary(method, metadata, handler.unary_unary),
+            wrapped = grpc.unary_unary_rpc_method_handler(
+                self._wrap_unary(method, handler.unary_unary),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
-        if handler.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(
-                self._wrap_stream(method, metadata, handler.unary_stream),
+        elif handler.unary_stream:
+            wrapped = grpc.unary_stream_rpc_method_handler(
+                self._wrap_stream(method, handler.unary_stream),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
-        return handler
+        else:
+            return handler
+        self._wrapped[method] = wrapped
+        return wrapped
 
     @staticmethod
-    def _start(method: str, metadata: Any) -> trace.Span:
+    def _start(method: str, context: grpc.aio.ServicerContext) -> trace.Span:
+        if method in _SPANLESS_METHODS:
+            return trace.INVALID_SPAN
         service, _, name = method.lstrip("/").rpartition("/")
         span = tracer().start_span(
             method.lstrip("/"),
-            context=extract_context(metadata),
+            context=extract_context(context.invocation_metadata()),
             kind=SpanKind.SERVER,
             attributes={semconv.RPC_SYSTEM: "grpc", semconv.RPC_SERVICE: service, semconv.RPC_METHOD: name},
         )
@@ -77,9 +93,9 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
         await _abort(context, RoutemeshError("internal error; the server log has the details"))
 
-    def _wrap_unary(self, method: str, metadata: Any, behavior: Callable[..., Awaitable[Any]]):
+    def _wrap_unary(self, method: str, behavior: Callable[..., Awaitable[Any]]):
         async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            span = self._start(method, metadata)
+            span = self._start(method, context)
             try:
                 return await behavior(request, context)
             except (grpc.aio.AbortError, GeneratorExit):
@@ -91,9 +107,9 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
 
         return wrapper
 
-    def _wrap_stream(self, method: str, metadata: Any, behavior: Callable[..., AsyncIterator[Any]]):
+    def _wrap_stream(self, method: str, behavior: Callable[..., AsyncIterator[Any]]):
         async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            span = self._start(method, metadata)
+            span = self._start(method, context)
             try:
                 async for item in behavior(request, context):
                     yield item

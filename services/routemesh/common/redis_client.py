@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import inspect
 import logging
 import time
@@ -23,10 +24,29 @@ WARNING_INTERVAL_S = 10.0
 REDIS_ERRORS = (RedisError, OSError, TimeoutError)
 
 
+class _ClosedTransportAsOSError:
+    """Under uvloop, writing to a transport the server already closed raises RuntimeError ("the handler
+    is closed") where asyncio's own loop raises nothing; redis-py only maps OSError to ConnectionError."""
+
+    async def _send_packed_command(self, command):  # type: ignore[no-untyped-def]
+        try:
+            await super()._send_packed_command(command)  # type: ignore[misc]
+        except RuntimeError as exc:
+            raise OSError(errno.EPIPE, str(exc)) from exc
+
+
+_GUARDED = {base: type(f"Guarded{base.__name__}", (_ClosedTransportAsOSError, base), {})
+            for base in (aioredis.Connection, aioredis.SSLConnection, aioredis.UnixDomainSocketConnection)}
+
+
 def create_client(url: str, max_connections: int = 16, timeout_s: float = 0.25) -> aioredis.Redis:
     """An asyncio client with socket, connect and pool timeouts of `timeout_s` and no retries."""
+    scheme = url.partition("://")[0]
+    base = {"rediss": aioredis.SSLConnection, "unix": aioredis.UnixDomainSocketConnection}.get(
+        scheme, aioredis.Connection)
     pool = aioredis.BlockingConnectionPool.from_url(
         url,
+        connection_class=_GUARDED[base],
         max_connections=max_connections,
         timeout=timeout_s,
         socket_timeout=timeout_s,

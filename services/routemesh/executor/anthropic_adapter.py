@@ -8,8 +8,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
-
+from routemesh.executor.http import HttpClient, HttpError, HttpResponse
 from routemesh.executor.provider_base import (
     ProviderError,
     ProviderTarget,
@@ -140,7 +139,7 @@ def error_reason(status: int, payload: Any) -> Reason:
 
 
 async def stream_chat(
-    client: httpx.AsyncClient,
+    client: HttpClient,
     target: ProviderTarget,
     messages: list[dict[str, Any]],
     *,
@@ -254,7 +253,7 @@ async def _sse_message(reader: StreamReader) -> AsyncIterator[StreamEvent]:
     yield StreamEvent("finish", finish_reason=finish_with_tools(reader.finish_reason, bool(tool_blocks)))
 
 
-async def _whole_message(response: httpx.Response, call: StreamCall) -> AsyncIterator[StreamEvent]:
+async def _whole_message(response: HttpResponse, call: StreamCall) -> AsyncIterator[StreamEvent]:
     """A proxy that ignored stream=true and answered with one Message object."""
     try:
         async with asyncio.timeout_at(call.first_token_deadline):
@@ -268,7 +267,7 @@ async def _whole_message(response: httpx.Response, call: StreamCall) -> AsyncIte
     except TimeoutError:
         raise ProviderError("timeout", call.scrub("no complete response before the first-token timeout"),
                             reason="timeout") from None
-    except (httpx.HTTPError, ValueError, KeyError, TypeError, AttributeError):
+    except (HttpError, ValueError, KeyError, TypeError, AttributeError):
         raise ProviderError("upstream_error", call.scrub("malformed non-streaming response"),
                             reason="server") from None
     if text:

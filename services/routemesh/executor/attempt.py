@@ -9,11 +9,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-import httpx
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from routemesh.common import semconv
 from routemesh.common.tracing import capture_content, inject_headers, set_attributes, tracer
+from routemesh.executor.http import HttpClient
 from routemesh.executor.openai_adapter import ProviderError, ProviderTarget
 from routemesh.executor.providers import stream_for
 
@@ -76,7 +76,7 @@ class AttemptEvent:
 class AttemptRunner:
     """Streams one candidate into `queue`; the engine reads the queue and cancels runners it does not need."""
 
-    def __init__(self, *, client: httpx.AsyncClient, target: ProviderTarget, record: AttemptRecord,
+    def __init__(self, *, client: HttpClient, target: ProviderTarget, record: AttemptRecord,
                  messages: list[dict], max_tokens: int, temperature: float | None,
                  deadline: float | None, queue: asyncio.Queue[AttemptEvent], index: int, decision_id: str,
                  estimated_input_tokens: int, cost: Callable[[str, int, int], float],

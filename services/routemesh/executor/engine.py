@@ -10,13 +10,12 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 
-import httpx
-
 from routemesh.common.circuit import LocalCircuitBreaker
 from routemesh.common.errors import DeadlineExceeded, InvalidRequest, NotReady, UpstreamUnavailable
 from routemesh.common.policy_schema import CircuitSettings
 from routemesh.common.policy_watch import PolicyHolder
 from routemesh.executor.attempt import AttemptEvent, AttemptRecord, AttemptRunner, ToolPiece
+from routemesh.executor.http import HttpClient
 from routemesh.executor.openai_adapter import ProviderTarget
 from routemesh.executor.retry import RetryBudget, backoff_s
 
@@ -81,7 +80,7 @@ Observer = Callable[[AttemptRecord, bool, str], None]  # (record, finished, deci
 class ExecutionEngine:
     """Resolves plan entries against the executor's own policy copy (never trusts URLs from callers)."""
 
-    def __init__(self, holder: PolicyHolder, client: httpx.AsyncClient, observe: Observer,
+    def __init__(self, holder: PolicyHolder, client: HttpClient, observe: Observer,
                  environ: Mapping[str, str] | None = None, rng: random.Random | None = None):
         self.holder = holder
         self.client = client

@@ -10,8 +10,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 from urllib.parse import quote
 
-import httpx
-
+from routemesh.executor.http import HttpClient, HttpError, HttpResponse
 from routemesh.executor.provider_base import (
     ProviderError,
     ProviderTarget,
@@ -156,7 +155,7 @@ def retry_delay(payload: Any) -> float | None:
 
 
 async def stream_chat(
-    client: httpx.AsyncClient,
+    client: HttpClient,
     target: ProviderTarget,
     messages: list[dict[str, Any]],
     *,
@@ -282,7 +281,7 @@ async def _sse_chunks(reader: StreamReader) -> AsyncIterator[StreamEvent]:
         yield event
 
 
-async def _json_chunks(response: httpx.Response, reader: StreamReader) -> AsyncIterator[StreamEvent]:
+async def _json_chunks(response: HttpResponse, reader: StreamReader) -> AsyncIterator[StreamEvent]:
     """Without alt=sse (a proxy dropped it) the same chunks arrive as one JSON array."""
     call = reader.call
     try:
@@ -291,7 +290,7 @@ async def _json_chunks(response: httpx.Response, reader: StreamReader) -> AsyncI
     except TimeoutError:
         raise ProviderError("timeout", call.scrub("no complete response before the first-token timeout"),
                             reason="timeout") from None
-    except (httpx.HTTPError, ValueError):
+    except (HttpError, ValueError):
         raise ProviderError("upstream_error", call.scrub("malformed non-streaming response"),
                             reason="server") from None
     answer = _Answer(reader)

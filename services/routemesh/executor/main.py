@@ -5,12 +5,11 @@ from __future__ import annotations
 import argparse
 import os
 
-import httpx
-
 from routemesh.common.policy_watch import PolicyHolder, PolicyWatcher
 from routemesh.common.reporter import TelemetryReporter
 from routemesh.common.serve import Service
 from routemesh.executor.engine import AttemptRecord, ExecutionEngine
+from routemesh.executor.http import HttpClient
 from routemesh.executor.servicer import ExecutorServicer, observation_of
 from routemesh.v1 import executor_pb2_grpc
 
@@ -27,12 +26,8 @@ async def build(args: argparse.Namespace) -> Service:
     holder = PolicyHolder()
     watcher = PolicyWatcher(holder, args.control, "executor")
     reporter = TelemetryReporter(args.telemetry)
-    client = httpx.AsyncClient(
-        limits=httpx.Limits(max_connections=args.max_connections, max_keepalive_connections=200,
-                            keepalive_expiry=60),
-        timeout=httpx.Timeout(30.0),
-        follow_redirects=False,
-    )
+    # Created here, in the running event loop; each call sets its own connect timeout.
+    client = HttpClient(max_connections=args.max_connections)
 
     def observe(record: AttemptRecord, finished: bool, decision_id: str) -> None:
         reporter.report(observation_of(record, finished, decision_id))

@@ -10,8 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-import httpx
-
+from routemesh.executor.http import HttpClient, HttpError, HttpResponse
 from routemesh.executor.provider_base import (
     Outcome,
     ProviderError,
@@ -155,7 +154,7 @@ def _request_body(target: ProviderTarget, messages: list[dict[str, Any]], max_to
 
 
 async def stream_chat(
-    client: httpx.AsyncClient,
+    client: HttpClient,
     target: ProviderTarget,
     messages: list[dict[str, Any]],
     *,
@@ -208,7 +207,7 @@ def _usage_event(usage: Any) -> StreamEvent | None:
     )
 
 
-async def _whole_completion(response: httpx.Response, call: StreamCall) -> AsyncIterator[StreamEvent]:
+async def _whole_completion(response: HttpResponse, call: StreamCall) -> AsyncIterator[StreamEvent]:
     """A provider that ignored stream=true and answered with one chat.completion object."""
     try:
         async with asyncio.timeout_at(call.first_token_deadline):
@@ -221,7 +220,7 @@ async def _whole_completion(response: httpx.Response, call: StreamCall) -> Async
     except TimeoutError:
         raise ProviderError("timeout", call.scrub("no complete response before the first-token timeout"),
                             reason="timeout") from None
-    except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError, AttributeError):
+    except (HttpError, ValueError, KeyError, IndexError, TypeError, AttributeError):
         raise ProviderError("upstream_error", call.scrub("malformed non-streaming response"),
                             reason="server") from None
     if text:

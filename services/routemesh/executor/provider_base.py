@@ -7,12 +7,11 @@ import email.utils
 import json
 import math
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import httpx
-
+from routemesh.executor.http import HttpClient, HttpConnectError, HttpError, HttpInvalidURL, HttpResponse
 from routemesh.executor.sse import SSEDecoder, SSEEvent
 
 Outcome = Literal["rate_limited", "upstream_error", "connect_error", "timeout", "truncated", "config_error"]
@@ -130,8 +129,11 @@ class Scrubber:
         return f"{self._label}: {text}"
 
 
-def parse_retry_after(headers: httpx.Headers, now: float | None = None) -> float | None:
-    """Seconds to wait from `retry-after-ms` or `Retry-After` (seconds or an HTTP date), if given."""
+def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
+    """Seconds to wait from `retry-after-ms` or `Retry-After` (seconds or an HTTP date), if given.
+
+    `headers` is a response's case-insensitive headers, or a plain dict with lower-case names.
+    """
     millis = headers.get("retry-after-ms")
     if millis:
         try:
@@ -224,7 +226,7 @@ def int_field(mapping: Any, *path: str) -> int:
 class StreamCall:
     """One streaming HTTP call: its deadlines, its scrubber, sending the request and reading the body."""
 
-    def __init__(self, client: httpx.AsyncClient, target: ProviderTarget, messages: list[dict[str, Any]],
+    def __init__(self, client: HttpClient, target: ProviderTarget, messages: list[dict[str, Any]],
                  total_timeout_s: float | None):
         self.client = client
         self.target = target
@@ -235,42 +237,38 @@ class StreamCall:
         self.first_token_deadline = min(started + target.first_token_timeout_s, self.total_deadline)
 
     async def send(self, url: str, *, body: dict[str, Any], headers: dict[str, str],
-                   params: dict[str, str] | None = None) -> httpx.Response:
+                   params: dict[str, str] | None = None) -> HttpResponse:
         """POST and wait for the response headers; every failure becomes a ProviderError."""
         target, scrub = self.target, self.scrub
-        # Read timing is enforced per chunk by StreamReader; httpx only bounds connecting and sending.
-        timeouts = httpx.Timeout(connect=target.connect_timeout_s, read=None, write=target.connect_timeout_s,
-                                 pool=target.connect_timeout_s)
-        try:
-            request = self.client.build_request("POST", url, json=body, headers=headers, params=params,
-                                                timeout=timeouts)
-        except (httpx.InvalidURL, httpx.UnsupportedProtocol, ValueError) as exc:
-            raise ProviderError("config_error", scrub(f"invalid provider URL ({type(exc).__name__})")) from None
+        # Read timing is enforced per chunk by StreamReader; the client only bounds connecting.
         try:
             async with asyncio.timeout_at(self.first_token_deadline):
-                return await self.client.send(request, stream=True)
+                return await self.client.post_json(url, body, headers=headers, params=params,
+                                                   connect_timeout_s=target.connect_timeout_s)
         except TimeoutError:
             which = "total" if self.total_deadline <= self.first_token_deadline else "first-token"
             raise ProviderError("timeout", scrub(f"no response headers within the {which} timeout"),
                                 reason="timeout") from None
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-            raise ProviderError("connect_error", scrub(f"cannot connect ({type(exc).__name__}: {exc})"),
-                                reason="connection") from None
-        except httpx.UnsupportedProtocol as exc:
-            raise ProviderError("config_error", scrub(f"invalid provider URL ({type(exc).__name__})")) from None
-        except httpx.HTTPError as exc:
-            raise ProviderError("upstream_error", scrub(f"request failed ({type(exc).__name__}: {exc})"),
-                                reason="connection") from None
+        except HttpInvalidURL as exc:
+            raise ProviderError("config_error", scrub(f"invalid provider URL ({exc})")) from None
+        except ValueError as exc:
+            # A body JSON cannot encode, or a header value HTTP cannot carry (a key ending in a newline):
+            # the text may quote the value, so only the type is told.
+            raise ProviderError("config_error", scrub(f"request cannot be sent ({type(exc).__name__})")) from None
+        except HttpConnectError as exc:
+            raise ProviderError("connect_error", scrub(f"cannot connect ({exc})"), reason="connection") from None
+        except HttpError as exc:
+            raise ProviderError("upstream_error", scrub(f"request failed ({exc})"), reason="connection") from None
 
-    async def read_body(self, response: httpx.Response) -> bytes:
+    async def read_body(self, response: HttpResponse) -> bytes:
         """The whole body within the first-token deadline; b"" when it cannot be read in time."""
         try:
             async with asyncio.timeout_at(self.first_token_deadline):
                 return await response.aread()
-        except (TimeoutError, httpx.HTTPError):
+        except (TimeoutError, HttpError):
             return b""
 
-    def status_error(self, response: httpx.Response, detail: str, reason: Reason, *,
+    def status_error(self, response: HttpResponse, detail: str, reason: Reason, *,
                      outcome: Outcome | None = None, retry_after_s: float | None = None) -> ProviderError:
         status = response.status_code
         message = self.scrub(f"HTTP {status}" + (f": {detail}" if detail else ""))
@@ -280,7 +278,7 @@ class StreamCall:
             retry_after_s = parse_retry_after(response.headers)
         return ProviderError(outcome, message, http_status=status, retry_after_s=retry_after_s, reason=reason)
 
-    def reader(self, response: httpx.Response) -> StreamReader:
+    def reader(self, response: HttpResponse) -> StreamReader:
         return StreamReader(self, response)
 
 
@@ -293,7 +291,7 @@ class StreamReader:
     terminal event arrived (the body's end is only waited for briefly).
     """
 
-    def __init__(self, call: StreamCall, response: httpx.Response):
+    def __init__(self, call: StreamCall, response: HttpResponse):
         self.call = call
         self.response = response
         self.committed = False
@@ -332,10 +330,10 @@ class StreamReader:
                         raise self.fail("timeout", "stream exceeded the total timeout", "timeout") from None
                     which = "between-tokens" if self.committed else "first-token"
                     raise self.fail("timeout", f"no data within the {which} timeout", "timeout") from None
-                except httpx.HTTPError as exc:
+                except HttpError as exc:
                     if self.finish_reason or self.done:
                         return
-                    raise self.fail("upstream_error", f"stream broken ({type(exc).__name__})",
+                    raise self.fail("upstream_error", f"stream broken ({type(exc.__cause__ or exc).__name__})",
                                     "connection") from None
                 for event in events:
                     yield event

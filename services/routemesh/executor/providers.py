@@ -6,9 +6,8 @@ import functools
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
-import httpx
-
 from routemesh.executor import anthropic_adapter, gemini_adapter, openai_adapter
+from routemesh.executor.http import HttpClient
 from routemesh.executor.openai_adapter import OpenAIQuirks
 from routemesh.executor.provider_base import ProviderError, ProviderTarget, StreamEvent
 
@@ -16,7 +15,7 @@ from routemesh.executor.provider_base import ProviderError, ProviderTarget, Stre
 class StreamChat(Protocol):
     """The signature every adapter's stream_chat has."""
 
-    def __call__(self, client: httpx.AsyncClient, target: ProviderTarget, messages: list[dict[str, Any]], *,
+    def __call__(self, client: HttpClient, target: ProviderTarget, messages: list[dict[str, Any]], *,
                  max_tokens: int, temperature: float | None, headers: dict[str, str] | None = None,
                  total_timeout_s: float | None = None, tools: list[dict[str, Any]] | None = None,
                  tool_choice: str = "", response_format: str = "") -> AsyncIterator[StreamEvent]: ...
@@ -46,7 +45,7 @@ def stream_for(api: str) -> StreamChat:
     return ADAPTERS.get(api) or functools.partial(_unknown_api, api)
 
 
-async def _unknown_api(api: str, client: httpx.AsyncClient, target: ProviderTarget, messages: list[dict[str, Any]],
+async def _unknown_api(api: str, client: HttpClient, target: ProviderTarget, messages: list[dict[str, Any]],
                        **_: Any) -> AsyncIterator[StreamEvent]:
     raise ProviderError("config_error", f"{target.provider}/{target.upstream_model}: unknown provider api {api!r}")
     yield  # makes this an async generator, like every adapter

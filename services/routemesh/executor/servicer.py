@@ -136,8 +136,6 @@ class ExecutorServicer(executor_pb2_grpc.ExecutorServiceServicer):
     async def Execute(self, request: executor_pb2.ExecuteRequest,
                       context: grpc.aio.ServicerContext) -> AsyncIterator[executor_pb2.ExecuteResponse]:
         execution = to_input(request)
-        # Acknowledge at once: the router takes a call that is not acknowledged promptly as stuck.
-        await context.send_initial_metadata(())
         remaining = context.time_remaining()
         deadline = None if remaining is None else time.monotonic() + remaining - 0.02
         async for batch in batches(self.engine.execute(execution, deadline)):

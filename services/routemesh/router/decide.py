@@ -6,8 +6,9 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 
@@ -17,10 +18,10 @@ from routemesh.common.messages import ROLE_NAMES
 from routemesh.common.policy import PolicyVersion
 from routemesh.common.policy_watch import PolicyHolder
 from routemesh.common.tracing import join, set_attributes, trace_id_hex, tracer
-from routemesh.router.features import FeatureSource
-from routemesh.router.health import HealthSource
+from routemesh.router.features import FALLBACK_SOURCE, FeatureSource
+from routemesh.router.health import HealthSource, HealthWatch
 from routemesh.router.planner import DecisionState, Plan, RoutingOptionsView, plan_request
-from routemesh.router.spend import SpendGuard
+from routemesh.router.spend import SpendGuard, budget_scopes
 from routemesh.router.sticky import ConversationAffinity
 from routemesh.v1 import common_pb2, router_pb2
 
@@ -122,7 +123,7 @@ class Decided:
 class Decider:
     """Chat and Explain share this, so Explain shows exactly what Chat would do."""
 
-    def __init__(self, holder: PolicyHolder, features: FeatureSource, health: HealthSource,
+    def __init__(self, holder: PolicyHolder, features: FeatureSource, health: HealthSource | HealthWatch,
                  affinity: ConversationAffinity, spend: SpendGuard, state: DecisionState | None = None):
         self.holder = holder
         self.features = features
@@ -141,12 +142,24 @@ class Decider:
             raise NotReady("the router has not received a policy from the control plane yet")
         policy = current.policy
         conversation = metadata.get(policy.request_keys.conversation, "")
-        features, (health, health_fresh), sticky, soft = await asyncio.gather(
-            self.features.classify(request.messages, context),
-            self.health.snapshot(context),
-            self.affinity.get(conversation) if conversation else _empty(),
-            self.spend.soft_limited(policy, metadata),
-        )
+        # Only what needs awaiting is awaited, concurrently; a plain request awaits the classifier alone
+        # (pushed health is read in-process, and each gathered coroutine would cost a task).
+        waits: dict[str, Awaitable[Any]] = {"features": self.features.classify(request.messages, context)}
+        if isinstance(self.health, HealthWatch):
+            health, health_fresh = self.health.current()
+        else:
+            waits["health"] = self.health.snapshot(context)
+        if conversation:
+            waits["sticky"] = self.affinity.get(conversation)
+        if budget_scopes(policy, metadata):
+            waits["soft"] = self.spend.soft_limited(policy, metadata)
+        got = dict(zip(waits, await asyncio.gather(*waits.values()), strict=True)) if len(waits) > 1 \
+            else {"features": await waits["features"]}
+        features: common_pb2.Features = got["features"]
+        if "health" in got:
+            health, health_fresh = got["health"]
+        sticky, soft = got.get("sticky", ""), got.get("soft", False)
+        health_age = self.health.age_s()
         with tracer().start_as_current_span(semconv.SPAN_DECIDE) as span:
             plan = plan_request(
                 policy, FeatureSource.routing_features(features), request.model, request.max_tokens, metadata,
@@ -155,21 +168,24 @@ class Decider:
             )
             decision_id = uuid.uuid4().hex
             provider = policy.models[plan.primary].provider
-            set_attributes(span, {
-                semconv.DECISION_ID: decision_id, semconv.DECISION_MODEL: plan.primary,
-                semconv.DECISION_PROVIDER: provider, semconv.DECISION_STRATEGY: plan.strategy,
-                semconv.DECISION_ROUTE: plan.route, semconv.DECISION_RULE: plan.rule,
-                semconv.DECISION_REASON: plan.reason, semconv.DECISION_FALLBACKS: join(plan.fallbacks),
-                semconv.DECISION_POLICY_VERSION: current.version,
-                semconv.EXPERIMENT: plan.experiment, semconv.VARIANT: plan.variant,
-                semconv.BUDGET_SOFT_LIMITED: plan.budget_soft_limited or None,
-                semconv.ESTIMATED_COST_USD: plan.estimated_cost_usd,
-                semconv.REQUEST_TASK_TYPE: common_pb2.TaskType.Name(features.task_type)
-                .removeprefix("TASK_TYPE_").lower(),
-                semconv.REQUEST_INPUT_TOKENS: features.input_tokens, semconv.REQUEST_LANGUAGE: features.language,
-                semconv.REQUEST_COMPLEXITY: features.complexity, semconv.FEATURES_SOURCE: features.source,
-            })
-        degraded = [name for name, down in (("classifier", features.source != "classifier"),
+            if span.is_recording():  # the attribute dict alone costs ~10 µs per request
+                set_attributes(span, {
+                    semconv.DECISION_ID: decision_id, semconv.DECISION_MODEL: plan.primary,
+                    semconv.DECISION_PROVIDER: provider, semconv.DECISION_STRATEGY: plan.strategy,
+                    semconv.DECISION_ROUTE: plan.route, semconv.DECISION_RULE: plan.rule,
+                    semconv.DECISION_REASON: plan.reason, semconv.DECISION_FALLBACKS: join(plan.fallbacks),
+                    semconv.DECISION_POLICY_VERSION: current.version,
+                    semconv.EXPERIMENT: plan.experiment, semconv.VARIANT: plan.variant,
+                    semconv.BUDGET_SOFT_LIMITED: plan.budget_soft_limited or None,
+                    semconv.ESTIMATED_COST_USD: plan.estimated_cost_usd,
+                    semconv.REQUEST_TASK_TYPE: common_pb2.TaskType.Name(features.task_type)
+                    .removeprefix("TASK_TYPE_").lower(),
+                    semconv.REQUEST_INPUT_TOKENS: features.input_tokens, semconv.REQUEST_LANGUAGE: features.language,
+                    semconv.REQUEST_COMPLEXITY: features.complexity, semconv.FEATURES_SOURCE: features.source,
+                    semconv.HEALTH_SOURCE: self.health.mode,
+                    semconv.HEALTH_AGE_MS: round(health_age * 1000, 1) if health_age is not None else None,
+                })
+        degraded = [name for name, down in (("classifier", features.source == FALLBACK_SOURCE),
                                             ("telemetry", not health_fresh)) if down]
         decision = router_pb2.Decision(
             decision_id=decision_id, model=plan.primary, provider=provider, strategy=plan.strategy,
@@ -180,6 +196,3 @@ class Decider:
         )
         return Decided(plan=plan, decision=decision, policy=current, metadata=metadata, conversation=conversation)
 
-
-async def _empty() -> str:
-    return ""

@@ -12,7 +12,7 @@ from routemesh.router.budget import InMemoryBudgetLedger
 from routemesh.router.budget_redis import RedisBudgetLedger
 from routemesh.router.decide import Decider
 from routemesh.router.features import FeatureSource
-from routemesh.router.health import HealthSource
+from routemesh.router.health import HealthSource, HealthWatch
 from routemesh.router.ratelimit import InMemoryRateLimiter, RedisRateLimiter
 from routemesh.router.servicer import RouterServicer
 from routemesh.router.spend import SpendGuard
@@ -23,7 +23,8 @@ from routemesh.v1 import router_pb2_grpc
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     env = os.environ.get
     parser.add_argument("--classifier", default=env("ROUTEMESH_CLASSIFIER_ADDR", "127.0.0.1:50052"),
-                        help="classifier address (env ROUTEMESH_CLASSIFIER_ADDR)")
+                        help="classifier address, or 'local' to classify in-process with the same code "
+                             "(no classifier hop) (env ROUTEMESH_CLASSIFIER_ADDR)")
     parser.add_argument("--telemetry", default=env("ROUTEMESH_TELEMETRY_ADDR", "127.0.0.1:50053"),
                         help="telemetry address (env ROUTEMESH_TELEMETRY_ADDR)")
     parser.add_argument("--executor", default=env("ROUTEMESH_EXECUTOR_ADDR", "127.0.0.1:50054"),
@@ -33,6 +34,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="budgets, rate limits and conversation affinity shared by router replicas "
                              "(env ROUTEMESH_REDIS_URL; empty: this process only)")
     parser.add_argument("--redis-prefix", default=env("ROUTEMESH_REDIS_PREFIX", "routemesh:"))
+    parser.add_argument("--health-source", choices=("watch", "query"), default=env("ROUTEMESH_HEALTH_SOURCE", "watch"),
+                        help="watch: telemetry pushes health and decisions read it in-process (no RPC per "
+                             "request); query: ask telemetry on every request (env ROUTEMESH_HEALTH_SOURCE)")
+    parser.add_argument("--health-interval-ms", type=int, default=int(env("ROUTEMESH_HEALTH_INTERVAL_MS", "250")),
+                        help="watch: milliseconds between pushed snapshots, 50 to 60000 "
+                             "(env ROUTEMESH_HEALTH_INTERVAL_MS)")
     parser.add_argument("--budget-fail-open", action="store_true",
                         default=env("ROUTEMESH_BUDGET_FAIL_OPEN", "") == "true",
                         help="when Redis is down, allow requests without budget checks (default: refuse)")
@@ -45,21 +52,33 @@ def make_spend_guard(args: argparse.Namespace) -> SpendGuard:
     return SpendGuard(InMemoryBudgetLedger(), InMemoryRateLimiter())
 
 
+def make_health(args: argparse.Namespace) -> HealthSource | HealthWatch:
+    if args.health_source == "query":
+        return HealthSource(args.telemetry)
+    if not 50 <= args.health_interval_ms <= 60_000:
+        raise SystemExit("router: --health-interval-ms must be 50 to 60000")
+    # Stale after several missed pushes (at least 2 s): decisions then say "telemetry" is degraded.
+    return HealthWatch(args.telemetry, args.health_interval_ms, max_age_s=max(2.0, 4 * args.health_interval_ms / 1000))
+
+
 async def build(args: argparse.Namespace) -> Service:
     holder = PolicyHolder()
     watcher = PolicyWatcher(holder, args.control, "router")
     reporter = TelemetryReporter(args.telemetry)
     affinity = RedisAffinity(args.redis_url, args.redis_prefix) if args.redis_url else InMemoryAffinity()
     spend = make_spend_guard(args)
-    decider = Decider(holder, FeatureSource(args.classifier), HealthSource(args.telemetry), affinity, spend)
+    health = make_health(args)
+    decider = Decider(holder, FeatureSource(args.classifier), health, affinity, spend)
     servicer = RouterServicer(decider, args.executor, reporter)
 
     async def on_start() -> None:
         watcher.start()
         reporter.start()
+        health.start()
 
     async def on_stop() -> None:
         await watcher.stop()
+        await health.stop()
         await reporter.stop()
         await spend.close()
         await affinity.close()
@@ -69,5 +88,5 @@ async def build(args: argparse.Namespace) -> Service:
         register=lambda server: router_pb2_grpc.add_RouterServiceServicer_to_server(servicer, server),
         grpc_services=["routemesh.v1.RouterService"],
         on_start=on_start, on_stop=on_stop,
-        ready=lambda: holder.current is not None,
+        ready=lambda: holder.current is not None and health.ready(),
     )

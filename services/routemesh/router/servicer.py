@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import os
 import time
 from collections.abc import AsyncIterator
 
@@ -25,10 +23,6 @@ from routemesh.v1 import common_pb2, executor_pb2, executor_pb2_grpc, router_pb2
 log = logging.getLogger(__name__)
 # Executor calls per request when an executor dies before the first token.
 EXECUTOR_TRIES = 3
-# An executor acknowledges a call (initial metadata) as soon as it starts it. One that does not within this
-# long is taken as stuck (a frozen process, or a connection whose peer never answered) and another replica
-# is tried: keepalive only guards transports that are already up, not one that never finished its handshake.
-ACCEPT_TIMEOUT_S = float(os.environ.get("ROUTEMESH_EXECUTOR_ACCEPT_TIMEOUT_S", "2"))
 
 
 class RouterServicer(router_pb2_grpc.RouterServiceServicer):
@@ -106,14 +100,6 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
             call = self._executor.Execute(execute, metadata=metadata,
                                           timeout=None if remaining is None else max(0.001, remaining - 0.02))
             try:
-                if not await self._accepted(call, remaining):
-                    span.set_status(Status(StatusCode.ERROR, "not accepted"))
-                    if executor_try == EXECUTOR_TRIES:
-                        raise UpstreamUnavailable(f"executor did not accept the call within {ACCEPT_TIMEOUT_S:g} s",
-                                                  reason="EXECUTOR_UNAVAILABLE")
-                    log.warning("executor did not accept the call within %g s; trying another replica",
-                                ACCEPT_TIMEOUT_S)
-                    continue
                 async for batch in batches(call.__aiter__()):
                     deltas = [r.delta for r in batch if r.HasField("delta")]
                     text = "".join(d.text for d in deltas)
@@ -150,21 +136,6 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
             final = self._failed(decision, "executor stream ended without a result")
         self._record_final(final)
         yield router_pb2.ChatResponse(final=final)
-
-    @staticmethod
-    async def _accepted(call: grpc.aio.UnaryStreamCall, remaining: float | None) -> bool:
-        """Whether the executor started the call (sent its initial metadata) within ACCEPT_TIMEOUT_S.
-
-        A call that fails instead counts as accepted here: the stream raises its error next.
-        """
-        if remaining is not None and remaining <= ACCEPT_TIMEOUT_S:
-            return True  # the caller's own deadline ends it first
-        try:
-            async with asyncio.timeout(ACCEPT_TIMEOUT_S):
-                await call.initial_metadata()
-        except TimeoutError:
-            return False
-        return True
 
     @staticmethod
     def _failed(decision: router_pb2.Decision, error: str) -> router_pb2.Final:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 
 import grpc
 
@@ -29,6 +30,10 @@ MAX_OBSERVATIONS_PER_REPORT = 10_000
 MAX_REQUESTS_PER_REPORT = 10_000
 MAX_MODEL_NAME_LENGTH = 256
 MAX_NAME_LENGTH = MAX_MODEL_NAME_LENGTH
+# WatchSnapshot: a router's health is at most one interval (plus the store's 0.2 s cache) old.
+DEFAULT_WATCH_INTERVAL_MS = 250
+MIN_WATCH_INTERVAL_MS = 50
+MAX_WATCH_INTERVAL_MS = 60_000
 
 
 class TelemetryStoreUnavailable(RoutemeshError):
@@ -121,6 +126,12 @@ CIRCUIT_STATES = {
 }
 
 
+def _check_model_names(models: Sequence[str]) -> None:
+    empty = [(f"models[{i}]", "must not be empty") for i, name in enumerate(models) if not name]
+    if empty:
+        raise InvalidRequest("model names must not be empty", field_violations=empty)
+
+
 def circuit_history_shortfalls(settings: CircuitSettings, window_s: int) -> list[str]:
     """Why the store's sample window cannot replay the breaker faithfully; empty when it can."""
     problems = []
@@ -210,13 +221,28 @@ class TelemetryServicer(telemetry_pb2_grpc.TelemetryServiceServicer):
     async def GetSnapshot(
         self, request: telemetry_pb2.GetSnapshotRequest, context: grpc.aio.ServicerContext
     ) -> telemetry_pb2.GetSnapshotResponse:
-        empty = [(f"models[{i}]", "must not be empty") for i, name in enumerate(request.models) if not name]
-        if empty:
-            raise InvalidRequest("model names must not be empty", field_violations=empty)
+        _check_model_names(request.models)
+        return await self._snapshot(request.models)
+
+    async def WatchSnapshot(
+        self, request: telemetry_pb2.WatchSnapshotRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[telemetry_pb2.WatchSnapshotResponse]:
+        _check_model_names(request.models)
+        interval_ms = request.interval_ms or DEFAULT_WATCH_INTERVAL_MS
+        if not MIN_WATCH_INTERVAL_MS <= interval_ms <= MAX_WATCH_INTERVAL_MS:
+            raise InvalidRequest("watch interval out of range", field_violations=[(
+                "interval_ms", f"must be {MIN_WATCH_INTERVAL_MS} to {MAX_WATCH_INTERVAL_MS} (got {interval_ms}); "
+                               f"0 means {DEFAULT_WATCH_INTERVAL_MS}")])
+        while True:
+            # Watchers share the store's snapshot cache, so many routers cost about as much as one.
+            yield telemetry_pb2.WatchSnapshotResponse(snapshot=await self._snapshot(request.models))
+            await asyncio.sleep(interval_ms / 1000)
+
+    async def _snapshot(self, models: Sequence[str]) -> telemetry_pb2.GetSnapshotResponse:
         now_ms = self.clock_ms()
         held = self.holder.current
         policy_models = held.policy.models if held else {}
-        names = list(request.models) or sorted({*policy_models, *await self.store.seen_models(now_ms)})
+        names = list(models) or sorted({*policy_models, *await self.store.seen_models(now_ms)})
         circuit = held.policy.health.circuit if held else DEFAULT_CIRCUIT
         self._check_history(circuit)
         stats = await self.store.snapshot(names, now_ms, circuit)

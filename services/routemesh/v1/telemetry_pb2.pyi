@@ -110,6 +110,20 @@ class GetSnapshotResponse(_message.Message):
     policy_version: int
     def __init__(self, models: _Optional[_Iterable[_Union[ModelHealth, _Mapping]]] = ..., window_seconds: _Optional[int] = ..., taken_at_ms: _Optional[int] = ..., policy_version: _Optional[int] = ...) -> None: ...
 
+class WatchSnapshotRequest(_message.Message):
+    __slots__ = ("models", "interval_ms")
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    INTERVAL_MS_FIELD_NUMBER: _ClassVar[int]
+    models: _containers.RepeatedScalarFieldContainer[str]
+    interval_ms: int
+    def __init__(self, models: _Optional[_Iterable[str]] = ..., interval_ms: _Optional[int] = ...) -> None: ...
+
+class WatchSnapshotResponse(_message.Message):
+    __slots__ = ("snapshot",)
+    SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
+    snapshot: GetSnapshotResponse
+    def __init__(self, snapshot: _Optional[_Union[GetSnapshotResponse, _Mapping]] = ...) -> None: ...
+
 class ModelHealth(_message.Message):
     __slots__ = ("model", "samples", "ttft_p50_ms", "ttft_p90_ms", "ttft_p99_ms", "tpot_p50_ms", "tpot_p99_ms", "error_rate", "in_flight", "requests_per_minute", "tokens_per_minute", "input_price_per_mtok", "output_price_per_mtok", "spend_per_minute_usd", "spend_total_usd", "last_observation_ms", "stale", "circuit_state", "circuit_open_until_ms", "admit_fraction", "consecutive_failures")
     MODEL_FIELD_NUMBER: _ClassVar[int]

@@ -45,6 +45,11 @@ class TelemetryServiceStub:
                 request_serializer=routemesh_dot_v1_dot_telemetry__pb2.GetSnapshotRequest.SerializeToString,
                 response_deserializer=routemesh_dot_v1_dot_telemetry__pb2.GetSnapshotResponse.FromString,
                 _registered_method=True)
+        self.WatchSnapshot = channel.unary_stream(
+                '/routemesh.v1.TelemetryService/WatchSnapshot',
+                request_serializer=routemesh_dot_v1_dot_telemetry__pb2.WatchSnapshotRequest.SerializeToString,
+                response_deserializer=routemesh_dot_v1_dot_telemetry__pb2.WatchSnapshotResponse.FromString,
+                _registered_method=True)
         self.GetExperimentReport = channel.unary_unary(
                 '/routemesh.v1.TelemetryService/GetExperimentReport',
                 request_serializer=routemesh_dot_v1_dot_telemetry__pb2.GetExperimentReportRequest.SerializeToString,
@@ -70,6 +75,14 @@ class TelemetryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchSnapshot(self, request, context):
+        """WatchSnapshot streams a snapshot at once and then a fresh one every interval: routers read health
+        in-process from it instead of asking on every request.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetExperimentReport(self, request, context):
         """GetExperimentReport returns per-variant requests, latency, errors and cost of experiments.
         """
@@ -89,6 +102,11 @@ def add_TelemetryServiceServicer_to_server(servicer, server):
                     servicer.GetSnapshot,
                     request_deserializer=routemesh_dot_v1_dot_telemetry__pb2.GetSnapshotRequest.FromString,
                     response_serializer=routemesh_dot_v1_dot_telemetry__pb2.GetSnapshotResponse.SerializeToString,
+            ),
+            'WatchSnapshot': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchSnapshot,
+                    request_deserializer=routemesh_dot_v1_dot_telemetry__pb2.WatchSnapshotRequest.FromString,
+                    response_serializer=routemesh_dot_v1_dot_telemetry__pb2.WatchSnapshotResponse.SerializeToString,
             ),
             'GetExperimentReport': grpc.unary_unary_rpc_method_handler(
                     servicer.GetExperimentReport,
@@ -151,6 +169,33 @@ class TelemetryService:
             '/routemesh.v1.TelemetryService/GetSnapshot',
             routemesh_dot_v1_dot_telemetry__pb2.GetSnapshotRequest.SerializeToString,
             routemesh_dot_v1_dot_telemetry__pb2.GetSnapshotResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchSnapshot(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/routemesh.v1.TelemetryService/WatchSnapshot',
+            routemesh_dot_v1_dot_telemetry__pb2.WatchSnapshotRequest.SerializeToString,
+            routemesh_dot_v1_dot_telemetry__pb2.WatchSnapshotResponse.FromString,
             options,
             channel_credentials,
             insecure,
