@@ -8,6 +8,8 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+import orjson
+
 from routemesh.executor.http import HttpClient, HttpError, HttpResponse
 from routemesh.executor.provider_base import (
     ProviderError,
@@ -203,7 +205,7 @@ async def _sse_message(reader: StreamReader) -> AsyncIterator[StreamEvent]:
             if reader.done:
                 continue  # nothing after message_stop counts
             try:
-                payload = json.loads(sse.data)
+                payload = orjson.loads(sse.data)
             except ValueError:
                 raise reader.fail("upstream_error", "malformed JSON in stream", "server") from None
             if not isinstance(payload, dict):

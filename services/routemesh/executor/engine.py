@@ -156,14 +156,21 @@ class ExecutionEngine:
     async def execute(self, request: ExecutionInput,
                       deadline: float | None) -> AsyncIterator[str | ToolPiece | ExecutionOutcome]:
         """Yield text and tool-call pieces, then one ExecutionOutcome; raise UpstreamUnavailable if nothing commits."""
+        async for batch in self.execute_batches(request, deadline):
+            for item in batch:
+                yield item
+
+    async def execute_batches(self, request: ExecutionInput,
+                              deadline: float | None) -> AsyncIterator[list[str | ToolPiece | ExecutionOutcome]]:
+        """execute() in batches: every piece that arrived while the caller was busy comes as one list."""
         if self.holder.current is None:
             raise NotReady("executor has no policy yet")
         if not request.plan:
             raise InvalidRequest("plan must name at least one model", field_violations=[("plan", "empty")])
         run = _Execution(self, request, deadline)
         try:
-            async for item in run.stream():
-                yield item
+            async for batch in run.stream():
+                yield batch
         finally:
             await run.stop()
 
@@ -264,7 +271,8 @@ class _Execution:
             if hedge_s and not hedged and self.pending and len(self.running) == 1:
                 timeout = hedge_s if timeout is None else min(timeout, hedge_s)
             try:
-                event = await asyncio.wait_for(self.queue.get(), timeout)
+                async with asyncio.timeout(timeout):  # no task per wait, unlike wait_for
+                    event = await self.queue.get()
             except TimeoutError:
                 remaining = self._remaining()
                 if hedge_s and not hedged and self.pending and (remaining is None or remaining > 0):
@@ -288,14 +296,13 @@ class _Execution:
                 return event
             self.last_failed = runner.record
 
-    async def stream(self) -> AsyncIterator[str | ToolPiece | ExecutionOutcome]:
+    async def stream(self) -> AsyncIterator[list[str | ToolPiece | ExecutionOutcome]]:
         messages = self.request.messages
         first = await self._commit(messages)
         winner = first.runner
         if not first.done:
-            yield first.piece
-            async for piece in self._follow(winner):
-                yield piece
+            async for pieces in self._follow(winner, [first.piece]):
+                yield pieces
         record = winner.record
         continued: AttemptRecord | None = None
         # Continuation is for prose only: a cut tool call cannot be resumed by another model.
@@ -311,20 +318,35 @@ class _Execution:
             if event is not None:
                 continued = event.runner.record
                 if not event.done:
-                    yield event.piece
-                    async for piece in self._follow(event.runner):
-                        yield piece
-        yield self._outcome(record, continued)
+                    async for pieces in self._follow(event.runner, [event.piece]):
+                        yield pieces
+        yield [self._outcome(record, continued)]
 
-    async def _follow(self, winner: AttemptRunner) -> AsyncIterator[str | ToolPiece]:
+    async def _follow(self, winner: AttemptRunner, batch: list[str | ToolPiece]) -> AsyncIterator[list[str | ToolPiece]]:
+        """The winner's pieces, drained from the queue: one list per wake-up (coalescing at the source)."""
+        queue = self.queue
         while True:
-            event = await self.queue.get()
-            if event.runner is not winner:
-                continue
-            if event.done:
+            done = False
+            while not queue.empty():
+                event = queue.get_nowait()
+                if event.runner is not winner:
+                    continue  # a loser's straggler
+                if event.done:
+                    done = True
+                    break
+                batch.append(event.piece)
+            if batch:
+                yield batch
+                batch = []
+            if done:
                 self.running.remove(winner)
                 return
-            yield event.piece
+            event = await queue.get()
+            if event.runner is winner:
+                if event.done:
+                    self.running.remove(winner)
+                    return
+                batch.append(event.piece)
 
     def _unavailable(self, why: str = "") -> UpstreamUnavailable | DeadlineExceeded:
         remaining = self._remaining()

@@ -10,6 +10,8 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 from urllib.parse import quote
 
+import orjson
+
 from routemesh.executor.http import HttpClient, HttpError, HttpResponse
 from routemesh.executor.provider_base import (
     ProviderError,
@@ -272,7 +274,7 @@ async def _sse_chunks(reader: StreamReader) -> AsyncIterator[StreamEvent]:
     async with contextlib.aclosing(events):
         async for sse in events:
             try:
-                payload = json.loads(sse.data)
+                payload = orjson.loads(sse.data)
             except ValueError:
                 raise reader.fail("upstream_error", "malformed JSON in stream", "server") from None
             for event in answer.feed(payload):

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
+import orjson
+
 from routemesh.executor.http import HttpClient, HttpError, HttpResponse
 from routemesh.executor.provider_base import (
     Outcome,
@@ -270,7 +272,7 @@ async def _sse_completion(reader: StreamReader) -> AsyncIterator[StreamEvent]:
                 reader.done = True
                 continue
             try:
-                payload = json.loads(sse.data)
+                payload = orjson.loads(sse.data)
             except ValueError:
                 raise reader.fail("upstream_error", "malformed JSON in stream", "server") from None
             if not isinstance(payload, dict):

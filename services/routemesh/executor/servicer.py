@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from routemesh.common.coalesce import batches
 from routemesh.common.errors import InvalidRequest
 from routemesh.common.messages import messages_to_tuples, validate_messages
 from routemesh.executor.engine import (
@@ -138,7 +137,9 @@ class ExecutorServicer(executor_pb2_grpc.ExecutorServiceServicer):
         execution = to_input(request)
         remaining = context.time_remaining()
         deadline = None if remaining is None else time.monotonic() + remaining - 0.02
-        async for batch in batches(self.engine.execute(execution, deadline)):
+        # The engine drains its queue into batches itself: whatever arrived while a message was being
+        # sent goes out as one message.
+        async for batch in self.engine.execute_batches(execution, deadline):
             text = "".join(item for item in batch if isinstance(item, str))
             tools = [common_pb2.ToolCallDelta(index=p.index, id=p.id, name=p.name,
                                               arguments_fragment=p.arguments_fragment)
