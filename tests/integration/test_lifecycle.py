@@ -95,9 +95,20 @@ def test_telemetry_down_chat_still_works(mesh, router_address):
     try:
         with RouterClient(router_address) as client:
             assert client.complete(FAQ).final.status == common_pb2.FINISH_STATUS_COMPLETE
+            # The pushed snapshot is used until it is 2 s old, then decisions say telemetry is degraded.
+            time.sleep(2.5)
+            result = client.complete(FAQ)
+            assert result.final.status == common_pb2.FINISH_STATUS_COMPLETE
+            assert "telemetry" in result.decision.degraded
     finally:
         mesh.start_service("telemetry")
         mesh.wait_healthy("telemetry", time.monotonic() + 30)
+    # The watch reconnects by itself (backoff at most 2 s) and decisions are fresh again.
+    deadline = time.monotonic() + 10
+    with RouterClient(router_address) as client:
+        while "telemetry" in client.complete(FAQ).decision.degraded:
+            assert time.monotonic() < deadline, "the health watch did not come back after telemetry restarted"
+            time.sleep(0.2)
 
 
 def test_cli_chat_and_explain(mesh, router_address):

@@ -12,7 +12,7 @@ from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import _async as rpc_status_async
 from routemesh.classifier import main
-from routemesh.classifier.features import RequestFeatures
+from routemesh.classifier.features import RequestFeatures, classify
 from routemesh.classifier.servicer import features_to_proto
 from routemesh.common.messages import messages_to_tuples
 from routemesh.common.errors import ERROR_DOMAIN
@@ -132,3 +132,15 @@ def test_messages_to_tuples_names_every_role() -> None:
     assert pairs == [("system", "1"), ("user", "2"), ("assistant", "3"), ("tool", "4")]
     with pytest.raises(ValueError):
         messages_to_tuples([_message(common_pb2.ROLE_UNSPECIFIED, "x")])
+
+
+async def test_router_local_classification_needs_no_classifier_service() -> None:
+    from routemesh.router.features import LOCAL_SOURCE, FeatureSource
+
+    messages = [common_pb2.Message(role=common_pb2.ROLE_USER, content="Translate into French: good night")]
+    source = FeatureSource("local")  # no server anywhere: it must not try to connect
+    features = await source.classify(messages, None)
+    assert features.source == LOCAL_SOURCE
+    expected = features_to_proto(classify(messages_to_tuples(messages)), LOCAL_SOURCE)
+    assert features == expected
+    assert FeatureSource.routing_features(features).task_type == "translation"

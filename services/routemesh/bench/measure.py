@@ -39,6 +39,7 @@ class BenchConfig:
     decision_iterations: int = 5000
     classifier_iterations: int = 2000
     quick: bool = False
+    classifier: str = "service"  # or "local": the router classifies in-process
 
     def requests_at(self, mode: str, concurrency: int) -> int:
         if mode == "zero":
@@ -142,6 +143,8 @@ def run_tracing(tracing: str, cfg: BenchConfig, sink: TraceSink | None, progress
     env = sink.environment() if tracing == "on" and sink else dict(TRACING_OFF_ENV)
     # Short drain on shutdown: nothing is in flight when the bench stops the mesh, except after Ctrl-C.
     env["ROUTEMESH_GRACE_S"] = "2"
+    if cfg.classifier == "local":
+        env["ROUTEMESH_CLASSIFIER_ADDR"] = "local"
     mesh = Mesh(MeshLayout.free(), sim_time_scale=TIME_SCALES[cfg.modes[0]], log_dir=log_dir, extra_env=env)
     progress.phase(f"[tracing {tracing}] starting a private mesh")
     phases: list[dict] = []

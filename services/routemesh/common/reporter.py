@@ -60,18 +60,15 @@ class TelemetryReporter:
     async def _run(self) -> None:
         assert self._channel is not None
         stub = telemetry_pb2_grpc.TelemetryServiceStub(self._channel)
+        queue = self._queue
         while True:
-            first = await self._queue.get()
-            items = [first]
-            deadline = time.monotonic() + self.interval_s
-            while len(items) < self.batch:
-                timeout = deadline - time.monotonic()
-                if timeout <= 0:
-                    break
-                try:
-                    items.append(await asyncio.wait_for(self._queue.get(), timeout))
-                except TimeoutError:
-                    break
+            items = [await queue.get()]
+            # Let a batch gather for one interval, then take it all: one sleep per batch, not a timed wait
+            # (a task) per item.
+            if queue.qsize() < self.batch:
+                await asyncio.sleep(self.interval_s)
+            while not queue.empty() and len(items) < self.batch:
+                items.append(queue.get_nowait())
             await self._send(stub, items)
 
     async def flush(self, timeout_s: float = 2.0) -> None:

@@ -206,6 +206,9 @@ class AttemptRunner:
 
     def _finish_span(self, span, finish: str) -> None:
         record = self.record
+        if not span.is_recording():
+            span.end()
+            return
         set_attributes(span, {
             semconv.GEN_AI_USAGE_INPUT_TOKENS: record.input_tokens,
             semconv.GEN_AI_USAGE_OUTPUT_TOKENS: record.output_tokens,

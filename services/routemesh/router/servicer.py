@@ -153,7 +153,10 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
 
     @staticmethod
     def _record_final(final: router_pb2.Final) -> None:
-        set_attributes(trace.get_current_span(), {
+        span = trace.get_current_span()
+        if not span.is_recording():
+            return
+        set_attributes(span, {
             semconv.FINISH_STATUS: common_pb2.FinishStatus.Name(final.status).removeprefix("FINISH_STATUS_").lower(),
             semconv.COST_USD: final.cost_usd, semconv.ATTEMPTS: len(final.attempts),
             semconv.GEN_AI_RESPONSE_MODEL: final.model,
