@@ -79,14 +79,27 @@ def expected_latency(model: CompiledModel, health: ModelHealthView | None, param
 
 def _ratio_factors(pool: Sequence[Scored]) -> None:
     """Per-factor scores in 0..1, 1 = best of the pool (ratios, so 0.5 means twice as costly or slow)."""
-    cheapest = min(c.estimated_cost_usd for c in pool)
-    fastest = min(c.expected_total_ms for c in pool)
-    best_quality = max(c.quality for c in pool) or 1.0
-    least_busy = 1 + min(c.in_flight for c in pool)
+    # One pass for the bests and one to score (this runs for every candidate of every request).
+    first = pool[0]
+    cheapest, fastest, best_quality, busy = (first.estimated_cost_usd, first.expected_total_ms, first.quality,
+                                             first.in_flight)
     for c in pool:
-        cost, total = c.estimated_cost_usd, c.expected_total_ms
-        c.factors.update(cost=cheapest / cost if cost > 0 else 1.0, latency=fastest / total if total > 0 else 1.0,
-                         quality=c.quality / best_quality, load=least_busy / (1 + c.in_flight))
+        if c.estimated_cost_usd < cheapest:
+            cheapest = c.estimated_cost_usd
+        if c.expected_total_ms < fastest:
+            fastest = c.expected_total_ms
+        if c.quality > best_quality:
+            best_quality = c.quality
+        if c.in_flight < busy:
+            busy = c.in_flight
+    best_quality = best_quality or 1.0
+    least_busy = 1 + busy
+    for c in pool:
+        cost, total, f = c.estimated_cost_usd, c.expected_total_ms, c.factors
+        f["cost"] = cheapest / cost if cost > 0 else 1.0
+        f["latency"] = fastest / total if total > 0 else 1.0
+        f["quality"] = c.quality / best_quality
+        f["load"] = least_busy / (1 + c.in_flight)
 
 
 @dataclass
