@@ -104,6 +104,32 @@ class ReplayServer:
         return response
 
 
+def replay_fixtures(api: str):
+    """The `server` (module scope) and `http` fixtures of an adapter test module replaying `api`.
+
+    Every test ends by checking that the key never travelled in a URL (path or query).
+    """
+
+    @pytest.fixture(scope="module")
+    async def server():
+        replay = await ReplayServer(api).start()
+        yield replay
+        await replay.close()
+
+    @pytest.fixture
+    async def http(server):
+        from routemesh.executor.http import HttpClient
+
+        server.seen.clear()
+        async with HttpClient() as client:
+            yield client
+        assert server.key_in_url == 0
+        for seen in server.seen:
+            assert SECRET not in seen.raw_url and "key" not in seen.query
+
+    return server, http
+
+
 def target(base_url: str, api: str, model: str, **overrides: Any) -> ProviderTarget:
     fields: dict[str, Any] = dict(provider=api, model=f"{api}-model", upstream_model=model, base_url=base_url,
                                   api_key=SECRET, connect_timeout_s=1.0, first_token_timeout_s=2.0,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from routemesh.executor.anthropic_adapter import messages_url, request_body
-from routemesh.executor.http import HttpClient
 from routemesh.executor.provider_base import StreamEvent
 from tests.unit.replay_server import (
     MESSAGES,
@@ -13,6 +12,7 @@ from tests.unit.replay_server import (
     TOOL_MESSAGES,
     TOOLS,
     ReplayServer,
+    replay_fixtures,
     collect,
     failure,
     target,
@@ -23,19 +23,7 @@ from tests.unit.replay_server import (
 MODEL = "claude-sonnet-4-5-20250929"
 
 
-@pytest.fixture(scope="module")
-async def server():
-    replay = await ReplayServer("anthropic").start()
-    yield replay
-    await replay.close()
-
-
-@pytest.fixture
-async def http(server):
-    server.seen.clear()
-    async with HttpClient() as client:
-        yield client
-    assert server.key_in_url == 0
+server, http = replay_fixtures("anthropic")
 
 
 def anthropic(server: ReplayServer, scenario: str, **overrides):

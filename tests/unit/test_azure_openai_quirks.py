@@ -8,24 +8,13 @@ from routemesh.executor import anthropic_adapter, gemini_adapter, openai_adapter
 from routemesh.executor.http import HttpClient
 from routemesh.executor.provider_base import StreamEvent
 from routemesh.executor.providers import ADAPTERS, QUIRKS, stream_for
-from tests.unit.replay_server import MESSAGES, SECRET, ReplayServer, collect, failure, target, text_of
+from tests.unit.replay_server import (MESSAGES, SECRET, ReplayServer, collect, failure, replay_fixtures, target,
+                                     text_of)
 
 DEPLOYMENT = "gpt4o-prod"
 
 
-@pytest.fixture(scope="module")
-async def server():
-    replay = await ReplayServer("azure_openai").start()
-    yield replay
-    await replay.close()
-
-
-@pytest.fixture
-async def http(server):
-    server.seen.clear()
-    async with HttpClient() as client:
-        yield client
-    assert server.key_in_url == 0
+server, http = replay_fixtures("azure_openai")
 
 
 def azure(server: ReplayServer, scenario: str, **overrides):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from routemesh.executor.gemini_adapter import request_body, stream_url
-from routemesh.executor.http import HttpClient
 from routemesh.executor.provider_base import StreamEvent
 from tests.unit.replay_server import (
     MESSAGES,
@@ -13,6 +12,7 @@ from tests.unit.replay_server import (
     TOOL_MESSAGES,
     TOOLS,
     ReplayServer,
+    replay_fixtures,
     collect,
     failure,
     target,
@@ -23,21 +23,7 @@ from tests.unit.replay_server import (
 MODEL = "gemini-2.5-flash"
 
 
-@pytest.fixture(scope="module")
-async def server():
-    replay = await ReplayServer("gemini").start()
-    yield replay
-    await replay.close()
-
-
-@pytest.fixture
-async def http(server):
-    server.seen.clear()
-    async with HttpClient() as client:
-        yield client
-    assert server.key_in_url == 0
-    for seen in server.seen:
-        assert SECRET not in seen.raw_url and "key" not in seen.query
+server, http = replay_fixtures("gemini")
 
 
 def gemini(server: ReplayServer, scenario: str, **overrides):

@@ -46,6 +46,17 @@ class Sample:
     chunks: int = 0
     tokens: int = 0
     error: str = ""
+    last_at: float = field(default=0.0, repr=False)
+
+    def arrived(self, start: float) -> None:
+        """A content-bearing chunk arrived now; `start` is when the request was sent (perf_counter)."""
+        now = time.perf_counter()
+        if self.chunks:
+            self.gaps_ms.append((now - self.last_at) * 1000)
+        else:
+            self.ttft_ms = (now - start) * 1000
+        self.last_at = now
+        self.chunks += 1
 
 
 class DirectArm:
@@ -70,7 +81,6 @@ class DirectArm:
                 "max_tokens": MAX_TOKENS, "stream": True, "stream_options": {"include_usage": True}}
         start = time.perf_counter()
         sample = Sample(ok=False)
-        last = 0.0
         try:
             async with self._client().post(self._url, json=body,
                                            headers={"Accept": "text/event-stream"}) as response:
@@ -89,13 +99,7 @@ class DirectArm:
                     text = choices[0].get("delta", {}).get("content") if choices else None
                     if not text:
                         continue
-                    now = time.perf_counter()
-                    if sample.chunks:
-                        sample.gaps_ms.append((now - last) * 1000)
-                    else:
-                        sample.ttft_ms = (now - start) * 1000
-                    last = now
-                    sample.chunks += 1
+                    sample.arrived(start)
                     sample.tokens += 1  # the sim sends one token per chunk
         except (aiohttp.ClientError, ValueError) as exc:
             sample.error = f"{type(exc).__name__}: {exc}"[:200]
@@ -122,7 +126,6 @@ class ThroughArm:
     async def one(self, index: int) -> Sample:
         start = time.perf_counter()
         sample = Sample(ok=False)
-        last = 0.0
         final = None
         try:
             async for event in self._client.chat(prompt(index), model=PINNED_MODEL, max_tokens=MAX_TOKENS):
@@ -130,13 +133,7 @@ class ThroughArm:
                 if kind == "delta":
                     if not event.delta.text:
                         continue
-                    now = time.perf_counter()
-                    if sample.chunks:
-                        sample.gaps_ms.append((now - last) * 1000)
-                    else:
-                        sample.ttft_ms = (now - start) * 1000
-                    last = now
-                    sample.chunks += 1
+                    sample.arrived(start)
                 elif kind == "final":
                     final = event.final
         except RoutemeshError as exc:
