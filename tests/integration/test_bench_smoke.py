@@ -29,7 +29,7 @@ def test_quick_bench_writes_every_figure(tmp_path):
     data = json.loads(out.read_text())
     config = data["config"]
     assert data["failed_requests"] == 0
-    keys = expected_figure_keys(config["modes"], config["tracing"], config["concurrency"])
+    keys = expected_figure_keys(config["modes"], config["tracing"], config["concurrency"], config["sweep"])
     missing = [k for k in keys if k not in data["figures"]]
     assert not missing, missing
     not_numbers = [k for k in keys if not _number(data["figures"][k]["value"])]

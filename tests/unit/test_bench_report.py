@@ -60,3 +60,46 @@ def test_percentiles_are_nearest_rank_and_spread_skips_missing_rounds():
     assert percentile(list(range(1, 101)), 0.99) == 99
     assert percentile([5.0], 0.5) == 5.0 and percentile([], 0.5) is None
     assert spread([3.0, None, 1.0]) == {"median": 2.0, "min": 1.0, "max": 3.0, "rounds": [3.0, None, 1.0]}
+
+
+def test_zero_mode_sweep_levels_feed_the_short_request_figure_only_where_added_p99_fits():
+    phases = []
+    for r in (1, 2, 3):
+        for c, through_total, wall in ((1, 10.0, 0.05), (8, 40.0, 0.02), (64, 200.0, 0.01)):
+            phases.append(_phase("zero", r, c, "direct", 1.0, 2.0, 0.005, 640, {"sim": 10.0}))
+            phases.append(_phase("zero", r, c, "through", 3.0, through_total, wall, 10, {"router": 20.0}))
+        for c in (1, 64):
+            phases.append(_phase("realistic", r, c, "direct", 200.0, 1460.0, 1.5, 640, {}))
+            phases.append(_phase("realistic", r, c, "through", 201.0, 1470.0, 1.5, 640, {}))
+    figures = build_figures(phases, {}, ["zero", "realistic"], ["off"], [1, 64], sweep=[8])
+    keys = expected_figure_keys(["zero", "realistic"], ["off"], [1, 64], sweep=[8])
+    assert set(keys) <= set(figures)
+    assert "tracing=off/zero/c=8/requests_per_s" in keys
+    assert not any(k.startswith("tracing=off/realistic/c=8/") for k in keys)
+    # c=64 is fastest (1,000 req/s) but adds 198 ms at p99; c=8 adds 38 ms at 500 req/s.
+    assert figures["tracing=off/zero/short_requests_per_s"]["value"] == 500
+
+
+def test_staggered_streams_start_spread_over_the_given_time():
+    import asyncio
+    import time
+
+    from routemesh.bench.workload import Sample, run_phase
+
+    class Clock:
+        name = "clock"
+
+        def __init__(self) -> None:
+            self.starts: list[float] = []
+
+        async def one(self, index: int) -> Sample:
+            self.starts.append(time.perf_counter())
+            await asyncio.sleep(0.2)
+            return Sample(ok=True)
+
+    arm = Clock()
+    run = asyncio.run(run_phase(arm, 8, 4, 5.0, stagger_s=0.2))  # type: ignore[arg-type]
+    first = sorted(arm.starts)[:4]
+    offsets = [round((t - first[0]) * 1000) for t in first]
+    assert all(abs(got - want) < 30 for got, want in zip(offsets, (0, 50, 100, 150), strict=True)), offsets
+    assert len(run.samples) == 8

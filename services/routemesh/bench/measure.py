@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 
 from routemesh.bench.progress import Progress
+from routemesh.bench.report import mode_levels
 from routemesh.bench.stats import summarize
 from routemesh.bench.system import TRACING_OFF_ENV, CpuMeter, TraceSink
 from routemesh.bench.workload import PROFILES, TIME_SCALES, UPSTREAM_MODEL, DirectArm, PhaseRun, ThroughArm, run_phase
@@ -22,6 +23,10 @@ from routemesh.mesh import Mesh, MeshError, MeshLayout
 # Errors kept per phase in the JSON: enough to diagnose, bounded however many requests fail.
 _ERRORS_KEPT = 3
 _TIMEOUTS_S = {"zero": 30.0, "realistic": 60.0}
+# Realistic mode: streams start spread over one answer's duration (TTFT + 63 tokens at 20 ms), as
+# independent callers do; started together they stay in lockstep and every request of a wave lands in the
+# same millisecond, which measures a thundering herd, not the overhead per stream.
+STAGGER_S = {"zero": 0.0, "realistic": 0.2 + 63 * 0.02}
 
 
 @dataclass
@@ -31,10 +36,14 @@ class BenchConfig:
     modes: list[str] = field(default_factory=lambda: ["zero", "realistic"])
     tracings: list[str] = field(default_factory=lambda: ["off", "on"])
     rounds: int = 5
-    requests: int = 200  # zero mode, per round, per arm, per concurrency
+    # Zero mode, per round, per arm, per concurrency: CPU is counted in 10 ms clock ticks per process, so a
+    # phase needs about a thousand requests for a per-request figure good to ~0.1 ms.
+    requests: int = 1000
     realistic_requests: int = 20  # realistic mode: each request takes about 1.5 s
     concurrency: list[int] = field(default_factory=lambda: [1, 16, 64, 256])
+    sweep: list[int] = field(default_factory=lambda: [4, 8])  # zero mode only, see report.mode_levels
     waves: int = 4  # zero mode sends at least waves x concurrency requests, so every stream slot is reused
+    realistic_waves: int = 2  # realistic mode: every stream sends at least this many requests
     settle_s: float = 0.4  # after each phase, so deferred work (telemetry reports, span export) is counted
     decision_iterations: int = 5000
     classifier_iterations: int = 2000
@@ -44,7 +53,10 @@ class BenchConfig:
     def requests_at(self, mode: str, concurrency: int) -> int:
         if mode == "zero":
             return max(self.requests, self.waves * concurrency)
-        return max(self.realistic_requests, concurrency)
+        return max(self.realistic_requests, self.realistic_waves * concurrency)
+
+    def levels(self, mode: str) -> list[int]:
+        return mode_levels(self.concurrency, self.sweep, mode)
 
 
 class BenchError(RuntimeError):
@@ -92,14 +104,14 @@ async def measure_mode(mesh: Mesh, mode: str, tracing: str, cfg: BenchConfig, si
     through = ThroughArm(mesh.layout.address("router"), timeout)
     phases: list[dict] = []
     try:
-        top = max(cfg.concurrency)
+        top = max(cfg.levels(mode))
         for arm in (direct, through):
             progress.phase(f"[tracing {tracing}, {mode}] warm-up, {arm.name}")
             run = await run_phase(arm, top, top, timeout, lambda d: progress.count(d, top))
             if not any(s.ok for s in run.samples):
                 raise BenchError(f"{arm.name} arm: no request succeeded in warm-up: {run.samples[0].error}")
         for round_no in range(1, cfg.rounds + 1):
-            for index, concurrency in enumerate(cfg.concurrency):
+            for index, concurrency in enumerate(cfg.levels(mode)):
                 # Alternating the order cancels slow drift (thermal, other load) between the two arms.
                 order = (direct, through) if (round_no + index) % 2 else (through, direct)
                 for arm in order:
@@ -110,7 +122,8 @@ async def measure_mode(mesh: Mesh, mode: str, tracing: str, cfg: BenchConfig, si
                     meter = CpuMeter(_cpu_groups(mesh))
                     exports_before = sink.counts() if sink else (0, 0)
                     meter.start()
-                    run = await run_phase(arm, n, concurrency, timeout, lambda d, n=n: progress.count(d, n))
+                    run = await run_phase(arm, n, concurrency, timeout, lambda d, n=n: progress.count(d, n),
+                                          stagger_s=STAGGER_S[mode])
                     await asyncio.sleep(cfg.settle_s)
                     cpu = meter.stop()
                     exports_after = sink.counts() if sink else (0, 0)

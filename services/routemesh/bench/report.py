@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import operator
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TextIO
 
@@ -145,31 +145,40 @@ def figure_key(tracing: str, mode: str, concurrency: int | None, fid: str) -> st
     return f"tracing={tracing}/{mode}/" + (f"c={concurrency}/" if concurrency is not None else "") + fid
 
 
-def expected_figure_keys(modes: list[str], tracings: list[str], concurrency: list[int]) -> list[str]:
+def mode_levels(concurrency: Sequence[int], sweep: Sequence[int], mode: str) -> list[int]:
+    """The concurrencies a mode is measured at: zero mode adds `sweep`, the levels between the reported ones
+    where the short-request figure (highest rate with added p99 ≤ 50 ms) is usually found."""
+    return sorted(set(concurrency) | set(sweep)) if mode == "zero" else list(concurrency)
+
+
+def expected_figure_keys(modes: list[str], tracings: list[str], concurrency: list[int],
+                         sweep: Sequence[int] = ()) -> list[str]:
     """Every figure key a complete run with these settings reports (the smoke test checks them)."""
     keys = [f"micro/{fid}" for fid in MICRO_FIGURES]
     low = min(concurrency)
     for tracing in tracings:
         for mode in modes:
+            levels = mode_levels(concurrency, sweep, mode)
             for fid, _, fig_modes, which in _LATENCY_FIGURES:
                 if mode in fig_modes:
-                    keys += [figure_key(tracing, mode, c, fid) for c in ([low] if which == "c1" else concurrency)]
+                    keys += [figure_key(tracing, mode, c, fid) for c in ([low] if which == "c1" else levels)]
             if mode == "zero":
                 keys.append(figure_key(tracing, mode, None, "short_requests_per_s"))
     return keys
 
 
 def build_figures(phases: list[dict], micro: dict, modes: list[str], tracings: list[str],
-                  concurrency: list[int]) -> dict[str, dict]:
+                  concurrency: list[int], sweep: Sequence[int] = ()) -> dict[str, dict]:
     grouped = _by_round(phases)
     figures: dict[str, dict] = {}
     low = min(concurrency)
     for tracing in tracings:
         for mode in modes:
+            levels = mode_levels(concurrency, sweep, mode)
             for fid, label, fig_modes, which in _LATENCY_FIGURES:
                 if mode not in fig_modes:
                     continue
-                for c in [low] if which == "c1" else concurrency:
+                for c in [low] if which == "c1" else levels:
                     rounds = grouped.get((tracing, mode, c), {})
                     values = [_figure_values(fid, arms["direct"], arms["through"])
                               for _, arms in sorted(rounds.items()) if {"direct", "through"} <= set(arms)]
@@ -181,7 +190,7 @@ def build_figures(phases: list[dict], micro: dict, modes: list[str], tracings: l
                                            tracing=tracing, mode=mode, concurrency=c)
             if mode == "zero":
                 key = figure_key(tracing, mode, None, "short_requests_per_s")
-                figures[key] = _short_requests(key, grouped, tracing, concurrency)
+                figures[key] = _short_requests(key, grouped, tracing, levels)
                 figures[key].update(tracing=tracing, mode=mode, concurrency=None)
     for name in ("decision", "classifier"):
         for q in ("p50", "p99"):

@@ -161,13 +161,20 @@ class PhaseRun:
 
 
 async def run_phase(arm: DirectArm | ThroughArm, requests: int, concurrency: int, timeout_s: float,
-                    on_done: Callable[[int], None] | None = None, first_index: int = 0) -> PhaseRun:
-    """Send `requests` requests with `concurrency` in flight; each one is cut at `timeout_s`, so this ends."""
+                    on_done: Callable[[int], None] | None = None, first_index: int = 0,
+                    stagger_s: float = 0.0) -> PhaseRun:
+    """Send `requests` requests with `concurrency` in flight; each one is cut at `timeout_s`, so this ends.
+
+    With `stagger_s`, stream i sends its first request i/concurrency of `stagger_s` after the start.
+    """
     samples: list[Sample] = []
     next_index = 0
+    streams = min(concurrency, requests)
 
-    async def worker() -> None:
+    async def worker(slot: int) -> None:
         nonlocal next_index
+        if stagger_s:
+            await asyncio.sleep(stagger_s * slot / streams)
         while next_index < requests:
             index = next_index
             next_index += 1
@@ -180,5 +187,5 @@ async def run_phase(arm: DirectArm | ThroughArm, requests: int, concurrency: int
                 on_done(len(samples))
 
     start = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(min(concurrency, requests))))
+    await asyncio.gather(*(worker(slot) for slot in range(streams)))
     return PhaseRun(samples, time.perf_counter() - start)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
+from opentelemetry.trace import Status, StatusCode
 
 from routemesh.common import semconv
 from routemesh.common.errors import InvalidRequest, NotReady
@@ -160,7 +161,9 @@ class Decider:
             health, health_fresh = got["health"]
         sticky, soft = got.get("sticky", ""), got.get("soft", False)
         health_age = self.health.age_s()
-        with tracer().start_as_current_span(semconv.SPAN_DECIDE) as span:
+        # Not made current: nothing under it starts spans, and attaching a context costs ~3 µs.
+        span = tracer().start_span(semconv.SPAN_DECIDE)
+        try:
             plan = plan_request(
                 policy, FeatureSource.routing_features(features), request.model, request.max_tokens, metadata,
                 health, options=options_view(request), text=last_user_text(request.messages),
@@ -185,6 +188,12 @@ class Decider:
                     semconv.HEALTH_SOURCE: self.health.mode,
                     semconv.HEALTH_AGE_MS: round(health_age * 1000, 1) if health_age is not None else None,
                 })
+        except Exception as exc:  # what start_as_current_span would record: no model fits, bad options
+            span.record_exception(exc)
+            span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+            raise
+        finally:
+            span.end()
         degraded = [name for name, down in (("classifier", features.source == FALLBACK_SOURCE),
                                             ("telemetry", not health_fresh)) if down]
         decision = router_pb2.Decision(
