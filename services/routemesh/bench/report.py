@@ -224,6 +224,8 @@ def _fmt(value: float | None) -> str:
         return "—"
     if abs(value) >= 1000:
         return f"{value:,.0f}"
+    if 0.9 <= value < 1.1:  # ratios against the 1.01 target: 1.014 is not 1.01
+        return f"{value:.3f}"
     return f"{value:.3g}"
 
 
