@@ -24,7 +24,8 @@ _DEFAULTS = {"rounds": 5, "requests": 1000, "realistic_requests": 20, "concurren
 # A CI smoke run: both modes, tiny counts, under a minute on a busy 2-core machine. Tracing on only, the
 # path with more parts (sink, exporters); each tracing setting costs a mesh start (~10 s when busy).
 _QUICK = {"rounds": 2, "requests": 8, "realistic_requests": 1, "concurrency": [1, 8], "tracing": "on",
-          "sweep": [], "waves": 2, "realistic_waves": 1, "settle_s": 0.25, "decision_iterations": 1000, "classifier_iterations": 200}
+          "sweep": [], "waves": 2, "realistic_waves": 1, "settle_s": 0.25, "decision_iterations": 1000,
+          "classifier_iterations": 200}
 
 
 def _concurrency_list(text: str) -> list[int]:
@@ -95,8 +96,9 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
 def _config_json(cfg: BenchConfig) -> dict:
     return {
         "modes": cfg.modes, "tracing": cfg.tracings, "rounds": cfg.rounds, "concurrency": cfg.concurrency,
-        "sweep": cfg.sweep, "requests_per_phase": {mode: {str(c): cfg.requests_at(mode, c) for c in cfg.levels(mode)}
-                                                   for mode in cfg.modes},
+        "sweep": cfg.sweep,
+        "requests_per_phase": {mode: {str(c): cfg.requests_at(mode, c) for c in cfg.levels(mode)}
+                               for mode in cfg.modes},
         "stagger_s": {mode: STAGGER_S[mode] for mode in cfg.modes},
         "settle_s": cfg.settle_s, "quick": cfg.quick, "classifier": cfg.classifier,
         "pinned_model": PINNED_MODEL, "upstream_model": UPSTREAM_MODEL, "max_tokens": MAX_TOKENS,

@@ -16,17 +16,28 @@ from routemesh.bench.progress import Progress
 from routemesh.bench.report import mode_levels
 from routemesh.bench.stats import summarize
 from routemesh.bench.system import TRACING_OFF_ENV, CpuMeter, TraceSink
-from routemesh.bench.workload import PROFILES, TIME_SCALES, UPSTREAM_MODEL, DirectArm, PhaseRun, ThroughArm, run_phase
+from routemesh.bench.workload import (
+    MAX_TOKENS,
+    PROFILES,
+    REALISTIC_PROFILE,
+    TIME_SCALES,
+    UPSTREAM_MODEL,
+    DirectArm,
+    PhaseRun,
+    ThroughArm,
+    run_phase,
+)
 from routemesh.common.loop import run as run_loop
 from routemesh.mesh import Mesh, MeshError, MeshLayout
 
 # Errors kept per phase in the JSON: enough to diagnose, bounded however many requests fail.
 _ERRORS_KEPT = 3
 _TIMEOUTS_S = {"zero": 30.0, "realistic": 60.0}
-# Realistic mode: streams start spread over one answer's duration (TTFT + 63 tokens at 20 ms), as
+# Realistic mode: streams start spread over one answer's duration (TTFT, then a token every 20 ms), as
 # independent callers do; started together they stay in lockstep and every request of a wave lands in the
 # same millisecond, which measures a thundering herd, not the overhead per stream.
-STAGGER_S = {"zero": 0.0, "realistic": 0.2 + 63 * 0.02}
+STAGGER_S = {"zero": 0.0, "realistic": REALISTIC_PROFILE["ttft_ms"] / 1000
+             + (MAX_TOKENS - 1) / REALISTIC_PROFILE["tokens_per_s"]}
 
 
 @dataclass

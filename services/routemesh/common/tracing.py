@@ -16,7 +16,7 @@ from routemesh.common import semconv
 log = logging.getLogger(__name__)
 _TRACER_NAME = "routemesh"
 _capture_content = False
-# trace.get_tracer builds a new Tracer (and its instrumentation scope) on every call: ~8 µs per span.
+# trace.get_tracer builds a new Tracer (and its instrumentation scope) on every call: ~7 µs per span.
 _tracer: trace.Tracer | None = None
 
 
