@@ -57,9 +57,9 @@ def init_tracing(service_name: str) -> bool:
             )
             if protocol != "grpc":
                 log.warning("OTLP protocol %r is not supported; using grpc", protocol)
-            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+            from routemesh.common.otlp_export import FastOTLPSpanExporter
 
-            provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+            provider.add_span_processor(BatchSpanProcessor(FastOTLPSpanExporter()))
         elif name == "console":
             provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
         elif name not in ("none", ""):
