@@ -5,10 +5,8 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from concurrent import futures
 from dataclasses import dataclass
 
-import grpc
 import pytest
 import redis
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
@@ -18,6 +16,7 @@ from routemesh.common.policy import load_default_policy_text
 from routemesh.mesh import Mesh, MeshLayout
 from routemesh.v1 import common_pb2
 from tests.integration.conftest import REDIS_URL, SIM_TIME_SCALE
+from tests.otlp_receiver import serve_trace_receiver
 
 pytestmark = pytest.mark.integration
 
@@ -77,12 +76,8 @@ class OtlpReceiver(trace_service_pb2_grpc.TraceServiceServicer):
 @pytest.fixture(scope="module")
 def receiver() -> Iterator[tuple[OtlpReceiver, int]]:
     servicer = OtlpReceiver()
-    server = grpc.server(futures.ThreadPoolExecutor(4), options=[("grpc.so_reuseport", 0)])
-    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(servicer, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    yield servicer, port
-    server.stop(None)
+    with serve_trace_receiver(servicer, workers=4) as port:
+        yield servicer, port
 
 
 @pytest.fixture(scope="module", params=["watch", "query"])

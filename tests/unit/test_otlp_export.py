@@ -6,7 +6,6 @@ import logging
 import math
 import threading
 from collections.abc import Iterator
-from concurrent import futures
 
 import grpc
 import pytest
@@ -25,6 +24,7 @@ from opentelemetry.trace.span import TraceState
 
 from routemesh.common import otlp_export
 from routemesh.common.otlp_export import FastOTLPSpanExporter, encode_spans_bytes
+from tests.otlp_receiver import serve_trace_receiver
 
 
 class _Collect(SpanExporter):
@@ -231,12 +231,8 @@ class _Receiver(trace_service_pb2_grpc.TraceServiceServicer):
 @pytest.fixture
 def receiver() -> Iterator[tuple[_Receiver, int]]:
     servicer = _Receiver()
-    server = grpc.server(futures.ThreadPoolExecutor(2), options=[("grpc.so_reuseport", 0)])
-    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(servicer, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    yield servicer, port
-    server.stop(None)
+    with serve_trace_receiver(servicer) as port:
+        yield servicer, port
 
 
 def test_export_over_grpc_arrives_as_the_stock_request(receiver, monkeypatch):
