@@ -9,6 +9,8 @@ import json
 import sys
 from pathlib import Path
 
+from routemesh.bench.report import fmt_value
+
 # (figure key without the tracing prefix, label); targets come from the JSON files themselves.
 ROWS = [
     ("zero/c=1/added_ttft_p50_ms", "added TTFT p50, c=1 (ms)"),
@@ -32,23 +34,11 @@ MICRO = [("micro/decision_p99_us", "decision p99, 20 candidates (µs)"),
          ("micro/classifier_p99_us", "classifier p99, 2,000 tokens (µs)")]
 
 
-def fmt(value: float | None) -> str:
-    if value is None:
-        return "—"
-    if abs(value) >= 1000:
-        return f"{value:,.0f}"
-    if 0.9 <= value < 1.1:  # ratios against the 1.01 target: 1.014 is not 1.01
-        return f"{value:.3f}"
-    if abs(value) >= 10:
-        return f"{value:.0f}" if abs(value) >= 100 else f"{value:.1f}"
-    return f"{value:.3g}" if abs(value) < 1 else f"{value:.2f}"
-
-
 def cell(fig: dict | None) -> str:
     if fig is None:
         return "—"
     mark = {True: " ✓", False: " ✗", None: ""}[fig.get("pass")]
-    return fmt(fig["value"]) + mark
+    return fmt_value(fig["value"]) + mark
 
 
 def target_text(fig: dict | None) -> str:

@@ -219,14 +219,17 @@ def _short_requests(key: str, grouped: dict, tracing: str, concurrency: list[int
     return _figure(key, label, "short_requests_per_s", values, TARGETS["short_requests_per_s"])
 
 
-def _fmt(value: float | None) -> str:
+def fmt_value(value: float | None) -> str:
+    """A figure as the table and the README show it: thousands grouped, ratios near 1 to three decimals."""
     if value is None:
         return "—"
     if abs(value) >= 1000:
         return f"{value:,.0f}"
     if 0.9 <= value < 1.1:  # ratios against the 1.01 target: 1.014 is not 1.01
         return f"{value:.3f}"
-    return f"{value:.3g}"
+    if abs(value) >= 10:
+        return f"{value:.0f}" if abs(value) >= 100 else f"{value:.1f}"
+    return f"{value:.3g}" if abs(value) < 1 else f"{value:.2f}"
 
 
 _MODE_TITLES = {"zero": "zero-delay provider (our overhead)", "realistic": "realistic provider (TTFT 200 ms, 20 ms/token)"}
@@ -246,12 +249,12 @@ def print_table(figures: dict[str, dict], out: TextIO) -> None:
         print("-" * len(header), file=out)
         for fig in rows:
             lo, hi = fig["spread"]
-            span = f"[{_fmt(lo)}–{_fmt(hi)}]" if lo is not None and lo != hi else ""
+            span = f"[{fmt_value(lo)}–{fmt_value(hi)}]" if lo is not None and lo != hi else ""
             target = fig["target"]
             target_text = Target(**target).text() if target else ""
             mark = {True: "pass", False: "FAIL", None: "" if target is None else "n/a"}[fig["pass"]]
-            print(f"{fig['label']:<44} {_fmt(fig['direct']['median']):>10} {_fmt(fig['through']['median']):>10} "
-                  f"{_fmt(fig['value']) + ' ' + span:>28}  {target_text:<14} {mark}", file=out)
+            print(f"{fig['label']:<44} {fmt_value(fig['direct']['median']):>10} {fmt_value(fig['through']['median']):>10} "
+                  f"{fmt_value(fig['value']) + ' ' + span:>28}  {target_text:<14} {mark}", file=out)
     print("\nnotes: added = through − direct, per round; values are medians of round medians, [min–max] of "
           "rounds.\n  CPU: direct = the sim serving the direct arm; through = every mesh process with the sim; "
           "added = routemesh's own processes.\n  requests/s and tokens/s: the added/ratio column is through "
