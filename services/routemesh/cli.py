@@ -270,6 +270,12 @@ def _health(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    command = (sys.argv[1:] if argv is None else argv)[:1]
+    if command == ["serve"]:
+        # Before build_parser: it imports the services, and with them grpc, which reads its settings once.
+        from routemesh.common.grpc_env import apply_service_defaults
+
+        apply_service_defaults()
     args = build_parser().parse_args(argv)
     try:
         if args.command == "serve":
