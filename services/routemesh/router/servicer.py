@@ -56,12 +56,15 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
         decision.degraded.extend(admission.unchecked)
         final: router_pb2.Final | None = None
         first_token_at = 0.0
+        announce = router_pb2.ChatResponse(decision=decision)
         try:
-            yield router_pb2.ChatResponse(decision=decision)
-            if decided.conversation and decided.plan.route and \
-                    decided.policy.policy.routes[decided.plan.route].sticky:
-                await self.decider.affinity.set(decided.conversation, plan.primary)
-            async for event in self._execute(request, decided, temperature, context):
+            async for event in self._execute(request, decided, temperature, context, announce):
+                if event is announce:
+                    yield event
+                    if decided.conversation and decided.plan.route and \
+                            decided.policy.policy.routes[decided.plan.route].sticky:
+                        await self.decider.affinity.set(decided.conversation, plan.primary)
+                    continue
                 if event.WhichOneof("event") == "final":
                     final = event.final
                 elif not first_token_at:
@@ -74,7 +77,14 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
             self._report(decided, final, started, first_token_at)
 
     async def _execute(self, request: router_pb2.ChatRequest, decided: Decided, temperature: float | None,
-                       context: grpc.aio.ServicerContext) -> AsyncIterator[router_pb2.ChatResponse]:
+                       context: grpc.aio.ServicerContext,
+                       announce: router_pb2.ChatResponse) -> AsyncIterator[router_pb2.ChatResponse]:
+        """The executor's answer as caller events, after `announce` (the decision).
+
+        The decision is yielded once the executor call exists, so the call's request goes out while the
+        decision is being written to the caller (a write completes through grpc's poller thread: ~0.15 ms
+        measured at one stream) instead of after it.
+        """
         plan, decision = decided.plan, decided.decision
         if self._executor is None:
             self._executor = executor_pb2_grpc.ExecutorServiceStub(aio_channel(self.executor_address))
@@ -100,6 +110,8 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
             call = self._executor.Execute(execute, metadata=metadata,
                                           timeout=None if remaining is None else max(0.001, remaining - 0.02))
             try:
+                if executor_try == 1:
+                    yield announce
                 async for batch in batches(call.__aiter__()):
                     deltas = [r.delta for r in batch if r.HasField("delta")]
                     text = "".join(d.text for d in deltas)
