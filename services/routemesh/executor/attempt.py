@@ -168,11 +168,6 @@ class AttemptRunner:
                         self.tool_pieces += 1
                         self.queue.put_nowait(AttemptEvent(self, tool=ToolPiece(
                             event.tool_index, event.tool_call_id, event.tool_name, event.arguments_fragment)))
-                    if self.chunks == 1:
-                        # The first token leaves now, on its own: when a burst of events arrives in one read,
-                        # the rest would otherwise be parsed before the caller saw anything (zero-delay
-                        # provider: 64 events, ~0.3 ms). What follows is coalesced as before.
-                        await asyncio.sleep(0)
                 elif event.kind == "usage":
                     usage = (event.input_tokens, event.output_tokens)
                     record.cached_input_tokens, record.reasoning_tokens = (event.cached_input_tokens,
