@@ -146,8 +146,9 @@ class Decider:
         # Only what needs awaiting is awaited, concurrently; a plain request awaits the classifier alone
         # (pushed health is read in-process, and each gathered coroutine would cost a task).
         waits: dict[str, Awaitable[Any]] = {"features": self.features.classify(request.messages, context)}
-        if isinstance(self.health, HealthWatch):
-            health, health_fresh = self.health.current()
+        pushed = self.health.pushed()
+        if pushed is not None:
+            health, health_fresh = pushed
         else:
             waits["health"] = self.health.snapshot(context)
         if conversation:

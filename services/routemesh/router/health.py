@@ -77,6 +77,10 @@ class HealthSource:
     def age_s(self) -> float | None:
         return time.monotonic() - self.last_at if self.last_at else None
 
+    def pushed(self) -> None:
+        """Nothing is pushed here: every decision awaits snapshot()."""
+        return None
+
     def ready(self) -> bool:
         return True
 
@@ -119,6 +123,10 @@ class HealthWatch:
 
     def current(self) -> tuple[dict[str, ModelHealthView], bool]:
         return self.last, bool(self.last_at) and time.monotonic() - self.last_at <= self.max_age_s
+
+    def pushed(self) -> tuple[dict[str, ModelHealthView], bool]:
+        """The latest push, read without awaiting (what snapshot() returns too)."""
+        return self.current()
 
     async def snapshot(self, context: grpc.aio.ServicerContext | None) -> tuple[dict[str, ModelHealthView], bool]:
         return self.current()
