@@ -240,19 +240,19 @@ async def test_router_health_watch_reads_pushed_health_and_goes_stale_without_it
     service = make_service(InMemoryHealthStore(cache_ttl_s=0), holder)
     running = await create_server(service, "127.0.0.1:0")
     watch = HealthWatch(f"127.0.0.1:{running.port}", interval_ms=50, max_age_s=0.3)
-    assert watch.current() == ({}, False)
+    assert watch.pushed() == ({}, False)
     watch.start()
     try:
         started = time.monotonic()
-        while not watch.current()[1]:
+        while not watch.pushed()[1]:
             assert time.monotonic() - started < 3, "no snapshot pushed"
             await asyncio.sleep(0.02)
         assert watch.ready()
-        health, fresh = watch.current()
+        health, fresh = watch.pushed()
         assert fresh and set(health) == set(policy.models)
         await running.server.stop(0)
         await asyncio.sleep(0.5)
-        health, fresh = watch.current()
+        health, fresh = watch.pushed()
         assert not fresh and set(health) == set(policy.models), "the last snapshot is kept, flagged stale"
         assert watch.age_s() > 0.3
     finally:

@@ -121,15 +121,12 @@ class HealthWatch:
     async def stop(self) -> None:
         await cancel_and_wait(self._task)
 
-    def current(self) -> tuple[dict[str, ModelHealthView], bool]:
+    def pushed(self) -> tuple[dict[str, ModelHealthView], bool]:
+        """The latest push and whether it is fresh, read without awaiting (what snapshot() returns too)."""
         return self.last, bool(self.last_at) and time.monotonic() - self.last_at <= self.max_age_s
 
-    def pushed(self) -> tuple[dict[str, ModelHealthView], bool]:
-        """The latest push, read without awaiting (what snapshot() returns too)."""
-        return self.current()
-
     async def snapshot(self, context: grpc.aio.ServicerContext | None) -> tuple[dict[str, ModelHealthView], bool]:
-        return self.current()
+        return self.pushed()
 
     def age_s(self) -> float | None:
         return time.monotonic() - self.last_at if self.last_at else None
