@@ -1,16 +1,24 @@
-"""The fast OTLP span encoding is the stock one, message for message, and the exporter still behaves as stock."""
+"""The fast OTLP span encoding is the stock one, the exporter behaves as stock, and the stock one stands in for it."""
 
 from __future__ import annotations
 
+import atexit
+import importlib
+import importlib.util
 import logging
 import math
+import sys
 import threading
 from collections.abc import Iterator
 
 import grpc
 import pytest
 from google.protobuf.duration_pb2 import Duration
+from google.protobuf.json_format import MessageToDict
 from google.rpc.error_details_pb2 import RetryInfo
+from opentelemetry import trace
+from opentelemetry.exporter.otlp.proto.grpc.exporter import OTLPExporterMixin
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -22,7 +30,7 @@ from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, S
 from opentelemetry.trace import set_span_in_context
 from opentelemetry.trace.span import TraceState
 
-from routemesh.common import otlp_export
+from routemesh.common import otlp_export, span_export, tracing
 from routemesh.common.otlp_export import FastOTLPSpanExporter, encode_spans_bytes
 from tests.otlp_receiver import serve_trace_receiver
 
@@ -269,3 +277,173 @@ def test_a_retried_export_after_unavailable_reconnects_and_still_sends_bytes(rec
         assert [ExportTraceServiceRequest.FromString(r) for r in servicer.requests] == [encode_spans(spans)]
     finally:
         exporter.shutdown()
+
+
+# The seam: which exporter a service gets (span_export.span_exporter), and the start-up probe behind it.
+
+
+def test_the_probe_batch_covers_what_the_fast_encoder_writes_and_encodes_as_stock():
+    stock = _assert_same_encoding(span_export.probe_spans())
+    assert len(stock.resource_spans) == 2 and stock.resource_spans[0].schema_url
+    scopes = [sc for r in stock.resource_spans for sc in r.scope_spans]
+    assert len(scopes) == 3 and any(sc.scope.version and sc.scope.attributes and sc.schema_url for sc in scopes)
+    spans = [s for sc in scopes for s in sc.spans]
+    assert {s.kind for s in spans} == {1, 2, 3, 4, 5}
+    values = [a.value for s in spans for a in s.attributes]
+    assert {v.WhichOneof("value") for v in values} == {
+        "string_value", "int_value", "double_value", "bool_value", "array_value", "bytes_value"}
+    arrays = [v.array_value.values for v in values if v.WhichOneof("value") == "array_value"]
+    assert {items[0].WhichOneof("value") for items in arrays} == {"string_value", "int_value", "double_value",
+                                                                   "bool_value"}
+    server = next(s for s in spans if s.name == "probe/Chat")
+    assert server.flags == 0x300 and server.dropped_events_count and server.dropped_links_count
+    assert server.events[0].attributes and {link.flags for link in server.links} == {0x100, 0x300}
+    assert {s.status.code for s in spans} == {0, 1, 2} and any(s.status.message for s in spans)
+
+
+def test_the_probe_trusts_the_fast_exporter_with_this_opentelemetry(caplog):
+    # Fails when an OpenTelemetry upgrade changes what the fast exporter relies on: services then run the stock
+    # exporter (correct, slower). Read the reason, adjust otlp_export.py, or accept the stock exporter.
+    assert span_export.fast_exporter_problem() is None
+    with caplog.at_level(logging.WARNING, logger=span_export.__name__):
+        exporter = span_export.span_exporter({})
+    exporter.shutdown()
+    assert type(exporter) is FastOTLPSpanExporter
+    assert not caplog.records
+
+
+@pytest.mark.parametrize("value, expected", [
+    (None, span_export.FAST), ("", span_export.FAST), ("fast", span_export.FAST), (" Stock ", span_export.STOCK),
+    ("STOCK", span_export.STOCK),
+])
+def test_the_encoder_setting(value, expected):
+    environ = {} if value is None else {span_export.OTLP_ENCODER_VAR: value}
+    assert span_export.otlp_encoder(environ) == expected
+
+
+def test_an_invalid_encoder_setting_ends_start_up_with_a_clear_message(monkeypatch):
+    monkeypatch.setattr(span_export, "fast_exporter_problem", _must_not_run)
+    with pytest.raises(SystemExit) as raised:
+        span_export.span_exporter({span_export.OTLP_ENCODER_VAR: "stokc"})
+    assert str(raised.value) == "ROUTEMESH_OTLP_ENCODER must be 'fast' or 'stock', got 'stokc'"
+
+
+def _must_not_run(*args, **kwargs):
+    raise AssertionError("the stock exporter was forced: the fast one must not be probed or used")
+
+
+def test_with_the_stock_exporter_forced_tracing_exports_to_a_real_receiver(receiver, monkeypatch):
+    servicer, port = receiver
+    for name in ("OTEL_TRACES_EXPORTER", "OTEL_SDK_DISABLED", "OTEL_TRACES_SAMPLER"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv(span_export.OTLP_ENCODER_VAR, "stock")
+    monkeypatch.setattr(span_export, "fast_exporter_problem", _must_not_run)
+    monkeypatch.setattr(FastOTLPSpanExporter, "_translate_data", _must_not_run)
+    made: list[SpanExporter] = []
+    stock_choice = span_export.span_exporter
+    monkeypatch.setattr(span_export, "span_exporter", lambda: made.append(stock_choice()) or made[-1])
+    # init_tracing installs the process-wide provider once; keep it (and its atexit hook) out of the other tests.
+    installed: list[TracerProvider] = []
+    monkeypatch.setattr(trace, "set_tracer_provider", installed.append)
+    monkeypatch.setattr(atexit, "register", lambda *args: None)
+    monkeypatch.setattr(tracing, "_tracer", None)
+    monkeypatch.setattr(tracing, "_capture_content", False)
+
+    assert tracing.init_tracing("routemesh-stock-test")
+    provider = installed[0]
+    try:
+        with provider.get_tracer("routemesh").start_as_current_span("stock path", attributes={"n": 1, "s": "v"}):
+            pass
+        assert provider.force_flush(5_000)
+    finally:
+        provider.shutdown()
+    assert [type(exporter) for exporter in made] == [OTLPSpanExporter]
+    requests = [ExportTraceServiceRequest.FromString(raw) for raw in servicer.requests]
+    resource_spans = [r for request in requests for r in request.resource_spans]
+    assert [s.name for r in resource_spans for sc in r.scope_spans for s in sc.spans] == ["stock path"]
+    assert {"key": "service.name", "value": {"stringValue": "routemesh-stock-test"}} in [
+        MessageToDict(a) for a in resource_spans[0].resource.attributes]
+
+
+def _stub_not_from_stub_attribute(self):
+    # A stock release that builds its client without reading self._stub.
+    self._channel = grpc.insecure_channel(self._endpoint)
+    self._client = trace_service_pb2_grpc.TraceServiceStub(self._channel)
+
+
+def _export_serializing_itself(self, data):
+    # A stock release whose export path builds the request itself instead of calling _translate_data.
+    self._client.Export(request=encode_spans(data), metadata=self._headers, timeout=self._timeout)
+    return self._result.SUCCESS
+
+
+def _raise(*args, **kwargs):
+    raise RuntimeError("simulated change")
+
+
+_CHANGES = {
+    "no _translate_data": (lambda m: m.delattr(OTLPSpanExporter, "_translate_data"),
+                           "OTLPSpanExporter has no _translate_data for the fast exporter to override"),
+    "client not from _stub": (lambda m: m.setattr(OTLPExporterMixin, "_initialize_channel_and_stub",
+                                                  _stub_not_from_stub_attribute),
+                              "the stock exporter did not build its client from the _stub the fast one sets"),
+    "export serializes itself": (lambda m: m.setattr(OTLPExporterMixin, "_export", _export_serializing_itself),
+                                 "the stock export path sent a ExportTraceServiceRequest, not what _translate_data"),
+    "different bytes": (lambda m: m.setattr(otlp_export, "_SPAN_FLAGS_LOCAL", b""),
+                        "the probe batch encodes differently from encode_spans(): "),
+    "stock encoder changed": (lambda m: m.setattr(span_export, "encode_spans", _stock_with_a_new_field),
+                              "the probe batch encodes differently from encode_spans(): "),
+    "encoder raises": (lambda m: m.setattr(otlp_export, "_encode_status", _raise),
+                       "the probe raised RuntimeError('simulated change')"),
+}
+
+
+def _stock_with_a_new_field(spans):
+    request = encode_spans(spans)
+    request.resource_spans[0].scope_spans[0].spans[0].flags |= 0x1
+    return request
+
+
+@pytest.mark.parametrize("change", list(_CHANGES))
+def test_the_probe_falls_back_to_the_stock_exporter_when_the_internals_differ(change, monkeypatch, caplog):
+    simulate, reason = _CHANGES[change]
+    simulate(monkeypatch)
+    with caplog.at_level(logging.WARNING, logger=span_export.__name__):
+        exporter = span_export.span_exporter({})
+    exporter.shutdown()
+    assert type(exporter) is OTLPSpanExporter
+    warnings = [r.getMessage() for r in caplog.records if r.name == span_export.__name__]
+    assert len(warnings) == 1 and reason in warnings[0], warnings
+    assert "using the stock exporter" in warnings[0]
+
+
+def test_missing_private_encoders_fail_the_probe_not_the_import(monkeypatch, caplog):
+    # A release without one of the private names: importing the fast module still works, the probe says why not.
+    monkeypatch.delattr(importlib.import_module("opentelemetry.exporter.otlp.proto.common._internal"),
+                        "_encode_resource")
+    spec = importlib.util.find_spec(otlp_export.__name__)
+    without = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(without)
+    assert "_encode_resource" in without.MISSING_INTERNALS
+    monkeypatch.setitem(sys.modules, otlp_export.__name__, without)
+    with caplog.at_level(logging.WARNING, logger=span_export.__name__):
+        exporter = span_export.span_exporter({})
+    exporter.shutdown()
+    assert type(exporter) is OTLPSpanExporter
+    warnings = [r.getMessage() for r in caplog.records if r.name == span_export.__name__]
+    assert len(warnings) == 1 and "OpenTelemetry's private OTLP encoders are not there" in warnings[0], warnings
+
+
+def test_after_a_fallback_the_stock_exporter_delivers(receiver, monkeypatch):
+    servicer, port = receiver
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", f"http://127.0.0.1:{port}")
+    monkeypatch.setattr(otlp_export, "_SPAN_FLAGS_LOCAL", b"")
+    exporter = span_export.span_exporter({})
+    spans = _mixed_spans()
+    try:
+        assert exporter.export(spans) == SpanExportResult.SUCCESS
+    finally:
+        exporter.shutdown()
+    assert type(exporter) is OTLPSpanExporter
+    assert [ExportTraceServiceRequest.FromString(r) for r in servicer.requests] == [encode_spans(spans)]

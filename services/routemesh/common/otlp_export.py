@@ -1,25 +1,4 @@
-"""A cheaper OTLP/gRPC span exporter: spans are written straight to protobuf wire bytes.
-
-The stock `OTLPSpanExporter` turns each batch into `opentelemetry.proto` pb2 objects (one per span, attribute,
-attribute value, event and link), and gRPC then serializes that tree; building the objects is most of the CPU
-an export costs. `FastOTLPSpanExporter` keeps everything else of the stock exporter (endpoint, headers, timeout,
-compression, insecure/credentials from the OTEL_EXPORTER_OTLP_* variables, retries with backoff, channel
-re-creation, shutdown, exporter metrics) and only replaces the translation step: `encode_spans_bytes` writes the
-`ExportTraceServiceRequest` wire bytes directly, and the gRPC stub sends them as they are (no request serializer).
-
-The encoding mirrors opentelemetry-exporter-otlp-proto-common 1.45 `_internal/trace_encoder/__init__.py` and
-`_internal/__init__.py` (`encode_spans`, `_encode_span`, `_encode_events`, `_encode_links`, `_encode_status`,
-`_encode_trace_state`, `_span_flags`, `_encode_attributes`; Copyright The OpenTelemetry Authors, Apache-2.0):
-the same fields, the same grouping by resource then instrumentation scope (by equality, in order of first
-appearance), the same field order, so the bytes are those `encode_spans(spans).SerializeToString()` gives.
-Attribute values of type str, bool, int (int64) and float, and tuples/lists of them, take a fast path; anything
-else (bytes, mappings, None inside sequences, subclasses such as enums, out-of-range ints) goes through the
-stock `_encode_key_value`, and an attribute that cannot be encoded is logged and skipped as the stock encoder
-does. Resources and instrumentation scopes are encoded by the stock code once and cached per object; attribute
-names, and whole attributes with a short str value (service, method, model names repeat), are cached in bounded
-dicts. Exported spans are plain `ReadableSpan`s: their fields are read directly when an import-time probe shows
-the properties are those fields (SDK 1.x), else through the properties.
-"""
+"""An OTLP/gRPC span exporter that writes the export request straight to protobuf wire bytes (less CPU)."""
 
 from __future__ import annotations
 
@@ -28,11 +7,6 @@ import struct
 from collections.abc import Sequence
 
 from opentelemetry.attributes import BoundedAttributes
-from opentelemetry.exporter.otlp.proto.common._internal import (
-    _encode_instrumentation_scope,
-    _encode_key_value,
-    _encode_resource,
-)
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 from opentelemetry.sdk.trace import ReadableSpan
@@ -40,6 +14,20 @@ from opentelemetry.sdk.util import BoundedList
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode
 
 _logger = logging.getLogger(__name__)
+
+# Private stock encoders (resources, scopes, and the attribute values the fast path leaves to them). A release that
+# moves them must not break importing tracing: the start-up probe (`span_export`) reads MISSING_INTERNALS and the
+# service uses the stock exporter.
+try:
+    from opentelemetry.exporter.otlp.proto.common._internal import (
+        _encode_instrumentation_scope,
+        _encode_key_value,
+        _encode_resource,
+    )
+except ImportError as error:
+    MISSING_INTERNALS: str | None = f"OpenTelemetry's private OTLP encoders are not there: {error}"
+else:
+    MISSING_INTERNALS = None
 
 _EXPORT_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 
@@ -371,7 +359,22 @@ def _cached_field(cache: dict[int, tuple[object, bytes]], obj: object, encode) -
 
 
 def encode_spans_bytes(spans: Sequence[ReadableSpan]) -> bytes:
-    """The serialized `ExportTraceServiceRequest` the stock `encode_spans(spans)` would produce."""
+    """The serialized `ExportTraceServiceRequest` the stock `encode_spans(spans)` would produce.
+
+    The encoding mirrors opentelemetry-exporter-otlp-proto-common 1.45 `_internal/trace_encoder/__init__.py` and
+    `_internal/__init__.py` (`encode_spans`, `_encode_span`, `_encode_events`, `_encode_links`, `_encode_status`,
+    `_encode_trace_state`, `_span_flags`, `_encode_attributes`; Copyright The OpenTelemetry Authors, Apache-2.0):
+    the same fields, the same grouping by resource then instrumentation scope (by equality, in order of first
+    appearance), the same field order, so the bytes are those `encode_spans(spans).SerializeToString()` gives.
+
+    Attribute values of type str, bool, int (int64) and float, and tuples/lists of them, take a fast path; anything
+    else (bytes, mappings, None inside sequences, subclasses such as enums, out-of-range ints) goes through the
+    stock `_encode_key_value`, and an attribute that cannot be encoded is logged and skipped as the stock encoder
+    does. Resources and instrumentation scopes are encoded by the stock code once and cached per object; attribute
+    names, and whole attributes with a short str value (service, method, model names repeat), are cached in
+    bounded dicts. A plain `ReadableSpan`'s fields are read directly when the import-time check
+    (`_private_fields_readable`) shows its properties are those fields, else through the properties.
+    """
     # resource -> scope -> encoded spans, keyed by equality as the stock encoder's dicts are (the first equal
     # object is the key whose encoding is used); `by_identity` saves hashing the resource for every span.
     groups: dict[object, dict[object, list[bytes]]] = {}
@@ -423,7 +426,15 @@ class _SerializedTraceServiceStub:
 class FastOTLPSpanExporter(OTLPSpanExporter):
     """The stock OTLP/gRPC span exporter, with the batch encoded by `encode_spans_bytes`.
 
-    Configuration, transport, retries and shutdown are the stock ones; only the request construction differs.
+    The stock exporter turns each batch into `opentelemetry.proto` pb2 objects (one per span, attribute, attribute
+    value, event and link) and gRPC then serializes that tree; building the objects is most of the CPU an export
+    costs. This one keeps everything else of the stock exporter (endpoint, headers, timeout, compression,
+    insecure/credentials from the OTEL_EXPORTER_OTLP_* variables, retries with backoff, channel re-creation,
+    shutdown, exporter metrics) and replaces only the translation: `_translate_data` returns the request's wire
+    bytes, and the stub that `_initialize_channel_and_stub` builds sends them as they are (no request serializer).
+
+    Both are private hooks of the stock exporter: build it through `span_export.span_exporter`, whose start-up
+    probe falls back to the stock exporter when they (or the encoding) are no longer what this was written for.
     """
 
     def _initialize_channel_and_stub(self) -> None:

@@ -57,9 +57,9 @@ def init_tracing(service_name: str) -> bool:
             )
             if protocol != "grpc":
                 log.warning("OTLP protocol %r is not supported; using grpc", protocol)
-            from routemesh.common.otlp_export import FastOTLPSpanExporter
+            from routemesh.common.span_export import span_exporter
 
-            provider.add_span_processor(BatchSpanProcessor(FastOTLPSpanExporter()))
+            provider.add_span_processor(BatchSpanProcessor(span_exporter()))
         elif name == "console":
             provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
         elif name not in ("none", ""):
