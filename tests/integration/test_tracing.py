@@ -12,6 +12,7 @@ import redis
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
 from routemesh.client import RouterClient
+from routemesh.common import semconv
 from routemesh.common.policy import load_default_policy_text
 from routemesh.mesh import Mesh, MeshLayout
 from routemesh.v1 import common_pb2
@@ -24,13 +25,18 @@ SECRET = "sk-test-DO-NOT-LEAK-4f1c2e"
 PROMPT = "Please summarize the zebra migration memo for the board"
 
 # Expected service-to-service edges of one Chat: (parent service, parent span, child service, child span).
+# The router's pipeline stages are children of its Chat span; each downstream call is a child of its stage.
 SERVICE_EDGES = [
-    ("routemesh-router", "routemesh.v1.RouterService/Chat", "routemesh-router", "routemesh.v1.ClassifierService/Classify"),
+    ("routemesh-router", "routemesh.v1.RouterService/Chat", "routemesh-router", "routemesh.classify"),
+    ("routemesh-router", "routemesh.classify", "routemesh-router", "routemesh.v1.ClassifierService/Classify"),
     ("routemesh-router", "routemesh.v1.ClassifierService/Classify", "routemesh-classifier", "routemesh.v1.ClassifierService/Classify"),
     ("routemesh-router", "routemesh.v1.RouterService/Chat", "routemesh-router", "routemesh.decide"),
-    ("routemesh-router", "routemesh.v1.RouterService/Chat", "routemesh-router", "routemesh.v1.ExecutorService/Execute"),
+    ("routemesh-router", "routemesh.v1.RouterService/Chat", "routemesh-router", "routemesh.admit"),
+    ("routemesh-router", "routemesh.v1.RouterService/Chat", "routemesh-router", "routemesh.execute"),
+    ("routemesh-router", "routemesh.execute", "routemesh-router", "routemesh.v1.ExecutorService/Execute"),
     ("routemesh-router", "routemesh.v1.ExecutorService/Execute", "routemesh-executor", "routemesh.v1.ExecutorService/Execute"),
     ("routemesh-executor", "routemesh.v1.ExecutorService/Execute", "routemesh-executor", "chat {model}"),
+    ("routemesh-router", "routemesh.v1.RouterService/Chat", "routemesh-router", "routemesh.settle"),
 ]
 # With --health-source query the router also asks telemetry on every request; with watch (the default)
 # health is pushed and read in-process, so telemetry is not a hop of the request.
@@ -49,6 +55,7 @@ class Span:
     parent_id: str
     kind: int
     attributes: dict[str, object]
+    start_ns: int = 0
 
 
 class OtlpReceiver(trace_service_pb2_grpc.TraceServiceServicer):
@@ -69,7 +76,7 @@ class OtlpReceiver(trace_service_pb2_grpc.TraceServiceServicer):
                     for s in scope.spans:
                         attrs = {a.key: getattr(a.value, a.value.WhichOneof("value")) for a in s.attributes}
                         self.spans.append(Span(service, s.name, s.trace_id.hex(), s.span_id.hex(),
-                                               s.parent_span_id.hex(), s.kind, attrs))
+                                               s.parent_span_id.hex(), s.kind, attrs, s.start_time_unix_nano))
         return trace_service_pb2.ExportTraceServiceResponse()
 
 
@@ -138,6 +145,8 @@ def test_one_chat_is_one_trace_with_every_hop(receiver, traced_mesh):
     missing = [e for e in expected_edges if e not in edges]
     assert not missing, f"missing edges {missing}; have {sorted(edges)}"
 
+    stages = sorted((s for s in spans if s.name in semconv.ROUTER_STAGES), key=lambda s: s.start_ns)
+    assert [s.name for s in stages] == list(semconv.ROUTER_STAGES), "one span per pipeline stage, in order"
     decide = next(s for s in spans if s.name == "routemesh.decide")
     assert decide.attributes["routemesh.decision.model"] == model
     assert decide.attributes["routemesh.decision.id"] == result.decision.decision_id
@@ -152,6 +161,7 @@ def test_one_chat_is_one_trace_with_every_hop(receiver, traced_mesh):
     assert chat.attributes["gen_ai.request.model"].startswith("sim-")
     assert chat.attributes["gen_ai.usage.output_tokens"] == result.final.usage.output_tokens
     assert chat.attributes["gen_ai.provider.name"] == "sim"
+    assert chat.attributes["routemesh.attempt.outcome"] == "success", "span attributes carry the lowercase label"
 
 
 def read_any(client: redis.Redis, key: bytes) -> object:

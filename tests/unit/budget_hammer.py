@@ -9,8 +9,8 @@ import random
 import sys
 import time
 
-from routemesh.router.budget import BudgetExceeded, BudgetScope, BudgetUnavailable
-from routemesh.router.budget_redis import RedisBudgetLedger
+from routemesh.router.admission.budget import BudgetExceeded, BudgetScope, BudgetUnavailable
+from routemesh.router.admission.budget_redis import RedisBudgetLedger
 
 
 async def hammer(args: argparse.Namespace) -> None:

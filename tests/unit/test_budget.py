@@ -10,8 +10,8 @@ from uuid import uuid4
 
 import pytest
 
-from routemesh.router.budget_redis import RedisBudgetLedger
-from routemesh.router.budget import (
+from routemesh.router.admission.budget_redis import RedisBudgetLedger
+from routemesh.router.admission.budget import (
     ACCOUNT_GRACE_S,
     BudgetExceeded,
     BudgetScope,
@@ -255,7 +255,7 @@ async def test_frozen_redis_fails_closed_or_open_within_a_second(redis_prefix, c
             await closed.reserve([MONTHLY], 0.1)
         assert time.monotonic() - began < 1.0
         unchecked = []
-        with caplog.at_level(logging.WARNING, logger="routemesh.router.budget"):
+        with caplog.at_level(logging.WARNING, logger="routemesh.router.admission.budget"):
             for _ in range(3):
                 began = time.monotonic()
                 unchecked.append(await opened.reserve([MONTHLY], 0.1))

@@ -12,8 +12,8 @@ from uuid import uuid4
 
 import redis.asyncio as aioredis
 
-from routemesh.router.budget import BudgetScope
-from routemesh.router.budget_redis import RedisBudgetLedger
+from routemesh.router.admission.budget import BudgetScope
+from routemesh.router.admission.budget_redis import RedisBudgetLedger
 from tests.unit.test_telemetry_store import REDIS_URL, delete_keys, require_redis
 
 REPO = Path(__file__).resolve().parents[2]

@@ -13,7 +13,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import _async as rpc_status_async
 from routemesh.classifier import main
 from routemesh.classifier.features import RequestFeatures, classify
-from routemesh.classifier.servicer import features_to_proto
+from routemesh.classifier.wire import features_from_proto, features_to_proto
 from routemesh.common.messages import messages_to_tuples
 from routemesh.common.errors import ERROR_DOMAIN
 from routemesh.common.serve import create_server
@@ -135,12 +135,18 @@ def test_messages_to_tuples_names_every_role() -> None:
 
 
 async def test_router_local_classification_needs_no_classifier_service() -> None:
-    from routemesh.router.features import LOCAL_SOURCE, FeatureSource
+    from routemesh.router.clients.classifier import LOCAL_SOURCE, FeatureSource
 
     messages = [common_pb2.Message(role=common_pb2.ROLE_USER, content="Translate into French: good night")]
     source = FeatureSource("local")  # no server anywhere: it must not try to connect
-    features = await source.classify(messages, None)
-    assert features.source == LOCAL_SOURCE
-    expected = features_to_proto(classify(messages_to_tuples(messages)), LOCAL_SOURCE)
-    assert features == expected
-    assert FeatureSource.routing_features(features).task_type == "translation"
+    source.start()
+    classified = await source.classify(messages)
+    assert classified.source == LOCAL_SOURCE
+    assert classified.features == classify(messages_to_tuples(messages))
+    assert classified.routing().task_type == "translation"
+    await source.stop()
+
+
+def test_features_survive_the_wire() -> None:
+    features = classify(messages_to_tuples([_message(common_pb2.ROLE_USER, "Write a Python function to sort")]))
+    assert features_from_proto(features_to_proto(features, "classifier")) == features

@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 
 from routemesh.common.errors import InvalidRequest, NoEligibleModel, NotFound
 from routemesh.common.policy import load_default_policy_text, parse_policy
-from routemesh.router.planner import (
+from routemesh.router.decision.compiled import RoutingPolicy
+from routemesh.router.decision.planner import (
     DecisionState,
     ModelHealthView,
     RoutingFeatures,
@@ -75,7 +76,7 @@ SMALL = RoutingFeatures(input_tokens=100)
 
 def plan(route="auto", features=SMALL, *, policy=TEST_POLICY, max_tokens=100, metadata=None, health=None,
          options=None, text="", state=None, **kw):
-    return plan_request(policy, features, route, max_tokens, metadata or {}, health or {},
+    return plan_request(RoutingPolicy(policy), features, route, max_tokens, metadata or {}, health or {},
                         options=options or RoutingOptionsView(),
                         text=text, state=state or DecisionState(seed=1), now_ms=NOW, **kw)
 

@@ -10,7 +10,7 @@ from uuid import uuid4
 import pytest
 import redis.asyncio as aioredis
 
-from routemesh.router.ratelimit import (
+from routemesh.router.admission.ratelimit import (
     KEY_TTL_S,
     UNLIMITED,
     InMemoryRateLimiter,
@@ -163,7 +163,7 @@ async def test_redis_keys_are_under_the_prefix_expire_and_drop_old_seconds():
 async def test_redis_down_fails_open_quickly_and_warns_once(caplog):
     limiter = RedisRateLimiter("redis://127.0.0.1:1", prefix=f"rmtest:{uuid4().hex}:")
     try:
-        with caplog.at_level(logging.WARNING, logger="routemesh.router.ratelimit"):
+        with caplog.at_level(logging.WARNING, logger="routemesh.router.admission.ratelimit"):
             for _ in range(3):
                 began = time.monotonic()
                 decision = await limiter.acquire([MODEL], 10)
@@ -172,6 +172,6 @@ async def test_redis_down_fails_open_quickly_and_warns_once(caplog):
                 assert await limiter.headroom([MODEL]) == {}
                 await limiter.adjust_tokens(MODEL, 5)
                 assert time.monotonic() - began < 1.0
-        assert len([r for r in caplog.records if r.name == "routemesh.router.ratelimit"]) == 1
+        assert len([r for r in caplog.records if r.name == "routemesh.router.admission.ratelimit"]) == 1
     finally:
         await limiter.close()

@@ -8,11 +8,12 @@ from uuid import uuid4
 import pytest
 
 from routemesh.common.circuit import CLOSED_VIEW, CircuitView
+from routemesh.common.outcomes import AttemptOutcome, CircuitState
 from routemesh.common.policy_schema import CircuitSettings
-from routemesh.router.health import health_view
+from routemesh.router.clients.health import health_view
 from routemesh.telemetry.redis_store import RedisHealthStore
 from routemesh.telemetry.servicer import circuit_history_shortfalls
-from routemesh.telemetry.store import InMemoryHealthStore, ModelStats, Outcome, SnapshotCache
+from routemesh.telemetry.store import InMemoryHealthStore, ModelStats, SnapshotCache
 from routemesh.v1 import common_pb2, telemetry_pb2
 from tests.unit.test_telemetry_service import observation, running_telemetry
 from tests.unit.test_telemetry_store import NOW, REDIS_URL, delete_keys, finished, require_redis
@@ -69,17 +70,17 @@ async def test_replicas_agree_on_the_circuit_even_for_results_in_the_same_millis
     one, two = (RedisHealthStore(REDIS_URL, prefix=prefix, cache_ttl_s=0) for _ in range(2))
     memory = InMemoryHealthStore(cache_ttl_s=0)
     # Arrival order decides: the fifth failure comes before the success stamped with the same millisecond.
-    batches = [(one, [finished("m", NOW - 5000 + i * 10, Outcome.UPSTREAM_ERROR) for i in range(4)]),
-               (two, [finished("m", NOW - 4000, Outcome.RATE_LIMITED)]),
-               (one, [finished("m", NOW - 4000), finished("m", NOW - 3000, Outcome.CANCELLED)])]
+    batches = [(one, [finished("m", NOW - 5000 + i * 10, AttemptOutcome.UPSTREAM_ERROR) for i in range(4)]),
+               (two, [finished("m", NOW - 4000, AttemptOutcome.RATE_LIMITED)]),
+               (one, [finished("m", NOW - 4000), finished("m", NOW - 3000, AttemptOutcome.CANCELLED)])]
     try:
         for writer, batch in batches:
             await writer.record(batch)
             await memory.record(batch)
         views = [(await reader.snapshot(["m"], NOW))["m"].circuit for reader in (one, two, memory)]
-        assert views == [CircuitView("open", NOW - 4000 + 5000, 0.0, 0)] * 3
+        assert views == [CircuitView(CircuitState.OPEN, NOW - 4000 + 5000, 0.0, 0)] * 3
         assert [(await reader.snapshot(["m"], NOW + 2000))["m"].circuit.state
-                for reader in (one, two, memory)] == ["half_open"] * 3
+                for reader in (one, two, memory)] == [CircuitState.HALF_OPEN] * 3
     finally:
         await one.close()
         await two.close()
@@ -87,18 +88,20 @@ async def test_replicas_agree_on_the_circuit_even_for_results_in_the_same_millis
 
 
 async def test_snapshot_uses_the_circuit_settings_it_is_given(store):
-    await store.record([finished("m", NOW - 1000 + i, Outcome.TIMEOUT) for i in range(2)])
-    assert (await store.snapshot(["m"], NOW))["m"].circuit == CircuitView("closed", 0, 1.0, 2)
+    await store.record([finished("m", NOW - 1000 + i, AttemptOutcome.TIMEOUT) for i in range(2)])
+    assert (await store.snapshot(["m"], NOW))["m"].circuit == CircuitView(CircuitState.CLOSED, 0, 1.0, 2)
     strict = CircuitSettings(consecutive_failures=2, open_s=10)
-    assert (await store.snapshot(["m"], NOW, strict))["m"].circuit == CircuitView("open", NOW - 999 + 10_000, 0.0, 2)
+    opened = CircuitView(CircuitState.OPEN, NOW - 999 + 10_000, 0.0, 2)
+    assert (await store.snapshot(["m"], NOW, strict))["m"].circuit == opened
     assert (await store.snapshot(["never-seen"], NOW, strict))["never-seen"] == ModelStats(model="never-seen")
     assert ModelStats(model="x").circuit == CLOSED_VIEW
 
 
 async def test_skipped_and_lost_attempts_are_neither_errors_nor_circuit_results(store):
-    ignored = [Outcome.HEDGE_LOST, Outcome.CIRCUIT_OPEN, Outcome.RETRY_BUDGET_EXHAUSTED, Outcome.CANCELLED]
+    ignored = [AttemptOutcome.HEDGE_LOST, AttemptOutcome.CIRCUIT_OPEN, AttemptOutcome.RETRY_BUDGET_EXHAUSTED,
+               AttemptOutcome.CANCELLED]
     await store.record([finished("m", NOW - 1000, outcome) for outcome in ignored * 3])
-    await store.record([finished("m", NOW - 900), finished("m", NOW - 800, Outcome.CONFIG_ERROR)])
+    await store.record([finished("m", NOW - 900), finished("m", NOW - 800, AttemptOutcome.CONFIG_ERROR)])
     stats = (await store.snapshot(["m"], NOW))["m"]
     assert (stats.samples, stats.error_rate) == (14, 0.5)
     assert stats.circuit == CLOSED_VIEW, "a config error is the policy's fault, not the deployment's"

@@ -231,7 +231,7 @@ async def test_watch_snapshot_refuses_a_bad_interval(telemetry):
 
 
 async def test_router_health_watch_reads_pushed_health_and_goes_stale_without_it():
-    from routemesh.router.health import HealthWatch
+    from routemesh.router.clients.health import HealthWatch
 
     # A server we can stop: the watch must keep the last snapshot and flag it stale.
     policy = parse_policy(load_default_policy_text())

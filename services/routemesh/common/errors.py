@@ -114,6 +114,13 @@ class NotReady(RoutemeshError):
     reason = "NO_POLICY"
 
 
+class PolicySkew(RoutemeshError):
+    """The executor does not hold the policy version a plan was made with; the router plans again."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+    reason = "POLICY_SKEW"
+
+
 class RelayedError(RoutemeshError):
     """A downstream service's rich status, passed on to our caller unchanged."""
 
@@ -155,6 +162,7 @@ __all__ = [
     "NoEligibleModel",
     "NotFound",
     "NotReady",
+    "PolicySkew",
     "RoutemeshError",
     "UpstreamUnavailable",
     "RelayedError",

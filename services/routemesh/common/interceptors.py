@@ -13,6 +13,7 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from routemesh.common import semconv
+from routemesh.common.channels import set_serving_deadline
 from routemesh.common.errors import RoutemeshError
 from routemesh.common.tracing import extract_context, tracer
 
@@ -68,6 +69,8 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
 
     @staticmethod
     def _start(method: str, context: grpc.aio.ServicerContext) -> trace.Span:
+        # Each RPC runs in its own task with its own context copy: calls it makes downstream see its deadline.
+        set_serving_deadline(context.time_remaining())
         if method in _SPANLESS_METHODS:
             return trace.INVALID_SPAN
         service, _, name = method.lstrip("/").rpartition("/")

@@ -8,7 +8,7 @@ import time
 
 import grpc
 
-from routemesh.common.channels import aio_channel
+from routemesh.common.channels import TracedChannel, open_channel
 from routemesh.common.tasks import cancel_and_wait
 from routemesh.v1 import telemetry_pb2, telemetry_pb2_grpc
 
@@ -25,13 +25,13 @@ class TelemetryReporter:
         self._queue: asyncio.Queue[telemetry_pb2.Observation | telemetry_pb2.RequestSummary] = asyncio.Queue(
             maxsize=capacity)
         self._task: asyncio.Task[None] | None = None
-        self._channel: grpc.aio.Channel | None = None
+        self._channel: TracedChannel | None = None
         self.dropped = 0
         self.sent = 0
         self._last_warning = 0.0
 
     def start(self) -> None:
-        self._channel = aio_channel(self.address)
+        self._channel = open_channel(self.address)
         self._task = asyncio.create_task(self._run(), name="telemetry-reporter")
 
     def report(self, item: telemetry_pb2.Observation | telemetry_pb2.RequestSummary) -> None:

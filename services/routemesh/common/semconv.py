@@ -47,8 +47,13 @@ ATTEMPT_OUTCOME = "routemesh.attempt.outcome"
 ATTEMPTS = "routemesh.attempts"
 TTFT_MS = "routemesh.ttft_ms"
 
-# Span names of in-process stages (RPC spans are named "package.Service/Method").
+# Span names of the router's pipeline stages, in request order (RPC spans are named "package.Service/Method").
+SPAN_CLASSIFY = "routemesh.classify"
 SPAN_DECIDE = "routemesh.decide"
+SPAN_ADMIT = "routemesh.admit"
+SPAN_EXECUTE = "routemesh.execute"
+SPAN_SETTLE = "routemesh.settle"
+ROUTER_STAGES = (SPAN_CLASSIFY, SPAN_DECIDE, SPAN_ADMIT, SPAN_EXECUTE, SPAN_SETTLE)
 SPAN_CHAT_PREFIX = "chat"  # provider call: "chat {model}", as the GenAI conventions name it
 EXPERIMENT = "routemesh.experiment"
 VARIANT = "routemesh.experiment.variant"
@@ -56,3 +61,6 @@ BUDGET_SOFT_LIMITED = "routemesh.budget.soft_limited"
 ESTIMATED_COST_USD = "routemesh.cost.estimated_usd"
 ATTEMPT_HEDGE = "routemesh.attempt.hedge"
 ATTEMPT_TRY = "routemesh.attempt.try"
+ADMISSION_SKIPPED = "routemesh.admission.skipped"  # models admission took out of the plan
+ADMISSION_UNCHECKED = "routemesh.admission.unchecked"  # checks that failed open (rate_limits, budgets)
+ADMISSION_RESERVED = "routemesh.admission.budget_reserved"

@@ -8,7 +8,8 @@ import statistics
 import time
 
 from routemesh.common.policy import parse_policy
-from routemesh.router.planner import DecisionState, ModelHealthView, RoutingFeatures, plan_request
+from routemesh.router.decision.compiled import RoutingPolicy
+from routemesh.router.decision.planner import DecisionState, ModelHealthView, RoutingFeatures, plan_request
 
 NOW_MS = 1_800_000_000_000
 
@@ -42,7 +43,7 @@ routes:
 
 
 def run_benchmark(iterations: int = 5000, strategy: str = "hybrid") -> dict[str, float]:
-    policy = parse_policy(twenty_model_policy(strategy))
+    policy = RoutingPolicy(parse_policy(twenty_model_policy(strategy)))
     health = {f"m{i:02d}": ModelHealthView(samples=100, error_rate=0.01 * (i % 5), ttft_p50_ms=100 + 20 * i,
                                            ttft_p90_ms=150 + 25 * i, ttft_p99_ms=300 + 30 * i,
                                            tpot_p50_ms=5 + i, tpot_p99_ms=9 + i, in_flight=i % 7,

@@ -8,15 +8,17 @@ import os
 from routemesh.common.policy_watch import PolicyHolder, PolicyWatcher
 from routemesh.common.reporter import TelemetryReporter
 from routemesh.common.serve import Service
-from routemesh.router.budget import InMemoryBudgetLedger
-from routemesh.router.budget_redis import RedisBudgetLedger
-from routemesh.router.decide import Decider
-from routemesh.router.features import FeatureSource
-from routemesh.router.health import HealthSource, HealthWatch
-from routemesh.router.ratelimit import InMemoryRateLimiter, RedisRateLimiter
+from routemesh.router.admission.budget import InMemoryBudgetLedger
+from routemesh.router.admission.budget_redis import RedisBudgetLedger
+from routemesh.router.admission.guard import SpendGuard
+from routemesh.router.admission.ratelimit import InMemoryRateLimiter, RedisRateLimiter
+from routemesh.router.affinity import InMemoryAffinity, RedisAffinity
+from routemesh.router.clients.classifier import FeatureSource
+from routemesh.router.clients.executor import ExecutorClient
+from routemesh.router.clients.health import HealthSource, HealthWatch
+from routemesh.router.decision.compiled import RoutingPolicy
+from routemesh.router.pipeline import RequestPipeline
 from routemesh.router.servicer import RouterServicer
-from routemesh.router.spend import SpendGuard
-from routemesh.router.sticky import InMemoryAffinity, RedisAffinity
 from routemesh.v1 import router_pb2_grpc
 
 
@@ -62,30 +64,29 @@ def make_health(args: argparse.Namespace) -> HealthSource | HealthWatch:
 
 
 async def build(args: argparse.Namespace) -> Service:
-    holder = PolicyHolder()
+    holder: PolicyHolder[RoutingPolicy] = PolicyHolder(compile=RoutingPolicy.compile)
     watcher = PolicyWatcher(holder, args.control, "router")
     reporter = TelemetryReporter(args.telemetry)
     affinity = RedisAffinity(args.redis_url, args.redis_prefix) if args.redis_url else InMemoryAffinity()
     spend = make_spend_guard(args)
     health = make_health(args)
-    decider = Decider(holder, FeatureSource(args.classifier), health, affinity, spend)
-    servicer = RouterServicer(decider, args.executor, reporter)
+    features = FeatureSource(args.classifier)
+    executor = ExecutorClient(args.executor)
+    pipeline = RequestPipeline(holder, features, health, affinity, spend, executor, reporter)
 
     async def on_start() -> None:
-        watcher.start()
-        reporter.start()
-        health.start()
+        for part in (watcher, reporter, health, features, executor):
+            part.start()
 
     async def on_stop() -> None:
-        await watcher.stop()
-        await health.stop()
-        await reporter.stop()
+        for part in (watcher, health, reporter, features, executor):
+            await part.stop()
         await spend.close()
         await affinity.close()
 
     return Service(
         name="router",
-        register=lambda server: router_pb2_grpc.add_RouterServiceServicer_to_server(servicer, server),
+        register=lambda server: router_pb2_grpc.add_RouterServiceServicer_to_server(RouterServicer(pipeline), server),
         grpc_services=["routemesh.v1.RouterService"],
         on_start=on_start, on_stop=on_stop,
         ready=lambda: holder.current is not None and health.ready(),

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from routemesh.v1 import common_pb2 as routemesh_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1broutemesh/v1/executor.proto\x12\x0croutemesh.v1\x1a\x19routemesh/v1/common.proto\"\xbc\x02\n\x0e\x45xecuteRequest\x12\'\n\x08messages\x18\x01 \x03(\x0b\x32\x15.routemesh.v1.Message\x12\x0c\n\x04plan\x18\x02 \x03(\t\x12\x12\n\nmax_tokens\x18\x03 \x01(\x05\x12\x18\n\x0btemperature\x18\x04 \x01(\x01H\x00\x88\x01\x01\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x05 \x01(\t\x12\x1e\n\x16\x65stimated_input_tokens\x18\x06 \x01(\x05\x12/\n\x07options\x18\x07 \x01(\x0b\x32\x1e.routemesh.v1.ExecutionOptions\x12!\n\x05tools\x18\x08 \x03(\x0b\x32\x12.routemesh.v1.Tool\x12\x13\n\x0btool_choice\x18\t \x01(\t\x12\x17\n\x0fresponse_format\x18\n \x01(\tB\x0e\n\x0c_temperature\"\x9b\x01\n\x10\x45xecutionOptions\x12\x1b\n\x13max_tries_per_model\x18\x01 \x01(\x05\x12\x1a\n\x12\x62\x61\x63koff_initial_ms\x18\x02 \x01(\x05\x12\x16\n\x0e\x62\x61\x63koff_max_ms\x18\x03 \x01(\x05\x12\x16\n\x0ehedge_after_ms\x18\x04 \x01(\x05\x12\x1e\n\x16\x63ontinue_on_truncation\x18\x05 \x01(\x08\"q\n\x0f\x45xecuteResponse\x12$\n\x05\x64\x65lta\x18\x01 \x01(\x0b\x32\x13.routemesh.v1.DeltaH\x00\x12/\n\x06result\x18\x02 \x01(\x0b\x32\x1d.routemesh.v1.ExecutionResultH\x00\x42\x07\n\x05\x65vent\"\xcc\x01\n\x0f\x45xecutionResult\x12*\n\x06status\x18\x01 \x01(\x0e\x32\x1a.routemesh.v1.FinishStatus\x12\"\n\x05usage\x18\x02 \x01(\x0b\x32\x13.routemesh.v1.Usage\x12\x10\n\x08\x63ost_usd\x18\x03 \x01(\x01\x12\r\n\x05model\x18\x04 \x01(\t\x12\x10\n\x08provider\x18\x05 \x01(\t\x12\'\n\x08\x61ttempts\x18\x06 \x03(\x0b\x32\x15.routemesh.v1.Attempt\x12\r\n\x05\x65rror\x18\x07 \x01(\t2[\n\x0f\x45xecutorService\x12H\n\x07\x45xecute\x12\x1c.routemesh.v1.ExecuteRequest\x1a\x1d.routemesh.v1.ExecuteResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1broutemesh/v1/executor.proto\x12\x0croutemesh.v1\x1a\x19routemesh/v1/common.proto\"\xeb\x02\n\x0e\x45xecuteRequest\x12\'\n\x08messages\x18\x01 \x03(\x0b\x32\x15.routemesh.v1.Message\x12\x0c\n\x04plan\x18\x02 \x03(\t\x12\x12\n\nmax_tokens\x18\x03 \x01(\x05\x12\x18\n\x0btemperature\x18\x04 \x01(\x01H\x00\x88\x01\x01\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x05 \x01(\t\x12\x1e\n\x16\x65stimated_input_tokens\x18\x06 \x01(\x05\x12/\n\x07options\x18\x07 \x01(\x0b\x32\x1e.routemesh.v1.ExecutionOptions\x12!\n\x05tools\x18\x08 \x03(\x0b\x32\x12.routemesh.v1.Tool\x12\x13\n\x0btool_choice\x18\t \x01(\t\x12\x17\n\x0fresponse_format\x18\n \x01(\t\x12\x16\n\x0epolicy_version\x18\x0b \x01(\x03\x12\x15\n\rpolicy_digest\x18\x0c \x01(\tB\x0e\n\x0c_temperature\"\x9b\x01\n\x10\x45xecutionOptions\x12\x1b\n\x13max_tries_per_model\x18\x01 \x01(\x05\x12\x1a\n\x12\x62\x61\x63koff_initial_ms\x18\x02 \x01(\x05\x12\x16\n\x0e\x62\x61\x63koff_max_ms\x18\x03 \x01(\x05\x12\x16\n\x0ehedge_after_ms\x18\x04 \x01(\x05\x12\x1e\n\x16\x63ontinue_on_truncation\x18\x05 \x01(\x08\"q\n\x0f\x45xecuteResponse\x12$\n\x05\x64\x65lta\x18\x01 \x01(\x0b\x32\x13.routemesh.v1.DeltaH\x00\x12/\n\x06result\x18\x02 \x01(\x0b\x32\x1d.routemesh.v1.ExecutionResultH\x00\x42\x07\n\x05\x65vent\"\xcc\x01\n\x0f\x45xecutionResult\x12*\n\x06status\x18\x01 \x01(\x0e\x32\x1a.routemesh.v1.FinishStatus\x12\"\n\x05usage\x18\x02 \x01(\x0b\x32\x13.routemesh.v1.Usage\x12\x10\n\x08\x63ost_usd\x18\x03 \x01(\x01\x12\r\n\x05model\x18\x04 \x01(\t\x12\x10\n\x08provider\x18\x05 \x01(\t\x12\'\n\x08\x61ttempts\x18\x06 \x03(\x0b\x32\x15.routemesh.v1.Attempt\x12\r\n\x05\x65rror\x18\x07 \x01(\t2[\n\x0f\x45xecutorService\x12H\n\x07\x45xecute\x12\x1c.routemesh.v1.ExecuteRequest\x1a\x1d.routemesh.v1.ExecuteResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,13 +33,13 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'routemesh.v1.executor_pb2',
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_EXECUTEREQUEST']._serialized_start=73
-  _globals['_EXECUTEREQUEST']._serialized_end=389
-  _globals['_EXECUTIONOPTIONS']._serialized_start=392
-  _globals['_EXECUTIONOPTIONS']._serialized_end=547
-  _globals['_EXECUTERESPONSE']._serialized_start=549
-  _globals['_EXECUTERESPONSE']._serialized_end=662
-  _globals['_EXECUTIONRESULT']._serialized_start=665
-  _globals['_EXECUTIONRESULT']._serialized_end=869
-  _globals['_EXECUTORSERVICE']._serialized_start=871
-  _globals['_EXECUTORSERVICE']._serialized_end=962
+  _globals['_EXECUTEREQUEST']._serialized_end=436
+  _globals['_EXECUTIONOPTIONS']._serialized_start=439
+  _globals['_EXECUTIONOPTIONS']._serialized_end=594
+  _globals['_EXECUTERESPONSE']._serialized_start=596
+  _globals['_EXECUTERESPONSE']._serialized_end=709
+  _globals['_EXECUTIONRESULT']._serialized_start=712
+  _globals['_EXECUTIONRESULT']._serialized_end=916
+  _globals['_EXECUTORSERVICE']._serialized_start=918
+  _globals['_EXECUTORSERVICE']._serialized_end=1009
 # @@protoc_insertion_point(module_scope)

@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class ExecuteRequest(_message.Message):
-    __slots__ = ("messages", "plan", "max_tokens", "temperature", "decision_id", "estimated_input_tokens", "options", "tools", "tool_choice", "response_format")
+    __slots__ = ("messages", "plan", "max_tokens", "temperature", "decision_id", "estimated_input_tokens", "options", "tools", "tool_choice", "response_format", "policy_version", "policy_digest")
     MESSAGES_FIELD_NUMBER: _ClassVar[int]
     PLAN_FIELD_NUMBER: _ClassVar[int]
     MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
@@ -19,6 +19,8 @@ class ExecuteRequest(_message.Message):
     TOOLS_FIELD_NUMBER: _ClassVar[int]
     TOOL_CHOICE_FIELD_NUMBER: _ClassVar[int]
     RESPONSE_FORMAT_FIELD_NUMBER: _ClassVar[int]
+    POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
+    POLICY_DIGEST_FIELD_NUMBER: _ClassVar[int]
     messages: _containers.RepeatedCompositeFieldContainer[_common_pb2.Message]
     plan: _containers.RepeatedScalarFieldContainer[str]
     max_tokens: int
@@ -29,7 +31,9 @@ class ExecuteRequest(_message.Message):
     tools: _containers.RepeatedCompositeFieldContainer[_common_pb2.Tool]
     tool_choice: str
     response_format: str
-    def __init__(self, messages: _Optional[_Iterable[_Union[_common_pb2.Message, _Mapping]]] = ..., plan: _Optional[_Iterable[str]] = ..., max_tokens: _Optional[int] = ..., temperature: _Optional[float] = ..., decision_id: _Optional[str] = ..., estimated_input_tokens: _Optional[int] = ..., options: _Optional[_Union[ExecutionOptions, _Mapping]] = ..., tools: _Optional[_Iterable[_Union[_common_pb2.Tool, _Mapping]]] = ..., tool_choice: _Optional[str] = ..., response_format: _Optional[str] = ...) -> None: ...
+    policy_version: int
+    policy_digest: str
+    def __init__(self, messages: _Optional[_Iterable[_Union[_common_pb2.Message, _Mapping]]] = ..., plan: _Optional[_Iterable[str]] = ..., max_tokens: _Optional[int] = ..., temperature: _Optional[float] = ..., decision_id: _Optional[str] = ..., estimated_input_tokens: _Optional[int] = ..., options: _Optional[_Union[ExecutionOptions, _Mapping]] = ..., tools: _Optional[_Iterable[_Union[_common_pb2.Tool, _Mapping]]] = ..., tool_choice: _Optional[str] = ..., response_format: _Optional[str] = ..., policy_version: _Optional[int] = ..., policy_digest: _Optional[str] = ...) -> None: ...
 
 class ExecutionOptions(_message.Message):
     __slots__ = ("max_tries_per_model", "backoff_initial_ms", "backoff_max_ms", "hedge_after_ms", "continue_on_truncation")

@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from routemesh.common.policy_schema import LatencySettings, QualitySettings, Weights
-from routemesh.router.compiled import CompiledModel
+from routemesh.router.decision.compiled import CompiledModel
 
 
 @dataclass(frozen=True)

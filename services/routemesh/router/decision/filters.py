@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from routemesh.common.policy_schema import RuleCondition
-from routemesh.router.compiled import CompiledModel, CompiledPolicy
-from routemesh.router.strategies import ModelHealthView
+from routemesh.router.decision.compiled import CompiledModel, RoutingPolicy
+from routemesh.router.decision.strategies import ModelHealthView
 
 
 @dataclass(frozen=True)
@@ -94,14 +94,14 @@ def fit_problem(model: CompiledModel, request: RequestView) -> str:
     return ""
 
 
-def tenant_problem(policy: CompiledPolicy, name: str, request: RequestView) -> str:
+def tenant_problem(policy: RoutingPolicy, name: str, request: RequestView) -> str:
     allowed = policy.allowed.get(request.tenant)
     if allowed is not None and name not in allowed:
         return f"not allowed for tenant {request.tenant!r}"
     return ""
 
 
-def live_problem(policy: CompiledPolicy, model: CompiledModel, health: ModelHealthView | None) -> str:
+def live_problem(policy: RoutingPolicy, model: CompiledModel, health: ModelHealthView | None) -> str:
     """Reasons from live state: open circuit, unhealthy, rate limit exhausted."""
     if health is None:
         return ""
@@ -127,7 +127,7 @@ def request_limit_problem(request: RequestView, cost: float, ttft_ms: float) -> 
     return ""
 
 
-def problem_of(policy: CompiledPolicy, model: CompiledModel, health: ModelHealthView | None, request: RequestView,
+def problem_of(policy: RoutingPolicy, model: CompiledModel, health: ModelHealthView | None, request: RequestView,
                cost: float, ttft_ms: float, *, pinned_provider_applies: bool, check_live: bool) -> str:
     """Every filter in order, in one call (it runs for each candidate of each request)."""
     problem = fit_problem(model, request) or tenant_problem(policy, model.name, request)

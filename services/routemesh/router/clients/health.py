@@ -1,29 +1,31 @@
 """Live model health for decisions: pushed by telemetry and read in-process, or asked per request.
 
 HealthWatch (the default) keeps one WatchSnapshot stream open and serves every decision from the latest
-snapshot: no RPC on the request path, health at most one push interval plus telemetry's 0.2 s cache old.
-HealthSource asks telemetry on every request (one more RPC, ~0.5 ms, and a telemetry span in each trace).
+snapshot: no RPC on the request path, health at most one push interval plus telemetry's cache old.
+HealthSource asks telemetry on every request (one more RPC and a telemetry span in each trace).
 Both fall back to the last snapshot, flagged not fresh, when telemetry does not answer.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
+from collections.abc import AsyncIterator
 
 import grpc
-from opentelemetry.trace import Status, StatusCode
 
-from routemesh.common.channels import aio_channel, deadline_for
-from routemesh.common.tasks import cancel_and_wait
-from routemesh.common.tracing import start_client_span
-from routemesh.router.strategies import ModelHealthView
+from routemesh.common.channels import TracedChannel, open_channel
+from routemesh.common.outcomes import CircuitState
+from routemesh.common.watch import WatchStream
+from routemesh.router.decision.strategies import ModelHealthView
 from routemesh.v1 import telemetry_pb2, telemetry_pb2_grpc
 
 log = logging.getLogger(__name__)
 # A watching router reports ready after the first push, or after this long without one.
 READY_WITHOUT_PUSH_S = 3.0
+QUERY_TIMEOUT_S = 0.3
+
+Health = dict[str, ModelHealthView]
 
 
 def health_view(h: telemetry_pb2.ModelHealth) -> ModelHealthView:
@@ -32,44 +34,46 @@ def health_view(h: telemetry_pb2.ModelHealth) -> ModelHealthView:
         ttft_p99_ms=h.ttft_p99_ms, tpot_p50_ms=h.tpot_p50_ms, tpot_p99_ms=h.tpot_p99_ms, in_flight=h.in_flight,
         requests_per_minute=h.requests_per_minute, tokens_per_minute=h.tokens_per_minute,
         last_observation_ms=h.last_observation_ms,
-        circuit_open=h.circuit_state == telemetry_pb2.CIRCUIT_STATE_OPEN,
+        circuit_open=h.circuit_state == CircuitState.OPEN,
         # An older telemetry leaves the field unset (0): that says nothing, so admit everything.
         admit_fraction=h.admit_fraction if h.circuit_state else 1.0,
-        circuit_half_open=h.circuit_state == telemetry_pb2.CIRCUIT_STATE_HALF_OPEN,
+        circuit_half_open=h.circuit_state == CircuitState.HALF_OPEN,
     )
 
 
-def views_of(snapshot: telemetry_pb2.GetSnapshotResponse) -> dict[str, ModelHealthView]:
+def views_of(snapshot: telemetry_pb2.GetSnapshotResponse) -> Health:
     return {h.model: health_view(h) for h in snapshot.models}
 
 
 class HealthSource:
-    """Asks telemetry for a snapshot; keeps the last one for when telemetry does not answer."""
+    """Asks telemetry for a snapshot per decision; keeps the last one for when telemetry does not answer."""
 
     mode = "query"
 
-    def __init__(self, address: str, timeout_s: float = 0.3):
+    def __init__(self, address: str, timeout_s: float = QUERY_TIMEOUT_S):
         self.address = address
         self.timeout_s = timeout_s
-        self._stub: telemetry_pb2_grpc.TelemetryServiceStub | None = None
-        self.last: dict[str, ModelHealthView] = {}
+        self._channel: TracedChannel | None = None
+        self.last: Health = {}
         self.last_at = 0.0
 
-    async def snapshot(self, context: grpc.aio.ServicerContext | None) -> tuple[dict[str, ModelHealthView], bool]:
+    def start(self) -> None:
+        self._channel = open_channel(self.address)
+
+    async def stop(self) -> None:
+        if self._channel is not None:
+            await self._channel.close()
+
+    async def snapshot(self) -> tuple[Health, bool]:
         """Health per model, and whether it is fresh (False: telemetry did not answer, last snapshot used)."""
-        if self._stub is None:
-            self._stub = telemetry_pb2_grpc.TelemetryServiceStub(aio_channel(self.address))
-        span, metadata = start_client_span("routemesh.v1.TelemetryService/GetSnapshot")
+        assert self._channel is not None, "start() first"
         try:
-            response = await self._stub.GetSnapshot(
-                telemetry_pb2.GetSnapshotRequest(), metadata=metadata, timeout=deadline_for(context, self.timeout_s))
+            response = await telemetry_pb2_grpc.TelemetryServiceStub(self._channel).GetSnapshot(
+                telemetry_pb2.GetSnapshotRequest(), timeout=self.timeout_s)
         except grpc.aio.AioRpcError as exc:
-            span.set_status(Status(StatusCode.ERROR, exc.code().name))
             log.debug("telemetry unavailable (%s); using the snapshot from %.1f s ago", exc.code().name,
                       time.monotonic() - self.last_at if self.last_at else -1)
             return self.last, False
-        finally:
-            span.end()
         self.last = views_of(response)
         self.last_at = time.monotonic()
         return self.last, True
@@ -83,12 +87,6 @@ class HealthSource:
 
     def ready(self) -> bool:
         return True
-
-    def start(self) -> None:
-        pass
-
-    async def stop(self) -> None:
-        pass
 
 
 class HealthWatch:
@@ -104,50 +102,42 @@ class HealthWatch:
         self.address = address
         self.interval_ms = interval_ms
         self.max_age_s = max_age_s
-        self.last: dict[str, ModelHealthView] = {}
+        self.last: Health = {}
         self.last_at = 0.0
         self.pushes = 0
-        self._task: asyncio.Task[None] | None = None
         self._started_at = time.monotonic()
+        self._watch = WatchStream("health", address, self._open, self._take, self._lost)
 
     def start(self) -> None:
         self._started_at = time.monotonic()
-        self._task = asyncio.create_task(self._run(), name="health-watch")
+        self._watch.start()
+
+    async def stop(self) -> None:
+        await self._watch.stop()
 
     def ready(self) -> bool:
         """After the first push, or a few seconds without one (a router without telemetry still serves)."""
         return bool(self.last_at) or time.monotonic() - self._started_at > READY_WITHOUT_PUSH_S
 
-    async def stop(self) -> None:
-        await cancel_and_wait(self._task)
-
-    def pushed(self) -> tuple[dict[str, ModelHealthView], bool]:
+    def pushed(self) -> tuple[Health, bool]:
         """The latest push and whether it is fresh, read without awaiting (what snapshot() returns too)."""
         return self.last, bool(self.last_at) and time.monotonic() - self.last_at <= self.max_age_s
 
-    async def snapshot(self, context: grpc.aio.ServicerContext | None) -> tuple[dict[str, ModelHealthView], bool]:
+    async def snapshot(self) -> tuple[Health, bool]:
         return self.pushed()
 
     def age_s(self) -> float | None:
         return time.monotonic() - self.last_at if self.last_at else None
 
-    async def _run(self) -> None:
-        backoff = 0.1
-        channel = aio_channel(self.address)
-        stub = telemetry_pb2_grpc.TelemetryServiceStub(channel)
+    def _open(self, channel: TracedChannel) -> AsyncIterator[telemetry_pb2.WatchSnapshotResponse]:
         request = telemetry_pb2.WatchSnapshotRequest(interval_ms=self.interval_ms)
-        try:
-            while True:
-                try:
-                    async for response in stub.WatchSnapshot(request, wait_for_ready=True):
-                        self.last = views_of(response.snapshot)
-                        self.last_at = time.monotonic()
-                        self.pushes += 1
-                        backoff = 0.1
-                except grpc.aio.AioRpcError as exc:
-                    log.warning("health watch to %s lost (%s); deciding on the snapshot from %.1f s ago",
-                                self.address, exc.code().name, self.age_s() or -1)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
-        finally:
-            await channel.close()
+        return telemetry_pb2_grpc.TelemetryServiceStub(channel).WatchSnapshot(request, wait_for_ready=True)
+
+    def _take(self, response: telemetry_pb2.WatchSnapshotResponse) -> None:
+        self.last = views_of(response.snapshot)
+        self.last_at = time.monotonic()
+        self.pushes += 1
+
+    def _lost(self, code: grpc.StatusCode) -> None:
+        log.warning("health watch to %s lost (%s); deciding on the snapshot from %.1f s ago",
+                    self.address, code.name, self.age_s() or -1)

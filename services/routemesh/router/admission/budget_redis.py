@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from redis.commands.core import AsyncScript
 
 from routemesh.common.redis_client import FAILURE_BACKOFF_S, FailFast, RedisUnavailable, create_client
-from routemesh.router.budget import (
+from routemesh.router.admission.budget import (
     MICROS_PER_USD,
     SETTLED_MEMORY_S,
     BudgetExceeded,

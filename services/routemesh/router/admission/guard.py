@@ -2,22 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from routemesh.common.errors import BudgetExhausted, RateLimited
-from routemesh.common.policy_schema import Budget, Policy
-from routemesh.router.budget import BudgetExceeded, BudgetLedger, BudgetScope, BudgetUnavailable, Reservation
-from routemesh.router.planner import Plan
-from routemesh.router.ratelimit import RateLimit, RateLimiter
+from routemesh.common.policy_schema import Budget
+from routemesh.router.admission.budget import BudgetExceeded, BudgetLedger, BudgetScope, BudgetUnavailable, Reservation
+from routemesh.router.admission.ratelimit import RateLimit, RateLimiter
+from routemesh.router.decision.compiled import RoutingPolicy
+from routemesh.router.decision.planner import Plan
 
 log = logging.getLogger(__name__)
 # Reservations assume the input estimate may be this much too low, so actual cost never exceeds them.
 INPUT_ESTIMATE_MARGIN = 1.5
 
 
-def budget_scopes(policy: Policy, metadata: Mapping[str, str]) -> list[BudgetScope]:
+def budget_scopes(policy: RoutingPolicy, metadata: Mapping[str, str]) -> list[BudgetScope]:
     """The budget accounts a request draws on (none when it names no tenant)."""
     keys = policy.request_keys
     tenant = metadata.get(keys.tenant, "")
@@ -52,6 +54,23 @@ class Admission:
     unchecked: list[str] = field(default_factory=list)  # "rate_limits", "budgets": failed open
 
 
+@dataclass(frozen=True)
+class Admitted:
+    """The plan that passed admission (models skipped for limits or budgets removed) and what it took."""
+
+    plan: Plan
+    admission: Admission
+
+
+def without(plan: Plan, dropped: Mapping[str, str]) -> Plan:
+    """The plan minus the dropped models, its reason saying why each was skipped."""
+    if not dropped:
+        return plan
+    return dataclasses.replace(
+        plan, models=[m for m in plan.models if m not in dropped],
+        reason=plan.reason + "; skipped " + ", ".join(f"{m} ({why})" for m, why in dropped.items()))
+
+
 class SpendGuard:
     """Budgets fail closed (by the ledger's setting); rate limits fail open; both are shared through Redis."""
 
@@ -59,80 +78,81 @@ class SpendGuard:
         self.ledger = ledger
         self.limiter = limiter
 
-    async def soft_limited(self, policy: Policy, metadata: Mapping[str, str]) -> bool:
+    async def soft_limited(self, policy: RoutingPolicy, metadata: Mapping[str, str]) -> bool:
         scopes = budget_scopes(policy, metadata)
         if not scopes:
             return False
         statuses = await self.ledger.status(scopes)
         return any(s.soft_limited for s in statuses.values())
 
-    async def admit(self, policy: Policy, plan: Plan, input_tokens: int, metadata: Mapping[str, str]) -> Admission:
-        """Take rate-limit slots and reserve budget; drop rate-limited models; raise when nothing is left."""
+    async def admit(self, policy: RoutingPolicy, plan: Plan, input_tokens: int,
+                    metadata: Mapping[str, str]) -> Admitted:
+        """Take rate-limit slots and reserve budget; skip rate-limited or unaffordable models; raise when none is left."""
         admission = Admission(estimated_tokens=input_tokens + plan.max_tokens)
+        models = await self._take_rate_limits(policy, plan, metadata, admission)
+        scopes = budget_scopes(policy, metadata)
+        if scopes:
+            models = await self._reserve(policy, plan.max_tokens, models, input_tokens, scopes, admission)
+        return Admitted(without(plan, admission.dropped), admission)
+
+    async def _take_rate_limits(self, policy: RoutingPolicy, plan: Plan, metadata: Mapping[str, str],
+                                admission: Admission) -> list[str]:
+        """The first model (in plan order) with headroom takes its slots; the ones before it are skipped."""
         tenant_name = metadata.get(policy.request_keys.tenant, "")
         tenant = policy.tenants.get(tenant_name)
         tenant_limit = []
         if tenant and (tenant.limits.rpm or tenant.limits.tpm):
             tenant_limit = [RateLimit(key=f"tenant:{tenant_name}", rpm=tenant.limits.rpm, tpm=tenant.limits.tpm)]
-        granted = None
         last_retry: float | None = None
-        for model in list(plan.models):
-            limits = policy.models[model].limits
-            model_limit = [RateLimit(key=f"model:{model}", rpm=limits.rpm, tpm=limits.tpm)] if (
-                limits.rpm or limits.tpm) else []
+        for i, model in enumerate(plan.models):
+            spec = policy.models[model]
+            model_limit = [RateLimit(key=f"model:{model}", rpm=spec.rpm, tpm=spec.tpm)] if spec.rpm or spec.tpm else []
             wanted = tenant_limit + model_limit
             if not wanted:
-                granted = []
-                break
+                return plan.models[i:]
             decision = await self.limiter.acquire(wanted, admission.estimated_tokens)
             if decision.allowed:
-                granted = wanted
+                admission.limits = wanted
                 if decision.unchecked:
                     admission.unchecked.append("rate_limits")
-                break
+                return plan.models[i:]
             if decision.key.startswith("tenant:"):
                 raise RateLimited(f"tenant {tenant_name!r} is over its rate limit: {decision.reason}",
                                   metadata={"limit": decision.key}, retry_after_s=decision.retry_after_s)
             admission.dropped[model] = f"rate limit: {decision.reason}"
-            plan.models.remove(model)
             last_retry = decision.retry_after_s
-        if granted is None:
-            raise RateLimited("every candidate model is over its rate limit: "
-                              + "; ".join(f"{m}: {why}" for m, why in admission.dropped.items()),
-                              metadata=dict(admission.dropped), retry_after_s=last_retry)
-        admission.limits = granted
-        scopes = budget_scopes(policy, metadata)
-        if scopes:
-            await self._reserve(policy, plan, input_tokens, scopes, admission)
-        return admission
+        raise RateLimited("every candidate model is over its rate limit: "
+                          + "; ".join(f"{m}: {why}" for m, why in admission.dropped.items()),
+                          metadata=dict(admission.dropped), retry_after_s=last_retry)
 
-    async def _reserve(self, policy: Policy, plan: Plan, input_tokens: int, scopes: list[BudgetScope],
-                       admission: Admission) -> None:
-        """Reserve the worst case of the plan; when that does not fit, keep only the models that do."""
-        worst = {m: policy.models[m].estimated_cost(int(input_tokens * INPUT_ESTIMATE_MARGIN) + 1, plan.max_tokens)
-                 for m in plan.models}
+    async def _reserve(self, policy: RoutingPolicy, max_tokens: int, models: list[str], input_tokens: int,
+                       scopes: list[BudgetScope], admission: Admission) -> list[str]:
+        """Reserve the worst case of the models left; when that does not fit, keep only the models that do."""
+        worst = {m: policy.models[m].estimated_cost(int(input_tokens * INPUT_ESTIMATE_MARGIN) + 1, max_tokens)
+                 for m in models}
         for attempt in range(2):
             try:
-                admission.reservation = await self.ledger.reserve(scopes, max(worst[m] for m in plan.models))
+                admission.reservation = await self.ledger.reserve(scopes, max(worst[m] for m in models))
                 if admission.reservation.unchecked:
                     admission.unchecked.append("budgets")
-                return
+                return models
             except BudgetUnavailable as exc:
                 await self._give_back(admission)
                 raise BudgetExhausted(f"budgets cannot be checked right now ({exc}); refusing (fail closed)",
                                       reason="BUDGET_UNAVAILABLE") from None
             except BudgetExceeded as exc:
-                affordable = [m for m in plan.models if worst[m] <= exc.status.remaining_usd]
+                affordable = [m for m in models if worst[m] <= exc.status.remaining_usd]
                 if attempt == 1 or not affordable:
                     await self._give_back(admission)
                     raise BudgetExhausted(str(exc), metadata={"budget": exc.scope.budget,
                                                               "account": exc.scope.key}) from None
                 # Pricier models leave the plan so the cheaper ones can still be served within the budget.
-                for m in plan.models:
+                for m in models:
                     if m not in affordable:
                         admission.dropped[m] = f"budget {exc.scope.budget!r}: worst case ${worst[m]:.6f} " \
                                                f"> ${exc.status.remaining_usd:.6f} left"
-                plan.models[:] = affordable
+                models = affordable
+        return models
 
     async def _give_back(self, admission: Admission) -> None:
         for limit in admission.limits:

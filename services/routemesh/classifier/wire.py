@@ -1,0 +1,50 @@
+"""Request features on the wire: the classifier's features to and from common_pb2.Features.
+
+The classifier service and the router (which classifies in-process when asked to, or when the service is
+down) both convert here, so neither imports the other's servicer.
+"""
+
+from __future__ import annotations
+
+from routemesh.classifier.features import RequestFeatures
+from routemesh.v1 import common_pb2
+
+TASK_TYPE_VALUES: dict[str, int] = {
+    "chat": common_pb2.TASK_TYPE_CHAT,
+    "code": common_pb2.TASK_TYPE_CODE,
+    "math": common_pb2.TASK_TYPE_MATH,
+    "summarization": common_pb2.TASK_TYPE_SUMMARIZATION,
+    "translation": common_pb2.TASK_TYPE_TRANSLATION,
+    "extraction": common_pb2.TASK_TYPE_EXTRACTION,
+    "creative_writing": common_pb2.TASK_TYPE_CREATIVE_WRITING,
+    "question_answering": common_pb2.TASK_TYPE_QUESTION_ANSWERING,
+}
+TASK_TYPE_NAMES: dict[int, str] = {value: name for name, value in TASK_TYPE_VALUES.items()}
+_INT32_MAX = 2**31 - 1
+
+
+def features_to_proto(features: RequestFeatures, source: str) -> common_pb2.Features:
+    """The wire form of `features`; `source` says who computed them ("classifier", "router", ...)."""
+    return common_pb2.Features(
+        input_tokens=min(features.input_tokens, _INT32_MAX),
+        task_type=TASK_TYPE_VALUES[features.task_type],
+        task_confidence=features.task_confidence,
+        language=features.language,
+        complexity=features.complexity,
+        has_code=features.has_code,
+        signals=features.signals,
+        source=source,
+    )
+
+
+def features_from_proto(message: common_pb2.Features) -> RequestFeatures:
+    """The features a classifier sent; an unspecified or newer task type reads as chat."""
+    return RequestFeatures(
+        input_tokens=message.input_tokens,
+        task_type=TASK_TYPE_NAMES.get(message.task_type, "chat"),
+        task_confidence=message.task_confidence,
+        language=message.language or "und",
+        complexity=message.complexity,
+        has_code=message.has_code,
+        signals=tuple(message.signals),
+    )

@@ -1,0 +1,280 @@
+"""One request's lifecycle in the router: classify → decide → admit → execute → settle → report.
+
+Each stage is a method with its own span that returns a value the next one takes; the Decision is built
+once, after admission (for Explain, after the decision: Explain takes nothing), and never changed. Nothing
+here imports grpc: the servicer converts protos to ChatInput and the events back, the clients convert at
+their own edges, and the caller's deadline reaches downstream calls through common.channels.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.trace import Span, Status, StatusCode
+
+from routemesh.common import semconv
+from routemesh.common.errors import NotReady
+from routemesh.common.outcomes import FinishStatus
+from routemesh.common.policy_watch import PolicyHolder
+from routemesh.common.reporter import TelemetryReporter
+from routemesh.common.tracing import join, set_attributes, trace_id_hex, tracer
+from routemesh.router.admission.guard import Admission, Admitted, SpendGuard, budget_scopes
+from routemesh.router.affinity import ConversationAffinity
+from routemesh.router.clients.classifier import FALLBACK_SOURCE, FeatureSource
+from routemesh.router.clients.executor import ExecutorClient, execute_request
+from routemesh.router.clients.health import Health, HealthSource, HealthWatch
+from routemesh.router.decision.compiled import RoutingPolicy
+from routemesh.router.decision.planner import DecisionState, Plan, plan_request
+from routemesh.router.request import ChatInput, Classified, Decision, Delta, Finished, validate
+from routemesh.v1 import telemetry_pb2
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionInputs:
+    """What a decision reads besides the features: live health, the conversation's model, budget state."""
+
+    health: Health
+    health_fresh: bool
+    sticky_model: str = ""
+    budget_soft: bool = False
+
+
+@contextmanager
+def stage(name: str, current: bool = False) -> Iterator[Span]:
+    """A stage's span; an error leaving the stage marks it. `current` makes downstream calls its children."""
+    span = tracer().start_span(name)
+    try:
+        if current:
+            with trace.use_span(span, end_on_exit=False, record_exception=False, set_status_on_exception=False):
+                yield span
+        else:
+            yield span
+    except Exception as exc:
+        span.record_exception(exc)
+        span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+        raise
+    finally:
+        span.end()
+
+
+class RequestPipeline:
+    """Chat and Explain share the stages, so Explain shows exactly what Chat would do."""
+
+    def __init__(self, holder: PolicyHolder[RoutingPolicy], features: FeatureSource, health: HealthSource | HealthWatch,
+                 affinity: ConversationAffinity, spend: SpendGuard, executor: ExecutorClient,
+                 reporter: TelemetryReporter | None = None, state: DecisionState | None = None):
+        self.holder = holder
+        self.features = features
+        self.health = health
+        self.affinity = affinity
+        self.spend = spend
+        self.executor = executor
+        self.reporter = reporter
+        self.state = state or DecisionState()
+
+    # ---- the two requests ------------------------------------------------------------------------------
+
+    async def explain(self, request: ChatInput) -> Decision:
+        """The decision Chat would make now, without admitting or running it."""
+        validate(request)
+        policy = self._policy()
+        decision_id = uuid.uuid4().hex
+        classified, inputs = await self.classify(policy, request)
+        plan = self.decide(policy, request, classified, inputs, decision_id)
+        return self._decision(decision_id, policy, plan, classified, inputs, ())
+
+    async def chat(self, request: ChatInput) -> AsyncIterator[Decision | Delta | Finished]:
+        """The Decision, then Deltas, then one Finished; errors before the decision raise."""
+        started = time.monotonic()
+        validate(request)
+        policy = self._policy()
+        decision_id = uuid.uuid4().hex
+        classified, inputs = await self.classify(policy, request)
+        plan = self.decide(policy, request, classified, inputs, decision_id)
+        admitted = await self.admit(policy, plan, classified, request)
+        decision = self._decision(decision_id, policy, admitted.plan, classified, inputs,
+                                  tuple(admitted.admission.unchecked))
+        finished: Finished | None = None
+        first_at = 0.0
+        try:
+            async for event in self.execute(policy, request, decision):
+                if isinstance(event, Finished):
+                    finished = event
+                elif event is decision:
+                    yield event
+                    await self._keep_conversation(policy, request, decision)
+                    continue
+                elif not first_at:
+                    first_at = time.monotonic()
+                yield event
+        finally:
+            await self.settle(admitted.admission, finished)
+            self.report(policy, request, decision, finished, started, first_at)
+
+    # ---- the stages ------------------------------------------------------------------------------------
+
+    async def classify(self, policy: RoutingPolicy, request: ChatInput) -> tuple[Classified, DecisionInputs]:
+        """The request's features; the decision's other inputs are gathered meanwhile (outside this stage)."""
+        waits = self._input_waits(policy, request)
+        # Started before the stage's span is current, so a health query is not drawn as part of classifying.
+        pending = [asyncio.ensure_future(w) for w in waits.values()]
+        try:
+            with stage(semconv.SPAN_CLASSIFY, current=True) as span:
+                classified = await self.features.classify(request.messages)
+                if span.is_recording():
+                    set_attributes(span, {semconv.FEATURES_SOURCE: classified.source,
+                                          semconv.REQUEST_TASK_TYPE: classified.features.task_type,
+                                          semconv.REQUEST_INPUT_TOKENS: classified.features.input_tokens})
+            gathered = dict(zip(waits, await asyncio.gather(*pending), strict=True)) if pending else {}
+        finally:
+            for task in pending:
+                task.cancel()
+        health, fresh = gathered["health"] if "health" in gathered else self.health.pushed()  # type: ignore[misc]
+        return classified, DecisionInputs(health, fresh, gathered.get("sticky", ""), gathered.get("soft", False))
+
+    def decide(self, policy: RoutingPolicy, request: ChatInput, classified: Classified, inputs: DecisionInputs,
+               decision_id: str) -> Plan:
+        """The ordered plan: which models may serve, best first, and why."""
+        # Not made current: nothing under it starts spans, and attaching a context costs time per request.
+        with stage(semconv.SPAN_DECIDE) as span:
+            plan = plan_request(
+                policy, classified.routing(), request.model, request.max_tokens, request.metadata, inputs.health,
+                options=request.options, text=request.text, state=self.state, sticky_model=inputs.sticky_model,
+                budget_soft=inputs.budget_soft, now_ms=int(time.time() * 1000),
+            )
+            if span.is_recording():  # the attribute dict alone costs measurable time per request
+                self._record_plan(span, policy, plan, classified, decision_id)
+        return plan
+
+    async def admit(self, policy: RoutingPolicy, plan: Plan, classified: Classified, request: ChatInput) -> Admitted:
+        """Rate-limit slots and a budget reservation; models without headroom leave the (new) plan."""
+        with stage(semconv.SPAN_ADMIT) as span:
+            admitted = await self.spend.admit(policy, plan, classified.features.input_tokens, request.metadata)
+            if span.is_recording():
+                set_attributes(span, {semconv.ADMISSION_SKIPPED: join(list(admitted.admission.dropped)),
+                                      semconv.ADMISSION_UNCHECKED: join(admitted.admission.unchecked),
+                                      semconv.ADMISSION_RESERVED: admitted.admission.reservation is not None})
+        return admitted
+
+    async def execute(self, policy: RoutingPolicy, request: ChatInput,
+                      decision: Decision) -> AsyncIterator[Decision | Delta | Finished]:
+        """The executor's answer: `decision` once the call is out, then deltas, then one Finished.
+
+        The decision is yielded after the executor call exists, so the call's request goes out while the
+        decision is being written to the caller instead of after it.
+        """
+        plan = decision.plan
+        reliability = policy.routes[plan.settings_route].reliability
+        with stage(semconv.SPAN_EXECUTE) as span:
+            if span.is_recording():
+                span.set_attribute(semconv.DECISION_ID, decision.decision_id)
+            with trace.use_span(span, end_on_exit=False):
+                # Executor calls (and the ones replacing a failed replica) are children of this stage.
+                stream = self.executor.open(execute_request(request, decision, reliability))
+            yield decision
+            finished: Finished | None = None
+            async for event in stream.events():
+                if isinstance(event, Finished):
+                    finished = event
+                yield event
+            self._record_finished(span, decision, finished)
+
+    async def settle(self, admission: Admission, finished: Finished | None) -> None:
+        """Charge the actual cost to the budget and correct the rate limits' token estimate."""
+        with stage(semconv.SPAN_SETTLE) as span:
+            cost = finished.cost_usd if finished is not None else 0.0
+            await self.spend.settle(admission, cost, finished.tokens_used if finished is not None else 0)
+            if span.is_recording():
+                span.set_attribute(semconv.COST_USD, cost)
+
+    def report(self, policy: RoutingPolicy, request: ChatInput, decision: Decision, finished: Finished | None,
+               started: float, first_at: float) -> None:
+        """Queue the request's summary for telemetry (never waits; no span: it costs less than one)."""
+        if self.reporter is None:
+            return
+        now = time.monotonic()
+        plan = decision.plan
+        self.reporter.report(telemetry_pb2.RequestSummary(
+            decision_id=decision.decision_id, route=plan.route, experiment=plan.experiment, variant=plan.variant,
+            model=finished.model if finished is not None else "",
+            status=finished.status if finished is not None else FinishStatus.UNSPECIFIED,
+            ttft_ms=(first_at - started) * 1000 if first_at else 0.0, duration_ms=(now - started) * 1000,
+            cost_usd=finished.cost_usd if finished is not None else 0.0,
+            tenant=request.metadata.get(policy.request_keys.tenant, ""), timestamp_ms=int(time.time() * 1000),
+        ))
+
+    # ---- helpers ---------------------------------------------------------------------------------------
+
+    def _policy(self) -> RoutingPolicy:
+        policy = self.holder.current
+        if policy is None:
+            raise NotReady("the router has not received a policy from the control plane yet")
+        return policy
+
+    def _input_waits(self, policy: RoutingPolicy, request: ChatInput) -> dict[str, Awaitable[Any]]:
+        """Only what needs awaiting (each gathered coroutine costs a task): pushed health is read in-process."""
+        waits: dict[str, Awaitable[Any]] = {}
+        if self.health.pushed() is None:
+            waits["health"] = self.health.snapshot()
+        conversation = request.metadata.get(policy.request_keys.conversation, "")
+        if conversation:
+            waits["sticky"] = self.affinity.get(conversation)
+        if budget_scopes(policy, request.metadata):
+            waits["soft"] = self.spend.soft_limited(policy, request.metadata)
+        return waits
+
+    def _decision(self, decision_id: str, policy: RoutingPolicy, plan: Plan, classified: Classified,
+                  inputs: DecisionInputs, unchecked: tuple[str, ...]) -> Decision:
+        degraded = tuple(name for name, down in (("classifier", classified.source == FALLBACK_SOURCE),
+                                                 ("telemetry", not inputs.health_fresh)) if down) + unchecked
+        return Decision(decision_id=decision_id, plan=plan, provider=policy.models[plan.primary].provider,
+                        classified=classified, policy_version=policy.version, policy_digest=policy.digest,
+                        trace_id=trace_id_hex(), degraded=degraded)
+
+    async def _keep_conversation(self, policy: RoutingPolicy, request: ChatInput, decision: Decision) -> None:
+        conversation = request.metadata.get(policy.request_keys.conversation, "")
+        route = decision.plan.route
+        if conversation and route and policy.routes[route].sticky:
+            await self.affinity.set(conversation, decision.plan.primary)
+
+    def _record_plan(self, span: Span, policy: RoutingPolicy, plan: Plan, classified: Classified,
+                     decision_id: str) -> None:
+        features, age = classified.features, self.health.age_s()
+        set_attributes(span, {
+            semconv.DECISION_ID: decision_id, semconv.DECISION_MODEL: plan.primary,
+            semconv.DECISION_PROVIDER: policy.models[plan.primary].provider,
+            semconv.DECISION_STRATEGY: plan.strategy, semconv.DECISION_ROUTE: plan.route,
+            semconv.DECISION_RULE: plan.rule, semconv.DECISION_REASON: plan.reason,
+            semconv.DECISION_FALLBACKS: join(plan.fallbacks), semconv.DECISION_POLICY_VERSION: policy.version,
+            semconv.EXPERIMENT: plan.experiment, semconv.VARIANT: plan.variant,
+            semconv.BUDGET_SOFT_LIMITED: plan.budget_soft_limited or None,
+            semconv.ESTIMATED_COST_USD: plan.estimated_cost_usd, semconv.REQUEST_TASK_TYPE: features.task_type,
+            semconv.REQUEST_INPUT_TOKENS: features.input_tokens, semconv.REQUEST_LANGUAGE: features.language,
+            semconv.REQUEST_COMPLEXITY: features.complexity, semconv.FEATURES_SOURCE: classified.source,
+            semconv.HEALTH_SOURCE: self.health.mode,
+            semconv.HEALTH_AGE_MS: round(age * 1000, 1) if age is not None else None,
+        })
+
+    @staticmethod
+    def _record_finished(span: Span, decision: Decision, finished: Finished | None) -> None:
+        """The outcome, on the execute stage and on the request's own span."""
+        if finished is None:
+            return
+        attributes = {
+            semconv.EXPERIMENT: decision.plan.experiment, semconv.VARIANT: decision.plan.variant,
+            semconv.FINISH_STATUS: FinishStatus.label_of(finished.status), semconv.COST_USD: finished.cost_usd,
+            semconv.ATTEMPTS: len(finished.attempts), semconv.GEN_AI_RESPONSE_MODEL: finished.model,
+            semconv.GEN_AI_USAGE_INPUT_TOKENS: finished.usage.input_tokens if finished.usage else 0,
+            semconv.GEN_AI_USAGE_OUTPUT_TOKENS: finished.usage.output_tokens if finished.usage else 0,
+        }
+        for target in (span, trace.get_current_span()):
+            if target.is_recording():
+                set_attributes(target, attributes)
+
