@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+from routemesh.common.outcomes import AttemptOutcome, FinishStatus
 from routemesh.v1 import common_pb2, router_pb2
 
 
@@ -23,18 +24,18 @@ def print_decision(d: router_pb2.Decision, out=sys.stderr) -> None:
 
 
 def print_final(fin: router_pb2.Final, out=sys.stderr) -> None:
-    status = enum_name(common_pb2.FinishStatus, fin.status, "FINISH_STATUS_").upper()
+    status = FinishStatus.label_of(fin.status).upper()
     est = " (estimated)" if fin.usage.estimated else ""
     print(f"[final] {status} by {fin.model or '-'}: {fin.usage.input_tokens} in / {fin.usage.output_tokens} out "
           f"tokens{est}, ${fin.cost_usd:.6f}, {len(fin.attempts)} attempt(s)"
           + (f"; trace {fin.trace_id}" if fin.trace_id else ""), file=out)
     for i, a in enumerate(fin.attempts, 1):
-        outcome = enum_name(common_pb2.AttemptOutcome, a.outcome, "ATTEMPT_OUTCOME_")
+        outcome = AttemptOutcome.label_of(a.outcome)
         detail = f" {a.http_status}" if a.http_status else ""
-        detail += f" ({a.error})" if a.error and outcome != "success" else ""
+        detail += f" ({a.error})" if a.error and a.outcome != AttemptOutcome.SUCCESS else ""
         print(f"        attempt {i}: {a.model}: {outcome}{detail}, ttft {a.ttft_ms:.0f} ms, "
               f"{a.duration_ms:.0f} ms", file=out)
-    if fin.error and status not in ("COMPLETE", "LENGTH"):
+    if fin.error and fin.status not in (FinishStatus.COMPLETE, FinishStatus.LENGTH):
         print(f"        error: {fin.error}", file=out)
     out.flush()
 

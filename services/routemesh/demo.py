@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from routemesh.client import AsyncRouterClient, ChatResult, RoutemeshError
+from routemesh.common.outcomes import FinishStatus
 from routemesh.common.policy import load_default_policy_text, parse_policy
 from routemesh.mesh import Mesh, MeshError, MeshLayout
-from routemesh.v1 import common_pb2
 
 _LOREM = (
     "The quarterly report covers revenue, churn and hiring across the three regions. Revenue grew in "
@@ -127,7 +127,7 @@ def report(outcomes: list[Outcome], out=sys.stdout) -> None:
                   file=out)
             continue
         d, f = o.result.decision, o.result.final
-        status = common_pb2.FinishStatus.Name(f.status).removeprefix("FINISH_STATUS_")
+        status = FinishStatus.label_of(f.status).upper()
         attempts = f" ({len(f.attempts)} attempts)" if len(f.attempts) > 1 else ""
         print(f"{o.kind:<12} {f.model or d.model:<13} {status + attempts:<21} {o.ttft * 1000:>5.0f}ms "
               f"{o.seconds * 1000:>5.0f}ms {f.cost_usd:>10.6f}  {_why(d)}", file=out)

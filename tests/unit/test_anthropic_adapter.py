@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from routemesh.common.outcomes import AttemptOutcome
 from routemesh.executor.anthropic_adapter import messages_url, request_body
 from routemesh.executor.provider_base import StreamEvent
 from tests.unit.replay_server import (
@@ -71,12 +72,12 @@ async def test_stop_reasons(server, http, scenario, finish, usage):
 
 
 @pytest.mark.parametrize("scenario, outcome, reason, status, retry_after", [
-    ("rate_limit", "rate_limited", "rate_limit", 429, 7.0),
-    ("unauthorized", "upstream_error", "auth", 401, None),
-    ("prompt_too_long", "upstream_error", "context_length", 400, None),
-    ("api_error", "upstream_error", "server", 500, None),
-    ("overloaded", "upstream_error", "server", 529, None),
-    ("overloaded_retry_after", "upstream_error", "server", 529, 3.0),
+    ("rate_limit", AttemptOutcome.RATE_LIMITED, "rate_limit", 429, 7.0),
+    ("unauthorized", AttemptOutcome.UPSTREAM_ERROR, "auth", 401, None),
+    ("prompt_too_long", AttemptOutcome.UPSTREAM_ERROR, "context_length", 400, None),
+    ("api_error", AttemptOutcome.UPSTREAM_ERROR, "server", 500, None),
+    ("overloaded", AttemptOutcome.UPSTREAM_ERROR, "server", 529, None),
+    ("overloaded_retry_after", AttemptOutcome.UPSTREAM_ERROR, "server", 529, 3.0),
 ])
 async def test_http_errors(server, http, scenario, outcome, reason, status, retry_after):
     error, events = await failure(http, anthropic(server, scenario))
@@ -88,14 +89,14 @@ async def test_http_errors(server, http, scenario, outcome, reason, status, retr
 
 async def test_error_event_after_text_is_a_truncation(server, http):
     error, events = await failure(http, anthropic(server, "overloaded_in_stream"))
-    assert (error.outcome, error.reason, error.committed) == ("truncated", "server", True)
+    assert (error.outcome, error.reason, error.committed) == (AttemptOutcome.TRUNCATED, "server", True)
     assert text_of(events) == "Aqueducts carried" and "Overloaded" in error.message
 
 
 async def test_cut_stream(server, http):
     error, events = await failure(http, anthropic(server, "cut"))
     assert (error.outcome, error.reason, error.committed, error.http_status) == (
-        "truncated", "connection", True, 200)
+        AttemptOutcome.TRUNCATED, "connection", True, 200)
     assert text_of(events) == "Aqueducts carried water by gravity"
     assert "finish" not in [e.kind for e in events]
 
@@ -137,7 +138,7 @@ async def test_streamed_tool_use_and_request_shape(server, http):
 
 async def test_cut_inside_a_tool_call_is_a_truncation(server, http):
     error, events = await failure(http, anthropic(server, "tool_use_cut"))
-    assert (error.outcome, error.committed) == ("truncated", True)
+    assert (error.outcome, error.committed) == (AttemptOutcome.TRUNCATED, True)
     assert [e.kind for e in events] == ["delta", "tool_call", "tool_call"]
     assert tool_calls(events) == [("toolu_01A09q90qw90lq917835lq9", "get_weather", '{"city": "Ro')]
 

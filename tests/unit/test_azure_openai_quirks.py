@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from routemesh.common.outcomes import AttemptOutcome
 from routemesh.executor import anthropic_adapter, gemini_adapter, openai_adapter
 from routemesh.executor.http import HttpClient
 from routemesh.executor.provider_base import StreamEvent
@@ -53,12 +54,12 @@ async def test_content_filter_finish_and_reasoning_tokens(server, http):
 
 
 @pytest.mark.parametrize("scenario, outcome, reason, status, retry_after", [
-    ("rate_limit", "rate_limited", "rate_limit", 429, 5.782),  # retry-after-ms is the finer of the two
-    ("unauthorized", "upstream_error", "auth", 401, None),
-    ("context_length", "upstream_error", "context_length", 400, None),
-    ("prompt_filtered", "upstream_error", "content_policy", 400, None),
-    ("deployment_not_found", "upstream_error", "not_found", 404, None),
-    ("internal", "upstream_error", "server", 500, None),
+    ("rate_limit", AttemptOutcome.RATE_LIMITED, "rate_limit", 429, 5.782),  # retry-after-ms is the finer of the two
+    ("unauthorized", AttemptOutcome.UPSTREAM_ERROR, "auth", 401, None),
+    ("context_length", AttemptOutcome.UPSTREAM_ERROR, "context_length", 400, None),
+    ("prompt_filtered", AttemptOutcome.UPSTREAM_ERROR, "content_policy", 400, None),
+    ("deployment_not_found", AttemptOutcome.UPSTREAM_ERROR, "not_found", 404, None),
+    ("internal", AttemptOutcome.UPSTREAM_ERROR, "server", 500, None),
 ])
 async def test_http_errors(server, http, scenario, outcome, reason, status, retry_after):
     error, events = await failure(http, azure(server, scenario))
@@ -70,7 +71,7 @@ async def test_http_errors(server, http, scenario, outcome, reason, status, retr
 
 async def test_cut_stream(server, http):
     error, events = await failure(http, azure(server, "cut"))
-    assert (error.outcome, error.reason, error.committed) == ("truncated", "connection", True)
+    assert (error.outcome, error.reason, error.committed) == (AttemptOutcome.TRUNCATED, "connection", True)
     assert text_of(events) == "Aqueducts carried"
 
 
@@ -96,4 +97,4 @@ async def test_registry_and_unknown_api():
     assert stream_for("azure_openai").keywords == {"quirks": QUIRKS["azure_openai"]}
     async with HttpClient() as http:
         error, _ = await failure(http, target("http://127.0.0.1:9", "bedrock", "m"))
-    assert error.outcome == "config_error" and "bedrock" in error.message
+    assert error.outcome == AttemptOutcome.CONFIG_ERROR and "bedrock" in error.message

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from routemesh.common.errors import UpstreamUnavailable
+from routemesh.common.outcomes import AttemptOutcome, FinishStatus
 from routemesh.common.policy import canonical_json, digest, parse_policy
 from routemesh.common.policy_watch import PolicyHolder
 from routemesh.executor.engine import (
@@ -85,15 +86,15 @@ async def harness() -> AsyncIterator[Harness]:
         await sim.close()
 
 
-def outcomes(outcome: ExecutionOutcome) -> list[tuple[str, str]]:
+def outcomes(outcome: ExecutionOutcome) -> list[tuple[str, AttemptOutcome]]:
     return [(a.model, a.outcome) for a in outcome.attempts]
 
 
 async def test_failover_before_the_first_token(harness):
     await harness.patch("sim-fast", outage=True)
     text, outcome = await harness.run(["a", "b"])
-    assert outcomes(outcome) == [("a", "upstream_error"), ("b", "success")]
-    assert outcome.status in ("complete", "length") and outcome.model == "b" and text
+    assert outcomes(outcome) == [("a", AttemptOutcome.UPSTREAM_ERROR), ("b", AttemptOutcome.SUCCESS)]
+    assert outcome.status in (FinishStatus.COMPLETE, FinishStatus.LENGTH) and outcome.model == "b" and text
 
 
 async def test_last_candidate_is_retried_with_backoff_honouring_retry_after(harness):
@@ -110,7 +111,7 @@ async def test_another_candidate_is_preferred_to_a_retry(harness):
     await harness.patch("sim-fast", rate_limit_rate=1.0, retry_after_s=5)
     started = time.monotonic()
     _, outcome = await harness.run(["a", "b"])
-    assert outcomes(outcome) == [("a", "rate_limited"), ("b", "success")]
+    assert outcomes(outcome) == [("a", AttemptOutcome.RATE_LIMITED), ("b", AttemptOutcome.SUCCESS)]
     assert time.monotonic() - started < 2  # switched at once instead of waiting out Retry-After
 
 
@@ -133,17 +134,17 @@ async def test_hedging_takes_the_first_token_and_cancels_the_loser(harness):
     text, outcome = await harness.run(["a", "b"], ExecutionSettings(hedge_after_ms=100))
     assert time.monotonic() - started < 0.9
     assert outcome.model == "b" and text
-    assert dict(outcomes(outcome)) == {"a": "hedge_lost", "b": "success"}
+    assert dict(outcomes(outcome)) == {"a": AttemptOutcome.HEDGE_LOST, "b": AttemptOutcome.SUCCESS}
     assert [a.hedge for a in outcome.attempts] == [False, True]
 
 
 async def test_continuation_completes_a_cut_answer_on_the_next_candidate(harness):
     await harness.patch("sim-fast", fault="cut")
     _, truncated = await harness.run(["a", "b"])
-    assert truncated.status == "truncated_upstream"
+    assert truncated.status == FinishStatus.TRUNCATED_UPSTREAM
     text, outcome = await harness.run(["a", "b"], ExecutionSettings(continue_on_truncation=True))
-    assert outcome.status == "continued" and outcome.model == "b"
-    assert outcomes(outcome) == [("a", "truncated"), ("b", "success")]
+    assert outcome.status == FinishStatus.CONTINUED and outcome.model == "b"
+    assert outcomes(outcome) == [("a", AttemptOutcome.TRUNCATED), ("b", AttemptOutcome.SUCCESS)]
     assert outcome.output_tokens == sum(a.output_tokens for a in outcome.attempts)
 
 
@@ -153,7 +154,7 @@ async def test_local_breaker_opens_and_skips_the_model(harness):
         await harness.run(["a", "b"])
     before = (await harness.stats())["models"]["sim-fast"]["requests"]
     _, outcome = await harness.run(["a", "b"])
-    assert outcomes(outcome)[0] == ("a", "circuit_open")
+    assert outcomes(outcome)[0] == ("a", AttemptOutcome.CIRCUIT_OPEN)
     assert (await harness.stats())["models"]["sim-fast"]["requests"] == before
 
 
@@ -173,7 +174,7 @@ async def test_cancellation_closes_the_provider_call_quickly_and_records_usage(h
     with pytest.raises(asyncio.CancelledError):
         await task
     finished = [r for r, done in harness.observed if done and r.model == "b"]
-    assert finished and finished[-1].outcome == "cancelled"
+    assert finished and finished[-1].outcome == AttemptOutcome.CANCELLED
     assert finished[-1].output_tokens > 0 and finished[-1].usage_estimated
     deadline = time.monotonic() + 1
     while time.monotonic() < deadline:
@@ -192,7 +193,7 @@ async def test_context_length_error_moves_to_a_longer_context_model_first(harnes
     }})
     text = canonical_json(policy)
     harness.engine.holder.apply(control_pb2.Policy(version=2, digest=digest(text), policy_json=text))
-    b_record = AttemptRecord(model="b", provider="sim", outcome="upstream_error", reason="context_length")
+    b_record = AttemptRecord(model="b", provider="sim", outcome=AttemptOutcome.UPSTREAM_ERROR, reason="context_length")
     run = _Execution(harness.engine, ExecutionInput(messages=MESSAGES, plan=["b", "a", "c"], max_tokens=20), None)
     run.pending.popleft()
     run.last_failed = b_record

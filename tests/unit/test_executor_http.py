@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from routemesh.common.outcomes import AttemptOutcome
 from routemesh.executor.http import HttpClient, HttpConnectError, HttpError, HttpInvalidURL
 from routemesh.executor.openai_adapter import ProviderError, ProviderTarget, stream_chat
 from tests.unit.scripted_http import Reply, ScriptedServer, json_reply, sse
@@ -156,7 +157,7 @@ async def test_server_closing_before_the_headers_is_an_upstream_error(http):
         with pytest.raises(ProviderError) as caught:
             await collect(http, target_for(f"{server.url}/v1"))
     error = caught.value
-    assert (error.outcome, error.reason, error.committed) == ("upstream_error", "connection", False)
+    assert (error.outcome, error.reason, error.committed) == (AttemptOutcome.UPSTREAM_ERROR, "connection", False)
     assert "request failed" in error.message
 
 
@@ -165,7 +166,7 @@ async def test_a_body_cut_after_text_is_a_truncation(http):
         with pytest.raises(ProviderError) as caught:
             await collect(http, target_for(f"{server.url}/v1"))
     error = caught.value
-    assert (error.outcome, error.reason, error.committed) == ("truncated", "connection", True)
+    assert (error.outcome, error.reason, error.committed) == (AttemptOutcome.TRUNCATED, "connection", True)
     assert "stream broken" in error.message
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from routemesh.common.outcomes import AttemptOutcome
 from routemesh.executor.gemini_adapter import request_body, stream_url
 from routemesh.executor.provider_base import StreamEvent
 from tests.unit.replay_server import (
@@ -69,13 +70,13 @@ async def test_finish_reasons(server, http, scenario, text, finish, usage):
 
 
 @pytest.mark.parametrize("scenario, outcome, reason, status, retry_after", [
-    ("rate_limit", "rate_limited", "rate_limit", 429, 31.0),
-    ("api_key_invalid", "upstream_error", "auth", 400, None),
-    ("unauthenticated", "upstream_error", "auth", 401, None),
-    ("context_too_long", "upstream_error", "context_length", 400, None),
-    ("not_found", "upstream_error", "not_found", 404, None),
-    ("internal", "upstream_error", "server", 500, None),
-    ("overloaded", "upstream_error", "server", 503, None),
+    ("rate_limit", AttemptOutcome.RATE_LIMITED, "rate_limit", 429, 31.0),
+    ("api_key_invalid", AttemptOutcome.UPSTREAM_ERROR, "auth", 400, None),
+    ("unauthenticated", AttemptOutcome.UPSTREAM_ERROR, "auth", 401, None),
+    ("context_too_long", AttemptOutcome.UPSTREAM_ERROR, "context_length", 400, None),
+    ("not_found", AttemptOutcome.UPSTREAM_ERROR, "not_found", 404, None),
+    ("internal", AttemptOutcome.UPSTREAM_ERROR, "server", 500, None),
+    ("overloaded", AttemptOutcome.UPSTREAM_ERROR, "server", 503, None),
 ])
 async def test_http_errors(server, http, scenario, outcome, reason, status, retry_after):
     error, events = await failure(http, gemini(server, scenario))
@@ -87,7 +88,7 @@ async def test_http_errors(server, http, scenario, outcome, reason, status, retr
 
 async def test_cut_stream(server, http):
     error, events = await failure(http, gemini(server, "cut"))
-    assert (error.outcome, error.reason, error.committed) == ("truncated", "connection", True)
+    assert (error.outcome, error.reason, error.committed) == (AttemptOutcome.TRUNCATED, "connection", True)
     assert text_of(events) == "Aqueducts carried water by gravity"
     assert "finish" not in [e.kind for e in events]
 
@@ -128,7 +129,7 @@ async def test_function_calls_and_request_shape(server, http):
 
 async def test_cut_after_a_function_call_is_a_truncation(server, http):
     error, events = await failure(http, gemini(server, "function_call_cut"))
-    assert (error.outcome, error.committed) == ("truncated", True)
+    assert (error.outcome, error.committed) == (AttemptOutcome.TRUNCATED, True)
     assert [e.kind for e in events] == ["tool_call"]
 
 

@@ -12,6 +12,7 @@ from datetime import datetime, timedelta, UTC
 import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from routemesh.common.outcomes import AttemptOutcome
 from routemesh.executor.http import HttpClient
 from routemesh.executor.openai_adapter import (
     ProviderError,
@@ -109,14 +110,14 @@ async def test_length_finish(client, sim):
 @pytest.mark.parametrize(
     "fault, outcome, committed, status",
     [
-        ("500", "upstream_error", False, 500),
-        ("503", "upstream_error", False, 503),
-        ("429", "rate_limited", False, 429),
-        ("cut", "truncated", True, 200),
-        ("malformed", "truncated", True, 200),
-        ("stall", "timeout", True, 200),
-        ("hang", "timeout", False, 0),
-        ("slow-first-token", "timeout", False, 200),
+        ("500", AttemptOutcome.UPSTREAM_ERROR, False, 500),
+        ("503", AttemptOutcome.UPSTREAM_ERROR, False, 503),
+        ("429", AttemptOutcome.RATE_LIMITED, False, 429),
+        ("cut", AttemptOutcome.TRUNCATED, True, 200),
+        ("malformed", AttemptOutcome.TRUNCATED, True, 200),
+        ("stall", AttemptOutcome.TIMEOUT, True, 200),
+        ("hang", AttemptOutcome.TIMEOUT, False, 0),
+        ("slow-first-token", AttemptOutcome.TIMEOUT, False, 200),
     ],
 )
 async def test_faults_map_to_outcomes(client, sim, fault, outcome, committed, status):
@@ -141,7 +142,7 @@ async def test_no_done_is_a_complete_answer(client, sim):
 
 async def test_unknown_model_is_upstream_error_with_provider_message(client, sim):
     error, _ = await failure(client, target_for(sim.url, "sim-nope"))
-    assert (error.outcome, error.http_status, error.committed) == ("upstream_error", 404, False)
+    assert (error.outcome, error.http_status, error.committed) == (AttemptOutcome.UPSTREAM_ERROR, 404, False)
     assert "does not exist" in error.message
 
 
@@ -149,7 +150,7 @@ async def test_total_timeout(client, sim):
     target = target_for(sim.url, "sim-strong")
     started = time.monotonic()
     error, events = await failure(client, target, headers={"x-sim-delay-scale": "1"}, total_timeout_s=0.6)
-    assert error.outcome == "timeout" and error.committed and events
+    assert error.outcome == AttemptOutcome.TIMEOUT and error.committed and events
     assert 0.55 <= time.monotonic() - started < 2.5
 
 
@@ -159,7 +160,7 @@ async def test_connect_error():
         port = probe.getsockname()[1]
     async with HttpClient() as http:
         error, _ = await failure(http, target_for(f"http://127.0.0.1:{port}/v1"))
-    assert error.outcome == "connect_error" and error.reason == "connection" and not error.committed
+    assert error.outcome == AttemptOutcome.CONNECT_ERROR and error.reason == "connection" and not error.committed
 
 
 async def test_connect_timeout_is_a_connect_error(http):
@@ -180,7 +181,7 @@ async def test_connect_timeout_is_a_connect_error(http):
         finally:
             for filler in fillers:
                 filler.close()
-    assert (error.outcome, error.reason, error.committed) == ("connect_error", "connection", False)
+    assert (error.outcome, error.reason, error.committed) == (AttemptOutcome.CONNECT_ERROR, "connection", False)
 
 
 async def test_no_free_pooled_connection_within_the_connect_timeout_is_a_connect_error():
@@ -193,13 +194,13 @@ async def test_no_free_pooled_connection_within_the_connect_timeout_is_a_connect
             assert time.monotonic() - started < 1.5
         finally:
             await holder.aclose()
-    assert (error.outcome, error.reason) == ("connect_error", "connection")
+    assert (error.outcome, error.reason) == (AttemptOutcome.CONNECT_ERROR, "connection")
 
 
 @pytest.mark.parametrize("base_url", ["ftp://example.invalid/v1", "not a url", "http://[::1/v1", "http:///v1"])
 async def test_invalid_base_url_is_config_error(client, base_url):
     error, _ = await failure(client, target_for(base_url))
-    assert error.outcome == "config_error" and "invalid provider URL" in error.message
+    assert error.outcome == AttemptOutcome.CONFIG_ERROR and "invalid provider URL" in error.message
 
 
 async def test_request_shape_and_auth_header(http):
@@ -230,11 +231,11 @@ async def test_usage_in_finish_chunk_and_content_filter(http):
 @pytest.mark.parametrize(
     "payloads, done, outcome, committed",
     [
-        ([chunk("a"), chunk("b")], True, "truncated", True),  # [DONE] without a finish reason
-        ([chunk("a")], False, "truncated", True),  # body ends without a finish reason
-        ([], True, "upstream_error", False),
-        (["data: {oops\n\n"], True, "upstream_error", False),
-        ([chunk("a"), {"error": {"message": "overloaded mid-stream"}}], True, "truncated", True),
+        ([chunk("a"), chunk("b")], True, AttemptOutcome.TRUNCATED, True),  # [DONE] without a finish reason
+        ([chunk("a")], False, AttemptOutcome.TRUNCATED, True),  # body ends without a finish reason
+        ([], True, AttemptOutcome.UPSTREAM_ERROR, False),
+        (["data: {oops\n\n"], True, AttemptOutcome.UPSTREAM_ERROR, False),
+        ([chunk("a"), {"error": {"message": "overloaded mid-stream"}}], True, AttemptOutcome.TRUNCATED, True),
     ],
 )
 async def test_incomplete_streams(http, payloads, done, outcome, committed):
@@ -260,7 +261,7 @@ async def test_error_messages_never_leak_key_or_prompt(http):
     async with ScriptedServer(handler) as server:
         target = target_for(f"{server.url}/v1", api_key=SECRET)
         error, _ = await failure(http, target)
-    assert error.outcome == "upstream_error" and error.http_status == 401
+    assert error.outcome == AttemptOutcome.UPSTREAM_ERROR and error.http_status == 401
     for text in (error.message, str(error), repr(error), repr(target), str(target)):
         assert SECRET not in text and MESSAGES[0]["content"] not in text
     assert len(error.message) <= 220 and "***" in error.message
@@ -355,7 +356,7 @@ async def test_cut_after_a_tool_call_piece_is_a_truncation(replay):
     tgt = replay_server.target(replay.base_url("tool_calls_cut", "/v1"), "openai", "gpt-4o")
     async with HttpClient() as http:
         error, events = await replay_server.failure(http, tgt)
-    assert (error.outcome, error.committed) == ("truncated", True)
+    assert (error.outcome, error.committed) == (AttemptOutcome.TRUNCATED, True)
     assert [e.kind for e in events] == ["tool_call", "tool_call"]
 
 

@@ -11,16 +11,16 @@ from uuid import uuid4
 import pytest
 import redis.asyncio as aioredis
 
-from routemesh.telemetry.experiments import FinishStatus, RequestSummaryRecord, VariantStatsRecord
+from routemesh.common.outcomes import AttemptOutcome, FinishStatus, ObservationPhase
+from routemesh.telemetry.experiments import RequestSummaryRecord, VariantStatsRecord
 from routemesh.telemetry.redis_store import RedisHealthStore
 from routemesh.telemetry.store import (
     InMemoryHealthStore,
     ModelStats,
     ObservationRecord,
-    Outcome,
-    Phase,
     StoreUnavailable,
 )
+from routemesh.v1 import common_pb2
 
 REDIS_URL = os.environ.get("ROUTEMESH_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 # A minute boundary, so "now" below sits mid-minute and no case straddles a bucket by accident.
@@ -28,15 +28,16 @@ T0 = 1_800_000_000_000
 NOW = T0 + 30_000
 
 
-def finished(model: str, ts: int, outcome: int = Outcome.SUCCESS, ttft: float = 0.0, tpot: float = 0.0,
+def finished(model: str, ts: int, outcome: int = AttemptOutcome.SUCCESS, ttft: float = 0.0, tpot: float = 0.0,
              tokens: tuple[int, int] = (0, 0), cost: float = 0.0) -> ObservationRecord:
-    return ObservationRecord(model=model, timestamp_ms=ts, phase=Phase.FINISHED, outcome=outcome,
+    return ObservationRecord(model=model, timestamp_ms=ts, phase=ObservationPhase.FINISHED, outcome=outcome,
                              ttft_ms=ttft, tpot_ms=tpot, input_tokens=tokens[0], output_tokens=tokens[1],
                              cost_usd=cost)
 
 
 def started(model: str, ts: int) -> ObservationRecord:
-    return ObservationRecord(model=model, timestamp_ms=ts, phase=Phase.STARTED, outcome=Outcome.UNSPECIFIED)
+    return ObservationRecord(model=model, timestamp_ms=ts, phase=ObservationPhase.STARTED,
+                             outcome=AttemptOutcome.UNSPECIFIED)
 
 
 def request(experiment: str, variant: str, ts: int, status: int = FinishStatus.COMPLETE, model: str = "m",
@@ -114,7 +115,7 @@ def store(new_store):
 async def test_percentiles_count_only_successes_with_a_first_token(store):
     good = [finished("m", NOW - 1000 - i, ttft=float(i), tpot=i / 10) for i in range(1, 102)]
     random.Random(7).shuffle(good)
-    failed = [finished("m", NOW - 500, Outcome.UPSTREAM_ERROR, ttft=10_000.0) for _ in range(5)]
+    failed = [finished("m", NOW - 500, AttemptOutcome.UPSTREAM_ERROR, ttft=10_000.0) for _ in range(5)]
     no_token = [finished("m", NOW - 400, ttft=0.0) for _ in range(3)]
     await store.record(good + failed + no_token)
     stats = (await store.snapshot(["m"], NOW))["m"]
@@ -129,7 +130,7 @@ async def test_percentiles_count_only_successes_with_a_first_token(store):
 
 
 async def test_window_expires_old_observations(store):
-    await store.record([finished("m", NOW - 400_000, Outcome.TIMEOUT, ttft=1000.0) for _ in range(10)])
+    await store.record([finished("m", NOW - 400_000, AttemptOutcome.TIMEOUT, ttft=1000.0) for _ in range(10)])
     await store.record([finished("m", NOW - 100_000, ttft=10.0) for _ in range(4)])
     now = (await store.snapshot(["m"], NOW))["m"]
     assert (now.samples, now.error_rate, now.ttft_p50_ms) == (4, 0.0, pytest.approx(10.0))
@@ -147,8 +148,9 @@ async def test_window_keeps_at_most_the_last_500_finished(store):
 
 
 async def test_error_rate_counts_failures_but_not_cancellations(store):
-    outcomes = [Outcome.SUCCESS] * 6 + [Outcome.RATE_LIMITED, Outcome.TIMEOUT, Outcome.CONNECT_ERROR]
-    outcomes += [Outcome.CANCELLED] * 5
+    outcomes = [AttemptOutcome.SUCCESS] * 6 + [AttemptOutcome.RATE_LIMITED, AttemptOutcome.TIMEOUT,
+                                               AttemptOutcome.CONNECT_ERROR]
+    outcomes += [AttemptOutcome.CANCELLED] * 5
     await store.record([finished("m", NOW - 1000, outcome, ttft=50.0) for outcome in outcomes])
     stats = (await store.snapshot(["m"], NOW))["m"]
     assert stats.samples == 14
@@ -192,8 +194,8 @@ async def test_spend_per_minute_and_total(store):
 
 
 async def test_last_observation_is_the_newest_finished_in_the_window(store):
-    await store.record([finished("m", NOW - 5000), finished("m", NOW - 1000, Outcome.CANCELLED),
-                        finished("m", NOW - 3000, Outcome.TIMEOUT), started("m", NOW - 500)])
+    await store.record([finished("m", NOW - 5000), finished("m", NOW - 1000, AttemptOutcome.CANCELLED),
+                        finished("m", NOW - 3000, AttemptOutcome.TIMEOUT), started("m", NOW - 500)])
     assert (await store.snapshot(["m"], NOW))["m"].last_observation_ms == NOW - 1000
     assert (await store.snapshot(["m"], NOW + 400_000))["m"].last_observation_ms == 0
 
@@ -233,6 +235,17 @@ async def test_experiment_percentiles_cover_answered_requests_only(store):
     assert row.ttft_p95_ms == pytest.approx(96.0)
     assert row.duration_p50_ms == pytest.approx(507.5), "an answer without a token still has a duration"
     assert row.duration_p95_ms == pytest.approx(959.5)
+
+
+async def test_experiment_percentiles_count_tool_call_and_continued_answers(store):
+    # Proto values, as a router reports them: both answers ran their course, so their latency counts.
+    tool_calls = request("exp", "v", NOW - 3000, common_pb2.FINISH_STATUS_TOOL_CALLS, ttft=100.0, duration=400.0)
+    continued = request("exp", "v", NOW - 2000, common_pb2.FINISH_STATUS_CONTINUED, ttft=300.0, duration=800.0)
+    await store.record_requests([tool_calls, continued])
+    [row] = await store.experiment_report("exp", NOW)
+    assert (row.requests, row.errors) == (2, 0)
+    assert row.ttft_p50_ms == pytest.approx(200.0)
+    assert row.duration_p50_ms == pytest.approx(600.0)
 
 
 async def test_experiment_percentiles_keep_the_last_2000_but_counts_stay_exact(store):

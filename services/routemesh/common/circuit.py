@@ -7,25 +7,23 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import islice
 from operator import itemgetter
-from typing import Literal
 
+from routemesh.common.outcomes import AttemptOutcome, CircuitState
 from routemesh.common.policy_schema import CircuitSettings
-from routemesh.v1 import common_pb2
 
-CircuitStateName = Literal["closed", "open", "half_open"]
-
-_CLOSED, _OPEN, _HALF_OPEN = 0, 1, 2
+# Plain ints: the fold compares states once per result, on every telemetry snapshot.
+_CLOSED, _OPEN, _HALF_OPEN = int(CircuitState.CLOSED), int(CircuitState.OPEN), int(CircuitState.HALF_OPEN)
 _timestamp = itemgetter(0)
 
 # True: a success; False: a failure (a 429 says the deployment cannot take more, so it counts);
 # outcomes missing here say nothing about the deployment's health and are ignored.
 _SUCCEEDED: dict[int, bool] = {
-    common_pb2.ATTEMPT_OUTCOME_SUCCESS: True,
-    common_pb2.ATTEMPT_OUTCOME_RATE_LIMITED: False,
-    common_pb2.ATTEMPT_OUTCOME_UPSTREAM_ERROR: False,
-    common_pb2.ATTEMPT_OUTCOME_CONNECT_ERROR: False,
-    common_pb2.ATTEMPT_OUTCOME_TIMEOUT: False,
-    common_pb2.ATTEMPT_OUTCOME_TRUNCATED: False,
+    AttemptOutcome.SUCCESS: True,
+    AttemptOutcome.RATE_LIMITED: False,
+    AttemptOutcome.UPSTREAM_ERROR: False,
+    AttemptOutcome.CONNECT_ERROR: False,
+    AttemptOutcome.TIMEOUT: False,
+    AttemptOutcome.TRUNCATED: False,
 }
 
 
@@ -39,13 +37,13 @@ def counts_as_failure(outcome: int) -> bool | None:
 class CircuitView:
     """The breaker as of one moment; admit_fraction is the share of traffic the deployment should get."""
 
-    state: CircuitStateName
+    state: CircuitState
     open_until_ms: int
     admit_fraction: float
     consecutive_failures: int
 
 
-CLOSED_VIEW = CircuitView("closed", 0, 1.0, 0)
+CLOSED_VIEW = CircuitView(CircuitState.CLOSED, 0, 1.0, 0)
 
 
 class CircuitMachine:
@@ -161,15 +159,15 @@ class CircuitMachine:
         """The breaker at now_ms: an open period that has run out is half-open; a recent close ramps."""
         probe_fraction = self._settings.probe_fraction
         if self.state == _OPEN and now_ms < self.open_until_ms:
-            return CircuitView("open", self.open_until_ms, 0.0, self.streak)
+            return CircuitView(CircuitState.OPEN, self.open_until_ms, 0.0, self.streak)
         if self.state != _CLOSED:
-            return CircuitView("half_open", 0, probe_fraction, self.streak)
+            return CircuitView(CircuitState.HALF_OPEN, 0, probe_fraction, self.streak)
         closed_at = self.closed_at_ms
         if closed_at is None or self._ramp_ms <= 0 or now_ms - closed_at >= self._ramp_ms:
-            return CircuitView("closed", 0, 1.0, self.streak) if self.streak else CLOSED_VIEW
+            return CircuitView(CircuitState.CLOSED, 0, 1.0, self.streak) if self.streak else CLOSED_VIEW
         elapsed = max(0, now_ms - closed_at)
-        return CircuitView("closed", 0, probe_fraction + (1.0 - probe_fraction) * elapsed / self._ramp_ms,
-                           self.streak)
+        admit = probe_fraction + (1.0 - probe_fraction) * elapsed / self._ramp_ms
+        return CircuitView(CircuitState.CLOSED, 0, admit, self.streak)
 
 
 def circuit_from_history(outcomes: Sequence[tuple[int, bool]], settings: CircuitSettings,
@@ -202,4 +200,4 @@ class LocalCircuitBreaker:
     def allow(self, now_ms: int, draw: float) -> bool:
         """Whether one attempt may go out; draw is uniform in [0, 1) and picks the admitted share."""
         view = self._machine.view(now_ms)
-        return view.state != "open" and draw < view.admit_fraction
+        return view.state != CircuitState.OPEN and draw < view.admit_fraction

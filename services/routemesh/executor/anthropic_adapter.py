@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 
+from routemesh.common.outcomes import AttemptOutcome
 from routemesh.executor.http import HttpClient, HttpError, HttpResponse
 from routemesh.executor.provider_base import (
     ProviderError,
@@ -207,7 +208,7 @@ async def _sse_message(reader: StreamReader) -> AsyncIterator[StreamEvent]:
             try:
                 payload = orjson.loads(sse.data)
             except ValueError:
-                raise reader.fail("upstream_error", "malformed JSON in stream", "server") from None
+                raise reader.fail(AttemptOutcome.UPSTREAM_ERROR, "malformed JSON in stream", "server") from None
             if not isinstance(payload, dict):
                 continue
             kind = payload.get("type") or sse.event
@@ -245,11 +246,11 @@ async def _sse_message(reader: StreamReader) -> AsyncIterator[StreamEvent]:
                 reader.done = True
             elif kind == "error":
                 reason = error_reason(0, payload)
-                outcome = "rate_limited" if reason == "rate_limit" else "upstream_error"
+                outcome = AttemptOutcome.RATE_LIMITED if reason == "rate_limit" else AttemptOutcome.UPSTREAM_ERROR
                 message, error_type = _error_fields(payload)
                 raise reader.fail(outcome, f"error in stream: {error_type} {message}".strip(), reason)
     if not reader.finish_reason:
-        raise reader.fail("upstream_error", "stream ended without a stop reason", "server")
+        raise reader.fail(AttemptOutcome.UPSTREAM_ERROR, "stream ended without a stop reason", "server")
     if usage:
         yield _usage_event(usage)
     yield StreamEvent("finish", finish_reason=finish_with_tools(reader.finish_reason, bool(tool_blocks)))
@@ -267,10 +268,10 @@ async def _whole_message(response: HttpResponse, call: StreamCall) -> AsyncItera
                  for i, b in enumerate(b for b in blocks if isinstance(b, dict) and b.get("type") == "tool_use")]
         stop = payload.get("stop_reason") or "end_turn"
     except TimeoutError:
-        raise ProviderError("timeout", call.scrub("no complete response before the first-token timeout"),
+        raise ProviderError(AttemptOutcome.TIMEOUT, call.scrub("no complete response before the first-token timeout"),
                             reason="timeout") from None
     except (HttpError, ValueError, KeyError, TypeError, AttributeError):
-        raise ProviderError("upstream_error", call.scrub("malformed non-streaming response"),
+        raise ProviderError(AttemptOutcome.UPSTREAM_ERROR, call.scrub("malformed non-streaming response"),
                             reason="server") from None
     if text:
         yield StreamEvent("delta", text=text)

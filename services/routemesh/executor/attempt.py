@@ -12,14 +12,23 @@ from urllib.parse import urlsplit
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from routemesh.common import semconv
+from routemesh.common.outcomes import AttemptOutcome, FinishStatus
 from routemesh.common.tracing import capture_content, inject_headers, set_attributes, tracer
 from routemesh.executor.http import HttpClient
 from routemesh.executor.openai_adapter import ProviderError, ProviderTarget
 from routemesh.executor.providers import stream_for
 
-# finish_reason from the provider -> our finish status
-FINISH = {"stop": "complete", "length": "length", "content_filter": "content_filter",
-          "tool_calls": "tool_calls", "function_call": "tool_calls"}
+# finish_reason from the provider (the OpenAI vocabulary every adapter speaks) -> our finish status
+FINISH = {"stop": FinishStatus.COMPLETE, "length": FinishStatus.LENGTH,
+          "content_filter": FinishStatus.CONTENT_FILTER, "tool_calls": FinishStatus.TOOL_CALLS,
+          "function_call": FinishStatus.TOOL_CALLS}
+# Endings that may be billed even when the provider sent no usage: theirs is estimated.
+MAY_BE_BILLED = frozenset({AttemptOutcome.SUCCESS, AttemptOutcome.TRUNCATED, AttemptOutcome.CANCELLED,
+                           AttemptOutcome.HEDGE_LOST})
+# Endings that say nothing bad about the provider: their spans are not errors.
+NOT_ERRORS = frozenset({AttemptOutcome.SUCCESS, AttemptOutcome.CANCELLED, AttemptOutcome.HEDGE_LOST})
+# Endings of a stream cut after its first token; any other failure by then becomes TRUNCATED.
+CUT_SHORT = frozenset({AttemptOutcome.TRUNCATED, AttemptOutcome.TIMEOUT})
 
 
 @dataclass
@@ -28,9 +37,7 @@ class AttemptRecord:
 
     model: str
     provider: str
-    # success, rate_limited, upstream_error, connect_error, timeout, truncated, cancelled, config_error,
-    # hedge_lost, circuit_open, retry_budget_exhausted
-    outcome: str = ""
+    outcome: AttemptOutcome = AttemptOutcome.UNSPECIFIED  # UNSPECIFIED while the attempt runs
     http_status: int = 0
     error: str = ""
     ttft_ms: float = 0.0
@@ -40,13 +47,18 @@ class AttemptRecord:
     output_tokens: int = 0
     usage_estimated: bool = False
     cost_usd: float = 0.0
-    finish: str = ""  # complete, length, content_filter (successful attempts only)
+    finish: FinishStatus = FinishStatus.UNSPECIFIED  # successful attempts only
     hedge: bool = False
     try_number: int = 1
     retry_after_s: float | None = None
     reason: str = ""  # typed provider error: rate_limit, context_length, content_policy, auth, ...
     cached_input_tokens: int = 0
     reasoning_tokens: int = 0
+
+    @property
+    def outcome_label(self) -> str:
+        """The outcome as spans and error messages show it; empty while the attempt runs."""
+        return self.outcome.label if self.outcome else ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,14 +114,14 @@ class AttemptRunner:
         self.text: list[str] = []
         self.tool_pieces = 0
         self.task: asyncio.Task[None] | None = None
-        self.lost_reason = ""
+        self.lost_reason: AttemptOutcome | None = None
 
     def start(self) -> None:
         # The task runs in a copy of the current context, so its span is a child of the Execute span.
         self.task = asyncio.create_task(self._run())
 
-    def cancel(self, outcome: str, reason: str) -> None:
-        """Stop the attempt; its record says why (hedge_lost, cancelled)."""
+    def cancel(self, outcome: AttemptOutcome, reason: str) -> None:
+        """Stop the attempt; its record says why (HEDGE_LOST, CANCELLED)."""
         if self.task and not self.task.done():
             self.record.outcome, self.record.error = outcome, reason
             self.lost_reason = outcome
@@ -174,16 +186,16 @@ class AttemptRunner:
                                                                            event.reasoning_tokens)
                 elif event.kind == "finish":
                     finish = event.finish_reason
-            record.outcome = "success"
-            record.finish = FINISH.get(finish, "complete")
+            record.outcome = AttemptOutcome.SUCCESS
+            record.finish = FINISH.get(finish, FinishStatus.COMPLETE)
         except ProviderError as exc:
             record.outcome, record.http_status, record.error = exc.outcome, exc.http_status, exc.message
             record.retry_after_s, record.reason = exc.retry_after_s, exc.reason
-            if exc.committed and exc.outcome not in ("truncated", "timeout"):
-                record.outcome = "truncated"
+            if exc.committed and exc.outcome not in CUT_SHORT:
+                record.outcome = AttemptOutcome.TRUNCATED
         except asyncio.CancelledError:
-            if not self.lost_reason:
-                record.outcome, record.error = "cancelled", "caller cancelled"
+            if self.lost_reason is None:
+                record.outcome, record.error = AttemptOutcome.CANCELLED, "caller cancelled"
             raise
         finally:
             now = time.monotonic()
@@ -194,7 +206,7 @@ class AttemptRunner:
                     record.tpot_ms = round((last_at - first_at) * 1000 / (self.chunks - 1), 4)
             if usage:
                 record.input_tokens, record.output_tokens = usage
-            elif self.chunks or record.outcome in ("success", "truncated", "cancelled", "hedge_lost"):
+            elif self.chunks or record.outcome in MAY_BE_BILLED:
                 # No usage from the provider: estimate (one token per streamed chunk); a cancelled call
                 # may still be billed for its input.
                 record.input_tokens, record.output_tokens = self.estimated_input_tokens, self.chunks
@@ -213,14 +225,14 @@ class AttemptRunner:
             semconv.GEN_AI_USAGE_INPUT_TOKENS: record.input_tokens,
             semconv.GEN_AI_USAGE_OUTPUT_TOKENS: record.output_tokens,
             semconv.GEN_AI_RESPONSE_FINISH_REASONS: (finish,) if finish else None,
-            semconv.ATTEMPT_OUTCOME: record.outcome, semconv.TTFT_MS: record.ttft_ms or None,
+            semconv.ATTEMPT_OUTCOME: record.outcome_label, semconv.TTFT_MS: record.ttft_ms or None,
             semconv.COST_USD: record.cost_usd, semconv.HTTP_RESPONSE_STATUS_CODE: record.http_status or None,
             semconv.ATTEMPT_HEDGE: record.hedge or None, semconv.ATTEMPT_TRY: record.try_number,
         })
         if self.text and capture_content():
             span.set_attribute(semconv.GEN_AI_OUTPUT_MESSAGES,
                                json.dumps([{"role": "assistant", "content": "".join(self.text)}]))
-        if record.outcome not in ("success", "cancelled", "hedge_lost"):
-            span.set_attribute(semconv.ERROR_TYPE, record.outcome)
+        if record.outcome not in NOT_ERRORS:
+            span.set_attribute(semconv.ERROR_TYPE, record.outcome_label)
             span.set_status(Status(StatusCode.ERROR, record.error[:200]))
         span.end()

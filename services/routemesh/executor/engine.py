@@ -10,11 +10,12 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 
-from routemesh.common.circuit import LocalCircuitBreaker
+from routemesh.common.circuit import LocalCircuitBreaker, counts_as_failure
 from routemesh.common.errors import DeadlineExceeded, InvalidRequest, NotReady, UpstreamUnavailable
+from routemesh.common.outcomes import AttemptOutcome, FinishStatus
 from routemesh.common.policy_schema import CircuitSettings
 from routemesh.common.policy_watch import PolicyHolder
-from routemesh.executor.attempt import AttemptEvent, AttemptRecord, AttemptRunner, ToolPiece
+from routemesh.executor.attempt import CUT_SHORT, AttemptEvent, AttemptRecord, AttemptRunner, ToolPiece
 from routemesh.executor.http import HttpClient
 from routemesh.executor.openai_adapter import ProviderTarget
 from routemesh.executor.retry import RetryBudget, backoff_s
@@ -23,10 +24,16 @@ __all__ = ["AttemptRecord", "ExecutionEngine", "ExecutionInput", "ExecutionOutco
            "ToolPiece"]
 
 # Failures worth trying the same model again for (when no other candidate is left).
-RETRYABLE = {"rate_limited", "upstream_error", "connect_error", "timeout"}
+RETRYABLE = frozenset({AttemptOutcome.RATE_LIMITED, AttemptOutcome.UPSTREAM_ERROR, AttemptOutcome.CONNECT_ERROR,
+                       AttemptOutcome.TIMEOUT})
 # ...unless the provider said why, and trying again cannot help.
 NOT_RETRYABLE_REASONS = {"context_length", "auth", "content_policy", "not_found"}
-FAILURES = {"rate_limited", "upstream_error", "connect_error", "timeout", "truncated"}
+# How a request ends when its committed attempt failed (any other failure: FAILED).
+STATUS_OF_FAILURE = {AttemptOutcome.TRUNCATED: FinishStatus.TRUNCATED_UPSTREAM,
+                     AttemptOutcome.TIMEOUT: FinishStatus.TRUNCATED_UPSTREAM,
+                     AttemptOutcome.CANCELLED: FinishStatus.CANCELLED}
+# Statuses that need no error text; any other says why the answer fell short (a content filter's too).
+ANSWERED = frozenset({FinishStatus.COMPLETE, FinishStatus.LENGTH, FinishStatus.CONTINUED, FinishStatus.TOOL_CALLS})
 CONTINUE_PROMPT = "Continue your previous answer exactly where it stopped. Do not repeat anything."
 
 
@@ -34,7 +41,7 @@ CONTINUE_PROMPT = "Continue your previous answer exactly where it stopped. Do no
 class ExecutionOutcome:
     """The summary of an execution; the last item an execution yields."""
 
-    status: str  # complete, length, content_filter, tool_calls, truncated_upstream, failed, cancelled, continued
+    status: FinishStatus
     model: str = ""
     provider: str = ""
     input_tokens: int = 0
@@ -107,11 +114,13 @@ class ExecutionEngine:
         return self._budgets.setdefault(model, RetryBudget())
 
     def observe(self, record: AttemptRecord, finished: bool, decision_id: str) -> None:
-        if finished and record.outcome in FAILURES | {"success"}:
+        # The breaker judges outcomes as telemetry's does; cancellations and the like say nothing.
+        failed = counts_as_failure(record.outcome) if finished else None
+        if failed is not None:
             now_ms = int(time.time() * 1000)
             started_ms = now_ms - int(record.duration_ms)
             failed_since = self._failed_since.get(record.model, 0)
-            if record.outcome != "success":
+            if failed:
                 self._failed_since[record.model] = max(failed_since, started_ms)
                 self.breaker(record.model).record(False, now_ms)
             elif started_ms >= failed_since:
@@ -127,7 +136,7 @@ class ExecutionEngine:
         assert current is not None
         model = current.policy.models.get(name)
         if model is None:
-            return None, AttemptRecord(model=name, provider="", outcome="config_error",
+            return None, AttemptRecord(model=name, provider="", outcome=AttemptOutcome.CONFIG_ERROR,
                                        error=f"model {name!r} is not in policy version {current.version}")
         provider = current.policy.providers[model.provider]
         record = AttemptRecord(model=name, provider=model.provider)
@@ -135,7 +144,7 @@ class ExecutionEngine:
         if provider.api_key_env:
             key = self.environ.get(provider.api_key_env)
             if not key:
-                record.outcome = "config_error"
+                record.outcome = AttemptOutcome.CONFIG_ERROR
                 record.error = f"environment variable {provider.api_key_env} (API key of {model.provider}) is not set"
                 return None, record
         return ProviderTarget(
@@ -205,7 +214,7 @@ class _Execution:
             return None
         now_ms = int(time.time() * 1000)
         if not engine.breaker(name).allow(now_ms, engine.rng.random()):
-            record.outcome, record.error = "circuit_open", "circuit breaker open in this executor"
+            record.outcome, record.error = AttemptOutcome.CIRCUIT_OPEN, "circuit breaker open in this executor"
             return None
         engine.budget(name).on_request()
         runner = AttemptRunner(
@@ -245,7 +254,8 @@ class _Execution:
         if self.tries.get(name, 0) >= self.settings.max_tries_per_model:
             return None
         if not self.engine.budget(name).try_spend():
-            skipped = AttemptRecord(model=name, provider=failed.provider, outcome="retry_budget_exhausted",
+            skipped = AttemptRecord(model=name, provider=failed.provider,
+                                    outcome=AttemptOutcome.RETRY_BUDGET_EXHAUSTED,
                                     error="retry budget of this model is spent", try_number=self.tries[name] + 1)
             self.attempts.append(skipped)
             return None
@@ -287,13 +297,13 @@ class _Execution:
             if not event.done:
                 for other in self.running:
                     if other is not runner:
-                        other.cancel("hedge_lost", f"{runner.target.model} sent its first token first")
+                        other.cancel(AttemptOutcome.HEDGE_LOST, f"{runner.target.model} sent its first token first")
                         self.abandoned.append(other)
                 self.running = [runner]
                 return event
             self.running.remove(runner)
-            if runner.record.outcome == "success":  # an empty answer: nothing to stream, but it is the answer
-                return event
+            if runner.record.outcome == AttemptOutcome.SUCCESS:
+                return event  # an empty answer: nothing to stream, but it is the answer
             self.last_failed = runner.record
 
     async def stream(self) -> AsyncIterator[list[str | ToolPiece | ExecutionOutcome]]:
@@ -306,7 +316,7 @@ class _Execution:
         record = winner.record
         continued: AttemptRecord | None = None
         # Continuation is for prose only: a cut tool call cannot be resumed by another model.
-        if record.outcome in ("truncated", "timeout") and self.settings.continue_on_truncation and winner.chunks \
+        if record.outcome in CUT_SHORT and self.settings.continue_on_truncation and winner.chunks \
                 and not winner.tool_pieces:
             partial = "".join(winner.text)
             follow_up = [*messages, {"role": "assistant", "content": partial}, {"role": "user", "content": CONTINUE_PROMPT}]
@@ -352,22 +362,21 @@ class _Execution:
         remaining = self._remaining()
         error = DeadlineExceeded if remaining is not None and remaining <= 0.05 else UpstreamUnavailable
         summary = "; ".join(
-            f"{a.model}: {a.outcome}" + (f" {a.http_status}" if a.http_status else "")
+            f"{a.model}: {a.outcome_label}" + (f" {a.http_status}" if a.http_status else "")
             + (f" ({a.error})" if a.error else "") for a in self.attempts)
         return error(
             (why + ": " if why else "") + f"all {len(self.attempts)} attempt(s) failed before the first token: {summary}",
-            metadata={f"attempt.{i + 1}": f"{a.model}:{a.outcome}" for i, a in enumerate(self.attempts)},
+            metadata={f"attempt.{i + 1}": f"{a.model}:{a.outcome_label}" for i, a in enumerate(self.attempts)},
         )
 
     def _outcome(self, record: AttemptRecord, continued: AttemptRecord | None) -> ExecutionOutcome:
         serving = record
-        if record.outcome == "success":
+        if record.outcome == AttemptOutcome.SUCCESS:
             status = record.finish
-        elif continued is not None and continued.outcome == "success":
-            status, serving = "continued", continued
+        elif continued is not None and continued.outcome == AttemptOutcome.SUCCESS:
+            status, serving = FinishStatus.CONTINUED, continued
         else:
-            status = {"truncated": "truncated_upstream", "timeout": "truncated_upstream",
-                      "cancelled": "cancelled"}.get(record.outcome, "failed")
+            status = STATUS_OF_FAILURE.get(record.outcome, FinishStatus.FAILED)
         parts = [record] + ([continued] if continued is not None else [])
         return ExecutionOutcome(
             status=status, model=serving.model, provider=serving.provider,
@@ -376,13 +385,13 @@ class _Execution:
             cached_input_tokens=sum(p.cached_input_tokens for p in parts),
             reasoning_tokens=sum(p.reasoning_tokens for p in parts),
             cost_usd=round(sum(a.cost_usd for a in self.attempts), 10), attempts=self.attempts,
-            error="" if status in ("complete", "length", "continued", "tool_calls") else (record.error or status),
+            error="" if status in ANSWERED else (record.error or status.label),
         )
 
     async def stop(self) -> None:
         """Cancel whatever still runs (the caller went away, or a loser) and let each record itself."""
         for runner in self.running:
-            runner.cancel("cancelled", "caller cancelled")
+            runner.cancel(AttemptOutcome.CANCELLED, "caller cancelled")
         for runner in [*self.running, *self.abandoned]:
             await runner.wait()
         self.running.clear()

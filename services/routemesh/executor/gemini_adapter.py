@@ -12,6 +12,7 @@ from urllib.parse import quote
 
 import orjson
 
+from routemesh.common.outcomes import AttemptOutcome
 from routemesh.executor.http import HttpClient, HttpError, HttpResponse
 from routemesh.executor.provider_base import (
     ProviderError,
@@ -215,7 +216,7 @@ class _Answer:
             return
         if payload.get("error"):
             reason = error_reason(0, payload)
-            outcome = "rate_limited" if reason == "rate_limit" else "upstream_error"
+            outcome = AttemptOutcome.RATE_LIMITED if reason == "rate_limit" else AttemptOutcome.UPSTREAM_ERROR
             raise reader.fail(outcome, f"error in stream: {_error_fields(payload)[0]}", reason)
         if isinstance(payload.get("usageMetadata"), dict):
             self.usage = payload["usageMetadata"]
@@ -253,7 +254,7 @@ class _Answer:
 
     def end(self) -> Iterator[StreamEvent]:
         if not self.reader.finish_reason:
-            raise self.reader.fail("upstream_error", "stream ended without a finish reason", "server")
+            raise self.reader.fail(AttemptOutcome.UPSTREAM_ERROR, "stream ended without a finish reason", "server")
         if self.usage:
             usage = self.usage
             # candidatesTokenCount leaves out thinking; ours counts all output, as OpenAI does.
@@ -276,7 +277,7 @@ async def _sse_chunks(reader: StreamReader) -> AsyncIterator[StreamEvent]:
             try:
                 payload = orjson.loads(sse.data)
             except ValueError:
-                raise reader.fail("upstream_error", "malformed JSON in stream", "server") from None
+                raise reader.fail(AttemptOutcome.UPSTREAM_ERROR, "malformed JSON in stream", "server") from None
             for event in answer.feed(payload):
                 yield event
     for event in answer.end():
@@ -290,10 +291,10 @@ async def _json_chunks(response: HttpResponse, reader: StreamReader) -> AsyncIte
         async with asyncio.timeout_at(call.first_token_deadline):
             payload = json.loads(await response.aread())
     except TimeoutError:
-        raise ProviderError("timeout", call.scrub("no complete response before the first-token timeout"),
+        raise ProviderError(AttemptOutcome.TIMEOUT, call.scrub("no complete response before the first-token timeout"),
                             reason="timeout") from None
     except (HttpError, ValueError):
-        raise ProviderError("upstream_error", call.scrub("malformed non-streaming response"),
+        raise ProviderError(AttemptOutcome.UPSTREAM_ERROR, call.scrub("malformed non-streaming response"),
                             reason="server") from None
     answer = _Answer(reader)
     for chunk in payload if isinstance(payload, list) else [payload]:

@@ -12,9 +12,9 @@ from urllib.parse import quote
 
 import orjson
 
+from routemesh.common.outcomes import AttemptOutcome
 from routemesh.executor.http import HttpClient, HttpError, HttpResponse
 from routemesh.executor.provider_base import (
-    Outcome,
     ProviderError,
     ProviderTarget,
     Reason,
@@ -30,7 +30,7 @@ from routemesh.executor.provider_base import (
 )
 
 # Re-exported: these types lived here before the other adapters shared them.
-__all__ = ["OpenAIQuirks", "Outcome", "ProviderError", "ProviderTarget", "StreamEvent", "parse_retry_after",
+__all__ = ["OpenAIQuirks", "ProviderError", "ProviderTarget", "StreamEvent", "parse_retry_after",
            "stream_chat"]
 
 _CONTEXT_CODES = {"context_length_exceeded", "string_above_max_length"}
@@ -220,10 +220,10 @@ async def _whole_completion(response: HttpResponse, call: StreamCall) -> AsyncIt
         function = [c.get("function") if isinstance(c.get("function"), dict) else {} for c in calls]
         reason = choice.get("finish_reason") or "stop"
     except TimeoutError:
-        raise ProviderError("timeout", call.scrub("no complete response before the first-token timeout"),
+        raise ProviderError(AttemptOutcome.TIMEOUT, call.scrub("no complete response before the first-token timeout"),
                             reason="timeout") from None
     except (HttpError, ValueError, KeyError, IndexError, TypeError, AttributeError):
-        raise ProviderError("upstream_error", call.scrub("malformed non-streaming response"),
+        raise ProviderError(AttemptOutcome.UPSTREAM_ERROR, call.scrub("malformed non-streaming response"),
                             reason="server") from None
     if text:
         yield StreamEvent("delta", text=text)
@@ -274,11 +274,11 @@ async def _sse_completion(reader: StreamReader) -> AsyncIterator[StreamEvent]:
             try:
                 payload = orjson.loads(sse.data)
             except ValueError:
-                raise reader.fail("upstream_error", "malformed JSON in stream", "server") from None
+                raise reader.fail(AttemptOutcome.UPSTREAM_ERROR, "malformed JSON in stream", "server") from None
             if not isinstance(payload, dict):
                 continue
             if payload.get("error"):
-                raise reader.fail("upstream_error", f"error in stream: {_error_detail(payload)}",
+                raise reader.fail(AttemptOutcome.UPSTREAM_ERROR, f"error in stream: {_error_detail(payload)}",
                                   error_reason(0, payload))
             choices = payload.get("choices")
             if isinstance(choices, list) and choices and isinstance(choices[0], dict):
@@ -297,5 +297,5 @@ async def _sse_completion(reader: StreamReader) -> AsyncIterator[StreamEvent]:
             if usage:
                 yield usage
     if not reader.finish_reason:
-        raise reader.fail("upstream_error", "stream ended without a finish reason", "server")
+        raise reader.fail(AttemptOutcome.UPSTREAM_ERROR, "stream ended without a finish reason", "server")
     yield StreamEvent("finish", finish_reason=finish_with_tools(reader.finish_reason, bool(started)))

@@ -11,10 +11,10 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from routemesh.common.outcomes import AttemptOutcome
 from routemesh.executor.http import HttpClient, HttpConnectError, HttpError, HttpInvalidURL, HttpResponse
 from routemesh.executor.sse import SSEDecoder, SSEEvent
 
-Outcome = Literal["rate_limited", "upstream_error", "connect_error", "timeout", "truncated", "config_error"]
 # Why a call failed, independent of the provider: lets callers tell "try elsewhere" from "will never work".
 Reason = Literal["rate_limit", "context_length", "content_policy", "auth", "not_found", "server", "timeout",
                  "connection", ""]
@@ -24,6 +24,8 @@ _MAX_MESSAGE_CHARS = 200
 _DRAIN_AFTER_DONE_S = 0.25
 # Prompt fragments shorter than this are too common to be worth scrubbing from upstream messages.
 _MIN_SCRUB_CHARS = 12
+# After content went out, these failures cut an answer short: the caller sees a truncation.
+_CUT_WHEN_COMMITTED = frozenset({AttemptOutcome.UPSTREAM_ERROR, AttemptOutcome.RATE_LIMITED})
 
 
 @dataclass
@@ -86,7 +88,7 @@ class ProviderError(Exception):
 
     def __init__(
         self,
-        outcome: Outcome,
+        outcome: AttemptOutcome,
         message: str,
         *,
         http_status: int = 0,
@@ -95,7 +97,7 @@ class ProviderError(Exception):
         reason: Reason = "",
     ):
         super().__init__(message)
-        self.outcome: Outcome = outcome
+        self.outcome = outcome
         self.message = message
         self.http_status = http_status
         self.retry_after_s = retry_after_s
@@ -104,7 +106,7 @@ class ProviderError(Exception):
 
     def __repr__(self) -> str:
         return (
-            f"ProviderError(outcome={self.outcome!r}, reason={self.reason!r}, http_status={self.http_status}, "
+            f"ProviderError(outcome={self.outcome.label!r}, reason={self.reason!r}, http_status={self.http_status}, "
             f"retry_after_s={self.retry_after_s}, committed={self.committed}, message={self.message!r})"
         )
 
@@ -247,18 +249,21 @@ class StreamCall:
                                                    connect_timeout_s=target.connect_timeout_s)
         except TimeoutError:
             which = "total" if self.total_deadline <= self.first_token_deadline else "first-token"
-            raise ProviderError("timeout", scrub(f"no response headers within the {which} timeout"),
+            raise ProviderError(AttemptOutcome.TIMEOUT, scrub(f"no response headers within the {which} timeout"),
                                 reason="timeout") from None
         except HttpInvalidURL as exc:
-            raise ProviderError("config_error", scrub(f"invalid provider URL ({exc})")) from None
+            raise ProviderError(AttemptOutcome.CONFIG_ERROR, scrub(f"invalid provider URL ({exc})")) from None
         except ValueError as exc:
             # A body JSON cannot encode, or a header value HTTP cannot carry (a key ending in a newline):
             # the text may quote the value, so only the type is told.
-            raise ProviderError("config_error", scrub(f"request cannot be sent ({type(exc).__name__})")) from None
+            raise ProviderError(AttemptOutcome.CONFIG_ERROR,
+                                scrub(f"request cannot be sent ({type(exc).__name__})")) from None
         except HttpConnectError as exc:
-            raise ProviderError("connect_error", scrub(f"cannot connect ({exc})"), reason="connection") from None
+            raise ProviderError(AttemptOutcome.CONNECT_ERROR, scrub(f"cannot connect ({exc})"),
+                                reason="connection") from None
         except HttpError as exc:
-            raise ProviderError("upstream_error", scrub(f"request failed ({exc})"), reason="connection") from None
+            raise ProviderError(AttemptOutcome.UPSTREAM_ERROR, scrub(f"request failed ({exc})"),
+                                reason="connection") from None
 
     async def read_body(self, response: HttpResponse) -> bytes:
         """The whole body within the first-token deadline; b"" when it cannot be read in time."""
@@ -269,11 +274,11 @@ class StreamCall:
             return b""
 
     def status_error(self, response: HttpResponse, detail: str, reason: Reason, *,
-                     outcome: Outcome | None = None, retry_after_s: float | None = None) -> ProviderError:
+                     outcome: AttemptOutcome | None = None, retry_after_s: float | None = None) -> ProviderError:
         status = response.status_code
         message = self.scrub(f"HTTP {status}" + (f": {detail}" if detail else ""))
         if outcome is None:
-            outcome = "rate_limited" if status == 429 else "upstream_error"
+            outcome = AttemptOutcome.RATE_LIMITED if status == 429 else AttemptOutcome.UPSTREAM_ERROR
         if retry_after_s is None and status in (429, 503, 529):
             retry_after_s = parse_retry_after(response.headers)
         return ProviderError(outcome, message, http_status=status, retry_after_s=retry_after_s, reason=reason)
@@ -298,9 +303,9 @@ class StreamReader:
         self.finish_reason = ""
         self.done = False
 
-    def fail(self, outcome: Outcome, what: str, reason: Reason = "") -> ProviderError:
-        if outcome in ("upstream_error", "rate_limited") and self.committed:
-            outcome = "truncated"
+    def fail(self, outcome: AttemptOutcome, what: str, reason: Reason = "") -> ProviderError:
+        if outcome in _CUT_WHEN_COMMITTED and self.committed:
+            outcome = AttemptOutcome.TRUNCATED
         return ProviderError(outcome, self.call.scrub(what), http_status=self.response.status_code,
                              committed=self.committed, reason=reason)
 
@@ -327,14 +332,15 @@ class StreamReader:
                     if self.finish_reason or self.done:
                         return  # the answer is complete, or known to be cut short; only the body's end is late
                     if loop.time() >= call.total_deadline:
-                        raise self.fail("timeout", "stream exceeded the total timeout", "timeout") from None
-                    which = "between-tokens" if self.committed else "first-token"
-                    raise self.fail("timeout", f"no data within the {which} timeout", "timeout") from None
+                        what = "stream exceeded the total timeout"
+                    else:
+                        what = f"no data within the {'between-tokens' if self.committed else 'first-token'} timeout"
+                    raise self.fail(AttemptOutcome.TIMEOUT, what, "timeout") from None
                 except HttpError as exc:
                     if self.finish_reason or self.done:
                         return
-                    raise self.fail("upstream_error", f"stream broken ({type(exc.__cause__ or exc).__name__})",
-                                    "connection") from None
+                    broken = type(exc.__cause__ or exc).__name__
+                    raise self.fail(AttemptOutcome.UPSTREAM_ERROR, f"stream broken ({broken})", "connection") from None
                 for event in events:
                     yield event
                 if ended:

@@ -6,6 +6,7 @@ import functools
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
+from routemesh.common.outcomes import AttemptOutcome
 from routemesh.executor import anthropic_adapter, gemini_adapter, openai_adapter
 from routemesh.executor.http import HttpClient
 from routemesh.executor.openai_adapter import OpenAIQuirks
@@ -47,5 +48,6 @@ def stream_for(api: str) -> StreamChat:
 
 async def _unknown_api(api: str, client: HttpClient, target: ProviderTarget, messages: list[dict[str, Any]],
                        **_: Any) -> AsyncIterator[StreamEvent]:
-    raise ProviderError("config_error", f"{target.provider}/{target.upstream_model}: unknown provider api {api!r}")
+    raise ProviderError(AttemptOutcome.CONFIG_ERROR,
+                        f"{target.provider}/{target.upstream_model}: unknown provider api {api!r}")
     yield  # makes this an async generator, like every adapter

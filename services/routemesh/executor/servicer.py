@@ -10,6 +10,7 @@ import grpc
 
 from routemesh.common.errors import InvalidRequest
 from routemesh.common.messages import messages_to_tuples, validate_messages
+from routemesh.common.outcomes import ObservationPhase
 from routemesh.executor.engine import (
     AttemptRecord,
     ExecutionEngine,
@@ -21,20 +22,10 @@ from routemesh.executor.engine import (
 from routemesh.v1 import common_pb2, executor_pb2, executor_pb2_grpc, telemetry_pb2
 
 
-
-def outcome_enum(outcome: str) -> int:
-    """AttemptOutcome value for an engine outcome string."""
-    return common_pb2.AttemptOutcome.Value(f"ATTEMPT_OUTCOME_{(outcome or 'unspecified').upper()}")
-
-
-def status_enum(status: str) -> int:
-    """FinishStatus value for an engine status string."""
-    return common_pb2.FinishStatus.Value(f"FINISH_STATUS_{status.upper()}")
-
-
 def attempt_to_proto(a: AttemptRecord) -> common_pb2.Attempt:
+    """The proto of an attempt record; the outcome enum holds the proto's number, so it goes in as it is."""
     return common_pb2.Attempt(
-        model=a.model, provider=a.provider, outcome=outcome_enum(a.outcome), http_status=a.http_status,
+        model=a.model, provider=a.provider, outcome=a.outcome, http_status=a.http_status,
         error=a.error, ttft_ms=a.ttft_ms, duration_ms=a.duration_ms, cost_usd=a.cost_usd, hedge=a.hedge,
         try_number=a.try_number, error_reason=a.reason,
         usage=common_pb2.Usage(input_tokens=a.input_tokens, output_tokens=a.output_tokens,
@@ -47,10 +38,10 @@ def observation_of(a: AttemptRecord, finished: bool, decision_id: str) -> teleme
     """The telemetry observation for an attempt that started or finished."""
     obs = telemetry_pb2.Observation(
         model=a.model, provider=a.provider, decision_id=decision_id, timestamp_ms=int(time.time() * 1000),
-        phase=telemetry_pb2.OBSERVATION_PHASE_FINISHED if finished else telemetry_pb2.OBSERVATION_PHASE_STARTED,
+        phase=ObservationPhase.FINISHED if finished else ObservationPhase.STARTED,
     )
     if finished:
-        obs.outcome = outcome_enum(a.outcome)
+        obs.outcome = a.outcome
         obs.ttft_ms, obs.tpot_ms, obs.cost_usd = a.ttft_ms, a.tpot_ms, a.cost_usd
         obs.usage.CopyFrom(common_pb2.Usage(input_tokens=a.input_tokens, output_tokens=a.output_tokens,
                                             estimated=a.usage_estimated))
@@ -59,7 +50,7 @@ def observation_of(a: AttemptRecord, finished: bool, decision_id: str) -> teleme
 
 def result_to_proto(o: ExecutionOutcome) -> executor_pb2.ExecutionResult:
     return executor_pb2.ExecutionResult(
-        status=status_enum(o.status), model=o.model, provider=o.provider, cost_usd=o.cost_usd, error=o.error,
+        status=o.status, model=o.model, provider=o.provider, cost_usd=o.cost_usd, error=o.error,
         usage=common_pb2.Usage(input_tokens=o.input_tokens, output_tokens=o.output_tokens,
                                estimated=o.usage_estimated, cached_input_tokens=o.cached_input_tokens,
                                reasoning_tokens=o.reasoning_tokens),

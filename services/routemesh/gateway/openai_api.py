@@ -7,17 +7,19 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from routemesh.common.outcomes import FinishStatus
 from routemesh.v1 import common_pb2, router_pb2
 
 ROLES = {"system": common_pb2.ROLE_SYSTEM, "developer": common_pb2.ROLE_SYSTEM, "user": common_pb2.ROLE_USER,
          "assistant": common_pb2.ROLE_ASSISTANT, "tool": common_pb2.ROLE_TOOL}
+# Statuses of an answer that ended cleanly -> OpenAI's finish_reason; keys equal the proto's ints.
 FINISH_REASONS = {
-    common_pb2.FINISH_STATUS_COMPLETE: "stop",
-    common_pb2.FINISH_STATUS_LENGTH: "length",
-    common_pb2.FINISH_STATUS_CONTENT_FILTER: "content_filter",
+    FinishStatus.COMPLETE: "stop",
+    FinishStatus.LENGTH: "length",
+    FinishStatus.CONTENT_FILTER: "content_filter",
     # A fallback model completed the cut answer: the caller got a whole answer.
-    common_pb2.FINISH_STATUS_CONTINUED: "stop",
-    common_pb2.FINISH_STATUS_TOOL_CALLS: "tool_calls",
+    FinishStatus.CONTINUED: "stop",
+    FinishStatus.TOOL_CALLS: "tool_calls",
 }
 TOOL_CHOICES = ("auto", "none", "required")
 RESPONSE_FORMATS = ("text", "json_object")
@@ -409,9 +411,8 @@ def usage_chunk(decision: router_pb2.Decision, final: router_pb2.Final, created:
 
 def broken_answer(final: router_pb2.Final | None, detail: str = "") -> GatewayError:
     """The error for an answer that started but did not end cleanly (never a 200 with a clean finish)."""
-    status = common_pb2.FinishStatus.Name(final.status).removeprefix("FINISH_STATUS_") if final else "BROKEN"
+    status = FinishStatus.label_of(final.status).upper() if final else "BROKEN"
     why = detail or (final.error if final else "") or "no reason given"
-    code = "cancelled" if final is not None and final.status == common_pb2.FINISH_STATUS_CANCELLED \
-        else "truncated_upstream"
+    code = "cancelled" if final is not None and final.status == FinishStatus.CANCELLED else "truncated_upstream"
     return GatewayError(502, f"the answer was cut before its end ({status}): {why}", type="upstream_error",
                         code=code)

@@ -6,30 +6,20 @@ import math
 from collections import Counter, defaultdict, deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from enum import IntEnum
 from typing import Any
 from urllib.parse import quote, unquote
+
+from routemesh.common.outcomes import FinishStatus
 
 # Latency percentiles of a variant cover at most its newest this many served requests; counts stay exact.
 MAX_VARIANT_SAMPLES = 2000
 
-
-class FinishStatus(IntEnum):
-    """How a whole request ended (values match FinishStatus; unknown values are kept as plain ints)."""
-
-    UNSPECIFIED = 0
-    COMPLETE = 1
-    LENGTH = 2
-    TRUNCATED_UPSTREAM = 3
-    FAILED = 4
-    CONTENT_FILTER = 5
-    CANCELLED = 6
-
-
 # UNSPECIFIED is what a router reports for a request that failed before its first token.
 ERROR_STATUSES = frozenset({FinishStatus.UNSPECIFIED, FinishStatus.TRUNCATED_UPSTREAM, FinishStatus.FAILED})
-# Only answers that ran their course say anything about latency; errors and cancellations are cut short.
-SERVED_STATUSES = frozenset({FinishStatus.COMPLETE, FinishStatus.LENGTH, FinishStatus.CONTENT_FILTER})
+# Only answers that ran their course say anything about latency (a tool call and a continued answer did);
+# errors and cancellations are cut short.
+SERVED_STATUSES = frozenset({FinishStatus.COMPLETE, FinishStatus.LENGTH, FinishStatus.CONTENT_FILTER,
+                             FinishStatus.CONTINUED, FinishStatus.TOOL_CALLS})
 
 
 def is_request_error(status: int) -> bool:
@@ -46,7 +36,7 @@ class RequestSummaryRecord:
     decision_id: str = ""
     route: str = ""
     model: str = ""
-    status: int = FinishStatus.COMPLETE
+    status: FinishStatus | int = FinishStatus.COMPLETE  # a plain int when a newer router sent it
     ttft_ms: float = 0.0
     duration_ms: float = 0.0
     cost_usd: float = 0.0

@@ -12,6 +12,7 @@ from dataclasses import replace
 from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 
+from routemesh.common.outcomes import ObservationPhase
 from routemesh.common.policy_schema import CircuitSettings
 from routemesh.common.redis_client import create_client
 from routemesh.telemetry.experiments import (
@@ -33,7 +34,6 @@ from routemesh.telemetry.store import (
     FinishedSample,
     ModelStats,
     ObservationRecord,
-    Phase,
     SecondTotals,
     SnapshotCache,
     StoreUnavailable,
@@ -203,7 +203,7 @@ class RedisHealthStore:
             second, minute = ts // 1000, ts // 60_000
             rate_key = self.keys.rates(model, minute)
             seen[model] = max(seen.get(model, 0), ts)
-            if obs.phase == Phase.STARTED:
+            if obs.phase == ObservationPhase.STARTED:
                 open_deltas[self.keys.open(model, minute)] += 1
                 counts[rate_key][f"r{second}"] += 1
                 continue

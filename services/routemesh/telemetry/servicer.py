@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 import grpc
 
 from routemesh.common.errors import InvalidRequest, RoutemeshError
+from routemesh.common.outcomes import AttemptOutcome, FinishStatus, ObservationPhase
 from routemesh.common.policy_schema import CircuitSettings, Pricing
 from routemesh.common.policy_watch import PolicyHolder
 from routemesh.telemetry.experiments import RequestSummaryRecord, VariantStatsRecord
@@ -19,7 +20,6 @@ from routemesh.telemetry.store import (
     HealthStore,
     ModelStats,
     ObservationRecord,
-    Phase,
     StoreUnavailable,
 )
 from routemesh.v1 import telemetry_pb2, telemetry_pb2_grpc
@@ -50,12 +50,13 @@ def wall_clock_ms() -> int:
 def record_from_proto(obs: telemetry_pb2.Observation, now_ms: int) -> ObservationRecord:
     """The store's record of an observation; a missing or future timestamp becomes now (clock skew)."""
     timestamp = obs.timestamp_ms if 0 < obs.timestamp_ms <= now_ms else now_ms
-    started = obs.phase == telemetry_pb2.OBSERVATION_PHASE_STARTED
+    # UNSPECIFIED (and any phase a newer executor sends) counts as finished, as the proto says.
+    started = obs.phase == ObservationPhase.STARTED
     return ObservationRecord(
         model=obs.model,
         provider=obs.provider,
-        phase=Phase.STARTED if started else Phase.FINISHED,
-        outcome=int(obs.outcome),
+        phase=ObservationPhase.STARTED if started else ObservationPhase.FINISHED,
+        outcome=AttemptOutcome.from_proto(obs.outcome),
         ttft_ms=obs.ttft_ms,
         tpot_ms=obs.tpot_ms,
         input_tokens=obs.usage.input_tokens,
@@ -76,7 +77,7 @@ def summary_from_proto(summary: telemetry_pb2.RequestSummary, now_ms: int) -> Re
         decision_id=summary.decision_id,
         route=summary.route,
         model=summary.model,
-        status=int(summary.status),
+        status=FinishStatus.from_proto(summary.status),
         ttft_ms=summary.ttft_ms,
         duration_ms=summary.duration_ms,
         cost_usd=summary.cost_usd,
@@ -119,13 +120,6 @@ def observation_violations(observations: Sequence[telemetry_pb2.Observation]) ->
     return violations
 
 
-CIRCUIT_STATES = {
-    "closed": telemetry_pb2.CIRCUIT_STATE_CLOSED,
-    "open": telemetry_pb2.CIRCUIT_STATE_OPEN,
-    "half_open": telemetry_pb2.CIRCUIT_STATE_HALF_OPEN,
-}
-
-
 def _check_model_names(models: Sequence[str]) -> None:
     empty = [(f"models[{i}]", "must not be empty") for i, name in enumerate(models) if not name]
     if empty:
@@ -165,7 +159,7 @@ def health_to_proto(stats: ModelStats, pricing: Pricing | None) -> telemetry_pb2
         spend_total_usd=stats.spend_total_usd,
         last_observation_ms=stats.last_observation_ms,
         stale=stats.stale,
-        circuit_state=CIRCUIT_STATES[circuit.state],
+        circuit_state=circuit.state,
         circuit_open_until_ms=circuit.open_until_ms,
         admit_fraction=circuit.admit_fraction,
         consecutive_failures=circuit.consecutive_failures,

@@ -6,11 +6,11 @@ import time
 from collections import defaultdict, deque
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from enum import IntEnum
 from operator import itemgetter
 from typing import Protocol
 
 from routemesh.common.circuit import CLOSED_VIEW, CircuitView, circuit_from_history, counts_as_failure
+from routemesh.common.outcomes import AttemptOutcome, ObservationPhase
 from routemesh.common.policy_schema import CircuitSettings
 from routemesh.telemetry.experiments import (  # noqa: F401 - percentile re-exported: both stores' shared math
     MAX_VARIANT_SAMPLES,
@@ -30,30 +30,6 @@ SEEN_HORIZON_MS = 24 * 3600 * 1000
 DEFAULT_CACHE_TTL_S = 0.2
 
 
-class Phase(IntEnum):
-    """Whether an observation opens or closes an attempt (values match ObservationPhase)."""
-
-    STARTED = 1
-    FINISHED = 2
-
-
-class Outcome(IntEnum):
-    """How an attempt ended (values match AttemptOutcome; unknown values are kept as plain ints)."""
-
-    UNSPECIFIED = 0
-    SUCCESS = 1
-    RATE_LIMITED = 2
-    UPSTREAM_ERROR = 3
-    CONNECT_ERROR = 4
-    TIMEOUT = 5
-    TRUNCATED = 6
-    CANCELLED = 7
-    CONFIG_ERROR = 8
-    HEDGE_LOST = 9
-    CIRCUIT_OPEN = 10
-    RETRY_BUDGET_EXHAUSTED = 11
-
-
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ObservationRecord:
     """What an executor saw of one attempt, as the store keeps it."""
@@ -61,8 +37,9 @@ class ObservationRecord:
     model: str
     timestamp_ms: int
     provider: str = ""
-    phase: Phase = Phase.FINISHED
-    outcome: int = Outcome.SUCCESS
+    phase: ObservationPhase = ObservationPhase.FINISHED
+    # A plain int when a newer executor sent a value this build lacks: an error, but not one the breaker counts.
+    outcome: AttemptOutcome | int = AttemptOutcome.SUCCESS
     ttft_ms: float = 0.0
     tpot_ms: float = 0.0
     input_tokens: int = 0
@@ -135,14 +112,15 @@ class SecondTotals:
 
 
 # Say nothing about a model's health: the caller went away, another attempt won, or it was never sent.
-NOT_JUDGED = frozenset({Outcome.CANCELLED, Outcome.HEDGE_LOST, Outcome.CIRCUIT_OPEN, Outcome.RETRY_BUDGET_EXHAUSTED})
+NOT_JUDGED = frozenset({AttemptOutcome.CANCELLED, AttemptOutcome.HEDGE_LOST, AttemptOutcome.CIRCUIT_OPEN,
+                        AttemptOutcome.RETRY_BUDGET_EXHAUSTED})
 DEFAULT_CIRCUIT = CircuitSettings()
 _timestamp = itemgetter(0)
 
 
 def is_error(outcome: int) -> bool:
     """Failures count against a model; attempts that were not judged (see NOT_JUDGED) are not errors."""
-    return outcome != Outcome.SUCCESS and outcome not in NOT_JUDGED
+    return outcome != AttemptOutcome.SUCCESS and outcome not in NOT_JUDGED
 
 
 def compute_stats(
@@ -247,7 +225,7 @@ class SnapshotCache:
 
 def has_failures(observations: Iterable[ObservationRecord]) -> bool:
     """Whether any finished attempt failed in a way the circuit breaker counts."""
-    return any(obs.phase == Phase.FINISHED and counts_as_failure(obs.outcome) for obs in observations)
+    return any(obs.phase == ObservationPhase.FINISHED and counts_as_failure(obs.outcome) for obs in observations)
 
 
 def unique(models: Sequence[str]) -> tuple[str, ...]:
@@ -269,7 +247,7 @@ class _ModelWindow:
         ts = obs.timestamp_ms
         self.newest_ms = max(self.newest_ms, ts)
         totals = self.seconds.setdefault(ts // 1000, SecondTotals())
-        if obs.phase == Phase.STARTED:
+        if obs.phase == ObservationPhase.STARTED:
             self.open_by_minute[ts // 60_000] += 1
             totals.requests += 1
             return
