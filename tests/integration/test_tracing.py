@@ -116,7 +116,8 @@ def traced_mesh(request, receiver, tmp_path_factory, redis_prefix) -> Iterator[M
 def test_one_chat_is_one_trace_with_every_hop(receiver, traced_mesh):
     servicer, _ = receiver
     with RouterClient(traced_mesh.layout.address("router")) as client:
-        result = client.complete(PROMPT)
+        # A tenant with a rate limit and a budget: admission and settling have work to do, so they have spans.
+        result = client.complete(PROMPT, metadata={"tenant": "acme"})
     assert result.final.status == common_pb2.FINISH_STATUS_COMPLETE
     model = result.decision.model
     health_source = traced_mesh.extra_env["ROUTEMESH_HEALTH_SOURCE"]

@@ -66,11 +66,12 @@ CHANNEL_OPTIONS: list[tuple[str, object]] = [
 ]
 
 # Calls made in the background, not for a request: a span each would be a root span every few milliseconds
-# (reports) or one that lasts as long as the process (watch streams).
+# (reports, readiness checks) or one that lasts as long as the process (watch streams).
 BACKGROUND_METHODS = frozenset({
     "/routemesh.v1.TelemetryService/Report",
     "/routemesh.v1.TelemetryService/WatchSnapshot",
     "/routemesh.v1.ControlPlaneService/WatchPolicy",
+    "/grpc.health.v1.Health/Check",
 })
 # What a downstream call keeps back of its caller's remaining time, to answer before the caller gives up.
 DEADLINE_MARGIN_S = 0.02

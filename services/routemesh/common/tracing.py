@@ -9,14 +9,13 @@ from collections.abc import Iterable, Sequence
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
-from opentelemetry.trace import Span, SpanKind
+from opentelemetry.trace import Span
 
-from routemesh.common import semconv
 
 log = logging.getLogger(__name__)
 _TRACER_NAME = "routemesh"
 _capture_content = False
-# trace.get_tracer builds a new Tracer (and its instrumentation scope) on every call: ~7 µs per span.
+# trace.get_tracer builds a new Tracer (and its instrumentation scope) on every call: build it once.
 _tracer: trace.Tracer | None = None
 
 
@@ -90,11 +89,6 @@ def tracer() -> trace.Tracer:
     return _tracer
 
 
-class _MetadataSetter:
-    def set(self, carrier: list[tuple[str, str]], key: str, value: str) -> None:
-        carrier.append((key.lower(), value))
-
-
 class _MetadataGetter:
     def get(self, carrier: dict[str, str], key: str) -> list[str] | None:
         value = carrier.get(key.lower())
@@ -104,7 +98,6 @@ class _MetadataGetter:
         return list(carrier)
 
 
-_SETTER = _MetadataSetter()
 _GETTER = _MetadataGetter()
 
 
@@ -112,24 +105,6 @@ def extract_context(metadata: Iterable[tuple[str, str | bytes]] | None) -> otel_
     """The OpenTelemetry context carried in gRPC invocation metadata."""
     carrier = {k: v for k, v in (metadata or ()) if isinstance(v, str)}
     return propagate.extract(carrier, getter=_GETTER)
-
-
-def start_client_span(full_method: str, **attributes: object) -> tuple[Span, list[tuple[str, str]]]:
-    """Start a CLIENT span for a gRPC call under the current context; return it and metadata to send."""
-    service, _, method = full_method.rpartition("/")
-    span = tracer().start_span(
-        full_method,
-        kind=SpanKind.CLIENT,
-        attributes={
-            semconv.RPC_SYSTEM: "grpc",
-            semconv.RPC_SERVICE: service,
-            semconv.RPC_METHOD: method,
-            **{k: v for k, v in attributes.items() if v is not None},
-        },
-    )
-    metadata: list[tuple[str, str]] = []
-    propagate.inject(metadata, context=trace.set_span_in_context(span), setter=_SETTER)
-    return span, metadata
 
 
 def inject_headers(headers: dict[str, str], span: Span) -> None:

@@ -18,7 +18,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 
 from routemesh.common import semconv
-from routemesh.common.tracing import set_attributes, start_client_span
+from routemesh.common.tracing import set_attributes
 from routemesh.gateway import openai_api
 from routemesh.gateway.errors import http_error
 from routemesh.gateway.openai_api import FINISH_REASONS, GatewayError, ParsedChat, ToolCallsSoFar
@@ -83,8 +83,8 @@ class ChatHandler:
         set_attributes(span, {semconv.GEN_AI_REQUEST_MODEL: parsed.request.model,
                               semconv.GEN_AI_REQUEST_MAX_TOKENS: parsed.request.max_tokens or None,
                               "routemesh.gateway.stream": parsed.stream})
-        client_span, metadata = start_client_span("routemesh.v1.RouterService/Chat")
-        call = self.stub.Chat(parsed.request, metadata=metadata, timeout=self.timeout_s)
+        # The channel starts the CLIENT span and sends the trace context (common/channels.py).
+        call = self.stub.Chat(parsed.request, timeout=self.timeout_s)
         try:
             if parsed.stream:
                 return await self._stream(request, parsed, call)
@@ -93,10 +93,6 @@ class ChatHandler:
             if not call.done():
                 # The caller went away or the gateway is stopping: the router stops the upstream call too.
                 call.cancel()
-                client_span.set_status(Status(StatusCode.ERROR, "CANCELLED"))
-            elif (code := await call.code()) != grpc.StatusCode.OK:
-                client_span.set_status(Status(StatusCode.ERROR, code.name))
-            client_span.end()
 
     async def explain(self, request: web.Request) -> web.Response:
         """POST /v1/routemesh/explain: the decision a chat-completions body would get, without running it."""
@@ -108,14 +104,10 @@ class ChatHandler:
         explain = router_pb2.ExplainRequest(messages=chat.messages, model=chat.model, max_tokens=chat.max_tokens,
                                             metadata=chat.metadata, routing=chat.routing, tools=chat.tools,
                                             response_format=chat.response_format)
-        client_span, metadata = start_client_span("routemesh.v1.RouterService/Explain")
         try:
-            reply = await self.stub.Explain(explain, metadata=metadata, timeout=min(self.timeout_s, 30.0))
+            reply = await self.stub.Explain(explain, timeout=min(self.timeout_s, 30.0))
         except grpc.aio.AioRpcError as exc:
-            client_span.set_status(Status(StatusCode.ERROR, exc.code().name))
             return error_response(http_error(exc, parsed.param_of))
-        finally:
-            client_span.end()
         self._record_decision(reply.decision)
         body = {"object": "routemesh.decision",
                 "decision": json_format.MessageToDict(reply.decision, preserving_proto_field_name=True)}

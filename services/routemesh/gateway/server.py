@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import math
 import os
@@ -19,7 +18,7 @@ from opentelemetry import propagate
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from routemesh.common import semconv
-from routemesh.common.channels import target_of
+from routemesh.common.channels import open_channel
 from routemesh.common.policy import Policy
 from routemesh.common.policy_watch import PolicyHolder, PolicyWatcher
 from routemesh.common.tracing import tracer
@@ -34,26 +33,6 @@ HEALTH_CACHE_S = 1.0
 # Long prompts are legitimate; the router accepts 64 MiB messages too.
 MAX_BODY_BYTES = 64 * 1024 * 1024
 _ROUTER_SERVICE = "routemesh.v1.RouterService"
-# The channel retries Chat and Explain only while nothing was received (UNAVAILABLE before any
-# response), so an answer is never duplicated; keepalive notices a frozen router within seconds.
-_SERVICE_CONFIG = {
-    "loadBalancingConfig": [{"round_robin": {}}],
-    "methodConfig": [{
-        "name": [{"service": _ROUTER_SERVICE}],
-        "retryPolicy": {"maxAttempts": 3, "initialBackoff": "0.1s", "maxBackoff": "1s",
-                        "backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE"]},
-    }],
-}
-CHANNEL_OPTIONS: list[tuple[str, Any]] = [
-    ("grpc.service_config", json.dumps(_SERVICE_CONFIG)),
-    ("grpc.enable_retries", 1),
-    ("grpc.keepalive_time_ms", 10_000),
-    ("grpc.keepalive_timeout_ms", 5_000),
-    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-    ("grpc.max_send_message_length", 64 * 1024 * 1024),
-    ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.max_reconnect_backoff_ms", 2_000),
-]
 # OpenTelemetry HTTP server conventions.
 _HTTP_METHOD, _HTTP_ROUTE, _URL_PATH = "http.request.method", "http.route", "url.path"
 
@@ -62,7 +41,9 @@ class Gateway:
     """What the handlers share: the router channel, the watched policy, the cached router health."""
 
     def __init__(self, router_address: str, control_address: str, timeout_s: float):
-        self.channel = grpc.aio.insecure_channel(target_of(router_address), options=CHANNEL_OPTIONS)
+        # The shared channel config: Chat and Explain are retried only while nothing was received, so an
+        # answer is never duplicated; keepalive notices a frozen router within seconds.
+        self.channel = open_channel(router_address)
         self.router = router_pb2_grpc.RouterServiceStub(self.channel)
         self.health = health_pb2_grpc.HealthStub(self.channel)
         self.policy = PolicyHolder()

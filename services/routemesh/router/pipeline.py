@@ -154,7 +154,13 @@ class RequestPipeline:
         return plan
 
     async def admit(self, policy: RoutingPolicy, plan: Plan, classified: Classified, request: ChatInput) -> Admitted:
-        """Rate-limit slots and a budget reservation; models without headroom leave the (new) plan."""
+        """Rate-limit slots and a budget reservation; models without headroom leave the (new) plan.
+
+        A request that draws on no limit and no budget passes at once, without a span: one would cost
+        more than the stage does, in every such request's trace.
+        """
+        if not self.spend.applies(policy, plan, request.metadata):
+            return Admitted(plan, Admission(estimated_tokens=classified.features.input_tokens + plan.max_tokens))
         with stage(semconv.SPAN_ADMIT) as span:
             admitted = await self.spend.admit(policy, plan, classified.features.input_tokens, request.metadata)
             if span.is_recording():
@@ -184,10 +190,14 @@ class RequestPipeline:
                 if isinstance(event, Finished):
                     finished = event
                 yield event
-            self._record_finished(span, decision, finished)
+            if span.is_recording() and finished is not None:
+                span.set_attribute(semconv.FINISH_STATUS, FinishStatus.label_of(finished.status))
+            self._record_finished(decision, finished)
 
     async def settle(self, admission: Admission, finished: Finished | None) -> None:
-        """Charge the actual cost to the budget and correct the rate limits' token estimate."""
+        """Charge the actual cost to the budget and correct the rate limits' token estimate (when admission took any)."""
+        if not admission.took:
+            return
         with stage(semconv.SPAN_SETTLE) as span:
             cost = finished.cost_usd if finished is not None else 0.0
             await self.spend.settle(admission, cost, finished.tokens_used if finished is not None else 0)
@@ -263,18 +273,15 @@ class RequestPipeline:
         })
 
     @staticmethod
-    def _record_finished(span: Span, decision: Decision, finished: Finished | None) -> None:
-        """The outcome, on the execute stage and on the request's own span."""
-        if finished is None:
+    def _record_finished(decision: Decision, finished: Finished | None) -> None:
+        """The outcome, on the request's own span."""
+        span = trace.get_current_span()
+        if finished is None or not span.is_recording():
             return
-        attributes = {
+        set_attributes(span, {
             semconv.EXPERIMENT: decision.plan.experiment, semconv.VARIANT: decision.plan.variant,
             semconv.FINISH_STATUS: FinishStatus.label_of(finished.status), semconv.COST_USD: finished.cost_usd,
             semconv.ATTEMPTS: len(finished.attempts), semconv.GEN_AI_RESPONSE_MODEL: finished.model,
             semconv.GEN_AI_USAGE_INPUT_TOKENS: finished.usage.input_tokens if finished.usage else 0,
             semconv.GEN_AI_USAGE_OUTPUT_TOKENS: finished.usage.output_tokens if finished.usage else 0,
-        }
-        for target in (span, trace.get_current_span()):
-            if target.is_recording():
-                set_attributes(target, attributes)
-
+        })

@@ -47,6 +47,11 @@ def _account_key(budget: Budget, tenant: str, project: str) -> str:
 class Admission:
     """What admit() took: a budget reservation and rate-limit counts, to settle after the call."""
 
+    @property
+    def took(self) -> bool:
+        """Whether there is anything to settle."""
+        return self.reservation is not None or bool(self.limits)
+
     reservation: Reservation | None = None
     limits: list[RateLimit] = field(default_factory=list)
     estimated_tokens: int = 0
@@ -77,6 +82,15 @@ class SpendGuard:
     def __init__(self, ledger: BudgetLedger, limiter: RateLimiter):
         self.ledger = ledger
         self.limiter = limiter
+
+    @staticmethod
+    def applies(policy: RoutingPolicy, plan: Plan, metadata: Mapping[str, str]) -> bool:
+        """Whether admission has anything to check for this plan: a rate limit or a budget it draws on."""
+        tenant = policy.tenants.get(metadata.get(policy.request_keys.tenant, ""))
+        if tenant is not None and (tenant.limits.rpm or tenant.limits.tpm):
+            return True
+        models = policy.models
+        return any(models[m].rpm or models[m].tpm for m in plan.models) or bool(budget_scopes(policy, metadata))
 
     async def soft_limited(self, policy: RoutingPolicy, metadata: Mapping[str, str]) -> bool:
         scopes = budget_scopes(policy, metadata)

@@ -98,11 +98,16 @@ class ExecutorStream:
         while finished is None:
             call = self._call
             try:
-                async for event in self._relay(call):
-                    if isinstance(event, Finished):
-                        finished = event
-                    else:
-                        yield event
+                async for batch in batches(call.__aiter__()):
+                    deltas = [r.delta for r in batch if r.HasField("delta")]
+                    text = "".join(d.text for d in deltas)
+                    tools = [t for d in deltas for t in d.tool_calls]
+                    if text or tools:
+                        self.relayed += len(text) + len(tools)
+                        yield Delta(text, tools)
+                    for response in batch:
+                        if response.HasField("result"):
+                            finished = finished_of(response.result)
                 if finished is None:
                     finished = failed("executor stream ended without a result")
             except grpc.aio.AioRpcError as exc:
@@ -128,18 +133,6 @@ class ExecutorStream:
                 if not call.done():
                     call.cancel()
         yield finished
-
-    async def _relay(self, call: grpc.aio.UnaryStreamCall) -> AsyncIterator[Delta | Finished]:
-        async for batch in batches(call.__aiter__()):
-            deltas = [r.delta for r in batch if r.HasField("delta")]
-            text = "".join(d.text for d in deltas)
-            tools = [t for d in deltas for t in d.tool_calls]
-            if text or tools:
-                self.relayed += len(text) + len(tools)
-                yield Delta(text, tools)
-            for response in batch:
-                if response.HasField("result"):
-                    yield finished_of(response.result)
 
     @staticmethod
     def _replica_failed(exc: grpc.aio.AioRpcError, replicas: int) -> None:
