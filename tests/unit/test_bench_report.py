@@ -5,7 +5,8 @@ from __future__ import annotations
 import io
 
 from routemesh.bench.report import build_figures, expected_figure_keys, print_table
-from routemesh.bench.stats import percentile, spread
+from routemesh.bench.stats import spread
+from routemesh.common.stats import percentile
 
 
 def _phase(mode: str, round_no: int, c: int, arm: str, ttft: float, total: float, wall: float,
@@ -56,9 +57,9 @@ def test_figures_are_medians_of_per_round_differences_with_their_spread():
     assert "added TTFT p50 ms (c=1)" in out.getvalue() and "FAIL" in out.getvalue()
 
 
-def test_percentiles_are_nearest_rank_and_spread_skips_missing_rounds():
-    assert percentile(list(range(1, 101)), 0.99) == 99
-    assert percentile([5.0], 0.5) == 5.0 and percentile([], 0.5) is None
+def test_percentiles_interpolate_and_spread_skips_missing_rounds():
+    assert percentile(list(range(1, 101)), 0.99) == 99.01
+    assert percentile([5.0], 0.5) == 5.0 and percentile([], 0.5) == 0.0
     assert spread([3.0, None, 1.0]) == {"median": 2.0, "min": 1.0, "max": 3.0, "rounds": [3.0, None, 1.0]}
 
 

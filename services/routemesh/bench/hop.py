@@ -59,7 +59,7 @@ def _serve(port_out, ready) -> None:  # runs in the child process
 async def _client(port: int, server_pid: int, calls: int, messages: int) -> dict:
     import grpc
 
-    from routemesh.bench.stats import percentile
+    from routemesh.common.stats import percentile
     from routemesh.bench.system import process_ticks
 
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
@@ -77,7 +77,7 @@ async def _client(port: int, server_pid: int, calls: int, messages: int) -> dict
     server_ms = ((process_ticks(server_pid) or 0) - (server_before or 0)) * _TICK_MS
     client_ms = (time.process_time() - client_before) * 1000
     result = {
-        "unary_wall_p50_ms": round(statistics.median(walls), 4), "unary_wall_p99_ms": round(percentile(walls, 0.99), 4),
+        "unary_wall_p50_ms": round(statistics.median(walls), 4), "unary_wall_p99_ms": round(percentile(sorted(walls), 0.99), 4),
         "unary_client_cpu_ms": round(client_ms / calls, 4), "unary_server_cpu_ms": round(server_ms / calls, 4),
     }
 

@@ -8,7 +8,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TextIO
 
-from routemesh.bench.stats import minus, per, percentile, ratio, spread
+from routemesh.bench.stats import minus, per, ratio, spread
+from routemesh.common.stats import percentile
 
 # Processes whose CPU is the provider's or the load generator's, not routemesh's.
 _NOT_ROUTEMESH = {"sim", "bench-client"}
@@ -74,10 +75,10 @@ def arm_metrics(phase: dict) -> dict[str, float | None]:
     routemesh_cpu = sum(ms for name, ms in cpu.items() if name not in _NOT_ROUTEMESH)
     ok, tokens, wall = phase["ok"], phase["tokens"], phase["wall_s"]
     return {
-        "ttft_p50_ms": percentile(phase["ttft_ms"], 0.5),
-        "ttft_p99_ms": percentile(phase["ttft_ms"], 0.99),
-        "total_p50_ms": percentile(phase["total_ms"], 0.5),
-        "total_p99_ms": percentile(phase["total_ms"], 0.99),
+        "ttft_p50_ms": percentile(sorted(phase["ttft_ms"]), 0.5) if phase["ttft_ms"] else None,
+        "ttft_p99_ms": percentile(sorted(phase["ttft_ms"]), 0.99) if phase["ttft_ms"] else None,
+        "total_p50_ms": percentile(sorted(phase["total_ms"]), 0.5) if phase["total_ms"] else None,
+        "total_p99_ms": percentile(sorted(phase["total_ms"]), 0.99) if phase["total_ms"] else None,
         "gap_p50_ms": phase["gap_ms"]["p50"],
         "gap_p99_ms": phase["gap_ms"]["p99"],
         "tokens_per_chunk": per(tokens, phase["chunks"]),

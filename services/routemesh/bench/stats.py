@@ -1,19 +1,11 @@
-"""Percentiles and summaries used by the benchmark (nearest-rank, so every reported value was observed)."""
+"""Summaries, spreads and ratios of the benchmark's figures (percentiles from common.stats)."""
 
 from __future__ import annotations
 
-import math
 import statistics
 from collections.abc import Sequence
 
-
-def percentile(values: Sequence[float], q: float) -> float | None:
-    """Nearest-rank percentile (q in 0..1) of unsorted `values`; None when there are none."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = max(1, math.ceil(q * len(ordered)))
-    return ordered[min(rank, len(ordered)) - 1]
+from routemesh.common.stats import percentile
 
 
 def summarize(values: Sequence[float]) -> dict[str, float | int | None]:
@@ -24,9 +16,9 @@ def summarize(values: Sequence[float]) -> dict[str, float | int | None]:
     return {
         "count": len(ordered),
         "mean": round(statistics.fmean(ordered), 4),
-        "p50": round(percentile(ordered, 0.50), 4),  # type: ignore[arg-type]
-        "p90": round(percentile(ordered, 0.90), 4),  # type: ignore[arg-type]
-        "p99": round(percentile(ordered, 0.99), 4),  # type: ignore[arg-type]
+        "p50": round(percentile(ordered, 0.50), 4),
+        "p90": round(percentile(ordered, 0.90), 4),
+        "p99": round(percentile(ordered, 0.99), 4),
         "max": round(ordered[-1], 4),
     }
 

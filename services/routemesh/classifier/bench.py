@@ -6,6 +6,7 @@ import json
 import time
 
 from routemesh.classifier.features import classify
+from routemesh.common.stats import percentile
 
 _SYSTEM = (
     "You are a senior backend engineer helping a teammate. Answer precisely, show corrected code, and "
@@ -57,10 +58,6 @@ def benchmark_messages() -> list[tuple[str, str]]:
     return [("system", _SYSTEM), ("user", user)]
 
 
-def _percentile(sorted_values: list[float], fraction: float) -> float:
-    return sorted_values[min(len(sorted_values) - 1, int(fraction * len(sorted_values)))]
-
-
 def run_benchmark(iterations: int = 2000) -> dict:
     """Time classify() `iterations` times on benchmark_messages(); latencies in microseconds."""
     messages = benchmark_messages()
@@ -78,8 +75,8 @@ def run_benchmark(iterations: int = 2000) -> dict:
         "chars": sum(len(content) for _, content in messages),
         "input_tokens": features.input_tokens,
         "task_type": features.task_type,
-        "p50_us": round(_percentile(timings, 0.50), 1),
-        "p99_us": round(_percentile(timings, 0.99), 1),
+        "p50_us": round(percentile(timings, 0.50), 1),
+        "p99_us": round(percentile(timings, 0.99), 1),
         "max_us": round(timings[-1], 1),
     }
 

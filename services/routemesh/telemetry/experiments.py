@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from collections import Counter, defaultdict, deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, unquote
+
+from routemesh.common.stats import percentile
 
 from routemesh.common.outcomes import FinishStatus
 
@@ -71,16 +72,6 @@ class VariantSecond:
     errors: int = 0
     cost: float = 0.0
     models: Counter[str] = field(default_factory=Counter)
-
-
-def percentile(sorted_values: Sequence[float], q: float) -> float:
-    """Linear-interpolated percentile (q in 0..1) of already sorted values; 0 when there are none."""
-    if not sorted_values:
-        return 0.0
-    rank = (len(sorted_values) - 1) * q
-    low = math.floor(rank)
-    high = min(low + 1, len(sorted_values) - 1)
-    return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * (rank - low)
 
 
 def compute_variant_stats(

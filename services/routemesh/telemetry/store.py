@@ -12,12 +12,12 @@ from typing import Protocol
 from routemesh.common.circuit import CLOSED_VIEW, CircuitView, circuit_from_history, counts_as_failure
 from routemesh.common.outcomes import AttemptOutcome, ObservationPhase
 from routemesh.common.policy_schema import CircuitSettings
-from routemesh.telemetry.experiments import (  # noqa: F401 - percentile re-exported: both stores' shared math
+from routemesh.common.stats import percentile
+from routemesh.telemetry.experiments import (
     MAX_VARIANT_SAMPLES,
     MemoryExperiments,
     RequestSummaryRecord,
     VariantStatsRecord,
-    percentile,
 )
 
 DEFAULT_WINDOW_S = 300
