@@ -7,10 +7,7 @@ Since grpc 1.6x, socket I/O runs on EventEngine worker threads (experiments even
 event_engine_listener and event_engine_for_all_other_endpoints, on by default). In a grpc.aio process every
 message then crosses three threads: an EventEngine worker reads the socket, the completion-queue poller thread
 picks the event up, and the asyncio loop runs the handler. With the three experiments off, the poller thread does
-the socket I/O itself: one hand-off fewer per message. Measured on the 2-core bench machine with grpcio 1.85.3
-(two meshes side by side, alternating 2,000-request phases at 16 streams, tracing on): CPU per request of router,
-executor and classifier together −10 % (B/A 0.88–0.95 in every pair), router CPU per relayed token at 64 paced
-streams 157 → 127 µs; TTFT at one stream 4.19 → 3.81 ms.
+the socket I/O itself: one hand-off fewer per message (the measured effect is in docs/bench/README.md).
 
 grpcio is pinned (pyproject.toml), so these names stay valid; an operator's own GRPC_EXPERIMENTS wins
 (an empty value restores grpc's defaults).

@@ -94,8 +94,8 @@ async def serve(service: Service, address: str, *, grace_s: float = 30.0) -> Non
     running = await create_server(service, address)
     # Everything built so far (modules, stubs, policy) lives as long as the process: frozen, collections no
     # longer walk it; and a young generation of 10,000 objects instead of 700 lets a request's short-lived
-    # protos and dicts die by reference count before a collection looks at them. Measured with gc callbacks
-    # under load: collector time per request, router ~80 -> ~10 µs, executor ~50 -> ~7 µs.
+    # protos and dicts die by reference count before a collection looks at them (docs/bench/README.md has the
+    # collector time per request before and after).
     gc.collect()
     gc.freeze()
     gc.set_threshold(10_000, 10, 10)
