@@ -15,6 +15,8 @@ from pathlib import Path
 from routemesh.client import AsyncRouterClient, ChatResult, RoutemeshError
 from routemesh.common.outcomes import FinishStatus
 from routemesh.common.policy import load_default_policy_text, parse_policy
+from routemesh.common.stats import percentile
+from routemesh.router.decision.compiled import RoutingPolicy
 from routemesh.mesh import Mesh, MeshError, MeshLayout
 
 _LOREM = (
@@ -100,13 +102,6 @@ async def _workload(address: str, requests: int, concurrency: int) -> list[Outco
     return list(results)
 
 
-def _pct(values: list[float], q: float) -> float:
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
-
-
 def _why(decision) -> str:
     """The short form of a decision's reason: which route and rule, or the pin."""
     if decision.strategy == "pinned":
@@ -118,7 +113,7 @@ def _why(decision) -> str:
 
 def report(outcomes: list[Outcome], out=sys.stdout) -> None:
     """Print per-request decisions, the decision mix, latency and cost against an all-strong baseline."""
-    policy = parse_policy(load_default_policy_text())
+    policy = RoutingPolicy(parse_policy(load_default_policy_text()))
     strongest = max(policy.models, key=lambda m: policy.models[m].quality_for("default"))
     print(f"\n{'kind':<12} {'model':<13} {'status':<21} {'ttft':>7} {'total':>7} {'cost $':>10}  why", file=out)
     for o in outcomes:
@@ -137,13 +132,13 @@ def report(outcomes: list[Outcome], out=sys.stdout) -> None:
     strong = policy.models[strongest]
     baseline = sum(strong.estimated_cost(o.result.final.usage.input_tokens, o.result.final.usage.output_tokens)
                    for o in ok)
-    durations = [o.seconds * 1000 for o in ok]
-    ttfts = [o.ttft * 1000 for o in ok if o.ttft]
+    durations = sorted(o.seconds * 1000 for o in ok)
+    ttfts = sorted(o.ttft * 1000 for o in ok if o.ttft)
     print("\ndecision mix: " + ", ".join(f"{m} {n}" for m, n in mix.most_common()), file=out)
     print(f"requests: {len(outcomes)}, failed: {len(outcomes) - len(ok)}, "
           f"failovers: {sum(1 for o in ok if len(o.result.final.attempts) > 1)}", file=out)
-    print(f"latency: ttft p50 {_pct(ttfts, 0.5):.0f} ms, p95 {_pct(ttfts, 0.95):.0f} ms; "
-          f"total p50 {_pct(durations, 0.5):.0f} ms, p95 {_pct(durations, 0.95):.0f} ms", file=out)
+    print(f"latency: ttft p50 {percentile(ttfts, 0.5):.0f} ms, p95 {percentile(ttfts, 0.95):.0f} ms; "
+          f"total p50 {percentile(durations, 0.5):.0f} ms, p95 {percentile(durations, 0.95):.0f} ms", file=out)
     saving = (1 - total_cost / baseline) * 100 if baseline else 0.0
     print(f"cost: ${total_cost:.6f} routed vs ${baseline:.6f} if every request went to {strongest} "
           f"({saving:.0f}% less)", file=out)

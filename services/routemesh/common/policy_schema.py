@@ -108,12 +108,6 @@ class Model(_Strict):
             _check_tasks(value)
         return value
 
-    def quality_for(self, task_type: str) -> float:
-        """The quality score for a task type (falls back to "default", then 0.5)."""
-        if isinstance(self.quality, dict):
-            return self.quality.get(task_type, self.quality.get("default", 0.5))
-        return self.quality
-
     def estimated_cost(self, input_tokens: int, output_tokens: int) -> float:
         """USD for the given token counts."""
         return (input_tokens * self.pricing.input_per_mtok + output_tokens * self.pricing.output_per_mtok) / 1e6
