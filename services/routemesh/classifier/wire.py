@@ -1,8 +1,4 @@
-"""Request features on the wire: the classifier's features to and from common_pb2.Features.
-
-The classifier service and the router (which classifies in-process when asked to, or when the service is
-down) both convert here, so neither imports the other's servicer.
-"""
+"""Request features on the wire, for the classifier service and the router (which also classifies in-process)."""
 
 from __future__ import annotations
 

@@ -1,10 +1,4 @@
-"""One request's lifecycle in the router: classify → decide → admit → execute → settle → report.
-
-Each stage is a method with its own span that returns a value the next one takes; the Decision is built
-once, after admission (for Explain, after the decision: Explain takes nothing), and never changed. Nothing
-here imports grpc: the servicer converts protos to ChatInput and the events back, the clients convert at
-their own edges, and the caller's deadline reaches downstream calls through common.channels.
-"""
+"""One request's lifecycle in the router: classify → decide → admit → execute → settle → report."""
 
 from __future__ import annotations
 
@@ -65,7 +59,13 @@ def stage(name: str, current: bool = False) -> Iterator[Span]:
 
 
 class RequestPipeline:
-    """Chat and Explain share the stages, so Explain shows exactly what Chat would do."""
+    """Chat and Explain share the stages, so Explain shows exactly what Chat would do.
+
+    Each stage is a method with its own span that returns a value the next one takes; the Decision is built
+    once, after admission (for Explain, after the decision: Explain takes nothing), and never changed.
+    Nothing here imports grpc: the servicer converts protos to ChatInput and the events back, the clients
+    convert at their own edges, and the caller's deadline reaches downstream calls through common.channels.
+    """
 
     def __init__(self, holder: PolicyHolder[RoutingPolicy], features: FeatureSource, health: HealthSource | HealthWatch,
                  affinity: ConversationAffinity, spend: SpendGuard, executor: ExecutorClient,

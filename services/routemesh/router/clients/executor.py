@@ -1,9 +1,4 @@
-"""The executor as the router calls it: one plan in, relayed deltas and one Finished out.
-
-An executor replica that goes away before the first token is replaced by another (the channel balances
-round-robin); one that does not hold the plan's policy version yet answers POLICY_SKEW and is asked again
-after a short wait, as the version reaches it within one push.
-"""
+"""The executor as the router calls it: one plan in, relayed deltas and one Finished out."""
 
 from __future__ import annotations
 
@@ -81,7 +76,12 @@ class ExecutorClient:
 
 
 class ExecutorStream:
-    """One request's executor call, and the calls that replace it when a replica fails before any token."""
+    """One request's executor call, and the calls that replace it when it fails before any token.
+
+    An executor replica that goes away before the first token is replaced by another (the channel balances
+    round-robin); one that does not hold the plan's policy version yet answers POLICY_SKEW and is asked again
+    after a short wait, as the version reaches it within one push.
+    """
 
     def __init__(self, stub: executor_pb2_grpc.ExecutorServiceStub, execute: executor_pb2.ExecuteRequest):
         self._stub = stub

@@ -1,10 +1,4 @@
-"""Live model health for decisions: pushed by telemetry and read in-process, or asked per request.
-
-HealthWatch (the default) keeps one WatchSnapshot stream open and serves every decision from the latest
-snapshot: no RPC on the request path, health at most one push interval plus telemetry's cache old.
-HealthSource asks telemetry on every request (one more RPC and a telemetry span in each trace).
-Both fall back to the last snapshot, flagged not fresh, when telemetry does not answer.
-"""
+"""Live model health for decisions: pushed by telemetry and read in-process (HealthWatch), or asked per request."""
 
 from __future__ import annotations
 
@@ -46,7 +40,10 @@ def views_of(snapshot: telemetry_pb2.GetSnapshotResponse) -> Health:
 
 
 class HealthSource:
-    """Asks telemetry for a snapshot per decision; keeps the last one for when telemetry does not answer."""
+    """Asks telemetry for a snapshot per decision; keeps the last one for when telemetry does not answer.
+
+    One more RPC per request, and a telemetry span in each trace; HealthWatch (the default) has neither.
+    """
 
     mode = "query"
 
