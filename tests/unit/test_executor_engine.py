@@ -1,4 +1,4 @@
-"""The execution engine against the real simulated provider: failover, retries, hedging, breakers, cancel."""
+"""The execution engine against the real simulated provider: failover, retries, hedging, breakers, cancel, versions."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import httpx
 import pytest
 import yaml
 
-from routemesh.common.errors import UpstreamUnavailable
+from routemesh.common.errors import PolicySkew, UpstreamUnavailable
 from routemesh.common.outcomes import AttemptOutcome, FinishStatus
 from routemesh.common.policy import canonical_json, digest, parse_policy
 from routemesh.common.policy_watch import PolicyHolder
@@ -23,22 +23,35 @@ from routemesh.executor.engine import (
     _Execution,
 )
 from routemesh.executor.http import HttpClient
+from routemesh.executor.policy_versions import POLICY_VERSIONS_KEPT
 from routemesh.sim import start_sim
 from routemesh.v1 import control_pb2
 
 MESSAGES = [{"role": "user", "content": "Tell me about lighthouses and their keepers."}]
+UPSTREAM = {"a": "sim-fast", "b": "sim-balanced", "c": "sim-long"}
+# Nothing listens on port 1: a provider moved there refuses every connection.
+UNREACHABLE_URL = "http://127.0.0.1:1/v1"
 
 
-def policy_for(sim_url: str) -> str:
+def policy_for(sim_url: str, models: tuple[str, ...] = ("a", "b", "c"), output_per_mtok: float = 2) -> str:
     return yaml.safe_dump({
         "health": {"circuit": {"consecutive_failures": 3, "open_s": 30}},
         "providers": {"sim": {"base_url": sim_url,
                               "timeouts": {"connect_s": 1, "first_token_s": 2, "between_tokens_s": 1}}},
-        "models": {name: {"provider": "sim", "upstream_model": upstream,
-                          "pricing": {"input_per_mtok": 1, "output_per_mtok": 2}, "context_window": 16000}
-                   for name, upstream in [("a", "sim-fast"), ("b", "sim-balanced"), ("c", "sim-long")]},
-        "routes": {"auto": {"models": ["a", "b", "c"]}},
+        "models": {name: {"provider": "sim", "upstream_model": UPSTREAM[name],
+                          "pricing": {"input_per_mtok": 1, "output_per_mtok": output_per_mtok},
+                          "context_window": 16000}
+                   for name in models},
+        "routes": {"auto": {"models": list(models)}},
     })
+
+
+def apply_policy(holder: PolicyHolder, version: int, policy_yaml: str) -> str:
+    """Push a policy version as control would; returns its digest."""
+    text = canonical_json(parse_policy(policy_yaml))
+    policy_digest = digest(text)
+    assert holder.apply(control_pb2.Policy(version=version, digest=policy_digest, policy_json=text))
+    return policy_digest
 
 
 class Harness:
@@ -56,9 +69,10 @@ class Harness:
             return (await client.get(f"{self.sim.root_url}/admin/stats")).json()
 
     async def run(self, plan: list[str], settings: ExecutionSettings | None = None,
-                  deadline_s: float = 20.0) -> tuple[str, ExecutionOutcome]:
+                  deadline_s: float = 20.0, version: tuple[int, str] = (0, "")) -> tuple[str, ExecutionOutcome]:
         request = ExecutionInput(messages=MESSAGES, plan=plan, max_tokens=20, estimated_input_tokens=12,
-                                 settings=settings or ExecutionSettings())
+                                 settings=settings or ExecutionSettings(), policy_version=version[0],
+                                 policy_digest=version[1])
         text = []
         outcome = None
         async for item in self.engine.execute(request, time.monotonic() + deadline_s):
@@ -73,9 +87,8 @@ class Harness:
 @pytest.fixture
 async def harness() -> AsyncIterator[Harness]:
     sim = await start_sim(time_scale=0.05, seed=3)
-    holder = PolicyHolder()
-    text = canonical_json(parse_policy(policy_for(sim.url)))
-    holder.apply(control_pb2.Policy(version=1, digest=digest(text), policy_json=text))
+    holder = PolicyHolder(keep=POLICY_VERSIONS_KEPT)
+    apply_policy(holder, 1, policy_for(sim.url))
     observed: list[tuple[AttemptRecord, bool]] = []
     client = HttpClient()
     engine = ExecutionEngine(holder, client, lambda r, finished, _id: observed.append((r, finished)))
@@ -194,8 +207,72 @@ async def test_context_length_error_moves_to_a_longer_context_model_first(harnes
     text = canonical_json(policy)
     harness.engine.holder.apply(control_pb2.Policy(version=2, digest=digest(text), policy_json=text))
     b_record = AttemptRecord(model="b", provider="sim", outcome=AttemptOutcome.UPSTREAM_ERROR, reason="context_length")
-    run = _Execution(harness.engine, ExecutionInput(messages=MESSAGES, plan=["b", "a", "c"], max_tokens=20), None)
+    run = _Execution(harness.engine, ExecutionInput(messages=MESSAGES, plan=["b", "a", "c"], max_tokens=20),
+                     harness.engine.holder.current, None)
     run.pending.popleft()
     run.last_failed = b_record
     run._prefer_longer_context()
     assert list(run.pending) == ["c", "a"]
+
+
+# ---- the plan's policy version ---------------------------------------------------------------------------
+
+
+def version_one(harness: Harness) -> tuple[int, str]:
+    held = harness.engine.holder.current
+    assert held.version == 1
+    return 1, held.digest
+
+
+async def test_a_plan_resolves_against_its_own_version_after_a_newer_one_arrived(harness):
+    v1 = version_one(harness)
+    # Version 2 drops model "a" and moves the provider somewhere unreachable.
+    apply_policy(harness.engine.holder, 2, policy_for(UNREACHABLE_URL, models=("b", "c")))
+    text, outcome = await harness.run(["a", "b"], version=v1)
+    assert outcomes(outcome) == [("a", AttemptOutcome.SUCCESS)] and text
+    # Version 2 really differs: a plan made with it cannot use "a", nor reach the provider.
+    with pytest.raises(UpstreamUnavailable) as err:
+        await harness.run(["a", "b"], version=(2, harness.engine.holder.current.digest))
+    assert "'a' is not in policy version 2" in str(err.value) and "b: connect_error" in str(err.value)
+
+
+async def test_the_price_is_the_plans_even_when_a_newer_version_arrives_mid_answer(harness):
+    await harness.patch("sim-balanced", tokens_per_s=2.0)  # 40 tok/s at this scale: the rollout lands mid-answer
+    request = ExecutionInput(messages=MESSAGES, plan=["b"], max_tokens=20, estimated_input_tokens=12,
+                             policy_version=1, policy_digest=version_one(harness)[1])
+    outcome = None
+    async for item in harness.engine.execute(request, time.monotonic() + 20):
+        if isinstance(item, str) and harness.engine.holder.current.version == 1:
+            apply_policy(harness.engine.holder, 2, policy_for(harness.sim.url, output_per_mtok=200))
+        elif isinstance(item, ExecutionOutcome):
+            outcome = item
+    assert outcome is not None and outcome.status in (FinishStatus.COMPLETE, FinishStatus.LENGTH)
+    assert harness.engine.holder.current.version == 2
+    at_version_one = (outcome.input_tokens * 1 + outcome.output_tokens * 2) / 1e6
+    assert outcome.cost_usd == pytest.approx(at_version_one)
+
+
+async def test_a_request_without_a_version_uses_the_current_policy(harness):
+    apply_policy(harness.engine.holder, 2, policy_for(harness.sim.url, output_per_mtok=200))
+    _, outcome = await harness.run(["b"])
+    assert outcome.cost_usd == pytest.approx((outcome.input_tokens * 1 + outcome.output_tokens * 200) / 1e6)
+
+
+async def test_a_version_not_held_is_policy_skew_naming_the_versions_held(harness):
+    v1 = version_one(harness)
+    with pytest.raises(PolicySkew) as err:
+        await harness.run(["a"], version=(2, "f" * 64))
+    assert f"policy version 2 ({'f' * 12}) is not held" in str(err.value)
+    assert f"holds 1 ({v1[1][:12]})" in str(err.value)
+    assert err.value.code.name == "FAILED_PRECONDITION" and err.value.reason == "POLICY_SKEW"
+    with pytest.raises(PolicySkew):  # the right number with another digest is another policy
+        await harness.run(["a"], version=(1, "0" * 64))
+    # Only the newest versions are kept: after as many rollouts again, version 1 is gone.
+    for version in range(2, POLICY_VERSIONS_KEPT + 2):
+        apply_policy(harness.engine.holder, version, policy_for(harness.sim.url, output_per_mtok=version))
+    with pytest.raises(PolicySkew) as err:
+        await harness.run(["a"], version=v1)
+    assert err.value.metadata["held_versions"] == ",".join(str(v) for v in range(2, POLICY_VERSIONS_KEPT + 2))
+    oldest = harness.engine.versions.held[0]
+    _, outcome = await harness.run(["a"], version=oldest)
+    assert oldest[0] == 2 and outcome.status in (FinishStatus.COMPLETE, FinishStatus.LENGTH)

@@ -11,13 +11,14 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 
 from routemesh.common.circuit import LocalCircuitBreaker, counts_as_failure
-from routemesh.common.errors import DeadlineExceeded, InvalidRequest, NotReady, UpstreamUnavailable
+from routemesh.common.errors import DeadlineExceeded, InvalidRequest, UpstreamUnavailable
 from routemesh.common.outcomes import AttemptOutcome, FinishStatus
+from routemesh.common.policy import PolicyVersion
 from routemesh.common.policy_schema import CircuitSettings
 from routemesh.common.policy_watch import PolicyHolder
 from routemesh.executor.attempt import CUT_SHORT, AttemptEvent, AttemptRecord, AttemptRunner, ToolPiece
 from routemesh.executor.http import HttpClient
-from routemesh.executor.openai_adapter import ProviderTarget
+from routemesh.executor.policy_versions import PolicyVersions, cost_in, resolve
 from routemesh.executor.retry import RetryBudget, backoff_s
 
 __all__ = ["AttemptRecord", "ExecutionEngine", "ExecutionInput", "ExecutionOutcome", "ExecutionSettings",
@@ -67,7 +68,7 @@ class ExecutionSettings:
 
 @dataclass(frozen=True)
 class ExecutionInput:
-    """A chat and its plan, as the router sends it."""
+    """A chat and its plan, as the router sends it; policy version 0 means "the current policy"."""
 
     messages: list[dict]
     plan: list[str]
@@ -79,17 +80,21 @@ class ExecutionInput:
     tools: list[dict] | None = None
     tool_choice: str = ""
     response_format: str = ""
+    policy_version: int = 0
+    policy_digest: str = ""
 
 
 Observer = Callable[[AttemptRecord, bool, str], None]  # (record, finished, decision_id)
 
 
 class ExecutionEngine:
-    """Resolves plan entries against the executor's own policy copy (never trusts URLs from callers)."""
+    """Runs plans against the executor's own copy of the policy version each was made with (never trusts URLs
+    from callers); an execution looks its version up once, so a rollout in mid-answer changes nothing in it."""
 
-    def __init__(self, holder: PolicyHolder, client: HttpClient, observe: Observer,
+    def __init__(self, holder: PolicyHolder[PolicyVersion], client: HttpClient, observe: Observer,
                  environ: Mapping[str, str] | None = None, rng: random.Random | None = None):
         self.holder = holder
+        self.versions = PolicyVersions(holder)
         self.client = client
         self.environ = os.environ if environ is None else environ
         self.rng = rng or random.Random()
@@ -128,38 +133,6 @@ class ExecutionEngine:
                 self.breaker(record.model).record(True, now_ms)
         self._observe(record, finished, decision_id)
 
-    # ---- resolution ------------------------------------------------------------------------------------
-
-    def resolve(self, name: str) -> tuple[ProviderTarget | None, AttemptRecord]:
-        """The provider target for a model name, or None with a config_error record."""
-        current = self.holder.current
-        assert current is not None
-        model = current.policy.models.get(name)
-        if model is None:
-            return None, AttemptRecord(model=name, provider="", outcome=AttemptOutcome.CONFIG_ERROR,
-                                       error=f"model {name!r} is not in policy version {current.version}")
-        provider = current.policy.providers[model.provider]
-        record = AttemptRecord(model=name, provider=model.provider)
-        key = None
-        if provider.api_key_env:
-            key = self.environ.get(provider.api_key_env)
-            if not key:
-                record.outcome = AttemptOutcome.CONFIG_ERROR
-                record.error = f"environment variable {provider.api_key_env} (API key of {model.provider}) is not set"
-                return None, record
-        return ProviderTarget(
-            provider=model.provider, model=name, upstream_model=model.upstream_model, base_url=provider.base_url,
-            api_key=key, connect_timeout_s=provider.timeouts.connect_s,
-            first_token_timeout_s=provider.timeouts.first_token_s,
-            between_tokens_timeout_s=provider.timeouts.between_tokens_s, api=provider.api,
-            api_version=provider.api_version,
-        ), record
-
-    def _cost(self, model: str, input_tokens: int, output_tokens: int) -> float:
-        current = self.holder.current
-        spec = current.policy.models.get(model) if current else None
-        return spec.estimated_cost(input_tokens, output_tokens) if spec else 0.0
-
     # ---- execution -------------------------------------------------------------------------------------
 
     async def execute(self, request: ExecutionInput,
@@ -172,11 +145,10 @@ class ExecutionEngine:
     async def execute_batches(self, request: ExecutionInput,
                               deadline: float | None) -> AsyncIterator[list[str | ToolPiece | ExecutionOutcome]]:
         """execute() in batches: every piece that arrived while the caller was busy comes as one list."""
-        if self.holder.current is None:
-            raise NotReady("executor has no policy yet")
+        policy = self.versions.for_plan(request.policy_version, request.policy_digest)
         if not request.plan:
             raise InvalidRequest("plan must name at least one model", field_violations=[("plan", "empty")])
-        run = _Execution(self, request, deadline)
+        run = _Execution(self, request, policy, deadline)
         try:
             async for batch in run.stream():
                 yield batch
@@ -187,9 +159,11 @@ class ExecutionEngine:
 class _Execution:
     """The state of one Execute call: candidates left, runners in flight, attempts made."""
 
-    def __init__(self, engine: ExecutionEngine, request: ExecutionInput, deadline: float | None):
+    def __init__(self, engine: ExecutionEngine, request: ExecutionInput, policy: PolicyVersion,
+                 deadline: float | None):
         self.engine = engine
         self.request = request
+        self.policy = policy  # the plan's version: every resolution, price and context window comes from it
         self.settings = request.settings
         self.deadline = deadline
         self.queue: asyncio.Queue[AttemptEvent] = asyncio.Queue()
@@ -206,7 +180,7 @@ class _Execution:
     def _launch(self, name: str, messages: list[dict], *, hedge: bool = False) -> AttemptRunner | None:
         """Start one attempt of `name`, or record why it was skipped and return None."""
         engine = self.engine
-        target, record = engine.resolve(name)
+        target, record = resolve(self.policy, name, engine.environ)
         record.try_number = self.tries[name] = self.tries.get(name, 0) + 1
         record.hedge = hedge
         self.attempts.append(record)
@@ -221,7 +195,7 @@ class _Execution:
             client=engine.client, target=target, record=record, messages=messages,
             max_tokens=self.request.max_tokens, temperature=self.request.temperature, deadline=self.deadline,
             queue=self.queue, index=len(self.attempts) - 1, decision_id=self.request.decision_id,
-            estimated_input_tokens=self.request.estimated_input_tokens, cost=engine._cost, observe=engine.observe,
+            estimated_input_tokens=self.request.estimated_input_tokens, cost=self._cost, observe=engine.observe,
             tools=self.request.tools, tool_choice=self.request.tool_choice,
             response_format=self.request.response_format,
         )
@@ -232,13 +206,15 @@ class _Execution:
     def _prefer_longer_context(self) -> None:
         """After a provider said the prompt is too long, try models with a larger context window first."""
         failed = self.last_failed
-        current = self.engine.holder.current
-        if failed is None or failed.reason != "context_length" or current is None or not self.pending:
+        if failed is None or failed.reason != "context_length" or not self.pending:
             return
-        models = current.policy.models
+        models = self.policy.policy.models
         limit = models[failed.model].context_window if failed.model in models else 0
         bigger = [m for m in self.pending if m in models and models[m].context_window > limit]
         self.pending = deque(bigger + [m for m in self.pending if m not in bigger])
+
+    def _cost(self, model: str, input_tokens: int, output_tokens: int) -> float:
+        return cost_in(self.policy, model, input_tokens, output_tokens)
 
     async def _next(self, messages: list[dict]) -> AttemptRunner | None:
         """The next candidate, or a paced retry of the last one when no other is left."""

@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import os
 
+from routemesh.common.policy import PolicyVersion
 from routemesh.common.policy_watch import PolicyHolder, PolicyWatcher
 from routemesh.common.reporter import TelemetryReporter
 from routemesh.common.serve import Service
 from routemesh.executor.engine import AttemptRecord, ExecutionEngine
 from routemesh.executor.http import HttpClient
+from routemesh.executor.policy_versions import POLICY_VERSIONS_KEPT
 from routemesh.executor.servicer import ExecutorServicer, observation_of
 from routemesh.v1 import executor_pb2_grpc
 
@@ -23,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 async def build(args: argparse.Namespace) -> Service:
-    holder = PolicyHolder()
+    holder: PolicyHolder[PolicyVersion] = PolicyHolder(keep=POLICY_VERSIONS_KEPT)
     watcher = PolicyWatcher(holder, args.control, "executor")
     reporter = TelemetryReporter(args.telemetry)
     # Created here, in the running event loop; each call sets its own connect timeout.

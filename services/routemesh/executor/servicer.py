@@ -103,6 +103,7 @@ def to_input(request: executor_pb2.ExecuteRequest) -> ExecutionInput:
         plan=list(request.plan), max_tokens=request.max_tokens,
         temperature=request.temperature if request.HasField("temperature") else None,
         decision_id=request.decision_id, estimated_input_tokens=request.estimated_input_tokens,
+        policy_version=request.policy_version, policy_digest=request.policy_digest,
         settings=settings_of(request.options) if request.HasField("options") else ExecutionSettings(),
     )
 
