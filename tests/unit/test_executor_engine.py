@@ -273,6 +273,6 @@ async def test_a_version_not_held_is_policy_skew_naming_the_versions_held(harnes
     with pytest.raises(PolicySkew) as err:
         await harness.run(["a"], version=v1)
     assert err.value.metadata["held_versions"] == ",".join(str(v) for v in range(2, POLICY_VERSIONS_KEPT + 2))
-    oldest = harness.engine.versions.held[0]
+    oldest = harness.engine.versions.holder.held()[0]
     _, outcome = await harness.run(["a"], version=oldest)
     assert oldest[0] == 2 and outcome.status in (FinishStatus.COMPLETE, FinishStatus.LENGTH)

@@ -115,7 +115,7 @@ class NotReady(RoutemeshError):
 
 
 class PolicySkew(RoutemeshError):
-    """The executor does not hold the policy version a plan was made with; the router plans again."""
+    """The executor does not hold the policy version a plan was made with (yet): the router asks again shortly."""
 
     code = grpc.StatusCode.FAILED_PRECONDITION
     reason = "POLICY_SKEW"

@@ -17,7 +17,7 @@ from routemesh.v1 import control_pb2, control_pb2_grpc
 
 log = logging.getLogger(__name__)
 Held = TypeVar("Held")
-# Versions an executor keeps, so requests planned just before a rollout still resolve against their version.
+# Versions a holder keeps unless told otherwise (the executor keeps more: executor/policy_versions.py).
 DEFAULT_KEEP = 1
 
 
@@ -43,6 +43,10 @@ class PolicyHolder(Generic[Held]):
         self._listeners.append(listener)
         if self.current is not None:
             listener(self.current)
+
+    def held(self) -> list[tuple[int, str]]:
+        """(version, digest) of every kept version, oldest first."""
+        return list(self._versions)
 
     def get(self, version: int, digest: str) -> Held | None:
         """A kept version by number and digest, or None when it is not (or no longer) held."""

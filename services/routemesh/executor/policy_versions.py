@@ -22,18 +22,6 @@ class PolicyVersions:
 
     def __init__(self, holder: PolicyHolder[PolicyVersion]):
         self.holder = holder
-        self._held: list[tuple[int, str]] = []
-        holder.on_change(self._arrived)
-
-    def _arrived(self, version: PolicyVersion) -> None:
-        # The holder drops its oldest version itself; this list only names what it still keeps, for errors.
-        kept = [*self._held, (version.version, version.digest)]
-        self._held = [key for key in kept if self.holder.get(*key) is not None]
-
-    @property
-    def held(self) -> list[tuple[int, str]]:
-        """(version, digest) of every kept version, oldest first."""
-        return list(self._held)
 
     def for_plan(self, version: int, digest: str) -> PolicyVersion:
         """The version a plan was made with; version 0 (a caller that does not say) means the current one."""
@@ -44,7 +32,8 @@ class PolicyVersions:
             return current
         found = self.holder.get(version, digest)
         if found is None:
-            held = ", ".join(f"{v} ({d[:12]})" for v, d in self._held) or "none yet"
+            kept = self.holder.held()
+            held = ", ".join(f"{v} ({d[:12]})" for v, d in kept) or "none yet"
             message = (f"policy version {version} ({digest[:12] or 'no digest'}) is not held by this executor; "
                        f"it holds {held}")
             # Expected for a moment in each rollout (the router retries); a steady stream of these is not.
@@ -52,7 +41,7 @@ class PolicyVersions:
             raise PolicySkew(
                 message,
                 metadata={"policy_version": str(version), "policy_digest": digest,
-                          "held_versions": ",".join(str(v) for v, _ in self._held)})
+                          "held_versions": ",".join(str(v) for v, _ in kept)})
         return found
 
 

@@ -12,7 +12,7 @@ from opentelemetry import context as otel_context
 
 from routemesh.common.channels import TracedChannel, open_channel, remaining_s
 from routemesh.common.coalesce import batches
-from routemesh.common.errors import RelayedError, UpstreamUnavailable, error_info
+from routemesh.common.errors import PolicySkew, RelayedError, UpstreamUnavailable, error_info
 from routemesh.common.outcomes import FinishStatus
 from routemesh.common.policy_schema import Reliability
 from routemesh.router.request import ChatInput, Decision, Delta, Finished
@@ -146,8 +146,8 @@ class ExecutorStream:
         wait = SKEW_FIRST_WAIT_S * 2 ** skews
         left = remaining_s()
         if left is not None and wait >= left:
-            raise UpstreamUnavailable("the executor did not receive policy version "
-                                      f"{self._execute.policy_version} before the deadline", reason="POLICY_SKEW")
+            raise PolicySkew(f"the executor did not receive policy version {self._execute.policy_version} "
+                             "before the deadline")
         log.info("executor lacks policy version %d; asking again in %.0f ms", self._execute.policy_version,
                  wait * 1000)
         await asyncio.sleep(wait)
