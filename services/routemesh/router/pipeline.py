@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 from typing import Any
 
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Span, Status, StatusCode
 
@@ -40,22 +40,30 @@ class DecisionInputs:
     budget_soft: bool = False
 
 
-@contextmanager
-def stage(name: str, current: bool = False) -> Iterator[Span]:
-    """A stage's span; an error leaving the stage marks it. `current` makes downstream calls its children."""
-    span = tracer().start_span(name)
-    try:
-        if current:
-            with trace.use_span(span, end_on_exit=False, record_exception=False, set_status_on_exception=False):
-                yield span
-        else:
-            yield span
-    except Exception as exc:
-        span.record_exception(exc)
-        span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
-        raise
-    finally:
-        span.end()
+class stage:  # noqa: N801 - used like a function: `with stage(name) as span`
+    """A stage's span; an error leaving the stage marks it. `current` makes downstream calls its children.
+
+    A class rather than a @contextmanager generator, and no context attached for a span that records
+    nothing (tracing off): this runs several times in every request.
+    """
+
+    __slots__ = ("span", "_token")
+
+    def __init__(self, name: str, current: bool = False):
+        self.span = tracer().start_span(name)
+        self._token = otel_context.attach(trace.set_span_in_context(self.span)) \
+            if current and self.span.is_recording() else None
+
+    def __enter__(self) -> Span:
+        return self.span
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        if self._token is not None:
+            otel_context.detach(self._token)
+        if exc is not None and isinstance(exc, Exception):
+            self.span.record_exception(exc)
+            self.span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+        self.span.end()
 
 
 class RequestPipeline:
@@ -181,9 +189,13 @@ class RequestPipeline:
         with stage(semconv.SPAN_EXECUTE) as span:
             if span.is_recording():
                 span.set_attribute(semconv.DECISION_ID, decision.decision_id)
-            with trace.use_span(span, end_on_exit=False):
-                # Executor calls (and the ones replacing a failed replica) are children of this stage.
+            # Executor calls (and the ones replacing a failed replica) are children of this stage.
+            token = otel_context.attach(trace.set_span_in_context(span)) if span.is_recording() else None
+            try:
                 stream = self.executor.open(execute_request(request, decision, reliability))
+            finally:
+                if token is not None:
+                    otel_context.detach(token)
             yield decision
             finished: Finished | None = None
             async for event in stream.events():

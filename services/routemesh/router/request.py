@@ -117,7 +117,7 @@ class Decision:
     degraded: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one per relayed message, and a frozen init costs a setattr per field
 class Delta:
     """Text and tool-call pieces relayed from the executor as one message."""
 
