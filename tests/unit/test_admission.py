@@ -12,7 +12,8 @@ from routemesh.router.admission.ratelimit import InMemoryRateLimiter
 from routemesh.router.decision.compiled import RoutingPolicy
 from routemesh.router.decision.planner import RoutingFeatures, plan_request
 
-POLICY = RoutingPolicy(parse_policy("""
+# Also the pipeline tests' policy (tests/unit/test_pipeline.py).
+POLICY_DOCUMENT = parse_policy("""
 providers:
   p: {base_url: http://127.0.0.1:1/v1}
 models:
@@ -24,7 +25,8 @@ budgets:
   - {name: small, tenant: "*", limit_usd: 0.05}
 routes:
   auto: {strategy: cost, models: [cheap, pricey]}
-"""))
+""")
+POLICY = RoutingPolicy(POLICY_DOCUMENT)
 
 
 def _plan(tenant: str = ""):

@@ -6,7 +6,7 @@ import pytest
 
 from routemesh.common.errors import UpstreamUnavailable
 from routemesh.common.outcomes import FinishStatus
-from routemesh.common.policy import PolicyVersion, parse_policy
+from routemesh.common.policy import PolicyVersion
 from routemesh.common.policy_watch import PolicyHolder
 from routemesh.router.admission.budget import BudgetScope, InMemoryBudgetLedger
 from routemesh.router.admission.guard import SpendGuard
@@ -19,21 +19,10 @@ from routemesh.router.decision.planner import DecisionState
 from routemesh.router.pipeline import RequestPipeline
 from routemesh.router.request import ChatInput, Decision, Delta, Finished
 from routemesh.v1 import common_pb2, executor_pb2
+from tests.unit.test_admission import POLICY_DOCUMENT
 
-POLICY = parse_policy("""
-providers:
-  p: {base_url: http://127.0.0.1:1/v1}
-models:
-  cheap:  {provider: p, upstream_model: c, context_window: 8000, limits: {rpm: 1},
-           pricing: {input_per_mtok: 1, output_per_mtok: 1}}
-  pricey: {provider: p, upstream_model: x, context_window: 8000,
-           pricing: {input_per_mtok: 2, output_per_mtok: 2}}
-budgets:
-  - {name: daily, tenant: "*", period: day, limit_usd: 10}
-routes:
-  auto: {strategy: cost, models: [cheap, pricey]}
-""")
-SCOPE = BudgetScope(budget="daily", key="tenant=acme", period="day", limit_usd=10, soft_limit_fraction=0.8)
+POLICY = POLICY_DOCUMENT
+SCOPE = BudgetScope(budget="small", key="tenant=acme", period="month", limit_usd=0.05, soft_limit_fraction=0.8)
 
 
 class PushedHealth:
@@ -83,16 +72,17 @@ def _pipeline(executor, ledger=None, reporter=None) -> RequestPipeline:
                            reporter, DecisionState(seed=1))
 
 
-def _input(**kw) -> ChatInput:
+def _input(tenant: str = "acme") -> ChatInput:
     message = common_pb2.Message(role=common_pb2.ROLE_USER, content="What is the capital of France?")
-    return ChatInput(messages=[message], metadata={"tenant": "acme"}, **kw)
+    return ChatInput(messages=[message], metadata={"tenant": tenant} if tenant else {})
 
 
 async def test_chat_yields_the_decision_made_after_admission_then_deltas_then_the_result():
     executor, reports = ScriptedExecutor(), Reports()
     pipeline = _pipeline(executor, reporter=reports)
-    first = [e async for e in pipeline.chat(_input())]
-    second = [e async for e in pipeline.chat(_input())]  # cheap's one request per minute is spent
+    # No tenant, so no budget: after cheap's one request per minute, pricey serves.
+    first = [e async for e in pipeline.chat(_input(tenant=""))]
+    second = [e async for e in pipeline.chat(_input(tenant=""))]
     for events in (first, second):
         assert [type(e) for e in events] == [Decision, Delta, Delta, Finished]
     decision = second[0]
@@ -102,13 +92,13 @@ async def test_chat_yields_the_decision_made_after_admission_then_deltas_then_th
     assert (executor.requests[-1].policy_version, executor.requests[-1].policy_digest) == (7, "d7")
     assert decision.classified.source == LOCAL_SOURCE and decision.policy_version == 7
     assert [r.model for r in reports.items] == ["cheap", "pricey"]
-    assert reports.items[-1].status == FinishStatus.COMPLETE and reports.items[-1].tenant == "acme"
+    assert reports.items[-1].status == FinishStatus.COMPLETE and reports.items[-1].tenant == ""
 
 
 async def test_explain_decides_without_admitting():
     pipeline = _pipeline(ScriptedExecutor())
     for _ in range(3):  # the one request per minute is never taken
-        decision = await pipeline.explain(_input())
+        decision = await pipeline.explain(_input(tenant=""))
         assert decision.plan.models == ["cheap", "pricey"]
 
 
