@@ -1,0 +1,119 @@
+"""Predicted success per model for a prompt, from a quality artifact, in pure Python."""
+
+from __future__ import annotations
+
+import functools
+import math
+from array import array
+from collections import Counter
+from itertools import pairwise
+from pathlib import Path
+
+from routemesh.classifier.features import RequestFeatures, classify
+from routemesh.quality.artifact import ModelWeights, QualityArtifact, load_artifact
+from routemesh.quality.features import FORMATS, NgramHasher, PromptView, dense_features, term_value
+
+# A logit beyond this is certainty to float precision; clamping keeps exp() in range.
+_LOGIT_LIMIT = 35.0
+
+
+def _sigmoid(logit: float) -> float:
+    return 1.0 / (1.0 + math.exp(-max(-_LOGIT_LIMIT, min(_LOGIT_LIMIT, logit))))
+
+
+class QualityPredictor:
+    """P(model answers well) for each model of an artifact.
+
+    Computes what training fitted (features.NgramHasher.vector, then each model's weights), but by
+    words: a word's n-gram terms, and an adjacent pair's, always add the same weights, so their per-model
+    sums are cached, and a prompt costs about one cache lookup per distinct word and pair.
+    """
+
+    def __init__(self, artifact: QualityArtifact, cached_words: int = 1 << 15) -> None:
+        self.artifact = artifact
+        self.models = tuple(artifact.models)
+        self.hasher = NgramHasher(artifact.features, cached_words=0)
+        weights = [artifact.models[m] for m in self.models]
+        # Per prompt format, one flat array per model holding each bucket's shared weight plus its weight in
+        # that format's copy: a term is then one read, a word's terms one C-level map per model, and an array
+        # read is one memory access where a dict lookup is several.
+        self._tables = tuple(tuple(self._table(model, form) for model in weights) for form in range(len(FORMATS)))
+        self._biases = tuple(model.bias for model in weights)
+        self._dense = tuple(model.dense for model in weights)
+        self._pairs = artifact.features.word_ngram_max > 1
+        self._word = functools.lru_cache(maxsize=cached_words)(self._word_uncached)
+        self._pair = functools.lru_cache(maxsize=cached_words)(self._pair_uncached)
+
+    @classmethod
+    def from_artifact(cls, artifact: QualityArtifact | str | Path,
+                      expected_sha256: str | None = None) -> QualityPredictor:
+        """A predictor from an artifact or its path (checked against expected_sha256 when given)."""
+        if not isinstance(artifact, QualityArtifact):
+            artifact = load_artifact(artifact, expected_sha256)
+        return cls(artifact)
+
+    def _table(self, model: ModelWeights, form: int) -> array[float]:
+        """Bucket -> the model's weight for a term there in a prompt of this format."""
+        buckets = self.hasher.buckets
+        copy = self.hasher.copy_offset(form) if self.artifact.features.format_copies else -1
+        table = array("f", bytes(4 * buckets))
+        for column, weight in zip(model.buckets, model.weights, strict=True):
+            if column < buckets:
+                table[column] += weight
+            elif copy <= column < copy + buckets:
+                table[column - copy] += weight
+        return table
+
+    @property
+    def sha256(self) -> str:
+        return self.artifact.sha256
+
+    def _word_uncached(self, word: str, form: int) -> tuple[int, int, tuple[float, ...]]:
+        """(the word's hash, how many terms it adds, per model the sum of its terms' weights) in a format."""
+        word_hash, buckets = self.hasher.word_terms(word)
+        return word_hash, len(buckets), tuple(sum(map(table.__getitem__, buckets)) for table in self._tables[form])
+
+    def _pair_uncached(self, first_hash: int, second_hash: int, form: int) -> tuple[float, ...]:
+        """Per model, the weight of an adjacent word pair (by the words' hashes) in a format."""
+        bucket = self.hasher.pair_bucket(first_hash, second_hash)
+        return tuple(table[bucket] for table in self._tables[form])
+
+    def _ngram_dots(self, view: PromptView) -> list[float]:
+        """Per model, the n-gram weights . the normalised n-gram vector of the prompt."""
+        dots = [0.0] * len(self.models)
+        squares = 0.0
+        hashes = {}
+        form, word_entry, pair_entry = view.form, self._word, self._pair
+        for word, count in Counter(view.words).items():
+            value = term_value(count)
+            word_hash, terms, sums = word_entry(word, form)
+            hashes[word] = word_hash
+            squares += value * value * terms
+            for at, weight in enumerate(sums):
+                dots[at] += value * weight
+        if self._pairs:
+            for (first, second), count in Counter(pairwise(view.words)).items():
+                value = term_value(count)
+                squares += value * value
+                for at, weight in enumerate(pair_entry(hashes[first], hashes[second], form)):
+                    dots[at] += value * weight
+        if squares:
+            scale = 1.0 / math.sqrt(squares)
+            dots = [dot * scale for dot in dots]
+        return dots
+
+    def predict(self, text: str, features: RequestFeatures | None = None) -> dict[str, float]:
+        """P(answers well) per model for a prompt (the last user message).
+
+        `features` are the classifier's features of the request when already computed; training computed
+        them from each prompt alone, as one user message, which is what is used when they are not given.
+        """
+        if features is None:
+            features = classify([("user", text)])
+        view = self.hasher.view(text)
+        dense = dense_features(text, features, view)
+        dots = self._ngram_dots(view)
+        return {
+            model: _sigmoid(bias + dot + sum(w * x for w, x in zip(weights, dense, strict=True)))
+            for model, bias, dot, weights in zip(self.models, self._biases, dots, self._dense, strict=True)
+        }
