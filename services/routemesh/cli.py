@@ -82,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="measure routemesh against calling the provider directly")
     importlib.import_module("routemesh.bench.main").add_arguments(bench)
 
+    router = sub.add_parser("router", help="train and evaluate the router's quality predictor")
+    importlib.import_module("routemesh.quality.commands").add_arguments(router)
+
     top = sub.add_parser("top", help="live per-model health, latency, errors, circuits and spend (refreshing)")
     importlib.import_module("routemesh.top").add_arguments(top)
 
@@ -298,6 +301,8 @@ def main(argv: list[str] | None = None) -> int:
             return importlib.import_module("routemesh.bench.main").run(args)
         if args.command == "top":
             return importlib.import_module("routemesh.top").run(args)
+        if args.command == "router":
+            return importlib.import_module("routemesh.quality.commands").run(args)
         if args.command == "report":
             return importlib.import_module("routemesh.report").run(args)
     except KeyboardInterrupt:

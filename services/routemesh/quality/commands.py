@@ -1,0 +1,109 @@
+"""`routemesh router train|eval`: learn the quality predictor from outcomes, and judge routing on them."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from importlib import resources
+from pathlib import Path
+
+from routemesh.quality.outcomes import OutcomesError, OutcomeTable, load_outcomes, split
+
+SHIPPED_DATA = "data/outcomes_train.csv.gz"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="router_command", required=True, metavar="COMMAND")
+    train = sub.add_parser("train", help="learn per-model success probabilities from an outcomes CSV")
+    train.add_argument("--data", help="outcomes CSV (prompt, <model>_correct columns; .gz too); "
+                                      "default: the outcomes shipped with routemesh")
+    train.add_argument("--out", required=True, help="where to write the predictor artifact (.json.gz)")
+    train.add_argument("--seed", type=int, default=0, help="training seed (same seed, same artifact)")
+    evaluate = sub.add_parser("eval", help="strong-call share at 95 %% of the strong model's accuracy, APGR and "
+                                           "the cost-quality curve, beside random and prompt-length routing")
+    evaluate.add_argument("--data", help="outcomes CSV; default: the outcomes shipped with routemesh")
+    evaluate.add_argument("--artifact", help="a predictor artifact to judge beside the baselines")
+    evaluate.add_argument("--split", choices=("validation", "train", "all"), default="validation",
+                          help="which rows to judge on (default: the validation split, never trained on)")
+    evaluate.add_argument("--weak", help="the weak model's outcome column (default: the less accurate one)")
+    evaluate.add_argument("--strong", help="the strong model's outcome column (default: the more accurate one)")
+    evaluate.add_argument("--plot", help="write the cost-quality curves as a PNG here")
+    evaluate.add_argument("--json", dest="json_path", help="write every figure as JSON here")
+
+
+def _table(path: str | None) -> OutcomeTable:
+    if path:
+        return load_outcomes(path)
+    with resources.as_file(resources.files("routemesh.quality").joinpath(SHIPPED_DATA)) as shipped:
+        return load_outcomes(shipped)
+
+
+def _pair(table: OutcomeTable, weak: str | None, strong: str | None) -> tuple[str, str]:
+    """The weak and strong outcome columns: as named, else the least and most accurate models."""
+    for name in (weak, strong):
+        if name and name not in table.models:
+            raise OutcomesError(f"no outcome column for model {name!r}; the data has {', '.join(table.models)}")
+    by_accuracy = sorted(table.models, key=lambda m: sum(table.outcomes[m]))
+    if len(by_accuracy) < 2 and not (weak and strong):
+        raise OutcomesError("routing needs two models' outcomes; the data has one")
+    return weak or by_accuracy[0], strong or by_accuracy[-1]
+
+
+def _learned_scores(artifact: str, table: OutcomeTable, weak: str, strong: str) -> list[float]:
+    """P(strong answers well) − P(weak answers well) per prompt: how much sending it to strong gains."""
+    from routemesh.quality.artifact import load_artifact
+    from routemesh.quality.predictor import QualityPredictor
+
+    predictor = QualityPredictor.from_artifact(load_artifact(artifact))
+    missing = [m for m in (weak, strong) if m not in predictor.models]
+    if missing:
+        raise OutcomesError(f"the artifact predicts {', '.join(predictor.models)}, not {', '.join(missing)}")
+    scores = []
+    for prompt in table.prompts:
+        predicted = predictor.predict(prompt)
+        scores.append(predicted[strong] - predicted[weak])
+    return scores
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from routemesh.quality.evaluate import evaluate, format_table, to_json
+
+    table = _table(args.data)
+    if args.split != "all":
+        table = split(table)[0 if args.split == "train" else 1]
+    weak, strong = _pair(table, args.weak, args.strong)
+    methods = {"predictor": _learned_scores(args.artifact, table, weak, strong)} if args.artifact else {}
+    results = evaluate(methods, table, weak, strong)
+    print(f"{args.split} rows: {len(table)}; weak = {weak}, strong = {strong}\n")
+    print(format_table(results))
+    if args.json_path:
+        Path(args.json_path).write_text(json.dumps(to_json(results), indent=1))
+    if args.plot:
+        from routemesh.quality.plot import plot_curves
+
+        print(f"\ncost-quality curves: {plot_curves(results, args.plot)}")
+    return 0
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from routemesh.quality.train import train_file
+
+    with resources.as_file(resources.files("routemesh.quality").joinpath(SHIPPED_DATA)) as shipped:
+        result = train_file(args.data or shipped, args.out, seed=args.seed)
+    artifact = result.artifact
+    print(f"artifact {args.out}: {Path(args.out).stat().st_size:,} bytes, sha256 {artifact.sha256}, "
+          f"trained in {result.seconds:.1f} s")
+    print(json.dumps({"validation": artifact.training["validation"], "fit": artifact.training["fit"]}, indent=1))
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    """The `routemesh router` command; bad data, artifacts or options print one clear line and exit 2."""
+    from routemesh.quality.artifact import ArtifactError
+
+    try:
+        return run_train(args) if args.router_command == "train" else run_eval(args)
+    except (OutcomesError, ArtifactError, ValueError) as exc:
+        print(f"routemesh router {args.router_command}: {exc}", file=sys.stderr)
+        return 2
