@@ -8,6 +8,7 @@ import json
 import math
 import random
 import sys
+from importlib import resources
 from pathlib import Path
 
 import pytest
@@ -272,3 +273,20 @@ def test_the_shipped_predictor_loads_and_scores_without_training_libraries():
     easy = predictor.predict("What is the capital of France?\nA. Paris\nB. Rome\nC. Berlin\nD. Madrid\nAnswer:")
     assert all(0.0 < p < 1.0 for p in easy.values())
     assert 0.8 <= artifact.curve("weak", "strong").stronger_shares[-1] <= 1.0
+
+
+def test_logit_offsets_correct_one_models_calibration_without_touching_the_predictor():
+    with resources.as_file(resources.files("routemesh.quality").joinpath("data/predictor.json.gz")) as shipped:
+        predictor = QualityPredictor.from_artifact(shipped)
+    prompt = "What is the capital of France?\nA. Paris\nB. Rome\nC. Berlin\nD. Madrid\nAnswer:"
+    before = predictor.predict(prompt)
+    corrected = predictor.with_offsets({"weak": 1.0})
+    after = corrected.predict(prompt)
+    assert after["strong"] == pytest.approx(before["strong"])
+    logit = math.log(before["weak"] / (1 - before["weak"]))
+    assert after["weak"] == pytest.approx(1 / (1 + math.exp(-(logit + 1.0))), rel=1e-6)
+    assert predictor.predict(prompt) == before and corrected.offsets == {"weak": 1.0, "strong": 0.0}
+    with pytest.raises(ValueError, match="no prediction for nope"):
+        predictor.with_offsets({"nope": 0.5})
+    with pytest.raises(ValueError, match="finite"):
+        predictor.with_offsets({"weak": math.inf})

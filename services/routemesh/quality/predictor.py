@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import copy
 import functools
 import math
 from array import array
 from collections import Counter
+from collections.abc import Mapping
 from itertools import pairwise
 from pathlib import Path
 
@@ -39,10 +41,30 @@ class QualityPredictor:
         # read is one memory access where a dict lookup is several.
         self._tables = tuple(tuple(self._table(model, form) for model in weights) for form in range(len(FORMATS)))
         self._biases = tuple(model.bias for model in weights)
+        self.offsets: dict[str, float] = dict.fromkeys(self.models, 0.0)
         self._dense = tuple(model.dense for model in weights)
         self._pairs = artifact.features.word_ngram_max > 1
         self._word = functools.lru_cache(maxsize=cached_words)(self._word_uncached)
         self._pair = functools.lru_cache(maxsize=cached_words)(self._pair_uncached)
+
+    def with_offsets(self, offsets: Mapping[str, float]) -> QualityPredictor:
+        """This predictor with per-model logit offsets: the seam for correcting calibration from outcome feedback.
+
+        An offset moves a model's logit before the sigmoid (positive: it answers well more often than the
+        artifact predicts). The copy shares the weight tables and caches; this predictor is unchanged.
+        """
+        unknown = sorted(set(offsets) - set(self.models))
+        if unknown:
+            raise ValueError(f"no prediction for {', '.join(unknown)}; the artifact predicts {', '.join(self.models)}")
+        bad = [m for m, v in offsets.items() if not math.isfinite(v)]
+        if bad:
+            raise ValueError(f"logit offsets must be finite numbers (not for {', '.join(bad)})")
+        corrected = copy.copy(self)
+        corrected.offsets = {**self.offsets, **{m: float(v) for m, v in offsets.items()}}
+        corrected._biases = tuple(model.bias + corrected.offsets[name]
+                                  for name, model in zip(self.models, (self.artifact.models[m] for m in self.models),
+                                                         strict=True))
+        return corrected
 
     @classmethod
     def from_artifact(cls, artifact: QualityArtifact | str | Path,
