@@ -172,9 +172,8 @@ class TracedChannel:
     The service that opens a channel owns it and closes it (`close()`) when it stops.
     """
 
-    def __init__(self, address: str, options: Sequence[tuple[str, object]] = ()):
-        self.address = address
-        self.channel = grpc.aio.insecure_channel(target_of(address), options=[*CHANNEL_OPTIONS, *options])
+    def __init__(self, address: str):
+        self.channel = grpc.aio.insecure_channel(target_of(address), options=CHANNEL_OPTIONS)
 
     def unary_unary(self, method: str, *args: Any, **kwargs: Any) -> Any:
         call = self.channel.unary_unary(method, *args, **kwargs)

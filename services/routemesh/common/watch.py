@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Generic, TypeVar
 
@@ -12,7 +11,6 @@ import grpc
 from routemesh.common.channels import TracedChannel, open_channel
 from routemesh.common.tasks import cancel_and_wait
 
-log = logging.getLogger(__name__)
 Message = TypeVar("Message")
 
 INITIAL_BACKOFF_S = 0.1
@@ -23,8 +21,8 @@ class WatchStream(Generic[Message]):
     """Watches `address` for as long as it runs: the policy from control, health from telemetry.
 
     `open_stream(channel)` starts the stream (called again after every loss); `on_message` takes each
-    message; `on_lost(code)` is told when an established or failed stream ends. The channel is opened in
-    start() and closed in stop(): the watch owns it.
+    message; `on_lost(code)` is told when an established or failed stream ends. The watch opens its own
+    channel when it starts and closes it when it stops.
     """
 
     def __init__(self, name: str, address: str,

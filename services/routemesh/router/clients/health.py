@@ -51,11 +51,13 @@ class HealthSource:
         self.address = address
         self.timeout_s = timeout_s
         self._channel: TracedChannel | None = None
+        self._stub: telemetry_pb2_grpc.TelemetryServiceStub | None = None
         self.last: Health = {}
         self.last_at = 0.0
 
     def start(self) -> None:
         self._channel = open_channel(self.address)
+        self._stub = telemetry_pb2_grpc.TelemetryServiceStub(self._channel)
 
     async def stop(self) -> None:
         if self._channel is not None:
@@ -63,10 +65,9 @@ class HealthSource:
 
     async def snapshot(self) -> tuple[Health, bool]:
         """Health per model, and whether it is fresh (False: telemetry did not answer, last snapshot used)."""
-        assert self._channel is not None, "start() first"
+        assert self._stub is not None, "start() first"
         try:
-            response = await telemetry_pb2_grpc.TelemetryServiceStub(self._channel).GetSnapshot(
-                telemetry_pb2.GetSnapshotRequest(), timeout=self.timeout_s)
+            response = await self._stub.GetSnapshot(telemetry_pb2.GetSnapshotRequest(), timeout=self.timeout_s)
         except grpc.aio.AioRpcError as exc:
             log.debug("telemetry unavailable (%s); using the snapshot from %.1f s ago", exc.code().name,
                       time.monotonic() - self.last_at if self.last_at else -1)
