@@ -52,8 +52,11 @@ def test_an_oracle_reaches_95_percent_at_the_smallest_possible_share_and_its_ana
     peak_share = MIX[GAIN] / n
     peak = weak + peak_share
     area = peak_share * (weak + peak) / 2 + (1 - peak_share) * (peak + strong) / 2
-    assert ev.apgr(curve) == pytest.approx((area - weak) / (strong - weak), rel=1e-12)
-    assert ev.apgr(curve) > 1  # it beats the strong model: the LOSS prompts stay with the weak one
+    assert ev.apgr_area(curve) == pytest.approx((area - weak) / (strong - weak), rel=1e-12)
+    assert ev.apgr_area(curve) > 1  # it beats the strong model: the LOSS prompts stay with the weak one
+    # RouteLLM's 10-bin mean reads the same curve at 10 %, 20 %, ..., 100 %.
+    at = [curve.accuracy_at(k / 10) for k in range(1, 11)]
+    assert ev.apgr(curve) == pytest.approx((sum(at) / 10 - weak) / (strong - weak), rel=1e-12)
 
 
 @settings(max_examples=60, deadline=None)
@@ -68,7 +71,8 @@ def test_a_constant_score_is_exactly_the_random_line():
     pairs = mixed_pairs()
     curve = curve_of(pairs, [0.3] * len(pairs))
     assert curve.accuracies == pytest.approx([0.55 + 0.15 * k / 100 for k in range(101)], abs=1e-12)
-    assert ev.apgr(curve) == pytest.approx(0.5, abs=1e-12)
+    assert ev.apgr_area(curve) == pytest.approx(0.5, abs=1e-12)
+    assert ev.apgr(curve) == pytest.approx(0.55, abs=1e-12)  # RouteLLM's bins: PGR 0.1, 0.2, ..., 1.0
     assert ev.strong_share_to_reach(curve, 0.95 * 0.70) == pytest.approx((0.95 * 0.70 - 0.55) / 0.15)
 
 
@@ -119,7 +123,8 @@ def test_the_length_baselines_find_a_planted_length_signal_per_benchmark_and_ove
     for result in results:
         by_method = {m.method: m for m in result.methods}
         assert list(by_method) == [ev.RANDOM, ev.LENGTH_CHARS, ev.LENGTH_TOKENS, "oracle"]
-        assert by_method[ev.RANDOM].apgr == pytest.approx(0.5)
+        assert by_method[ev.RANDOM].apgr == pytest.approx(0.55)
+        assert by_method[ev.RANDOM].apgr_area == pytest.approx(0.5)
         for name in (ev.LENGTH_CHARS, ev.LENGTH_TOKENS):
             assert by_method[name].apgr == pytest.approx(by_method["oracle"].apgr)
             assert by_method[name].strong_share_at_target == pytest.approx(by_method["oracle"].strong_share_at_target)
@@ -130,7 +135,8 @@ def test_the_length_baselines_find_a_planted_length_signal_per_benchmark_and_ove
 def test_a_reversed_length_signal_is_worse_than_random():
     overall = ev.evaluate({}, planted_length_table(long_is_hard=False), "weak", "strong")[-1]
     by_method = {m.method: m for m in overall.methods}
-    assert by_method[ev.LENGTH_CHARS].apgr < 0.5
+    assert by_method[ev.LENGTH_CHARS].apgr < 0.55
+    assert by_method[ev.LENGTH_CHARS].apgr_area < 0.5
     assert by_method[ev.LENGTH_CHARS].strong_share_at_target > by_method[ev.RANDOM].strong_share_at_target
 
 
@@ -144,19 +150,19 @@ def test_baselines_can_be_left_out():
 def test_the_table_and_json_carry_every_figure_and_the_definitions():
     results = ev.evaluate({}, planted_length_table(long_is_hard=True), "weak", "strong")
     text = ev.format_table(results)
-    assert "strong share @95%" in text and "APGR" in text
+    assert "strong share @95%" in text and "APGR" in text and "APGR area" in text
     assert re.search(r"^gsm8k +\| length_chars +\| +25 \|", text, re.MULTILINE)
     assert "accuracy by strong-call share:" in text
     assert ev.DEFINITIONS["apgr"] in text
     assert "accuracy by strong-call share" not in ev.format_table(results, curve_steps=0)
     data = json.loads(json.dumps(ev.to_json(results)))
-    assert set(data["definitions"]) >= {"curve", "strong_share_at_target", "apgr", "random"}
+    assert set(data["definitions"]) >= {"curve", "strong_share_at_target", "apgr", "apgr_area", "random"}
     overall = data["benchmarks"][-1]
     assert (overall["benchmark"], overall["n"], overall["weak_accuracy"], overall["strong_accuracy"]) == \
         (ev.OVERALL, 100, 0.55, 0.70)
     assert overall["target_accuracy"] == pytest.approx(0.665)
     random = overall["methods"][0]
-    assert random["apgr"] == pytest.approx(0.5)
+    assert (random["apgr"], random["apgr_area"]) == pytest.approx((0.55, 0.5))
     assert len(random["curve"]["strong_share"]) == len(random["curve"]["accuracy"]) == 101
 
 
@@ -164,12 +170,13 @@ def test_a_strong_model_no_better_than_the_weak_one_leaves_apgr_undefined():
     pairs = [BOTH_RIGHT, LOSS, BOTH_WRONG, GAIN]
     result = ev.evaluate({}, make_table(pairs), "weak", "strong")[-1]
     assert result.weak_accuracy == result.strong_accuracy == 0.5
-    assert all(m.apgr is None for m in result.methods)
+    assert all(m.apgr is None and m.apgr_area is None for m in result.methods)
     assert all(m.strong_share_at_target == 0.0 for m in result.methods)  # weak already has 95 % of strong
     assert "undefined" in result.note
     assert "undefined" in ev.format_table([result])
     assert ev.to_json([result])["benchmarks"][0]["methods"][0]["apgr"] is None
     assert ev.apgr(curve_of([BOTH_WRONG] * 3, [1.0, 2.0, 3.0])) is None
+    assert ev.apgr_area(curve_of([BOTH_WRONG] * 3, [1.0, 2.0, 3.0])) is None
 
 
 def test_no_prompts_give_a_result_that_says_so():

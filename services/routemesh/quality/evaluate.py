@@ -15,6 +15,8 @@ OVERALL = "overall"
 RANDOM, LENGTH_CHARS, LENGTH_TOKENS = "random", "length_chars", "length_tokens"
 # Steps of the curve shown in the text table and in the JSON (every point is in CostQualityCurve).
 CURVE_STEPS = 10
+# RouteLLM (Ong et al., ICLR 2025, eq. 8) averages PGR over 10 evenly spaced strong-call shares.
+APGR_BINS = 10
 JSON_CURVE_STEPS = 100
 # Tie groups add fractions of a prompt; a rounding error must not move the first point that reaches a target.
 _COUNT_TOLERANCE = 1e-9
@@ -26,9 +28,11 @@ DEFINITIONS = {
     "strong_share_at_target": "the smallest strong-call share at which the curve reaches the target fraction "
                               "of the strong model's accuracy, interpolated linearly between the two curve "
                               "points around the crossing (routing the next prompt with that probability)",
-    "apgr": "mean of PGR(share) = (acc(share) - weak acc) / (strong acc - weak acc) over share in [0, 1]: "
-            "the trapezoid area under the whole curve (all n+1 points); random routing scores 0.5 "
-            "(a 10-step mean over 10 %..100 % would give it 0.55); undefined when strong acc <= weak acc",
+    "apgr": "as RouteLLM computes it (eq. 8): the mean of PGR(share) = (acc(share) - weak acc) / "
+            "(strong acc - weak acc) at the 10 strong-call shares 10 %, 20 %, ..., 100 %; random routing "
+            "scores 0.55; undefined when strong acc <= weak acc",
+    "apgr_area": "the exact integral of PGR over share in [0, 1] (RouteLLM eq. 7): the trapezoid area under "
+                 "the whole curve (all n+1 points); random routing scores 0.5",
     "random": "the expected curve of random routing: linear from weak to strong accuracy, exact (not sampled)",
     "length_chars": "score = prompt length in characters (longer goes to the strong model first)",
     "length_tokens": "score = estimated cl100k_base tokens of the prompt (the classifier's token estimate)",
@@ -67,6 +71,7 @@ class MethodResult:
     strong_share_at_target: float
     # None when the strong model is no better than the weak one: there is no gap to recover.
     apgr: float | None
+    apgr_area: float | None
 
 
 @dataclass(frozen=True)
@@ -123,8 +128,16 @@ def strong_share_to_reach(curve: CostQualityCurve, accuracy: float) -> float | N
     return None
 
 
-def apgr(curve: CostQualityCurve) -> float | None:
-    """Average performance gap recovered over the whole curve (DEFINITIONS["apgr"]); None without a gap."""
+def apgr(curve: CostQualityCurve, bins: int = APGR_BINS) -> float | None:
+    """Average performance gap recovered at `bins` evenly spaced shares (DEFINITIONS["apgr"]); None without a gap."""
+    weak, strong = curve.accuracies[0], curve.accuracies[-1]
+    if strong <= weak:
+        return None
+    return math.fsum(curve.accuracy_at(k / bins) - weak for k in range(1, bins + 1)) / bins / (strong - weak)
+
+
+def apgr_area(curve: CostQualityCurve) -> float | None:
+    """Average performance gap recovered over the whole curve (DEFINITIONS["apgr_area"]); None without a gap."""
     weak, strong = curve.accuracies[0], curve.accuracies[-1]
     if strong <= weak:
         return None
@@ -146,7 +159,8 @@ def _judge(name: str, rows: Sequence[int], scores: Sequence[float], weak: Sequen
     curve = cost_quality_curve([scores[i] for i in rows], [weak[i] for i in rows], [strong[i] for i in rows])
     share = strong_share_to_reach(curve, target_fraction * curve.accuracies[-1])
     assert share is not None, "the last point, all strong, reaches any fraction <= 1 of the strong accuracy"
-    return MethodResult(method=name, curve=curve, strong_share_at_target=share, apgr=apgr(curve))
+    return MethodResult(method=name, curve=curve, strong_share_at_target=share, apgr=apgr(curve),
+                        apgr_area=apgr_area(curve))
 
 
 def _benchmark_result(benchmark: str, rows: Sequence[int], scores_by_method: Mapping[str, Sequence[float]],
@@ -204,16 +218,17 @@ def _grid(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
 def format_table(results: Sequence[BenchmarkResult], curve_steps: int = CURVE_STEPS) -> str:
     """The results as text: a summary per benchmark × method, the curves at `curve_steps` steps (0: none)."""
     fraction = results[0].target_fraction if results else TARGET_FRACTION
-    header = ["benchmark", "method", "n", "weak acc", "strong acc", f"strong share @{fraction:.0%}", "APGR"]
+    header = ["benchmark", "method", "n", "weak acc", "strong acc", f"strong share @{fraction:.0%}", "APGR",
+              "APGR area"]
     rows = []
     for result in results:
         if not result.methods:
             rows.append([result.benchmark, "-", str(result.n), _number(result.weak_accuracy),
-                         _number(result.strong_accuracy), "-", "-"])
+                         _number(result.strong_accuracy), "-", "-", "-"])
         for method in result.methods:
             rows.append([result.benchmark, method.method, str(result.n), _number(result.weak_accuracy),
                          _number(result.strong_accuracy), _number(method.strong_share_at_target, True),
-                         _number(method.apgr)])
+                         _number(method.apgr), _number(method.apgr_area)])
     lines = _grid(header, rows)
     if curve_steps:
         shares = [k / curve_steps for k in range(curve_steps + 1)]
@@ -227,7 +242,7 @@ def format_table(results: Sequence[BenchmarkResult], curve_steps: int = CURVE_ST
 
 
 def _terms_used(results: Sequence[BenchmarkResult]) -> set[str]:
-    return {"curve", "strong_share_at_target", "apgr"} | {m.method for r in results for m in r.methods}
+    return {"curve", "strong_share_at_target", "apgr", "apgr_area"} | {m.method for r in results for m in r.methods}
 
 
 def to_json(results: Sequence[BenchmarkResult], curve_steps: int = JSON_CURVE_STEPS) -> dict:
@@ -236,7 +251,7 @@ def to_json(results: Sequence[BenchmarkResult], curve_steps: int = JSON_CURVE_ST
 
     def method_json(method: MethodResult) -> dict:
         return {"method": method.method, "strong_share_at_target": method.strong_share_at_target,
-                "apgr": method.apgr, "curve": {"strong_share": shares,
+                "apgr": method.apgr, "apgr_area": method.apgr_area, "curve": {"strong_share": shares,
                                                "accuracy": [method.curve.accuracy_at(s) for s in shares]}}
 
     return {
