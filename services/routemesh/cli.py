@@ -227,8 +227,11 @@ def _policy(args: argparse.Namespace) -> int:
         print(f"routemesh policy: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
         return 2
     if args.policy_command == "validate":
+        from routemesh.quality.serving import policy_quality
+
         try:
             policy = parse_policy(text)
+            policy_quality(policy)
         except PolicyError as exc:
             print(f"{args.file}: invalid policy ({len(exc.violations)} problem(s)):", file=sys.stderr)
             for field, what in exc.violations:

@@ -47,7 +47,7 @@ def test_code_goes_to_a_stronger_model_and_explain_agrees(router_address):
         explained = client.explain(prompt)
         result = client.complete(prompt)
     assert explained.decision.model == result.decision.model == "balanced"
-    assert "code-and-math" in explained.decision.reason
+    assert "rule 'code'" in explained.decision.reason
     ranked = [c for c in explained.decision.candidates if c.eligible]
     assert [c.model for c in ranked] == [explained.decision.model, *explained.decision.fallbacks]
     assert [c.rank for c in ranked] == list(range(1, len(ranked) + 1))

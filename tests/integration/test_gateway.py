@@ -226,7 +226,7 @@ async def test_explain_returns_the_decision_chat_would_make(gateway):
         assert response.status_code == 200
         decision = response.json()["decision"]
         assert decision["model"] == response.headers["x-routemesh-model"]
-        assert decision["rule"] == "code-and-math"
+        assert decision["rule"] == "code"
         assert any(c["eligible"] for c in decision["candidates"])
         response = await http.post(gateway.url + "/v1/routemesh/explain", json={**body, "model": "nope"})
         assert response.status_code == 404

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -16,18 +15,26 @@ from routemesh.classifier.features import RequestFeatures, classify
 from routemesh.classifier.wire import features_from_proto, features_to_proto
 from routemesh.common.messages import messages_to_tuples
 from routemesh.common.errors import ERROR_DOMAIN
-from routemesh.common.serve import create_server
+from routemesh.classifier.servicer import ClassifierServicer
+from routemesh.common.policy import load_default_policy_text, parse_policy
+from routemesh.common.serve import Service, create_server
+from routemesh.quality.serving import PolicyQuality, policy_quality
 from routemesh.v1 import classifier_pb2, classifier_pb2_grpc, common_pb2
 
 CODE_QUESTION = "Why does this raise?\n```python\ndef f(d):\n    return d['x']\n```"
 
 
 @asynccontextmanager
-async def classifier_channel() -> AsyncIterator[grpc.aio.Channel]:
-    """A channel to a classifier server started in this event loop; the server stops on exit."""
-    parser = argparse.ArgumentParser()
-    main.add_arguments(parser)
-    service = await main.build(parser.parse_args([]))
+async def classifier_channel(quality: PolicyQuality | None = None) -> AsyncIterator[grpc.aio.Channel]:
+    """A channel to a classifier server started in this event loop; the server stops on exit.
+
+    The servicer is served without the service's policy watch (the integration tests run that), holding
+    `quality` as the predictor of its policy.
+    """
+    servicer = ClassifierServicer(quality=lambda: quality)
+    service = Service(name="classifier", grpc_services=[main.GRPC_SERVICE_NAME],
+                      register=lambda server: classifier_pb2_grpc.add_ClassifierServiceServicer_to_server(
+                          servicer, server))
     running = await create_server(service, "127.0.0.1:0")
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
@@ -75,6 +82,20 @@ async def test_classify_round_trip() -> None:
     assert 0.0 < features.task_confidence <= 1.0
     assert 0.0 < features.complexity <= 1.0
     assert "code:fence" in features.signals
+
+
+async def test_the_policy_predictor_adds_predicted_success_per_policy_model() -> None:
+    quality = policy_quality(parse_policy(load_default_policy_text()))
+    assert quality is not None
+    request = classifier_pb2.ClassifyRequest(messages=[_message(common_pb2.ROLE_USER, "What is 7 times 8?")])
+    async with classifier_channel(quality) as channel:
+        response = await classifier_pb2_grpc.ClassifierServiceStub(channel).Classify(request, timeout=5)
+    features = response.features
+    expected = quality.predict("What is 7 times 8?", classify([("user", "What is 7 times 8?")]))
+    assert set(features.predicted_success) == set(quality.outputs) and len(expected) >= 2
+    assert dict(features.predicted_success) == pytest.approx(expected)
+    assert all(0.0 < p < 1.0 for p in features.predicted_success.values())
+    assert features.quality_predictor_sha256 == quality.sha256
 
 
 async def test_invalid_requests_get_bad_request_details_and_the_server_keeps_serving() -> None:

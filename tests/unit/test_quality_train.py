@@ -26,29 +26,10 @@ from routemesh.quality.outcomes import OutcomesError, in_validation
 from routemesh.quality.predictor import QualityPredictor
 from routemesh.quality.train import TrainingError, TrainingResult, TrainingSettings, threshold_curve, train_file
 
+from tests.planted import planted_csv
+from tests.planted import planted_prompt as _prompt
+
 SHIPPED = Path(__file__).resolve().parents[2] / "services/routemesh/quality/data/predictor.json.gz"
-_FILLER = ("river mountain garden window letter market teacher village engine orange silver winter doctor "
-           "bridge castle forest island kitchen ladder mirror planet rocket saddle tunnel violin wagon").split()
-_PLANTED = "quantum"
-
-
-def _prompt(rng: random.Random, planted: bool) -> str:
-    words = rng.choices(_FILLER, k=rng.randint(6, 14))
-    if planted:
-        words.insert(rng.randrange(len(words) + 1), _PLANTED)
-    return "Explain the " + " ".join(words) + "?"
-
-
-def planted_csv(path: Path, rows: int = 300, seed: int = 7) -> Path:
-    """Prompts with "quantum" only the strong model answers; the rest the weak one does, the strong one mostly."""
-    rng = random.Random(seed)
-    lines = ["prompt,source,weak_correct,strong_correct"]
-    for i in range(rows):
-        planted = i % 2 == 0
-        weak, strong = (0, 1) if planted else (1, int(rng.random() > 0.2))
-        lines.append(f'"{_prompt(rng, planted)} (case {i})",synthetic/planted,{weak},{strong}')
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -70,6 +70,14 @@ class RequestFeatures:
     signals: tuple[str, ...]
 
 
+def last_user_text(messages: Sequence[tuple[str, str]]) -> str:
+    """The text the task, language and quality prediction read: the last user message, else the last message."""
+    for role, content in reversed(messages):
+        if role == "user":
+            return content
+    return messages[-1][1] if messages else ""
+
+
 def analysis_window(text: str, head: int = HEAD_CHARS, tail: int = TAIL_CHARS) -> str:
     """The first `head` and last `tail` characters of `text` (all of it when short)."""
     if len(text) <= head + tail:
@@ -113,9 +121,7 @@ def classify(messages: Sequence[tuple[str, str]]) -> RequestFeatures:
     """
     contents = [content for _, content in messages]
     input_tokens = estimate_input_tokens(contents)
-    last_user = next((content for role, content in reversed(messages) if role == "user"), None)
-    if last_user is None:
-        last_user = contents[-1] if contents else ""
+    last_user = last_user_text(messages)
     system = "\n".join(content for role, content in messages if role == "system")
 
     view = _view(analysis_window(last_user))

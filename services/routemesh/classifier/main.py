@@ -7,20 +7,36 @@ import argparse
 import grpc
 
 from routemesh.classifier.servicer import ClassifierServicer
+from routemesh.common.policy import PolicyVersion
+from routemesh.common.policy_watch import PolicyHolder, PolicyWatcher
 from routemesh.common.serve import Service
+from routemesh.quality.serving import PolicyQuality, policy_quality
 from routemesh.v1 import classifier_pb2, classifier_pb2_grpc
 
 GRPC_SERVICE_NAME = classifier_pb2.DESCRIPTOR.services_by_name["ClassifierService"].full_name
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The classifier is stateless and needs no flags beyond the CLI's common ones."""
+    """The classifier needs no flags beyond the CLI's common ones (--control: where the policy comes from)."""
 
 
-def _register(server: grpc.aio.Server) -> None:
-    classifier_pb2_grpc.add_ClassifierServiceServicer_to_server(ClassifierServicer(), server)
+def _quality(version: PolicyVersion) -> PolicyQuality | None:
+    # A policy whose artifact is missing, corrupt or of another digest raises PolicyError: the holder keeps
+    # the last good policy (and its predictor) and logs why.
+    return policy_quality(version.policy)
 
 
 async def build(args: argparse.Namespace) -> Service:
-    """The classifier service, ready for routemesh.common.serve.serve()."""
-    return Service(name="classifier", register=_register, grpc_services=[GRPC_SERVICE_NAME])
+    """The classifier service, ready for routemesh.common.serve.serve(): serving once it holds a policy."""
+    holder: PolicyHolder[PolicyQuality | None] = PolicyHolder(compile=_quality)
+    watcher = PolicyWatcher(holder, args.control, "classifier")
+    servicer = ClassifierServicer(quality=lambda: holder.current)
+
+    def register(server: grpc.aio.Server) -> None:
+        classifier_pb2_grpc.add_ClassifierServiceServicer_to_server(servicer, server)
+
+    async def on_start() -> None:
+        watcher.start()
+
+    return Service(name="classifier", register=register, grpc_services=[GRPC_SERVICE_NAME],
+                   on_start=on_start, on_stop=watcher.stop, ready=lambda: holder.current_version is not None)

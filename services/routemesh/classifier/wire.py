@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from routemesh.classifier.features import RequestFeatures
 from routemesh.v1 import common_pb2
 
@@ -19,8 +21,12 @@ TASK_TYPE_NAMES: dict[int, str] = {value: name for name, value in TASK_TYPE_VALU
 _INT32_MAX = 2**31 - 1
 
 
-def features_to_proto(features: RequestFeatures, source: str) -> common_pb2.Features:
-    """The wire form of `features`; `source` says who computed them ("classifier", "router", ...)."""
+def features_to_proto(features: RequestFeatures, source: str, predicted_success: Mapping[str, float] | None = None,
+                      predictor_sha256: str = "") -> common_pb2.Features:
+    """The wire form of `features`; `source` says who computed them ("classifier", "router", ...).
+
+    `predicted_success` is the quality predictor's per-model success, `predictor_sha256` its artifact's digest.
+    """
     return common_pb2.Features(
         input_tokens=min(features.input_tokens, _INT32_MAX),
         task_type=TASK_TYPE_VALUES[features.task_type],
@@ -30,6 +36,8 @@ def features_to_proto(features: RequestFeatures, source: str) -> common_pb2.Feat
         has_code=features.has_code,
         signals=features.signals,
         source=source,
+        predicted_success=predicted_success or {},
+        quality_predictor_sha256=predictor_sha256,
     )
 
 

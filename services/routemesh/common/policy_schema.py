@@ -21,6 +21,7 @@ CAPABILITIES = ("streaming", "tools", "json", "vision")
 AUTO = "auto"
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$"
 _ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+_SHA256 = r"^[0-9a-f]{64}$"
 
 
 class _Strict(BaseModel):
@@ -97,6 +98,9 @@ class Model(_Strict):
     latency_prior: LatencyPrior = LatencyPrior()
     enabled: bool = True
     description: str = ""
+    # The quality predictor's output this model's predicted success follows; unset: the output named like the
+    # model, if the predictor has one. A model without a prediction keeps its static `quality`.
+    predicted_as: str | None = Field(None, min_length=1)
 
     @field_validator("quality")
     @classmethod
@@ -146,10 +150,10 @@ class RuleCondition(_Strict):
         return value
 
 
-STRATEGIES = ("hybrid", "cost", "latency", "quality", "ordered", "weighted_random", "round_robin",
-              "least_in_flight", "least_recent")
-Strategy = Literal["hybrid", "cost", "latency", "quality", "ordered", "weighted_random", "round_robin",
-                   "least_in_flight", "least_recent"]
+STRATEGIES = ("hybrid", "cost", "latency", "quality", "quality_target", "ordered", "weighted_random",
+              "round_robin", "least_in_flight", "least_recent")
+Strategy = Literal["hybrid", "cost", "latency", "quality", "quality_target", "ordered", "weighted_random",
+                   "round_robin", "least_in_flight", "least_recent"]
 
 
 class Rule(_Strict):
@@ -241,6 +245,9 @@ class Route(_Strict):
     weights: Weights = Weights()
     latency: LatencySettings = LatencySettings()
     quality: QualitySettings = QualitySettings()
+    # Strategy quality_target: the cheapest model expected to keep this share of the best candidate's quality
+    # (0.95 = 95 %), judged by the quality predictor's thresholds calibrated for that share.
+    quality_target: float = Field(0.95, gt=0, le=1)
     sticky: bool = Field(False, description="keep a conversation on the model chosen for its first request")
     reliability: Reliability = Reliability()
     experiment: Experiment | None = None
@@ -317,6 +324,15 @@ class RequestKeys(_Strict):
     data_class: str = "data_class"
 
 
+class QualityPredictorRef(_Strict):
+    """The learned quality predictor the classifier serves and quality_target routing reads."""
+
+    # A file path, or "routemesh:NAME" for an artifact shipped inside routemesh (routemesh:quality/predictor.json.gz).
+    artifact: str = Field(min_length=1)
+    # sha256 of the artifact file: a file with other bytes rejects the policy.
+    sha256: str = Field(pattern=_SHA256)
+
+
 class Policy(_Strict):
     """The whole routing policy."""
 
@@ -328,6 +344,7 @@ class Policy(_Strict):
     routes: dict[str, Route] = Field(min_length=1)
     tenants: dict[str, Tenant] = {}
     budgets: tuple[Budget, ...] = ()
+    quality_predictor: QualityPredictorRef | None = None
 
     @model_validator(mode="after")
     def _references(self) -> Policy:
@@ -360,6 +377,9 @@ class Policy(_Strict):
             for model in tenant.allowed_models:
                 if model not in self.models:
                     problems.append(f"tenants.{tname}.allowed_models: unknown model {model!r}")
+        if self.quality_predictor is None:
+            problems.extend(f"models.{name}.predicted_as: set, but the policy names no quality_predictor"
+                            for name, model in self.models.items() if model.predicted_as)
         names = [b.name for b in self.budgets]
         for name in {n for n in names if names.count(n) > 1}:
             problems.append(f"budgets: the name {name!r} is used twice")

@@ -9,6 +9,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from routemesh.common.policy import Policy, canonical_json, digest, parse_policy
+from routemesh.quality.serving import policy_quality
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +93,9 @@ class PolicyRegistry:
     @staticmethod
     def _record(text: str, source: str, version: int) -> PolicyVersionRecord:
         policy = parse_policy(text)
+        # The quality predictor it names must load here with its digest, so a bad artifact is refused when
+        # submitted; the classifier and router check again when they load it, and keep their last good one.
+        policy_quality(policy)
         policy_json = canonical_json(policy)
         return PolicyVersionRecord(
             version=version,

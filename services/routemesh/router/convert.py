@@ -52,7 +52,8 @@ def decision_to_proto(decision: Decision) -> router_pb2.Decision:
     return router_pb2.Decision(
         decision_id=decision.decision_id, model=plan.primary, provider=decision.provider, strategy=plan.strategy,
         reason=plan.reason, route=plan.route, fallbacks=plan.fallbacks,
-        features=features_to_proto(decision.classified.features, decision.classified.source),
+        features=features_to_proto(decision.classified.features, decision.classified.source,
+                                   decision.classified.predicted_success, decision.classified.predictor_sha256),
         policy_version=decision.policy_version, trace_id=decision.trace_id, rule=plan.rule,
         experiment=plan.experiment, variant=plan.variant, estimated_cost_usd=plan.estimated_cost_usd,
         budget_soft_limited=plan.budget_soft_limited, candidates=candidates_to_proto(plan),

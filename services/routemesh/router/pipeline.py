@@ -135,7 +135,7 @@ class RequestPipeline:
         pending = [asyncio.ensure_future(w) for w in waits.values()]
         try:
             with stage(semconv.SPAN_CLASSIFY, current=True) as span:
-                classified = await self.features.classify(request.messages)
+                classified = await self.features.classify(request.messages, policy.quality)
                 if span.is_recording():
                     set_attributes(span, {semconv.FEATURES_SOURCE: classified.source,
                                           semconv.REQUEST_TASK_TYPE: classified.features.task_type,

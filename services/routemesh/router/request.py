@@ -92,15 +92,21 @@ def _validate_tools(request: ChatInput) -> None:
 
 @dataclass(frozen=True, slots=True)
 class Classified:
-    """A request's features and who computed them ("classifier", "router", "router-fallback")."""
+    """A request's features and who computed them ("classifier", "router", "router-fallback").
+
+    `predicted_success`: per policy model, the quality predictor's probability that it answers well (empty
+    without a predictor); `predictor_sha256`: the digest of the artifact that predicted it.
+    """
 
     features: RequestFeatures
     source: str
+    predicted_success: Mapping[str, float] = field(default_factory=dict)
+    predictor_sha256: str = ""
 
     def routing(self) -> RoutingFeatures:
         f = self.features
         return RoutingFeatures(input_tokens=f.input_tokens, task_type=f.task_type, language=f.language or "und",
-                               complexity=f.complexity, has_code=f.has_code)
+                               complexity=f.complexity, has_code=f.has_code, predicted_success=self.predicted_success)
 
 
 @dataclass(frozen=True, slots=True)

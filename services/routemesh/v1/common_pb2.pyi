@@ -171,7 +171,14 @@ class ToolCallDelta(_message.Message):
     def __init__(self, index: _Optional[int] = ..., id: _Optional[str] = ..., name: _Optional[str] = ..., arguments_fragment: _Optional[str] = ...) -> None: ...
 
 class Features(_message.Message):
-    __slots__ = ("input_tokens", "task_type", "task_confidence", "language", "complexity", "has_code", "signals", "source")
+    __slots__ = ("input_tokens", "task_type", "task_confidence", "language", "complexity", "has_code", "signals", "source", "predicted_success", "quality_predictor_sha256")
+    class PredictedSuccessEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
     INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     TASK_TYPE_FIELD_NUMBER: _ClassVar[int]
     TASK_CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
@@ -180,6 +187,8 @@ class Features(_message.Message):
     HAS_CODE_FIELD_NUMBER: _ClassVar[int]
     SIGNALS_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
+    PREDICTED_SUCCESS_FIELD_NUMBER: _ClassVar[int]
+    QUALITY_PREDICTOR_SHA256_FIELD_NUMBER: _ClassVar[int]
     input_tokens: int
     task_type: TaskType
     task_confidence: float
@@ -188,7 +197,9 @@ class Features(_message.Message):
     has_code: bool
     signals: _containers.RepeatedScalarFieldContainer[str]
     source: str
-    def __init__(self, input_tokens: _Optional[int] = ..., task_type: _Optional[_Union[TaskType, str]] = ..., task_confidence: _Optional[float] = ..., language: _Optional[str] = ..., complexity: _Optional[float] = ..., has_code: _Optional[bool] = ..., signals: _Optional[_Iterable[str]] = ..., source: _Optional[str] = ...) -> None: ...
+    predicted_success: _containers.ScalarMap[str, float]
+    quality_predictor_sha256: str
+    def __init__(self, input_tokens: _Optional[int] = ..., task_type: _Optional[_Union[TaskType, str]] = ..., task_confidence: _Optional[float] = ..., language: _Optional[str] = ..., complexity: _Optional[float] = ..., has_code: _Optional[bool] = ..., signals: _Optional[_Iterable[str]] = ..., source: _Optional[str] = ..., predicted_success: _Optional[_Mapping[str, float]] = ..., quality_predictor_sha256: _Optional[str] = ...) -> None: ...
 
 class Usage(_message.Message):
     __slots__ = ("input_tokens", "output_tokens", "estimated", "cached_input_tokens", "reasoning_tokens")

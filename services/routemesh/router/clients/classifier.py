@@ -8,11 +8,12 @@ from collections.abc import Sequence
 
 import grpc
 
-from routemesh.classifier.features import classify
+from routemesh.classifier.features import classify, last_user_text
 from routemesh.classifier.wire import features_from_proto
 from routemesh.common.channels import TracedChannel, open_channel
 from routemesh.common.errors import InvalidRequest
 from routemesh.common.messages import messages_to_tuples
+from routemesh.quality.serving import PolicyQuality
 from routemesh.router.request import Classified
 from routemesh.v1 import classifier_pb2, classifier_pb2_grpc, common_pb2
 
@@ -22,11 +23,21 @@ LOCAL_SOURCE = "router"
 CLASSIFY_TIMEOUT_S = 0.5
 
 
+def classify_here(messages: Sequence[common_pb2.Message], source: str, quality: PolicyQuality | None) -> Classified:
+    """What the classifier service computes, computed in this process (with the policy's quality predictor)."""
+    pairs = messages_to_tuples(messages)
+    features = classify(pairs)
+    if quality is None:
+        return Classified(features, source)
+    return Classified(features, source, quality.predict(last_user_text(pairs), features), quality.sha256)
+
+
 class FeatureSource:
     """Asks the classifier; on any failure classifies locally and says so in the source.
 
     The address "local" classifies in-process on every request (no classifier hop; the classifier service
-    then only serves other callers).
+    then only serves other callers). Both in-process paths predict with the router's own copy of the
+    policy's quality predictor, so a fallback keeps learned routing.
     """
 
     def __init__(self, address: str, timeout_s: float = CLASSIFY_TIMEOUT_S):
@@ -46,13 +57,13 @@ class FeatureSource:
         if self._channel is not None:
             await self._channel.close()
 
-    async def classify(self, messages: Sequence[common_pb2.Message]) -> Classified:
+    async def classify(self, messages: Sequence[common_pb2.Message], quality: PolicyQuality | None = None) -> Classified:
+        """The request's features; `quality` is the policy's predictor, used when classifying in-process."""
         if self._stub is None:
-            return Classified(classify(messages_to_tuples(messages)), LOCAL_SOURCE)
+            return classify_here(messages, LOCAL_SOURCE, quality)
         try:
             response = await self._stub.Classify(classifier_pb2.ClassifyRequest(messages=messages),
                                                  timeout=self.timeout_s)
-            return Classified(features_from_proto(response.features), response.features.source)
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
                 raise InvalidRequest(f"the classifier rejected the messages: {exc.details()}") from None
@@ -61,4 +72,7 @@ class FeatureSource:
                 self._last_warning = now
                 log.warning("classifier at %s unavailable (%s); classifying in-process", self.address,
                             exc.code().name)
-            return Classified(classify(messages_to_tuples(messages)), FALLBACK_SOURCE)
+            return classify_here(messages, FALLBACK_SOURCE, quality)
+        features = response.features
+        return Classified(features_from_proto(features), features.source, dict(features.predicted_success),
+                          features.quality_predictor_sha256)

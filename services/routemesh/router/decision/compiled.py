@@ -6,6 +6,7 @@ from collections.abc import Mapping
 
 from routemesh.common.policy import PolicyVersion
 from routemesh.common.policy_schema import Budget, Model, Policy, RequestKeys, Route, Tenant
+from routemesh.quality.serving import PolicyQuality, policy_quality
 
 
 class CompiledModel:
@@ -49,11 +50,11 @@ class RoutingPolicy:
     """One policy version as the router's stages read it: the only form the planner and admission see.
 
     Routes, budgets and request keys are the validated (immutable) policy objects; models are compiled
-    for the per-candidate loop; tenant allow-lists are sets.
+    for the per-candidate loop; tenant allow-lists are sets; the quality predictor is loaded.
     """
 
     __slots__ = ("version", "digest", "models", "routes", "default_route", "default_max_tokens", "request_keys",
-                 "providers", "tenants", "allowed", "budgets", "max_error_rate", "min_samples")
+                 "providers", "tenants", "allowed", "budgets", "max_error_rate", "min_samples", "quality")
 
     def __init__(self, policy: Policy, version: int = 0, digest: str = ""):
         self.version = version
@@ -69,6 +70,10 @@ class RoutingPolicy:
         self.budgets: tuple[Budget, ...] = policy.budgets
         self.max_error_rate = policy.health.max_error_rate
         self.min_samples = policy.health.min_samples
+        # The quality predictor the policy names (loaded once per artifact, shared with other versions): its
+        # calibrated thresholds serve quality_target routing, and it predicts when the router classifies itself.
+        # PolicyError when the artifact is missing, corrupt or of another digest: the version is rejected.
+        self.quality: PolicyQuality | None = policy_quality(policy)
 
     @classmethod
     def compile(cls, version: PolicyVersion) -> RoutingPolicy:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 from routemesh.common.policy_schema import RuleCondition
@@ -21,6 +21,8 @@ class RoutingFeatures:
     language: str = "und"
     complexity: float = 0.0
     has_code: bool = False
+    # Per policy model, the quality predictor's predicted success; a model absent here keeps its static quality.
+    predicted_success: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from routemesh.common.errors import NoEligibleModel
+from routemesh.quality.serving import PolicyQuality
 from routemesh.router.decision.compiled import RoutingPolicy
 from routemesh.router.decision.filters import RequestView, RoutingFeatures, RoutingOptionsView, problem_of
 from routemesh.router.decision.selection import (
@@ -108,6 +109,7 @@ def evaluate(policy: RoutingPolicy, sel: Selection, request: RequestView, health
     features = request.features
     output_tokens = route.expected_output(features.task_type, request.max_tokens)
     models_by_name, task, input_tokens = policy.models, features.task_type, features.input_tokens
+    predicted = features.predicted_success
     latency = LatencyParams.of(route.latency)
     pool_set = set(sel.pool)
     evaluations: dict[str, CandidateEvaluation] = {}
@@ -120,26 +122,33 @@ def evaluate(policy: RoutingPolicy, sel: Selection, request: RequestView, health
         # A pinned model is honoured even when live state disfavours it.
         problem = problem_of(policy, model, h, request, cost, ttft, check_live=m != sel.pinned,
                              pinned_provider_applies=pin_strict or m in pool_set)
-        quality = model.quality_for(task)
+        # The quality predictor's success for this prompt where it has one, else the policy's static table.
+        prediction = predicted.get(m)
+        quality = model.quality_for(task) if prediction is None else prediction
         factors = {"estimated_cost_usd": cost, "expected_ttft_ms": ttft, "expected_total_ms": total,
                    "quality_score": quality}
+        if prediction is not None:
+            factors["predicted_success"] = prediction
         if h:
             factors["error_rate"], factors["samples"], factors["in_flight"] = h.error_rate, h.samples, h.in_flight
         evaluations[m] = CandidateEvaluation(m, model.provider, not problem, cost, 0, 0.0, problem, factors)
         if not problem:
             scored[m] = Scored(m, model, cost, ttft, total, quality, h.in_flight if h else 0,
-                               h.requests_per_minute if h else 0, known, factors)
+                               h.requests_per_minute if h else 0, known, factors, predicted=prediction is not None)
     return _Evaluated(considered, fallbacks, evaluations, scored)
 
 
 def order(sel: Selection, scored: Mapping[str, Scored], health: Mapping[str, ModelHealthView],
-          state: DecisionState, sticky_model: str) -> tuple[list[str], list[str]]:
+          state: DecisionState, sticky_model: str, quality: PolicyQuality | None = None) -> tuple[list[str], list[str]]:
     """The pool ranked by the strategy, then exploration, recovery ramps and stickiness; and notes on each."""
     route = sel.route
     ctx = StrategyContext(weights=sel.weights, latency=route.latency, quality=route.quality,
-                          rng=state.rng, round_robin=state.round_robin, counter_key=f"{sel.route_name}/{sel.rule}")
+                          rng=state.rng, round_robin=state.round_robin, counter_key=f"{sel.route_name}/{sel.rule}",
+                          quality_target=route.quality_target)
+    if quality is not None:
+        ctx.calibration = quality.curve
     ranked = rank(sel.strategy, [scored[m] for m in sel.pool if m in scored], ctx)
-    notes = []
+    notes = [ctx.note]
     if sel.strategy in ("latency", "hybrid"):
         ranked, note = explore(ranked, ctx)
         notes.append(note)
@@ -219,5 +228,5 @@ def plan_request(
                           text=text)
     sel = select(policy, target, request, state.rng, budget_soft)
     evaluated = evaluate(policy, sel, request, health, int(time.time() * 1000) if now_ms is None else now_ms)
-    pool_order, notes = order(sel, evaluated.scored, health, state, sticky_model)
+    pool_order, notes = order(sel, evaluated.scored, health, state, sticky_model, policy.quality)
     return finish(sel, evaluated, pool_order, notes, max_tokens, budget_soft)

@@ -7,6 +7,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from routemesh.common.policy_schema import LatencySettings, QualitySettings, Weights
+from routemesh.quality.artifact import ThresholdCurve
 from routemesh.router.decision.compiled import CompiledModel
 
 
@@ -46,6 +47,8 @@ class Scored:
     latency_known: bool
     factors: dict[str, float] = field(default_factory=dict)
     score: float = 0.0
+    # Whether `quality` is the quality predictor's predicted success for this request (else the static table's).
+    predicted: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +115,12 @@ class StrategyContext:
     rng: random.Random
     round_robin: Callable[[str, int], int]  # (counter key, pool size) -> index to start from
     counter_key: str = ""
+    # quality_target: the share of the best candidate's quality to keep, and the calibrated thresholds
+    # between two models' predictions ((weaker, stronger) -> curve, None when not calibrated).
+    quality_target: float = 0.95
+    calibration: Callable[[str, str], ThresholdCurve | None] = lambda weaker, stronger: None
+    # What the strategy wants said in the decision's reason ("" for nothing).
+    note: str = ""
 
 
 def _by(pool: list[Scored], key: Callable[[Scored], tuple]) -> list[Scored]:
@@ -154,6 +163,46 @@ def rank_quality(pool: list[Scored], ctx: StrategyContext) -> list[Scored]:
         return _by(pool, lambda c: (-c.quality, c.estimated_cost_usd, c.name))
     # The cheapest of those close enough to the best, then the rest by quality.
     return _by(pool, lambda c: (c.quality < floor, c.estimated_cost_usd if c.quality >= floor else -c.quality, c.name))
+
+
+def _keeps_target(candidate: Scored, best: Scored, ctx: StrategyContext) -> tuple[bool, str]:
+    """Whether serving `candidate` instead of `best` keeps the target share of quality, and how that was judged.
+
+    Both predicted, with calibrated thresholds for the pair: the gap in predicted success must not exceed the
+    threshold train fitted on held-out outcomes for this target. Otherwise: candidate >= target x best.
+    """
+    gap = best.quality - candidate.quality
+    curve = ctx.calibration(candidate.name, best.name) if candidate.predicted and best.predicted else None
+    if curve is not None:
+        allowed = curve.threshold(ctx.quality_target)
+        candidate.factors["quality_gap_allowed"] = allowed
+        verdict = "<=" if gap <= allowed else ">"
+        return gap <= allowed, f"gap {gap:.3f} {verdict} {allowed:.3f} calibrated for {ctx.quality_target:.0%}"
+    floor = ctx.quality_target * best.quality
+    kind = "predicted" if candidate.predicted else "static"
+    verdict = ">=" if candidate.quality >= floor else "<"
+    return candidate.quality >= floor, f"{kind} quality {candidate.quality:.3f} {verdict} {ctx.quality_target:.0%} " \
+                                       f"of {best.quality:.3f}"
+
+
+def rank_quality_target(pool: list[Scored], ctx: StrategyContext) -> list[Scored]:
+    """The cheapest model expected to keep `quality_target` of the best candidate's quality, then by quality."""
+    best = min(pool, key=lambda c: (-c.quality, c.estimated_cost_usd, c.name))
+    chosen, why = best, ""
+    for c in sorted(pool, key=lambda c: (c.estimated_cost_usd, -c.quality, c.name)):
+        c.score = c.factors["quality"]
+        if c is best:
+            break
+        c.factors["quality_gap"] = best.quality - c.quality
+        keeps, why = _keeps_target(c, best, ctx)
+        if keeps:
+            chosen = c
+            break
+        ctx.note += f"{c.name} below target ({why}); "
+    source = "predicted success" if best.predicted else "static quality"
+    ctx.note += (f"{chosen.name} keeps {ctx.quality_target:.0%} of {best.name} ({why})" if chosen is not best
+                 else f"{best.name} has the best {source} ({best.quality:.3f})")
+    return [chosen, *sorted((c for c in pool if c is not chosen), key=lambda c: (-c.quality, c.estimated_cost_usd, c.name))]
 
 
 def rank_ordered(pool: list[Scored], ctx: StrategyContext) -> list[Scored]:
@@ -204,6 +253,7 @@ RANKERS: Mapping[str, Callable[[list[Scored], StrategyContext], list[Scored]]] =
     "cost": rank_cost,
     "latency": rank_latency,
     "quality": rank_quality,
+    "quality_target": rank_quality_target,
     "ordered": rank_ordered,
     "weighted_random": rank_weighted_random,
     "round_robin": rank_round_robin,
