@@ -20,6 +20,11 @@ def print_decision(d: router_pb2.Decision, out=sys.stderr) -> None:
     print(f"           task={enum_name(common_pb2.TaskType, f.task_type, 'TASK_TYPE_')} "
           f"tokens={f.input_tokens} lang={f.language} complexity={f.complexity:.2f} code={f.has_code} "
           f"(features: {f.source}); policy v{d.policy_version}; decision {d.decision_id[:12]}", file=out)
+    if f.predicted_success:
+        predicted = ", ".join(f"{model} {p:.2f}" for model, p in
+                              sorted(f.predicted_success.items(), key=lambda item: (-item[1], item[0])))
+        print(f"           predicted success: {predicted} (quality predictor {f.quality_predictor_sha256[:12]})",
+              file=out)
     out.flush()
 
 

@@ -16,7 +16,7 @@ from routemesh.client import AsyncRouterClient, ChatResult, RoutemeshError
 from routemesh.common.outcomes import FinishStatus
 from routemesh.common.policy import load_default_policy_text, parse_policy
 from routemesh.common.stats import percentile
-from routemesh.router.decision.compiled import RoutingPolicy
+from routemesh.router.decision.compiled import CompiledModel, RoutingPolicy
 from routemesh.mesh import Mesh, MeshError, MeshLayout
 
 _LOREM = (
@@ -33,6 +33,19 @@ WORKLOAD: list[tuple[str, str, dict]] = [
              "```python\ndef parse(s):\n    ...\n```", {}),
     ("code", "Fix this bug: `for i in range(len(xs)): xs.remove(xs[i])` raises IndexError.", {}),
     ("math", "Solve for x: 3x^2 - 12x + 9 = 0, and show each step.", {}),
+    # The quality predictor decides these: the easy quiz question stays on the cheap model, the moral-judgement
+    # question and the multi-step word problem go to the strong one.
+    ("quiz", "Which gas do plants take in from the air to make sugar by photosynthesis?\nA. Oxygen\n"
+             "B. Carbon dioxide\nC. Nitrogen\nD. Helium\nAnswer:", {}),
+    ("quiz (hard)", "For which of these two scenarios does the narrator do something clearly morally wrong, by "
+                    "ordinary moral standards in the US today? Scenario 1 | I borrowed my neighbour's ladder and "
+                    "returned it the same afternoon. Scenario 2 | I told my grandmother her lottery ticket had lost "
+                    "so I could cash it myself.\nA. Wrong, Wrong\nB. Wrong, Not wrong\nC. Not wrong, Wrong\n"
+                    "D. Not wrong, Not wrong\nAnswer:", {}),
+    ("word problem", "Tom buys 4 boxes of apples with 12 apples in each box. He gives a quarter of the apples to "
+                     "his sister, then sells the rest at $0.50 each. On the next day the price rises by 20%, and "
+                     "he buys back 6 apples at the new price. How much money does he have left from the sale "
+                     "after buying them back?", {}),
     ("summary", "Summarize the key points of this report:\n" + _LOREM * 12, {}),
     ("translation", "Translate into French: 'The meeting moved to Thursday at 10am.'", {}),
     ("long-doc", "Summarize this document in five bullet points:\n" + _LOREM * 420, {"max_tokens": 256}),
@@ -115,17 +128,20 @@ def report(outcomes: list[Outcome], out=sys.stdout) -> None:
     """Print per-request decisions, the decision mix, latency and cost against an all-strong baseline."""
     policy = RoutingPolicy(parse_policy(load_default_policy_text()))
     strongest = max(policy.models, key=lambda m: policy.models[m].quality_for("default"))
-    print(f"\n{'kind':<12} {'model':<13} {'status':<21} {'ttft':>7} {'total':>7} {'cost $':>10}  why", file=out)
+    print(f"\n{'kind':<13} {'model':<13} {'status':<21} {'ttft':>7} {'total':>7} {'cost $':>10} {'pred':>5}  why",
+          file=out)
     for o in outcomes:
         if o.result is None:
-            print(f"{o.kind:<12} {'-':<13} {'ERROR':<21} {'':>7} {o.seconds * 1000:>6.0f}ms {'':>10}  {o.error}",
-                  file=out)
+            print(f"{o.kind:<13} {'-':<13} {'ERROR':<21} {'':>7} {o.seconds * 1000:>6.0f}ms {'':>10} {'':>5}  "
+                  f"{o.error}", file=out)
             continue
         d, f = o.result.decision, o.result.final
         status = FinishStatus.label_of(f.status).upper()
         attempts = f" ({len(f.attempts)} attempts)" if len(f.attempts) > 1 else ""
-        print(f"{o.kind:<12} {f.model or d.model:<13} {status + attempts:<21} {o.ttft * 1000:>5.0f}ms "
-              f"{o.seconds * 1000:>5.0f}ms {f.cost_usd:>10.6f}  {_why(d)}", file=out)
+        predicted = d.features.predicted_success.get(f.model or d.model)
+        print(f"{o.kind:<13} {f.model or d.model:<13} {status + attempts:<21} {o.ttft * 1000:>5.0f}ms "
+              f"{o.seconds * 1000:>5.0f}ms {f.cost_usd:>10.6f} {'-' if predicted is None else f'{predicted:.2f}':>5}  "
+              f"{_why(d)}", file=out)
     ok = [o for o in outcomes if o.result is not None]
     mix = Counter(o.result.final.model for o in ok if o.result.final.model)
     total_cost = sum(o.result.final.cost_usd for o in ok)
@@ -142,8 +158,26 @@ def report(outcomes: list[Outcome], out=sys.stdout) -> None:
     saving = (1 - total_cost / baseline) * 100 if baseline else 0.0
     print(f"cost: ${total_cost:.6f} routed vs ${baseline:.6f} if every request went to {strongest} "
           f"({saving:.0f}% less)", file=out)
+    _predicted_quality(ok, strongest, strong, out)
     if durations:
         print(f"mean answer time {statistics.mean(durations):.0f} ms", file=out)
+
+
+def _predicted_quality(ok: list[Outcome], strongest: str, strong: CompiledModel, out) -> None:
+    """Predicted success of the models that served, against the strongest, where the quality predictor scored both."""
+    pairs = []
+    for o in ok:
+        final, predicted = o.result.final, o.result.decision.features.predicted_success
+        if final.model in predicted and strongest in predicted:
+            pairs.append((predicted[final.model], predicted[strongest], final.cost_usd,
+                          strong.estimated_cost(final.usage.input_tokens, final.usage.output_tokens)))
+    if not pairs:
+        return
+    served, best = (statistics.mean(p[i] for p in pairs) for i in (0, 1))
+    spent, all_strong = sum(p[2] for p in pairs), sum(p[3] for p in pairs)
+    print(f"predicted quality ({len(pairs)} requests the quality predictor scored): mean predicted success "
+          f"{served:.2f} as routed vs {best:.2f} all on {strongest} ({served / best:.0%} kept); spend "
+          f"${spent:.6f} vs ${all_strong:.6f} ({(1 - spent / all_strong) if all_strong else 0:.0%} saved)", file=out)
 
 
 def run_demo(args: argparse.Namespace) -> int:

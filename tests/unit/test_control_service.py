@@ -27,7 +27,7 @@ PRICIER_TEXT = DEFAULT_TEXT.replace("input_per_mtok: 0.10", "input_per_mtok: 0.1
 # Field errors and cross-reference errors are found in two passes (references once fields are valid).
 BAD_FIELDS_TEXT = DEFAULT_TEXT.replace(
     "pricing: {input_per_mtok: 3.00", "pricing: {input_per_mtok: -3.00", 1
-).replace("task_types: [question_answering, math]", "task_types: [question_answering, poetry]", 1)
+).replace("task_types: [code]", "task_types: [code, poetry]", 1)
 BAD_REFERENCES_TEXT = DEFAULT_TEXT.replace(
     "provider: sim\n    upstream_model: sim-fast", "provider: nope\n    upstream_model: sim-fast"
 ).replace("fallbacks: [balanced]", "fallbacks: [balancd]", 1)

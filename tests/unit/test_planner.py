@@ -182,20 +182,18 @@ def test_rules_select_model_pool_or_strategy(kwargs, rule, primary):
 
 def test_default_policy_rules():
     cases = [
-        (RoutingFeatures(input_tokens=20, task_type="chat"), {}, "", "fast-cheap"),
-        # The learned rule: the cheap model while its predicted success is close enough to the strong one's ...
+        # No rule: the cheap model while its predicted success is close enough to the strong one's ...
         (RoutingFeatures(input_tokens=20, task_type="question_answering",
-                         predicted_success={"fast-cheap": 0.85, "strong": 0.90}), {}, "questions-and-math", "fast-cheap"),
-        (RoutingFeatures(input_tokens=60, task_type="math",
-                         predicted_success={"fast-cheap": 0.70, "strong": 0.75}), {}, "questions-and-math", "fast-cheap"),
+                         predicted_success={"fast-cheap": 0.85, "strong": 0.90}), {}, "", "fast-cheap"),
+        (RoutingFeatures(input_tokens=60, task_type="chat",
+                         predicted_success={"fast-cheap": 0.70, "strong": 0.75}), {}, "", "fast-cheap"),
         # ... the strong one when the gap is wider than the calibrated threshold, or with only the static table.
-        (RoutingFeatures(input_tokens=20, task_type="question_answering",
-                         predicted_success={"fast-cheap": 0.40, "strong": 0.80}), {}, "questions-and-math", "strong"),
-        (RoutingFeatures(input_tokens=20, task_type="question_answering"), {}, "questions-and-math", "strong"),
+        (RoutingFeatures(input_tokens=20, task_type="math",
+                         predicted_success={"fast-cheap": 0.40, "strong": 0.80}), {}, "", "strong"),
+        (RoutingFeatures(input_tokens=20, task_type="question_answering"), {}, "", "strong"),
         (RoutingFeatures(input_tokens=80, task_type="code", has_code=True), {}, "code", "balanced"),
         (RoutingFeatures(input_tokens=900, task_type="summarization"), {}, "long-form", "long-context"),
         (RoutingFeatures(input_tokens=50_000, task_type="summarization"), {}, "long-input", "long-context"),
-        (RoutingFeatures(input_tokens=30, complexity=0.9), {}, "hard-problems", "strong"),
         (RoutingFeatures(input_tokens=30), {"tier": "premium"}, "premium-tier", "strong"),
     ]
     for features, metadata, rule, primary in cases:

@@ -1,11 +1,11 @@
-"""Latency benchmark of classify() on a realistic 2,000-token prompt of mixed prose and code."""
+"""Latency benchmark of the classifier's work per request: classify() and the quality prediction."""
 
 from __future__ import annotations
 
 import json
 import time
 
-from routemesh.classifier.features import classify
+from routemesh.classifier.features import classify, last_user_text
 from routemesh.common.stats import percentile
 
 _SYSTEM = (
@@ -58,26 +58,62 @@ def benchmark_messages() -> list[tuple[str, str]]:
     return [("system", _SYSTEM), ("user", user)]
 
 
+def _timed(work, inputs, iterations: int) -> list[float]:
+    """Microseconds of `work(x)` for `iterations` inputs taken in turn from `inputs`, sorted."""
+    timings = []
+    for i in range(iterations):
+        item = inputs[i % len(inputs)]
+        start = time.perf_counter_ns()
+        work(item)
+        timings.append((time.perf_counter_ns() - start) / 1000)
+    timings.sort()
+    return timings
+
+
+def _summary(timings: list[float]) -> dict:
+    return {"p50_us": round(percentile(timings, 0.50), 1), "p99_us": round(percentile(timings, 0.99), 1),
+            "max_us": round(timings[-1], 1)}
+
+
+def _distinct_prompts() -> list[list[tuple[str, str]]]:
+    """The shipped outcomes' validation prompts (never trained on), each a one-message conversation."""
+    from routemesh.quality.outcomes import load_outcomes, shipped_outcomes_path, split
+
+    return [[("user", prompt)] for prompt in split(load_outcomes(shipped_outcomes_path()))[1].prompts]
+
+
 def run_benchmark(iterations: int = 2000) -> dict:
-    """Time classify() `iterations` times on benchmark_messages(); latencies in microseconds."""
+    """What the classifier service computes per request: classify() and the default policy's quality prediction.
+
+    p50/p99 are of both together on benchmark_messages() repeated (the predictor's word cache warm after the
+    first); `distinct` is the same on the shipped validation prompts, each new to the process, in order (the
+    cache warming as in a fresh replica); `classify_only` leaves the prediction out. Latencies in microseconds.
+    """
+    from routemesh.common.policy import load_default_policy_text, parse_policy
+    from routemesh.quality.serving import policy_quality
+
+    quality = policy_quality(parse_policy(load_default_policy_text()))
+    assert quality is not None, "the default policy names the shipped quality predictor"
+
+    def serve(messages: list[tuple[str, str]]) -> None:
+        features = classify(messages)
+        quality.predict(last_user_text(messages), features)
+
     messages = benchmark_messages()
     features = classify(messages)
     for _ in range(min(200, iterations)):
-        classify(messages)
-    timings = []
-    for _ in range(iterations):
-        start = time.perf_counter_ns()
-        classify(messages)
-        timings.append((time.perf_counter_ns() - start) / 1000)
-    timings.sort()
+        serve(messages)
+    prompts = _distinct_prompts()
     return {
         "iterations": iterations,
         "chars": sum(len(content) for _, content in messages),
         "input_tokens": features.input_tokens,
         "task_type": features.task_type,
-        "p50_us": round(percentile(timings, 0.50), 1),
-        "p99_us": round(percentile(timings, 0.99), 1),
-        "max_us": round(timings[-1], 1),
+        "predictor_sha256": quality.sha256,
+        **_summary(_timed(serve, [messages], iterations)),
+        "classify_only": _summary(_timed(classify, [messages], iterations)),
+        "distinct": {"prompts": min(iterations, len(prompts)),
+                     **_summary(_timed(serve, prompts, min(iterations, len(prompts))))},
     }
 
 

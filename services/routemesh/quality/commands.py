@@ -5,12 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from importlib import resources
 from pathlib import Path
 
-from routemesh.quality.outcomes import OutcomesError, OutcomeTable, load_outcomes, split
-
-SHIPPED_DATA = "data/outcomes_train.csv.gz"
+from routemesh.quality.outcomes import OutcomesError, OutcomeTable, load_outcomes, shipped_outcomes_path, split
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,8 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _table(path: str | None) -> OutcomeTable:
     if path:
         return load_outcomes(path)
-    with resources.as_file(resources.files("routemesh.quality").joinpath(SHIPPED_DATA)) as shipped:
-        return load_outcomes(shipped)
+    return load_outcomes(shipped_outcomes_path())
 
 
 def _pair(table: OutcomeTable, weak: str | None, strong: str | None) -> tuple[str, str]:
@@ -89,8 +85,7 @@ def run_eval(args: argparse.Namespace) -> int:
 def run_train(args: argparse.Namespace) -> int:
     from routemesh.quality.train import train_file
 
-    with resources.as_file(resources.files("routemesh.quality").joinpath(SHIPPED_DATA)) as shipped:
-        result = train_file(args.data or shipped, args.out, seed=args.seed)
+    result = train_file(args.data or shipped_outcomes_path(), args.out, seed=args.seed)
     artifact = result.artifact
     print(f"artifact {args.out}: {Path(args.out).stat().st_size:,} bytes, sha256 {artifact.sha256}, "
           f"trained in {result.seconds:.1f} s")

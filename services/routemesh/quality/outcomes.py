@@ -8,11 +8,19 @@ import hashlib
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 OUTCOME_SUFFIX = "_correct"
 # The share of prompts kept for validation: chosen by a hash of the prompt, so it never moves.
 VALIDATION_SHARE = 0.2
+# The outcomes shipped with routemesh (data/README.md gives their source and licence).
+SHIPPED_OUTCOMES = "data/outcomes_train.csv.gz"
+
+
+def shipped_outcomes_path() -> Path:
+    """The file of the outcomes shipped with routemesh (inside the installed package)."""
+    return Path(str(resources.files("routemesh.quality").joinpath(SHIPPED_OUTCOMES)))
 
 
 class OutcomesError(ValueError):
