@@ -120,6 +120,8 @@ def _why(decision) -> str:
     if decision.strategy == "pinned":
         return "pinned by the request"
     detail = decision.reason.split(": ", 1)[-1].split(";")[0]
+    if decision.strategy == "quality_target":  # what the quality predictor said, the reason's last part
+        detail = decision.reason.rsplit("; ", 1)[-1]
     extra = f", variant {decision.variant}" if decision.variant else ""
     return f"route {decision.route} ({decision.strategy}{extra}): {detail}"
 

@@ -188,7 +188,7 @@ def _keeps_target(candidate: Scored, best: Scored, ctx: StrategyContext) -> tupl
 def rank_quality_target(pool: list[Scored], ctx: StrategyContext) -> list[Scored]:
     """The cheapest model expected to keep `quality_target` of the best candidate's quality, then by quality."""
     best = min(pool, key=lambda c: (-c.quality, c.estimated_cost_usd, c.name))
-    chosen, why = best, ""
+    chosen, why, said = best, "", []
     for c in sorted(pool, key=lambda c: (c.estimated_cost_usd, -c.quality, c.name)):
         c.score = c.factors["quality"]
         if c is best:
@@ -198,10 +198,11 @@ def rank_quality_target(pool: list[Scored], ctx: StrategyContext) -> list[Scored
         if keeps:
             chosen = c
             break
-        ctx.note += f"{c.name} below target ({why}); "
+        said.append(f"{c.name} below target ({why})")
     source = "predicted success" if best.predicted else "static quality"
-    ctx.note += (f"{chosen.name} keeps {ctx.quality_target:.0%} of {best.name} ({why})" if chosen is not best
-                 else f"{best.name} has the best {source} ({best.quality:.3f})")
+    said.append(f"{chosen.name} keeps {ctx.quality_target:.0%} of {best.name} ({why})" if chosen is not best
+                else f"{best.name} has the best {source} ({best.quality:.3f})")
+    ctx.note = ", ".join(said)
     return [chosen, *sorted((c for c in pool if c is not chosen), key=lambda c: (-c.quality, c.estimated_cost_usd, c.name))]
 
 
