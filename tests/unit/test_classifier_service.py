@@ -25,8 +25,8 @@ CODE_QUESTION = "Why does this raise?\n```python\ndef f(d):\n    return d['x']\n
 
 
 @asynccontextmanager
-async def classifier_channel(quality: PolicyQuality | None = None) -> AsyncIterator[grpc.aio.Channel]:
-    """A channel to a classifier server started in this event loop; the server stops on exit.
+async def classifier_server(quality: PolicyQuality | None = None) -> AsyncIterator[str]:
+    """The address of a classifier server started in this event loop; the server stops on exit.
 
     The servicer is served without the service's policy watch (the integration tests run that), holding
     `quality` as the predictor of its policy.
@@ -37,10 +37,16 @@ async def classifier_channel(quality: PolicyQuality | None = None) -> AsyncItera
                           servicer, server))
     running = await create_server(service, "127.0.0.1:0")
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
-            yield channel
+        yield f"127.0.0.1:{running.port}"
     finally:
         await running.server.stop(None)
+
+
+@asynccontextmanager
+async def classifier_channel(quality: PolicyQuality | None = None) -> AsyncIterator[grpc.aio.Channel]:
+    """A channel to a classifier server started in this event loop (classifier_server)."""
+    async with classifier_server(quality) as address, grpc.aio.insecure_channel(address) as channel:
+        yield channel
 
 
 def _message(role: int, content: str) -> common_pb2.Message:
@@ -171,3 +177,32 @@ async def test_router_local_classification_needs_no_classifier_service() -> None
 def test_features_survive_the_wire() -> None:
     features = classify(messages_to_tuples([_message(common_pb2.ROLE_USER, "Write a Python function to sort")]))
     assert features_from_proto(features_to_proto(features, "classifier")) == features
+
+
+async def test_the_router_uses_the_classifier_predictions_only_from_its_own_artifact(tmp_path) -> None:
+    from routemesh.quality.predictor import QualityPredictor
+    from routemesh.quality.serving import PolicyQuality
+    from routemesh.quality.train import train_file
+    from routemesh.router.clients.classifier import FeatureSource
+
+    from tests.planted import planted_csv
+
+    shipped = policy_quality(parse_policy(load_default_policy_text()))
+    planted = train_file(planted_csv(tmp_path / "planted.csv"), tmp_path / "planted.json.gz").artifact
+    other = PolicyQuality(QualityPredictor(planted), {"fast-cheap": "weak", "strong": "strong"})
+    prompt = "Explain the quantum river garden?"
+    messages = [_message(common_pb2.ROLE_USER, prompt)]
+    async with classifier_server(shipped) as address:
+        source = FeatureSource(address)
+        source.start()
+        try:
+            same = await source.classify(messages, shipped)
+            rollout = await source.classify(messages, other)  # the router already holds the next artifact
+            none = await source.classify(messages, None)  # the router's policy names no predictor
+        finally:
+            await source.stop()
+    features = classify([("user", prompt)])
+    assert same.source == rollout.source == none.source == "classifier"
+    assert same.predicted_success == pytest.approx(shipped.predict(prompt, features))
+    assert (rollout.predictor_sha256, rollout.predicted_success) == (other.sha256, other.predict(prompt, features))
+    assert (none.predictor_sha256, none.predicted_success) == ("", {})

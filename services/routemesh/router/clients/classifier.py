@@ -73,6 +73,13 @@ class FeatureSource:
                 log.warning("classifier at %s unavailable (%s); classifying in-process", self.address,
                             exc.code().name)
             return classify_here(messages, FALLBACK_SOURCE, quality)
-        features = response.features
-        return Classified(features_from_proto(features), features.source, dict(features.predicted_success),
-                          features.quality_predictor_sha256)
+        message = response.features
+        features = features_from_proto(message)
+        if quality is None:  # the classifier may still hold a policy with a predictor: this one names none
+            return Classified(features, message.source)
+        if message.quality_predictor_sha256 != quality.sha256:
+            # The classifier holds another artifact (a rollout under way): predictions and thresholds must come
+            # from one artifact, so predict with the router's own.
+            text = last_user_text(messages_to_tuples(messages))
+            return Classified(features, message.source, quality.predict(text, features), quality.sha256)
+        return Classified(features, message.source, dict(message.predicted_success), message.quality_predictor_sha256)
