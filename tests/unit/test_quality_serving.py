@@ -108,6 +108,9 @@ def test_the_schema_wants_a_digest_and_a_predictor_for_predicted_as():
         parse_policy(without)
     assert dict(raised.value.violations) == {
         "models.cheap.predicted_as": "set, but the policy names no quality_predictor"}
+    with pytest.raises(PolicyError) as raised:
+        parse_policy(policy_text(artifact="models/predictor.json.gz"))
+    assert "must be an absolute path" in dict(raised.value.violations)["quality_predictor.artifact"]
 
 
 def test_control_refuses_a_policy_whose_artifact_does_not_load(tmp_path):

@@ -327,10 +327,19 @@ class RequestKeys(_Strict):
 class QualityPredictorRef(_Strict):
     """The learned quality predictor the classifier serves and quality_target routing reads."""
 
-    # A file path, or "routemesh:NAME" for an artifact shipped inside routemesh (routemesh:quality/predictor.json.gz).
+    # An absolute file path, or "routemesh:quality/NAME" for an artifact shipped inside routemesh.
     artifact: str = Field(min_length=1)
     # sha256 of the artifact file: a file with other bytes rejects the policy.
     sha256: str = Field(pattern=_SHA256)
+
+    @field_validator("artifact")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        # Control, the classifier and the router each read the file: a relative path would mean each one's cwd.
+        if not (value.startswith("routemesh:") or value.startswith("/")):
+            raise ValueError("must be an absolute path (every service that loads the policy reads it) "
+                             "or routemesh:quality/<file> for an artifact shipped with routemesh")
+        return value
 
 
 class Policy(_Strict):

@@ -25,7 +25,7 @@ CACHED_PREDICTORS = 2
 def artifact_path(reference: str) -> Path:
     """The file a policy's `artifact` names: "routemesh:quality/NAME" is shipped with routemesh, else a path."""
     if not reference.startswith(SHIPPED_PREFIX):
-        return Path(reference).expanduser()
+        return Path(reference)
     name = reference.removeprefix(SHIPPED_PREFIX)
     for prefix, folder in SHIPPED_DIRS.items():
         if name.startswith(prefix) and "/" not in name.removeprefix(prefix) and name != prefix:
