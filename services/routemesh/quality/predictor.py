@@ -27,8 +27,9 @@ class QualityPredictor:
     """P(model answers well) for each model of an artifact.
 
     Computes what training fitted (features.NgramHasher.vector, then each model's weights), but by
-    words: a word's n-gram terms, and an adjacent pair's, always add the same weights, so their per-model
-    sums are cached, and a prompt costs about one cache lookup per distinct word and pair.
+    words: a word's n-gram terms always add the same weights, so their per-model sums are cached, and a
+    prompt costs about one cache lookup per distinct word, and one bucket read per model per distinct
+    adjacent pair (pairs rarely repeat across prompts: a cache of them would mostly miss).
     """
 
     def __init__(self, artifact: QualityArtifact, cached_words: int = 1 << 15) -> None:
@@ -45,7 +46,6 @@ class QualityPredictor:
         self._dense = tuple(model.dense for model in weights)
         self._pairs = artifact.features.word_ngram_max > 1
         self._word = functools.lru_cache(maxsize=cached_words)(self._word_uncached)
-        self._pair = functools.lru_cache(maxsize=cached_words)(self._pair_uncached)
 
     def with_offsets(self, offsets: Mapping[str, float]) -> QualityPredictor:
         """This predictor with per-model logit offsets: the seam for correcting calibration from outcome feedback.
@@ -95,30 +95,38 @@ class QualityPredictor:
         word_hash, buckets = self.hasher.word_terms(word)
         return word_hash, len(buckets), tuple(sum(map(table.__getitem__, buckets)) for table in self._tables[form])
 
-    def _pair_uncached(self, first_hash: int, second_hash: int, form: int) -> tuple[float, ...]:
-        """Per model, the weight of an adjacent word pair (by the words' hashes) in a format."""
-        bucket = self.hasher.pair_bucket(first_hash, second_hash)
-        return tuple(table[bucket] for table in self._tables[form])
-
     def _ngram_dots(self, view: PromptView) -> list[float]:
-        """Per model, the n-gram weights . the normalised n-gram vector of the prompt."""
-        dots = [0.0] * len(self.models)
+        """Per model, the n-gram weights . the normalised n-gram vector of the prompt.
+
+        Most words and pairs occur once (term value 1): their weights are summed per model at C speed
+        (zip over the cached per-word sums, map over the pairs' buckets); repeated ones are scaled first.
+        """
         squares = 0.0
         hashes = {}
-        form, word_entry, pair_entry = view.form, self._word, self._pair
+        form, word_entry = view.form, self._word
+        parts: list[tuple[float, ...]] = []
         for word, count in Counter(view.words).items():
-            value = term_value(count)
             word_hash, terms, sums = word_entry(word, form)
             hashes[word] = word_hash
-            squares += value * value * terms
-            for at, weight in enumerate(sums):
-                dots[at] += value * weight
-        if self._pairs:
-            for (first, second), count in Counter(pairwise(view.words)).items():
+            if count == 1:
+                squares += terms
+                parts.append(sums)
+            else:
                 value = term_value(count)
-                squares += value * value
-                for at, weight in enumerate(pair_entry(hashes[first], hashes[second], form)):
-                    dots[at] += value * weight
+                squares += value * value * terms
+                parts.append(tuple(value * weight for weight in sums))
+        dots = [sum(column) for column in zip(*parts, strict=True)] if parts else [0.0] * len(self.models)
+        if self._pairs:
+            pair_bucket, once, repeated = self.hasher.pair_bucket, [], []
+            for (first, second), count in Counter(pairwise(view.words)).items():
+                bucket = pair_bucket(hashes[first], hashes[second])
+                if count == 1:
+                    once.append(bucket)
+                else:
+                    repeated.append((bucket, term_value(count)))
+            squares += len(once) + sum(value * value for _, value in repeated)
+            for at, table in enumerate(self._tables[form]):
+                dots[at] += sum(map(table.__getitem__, once)) + sum(value * table[b] for b, value in repeated)
         if squares:
             scale = 1.0 / math.sqrt(squares)
             dots = [dot * scale for dot in dots]
