@@ -152,6 +152,7 @@ def test_one_chat_is_one_trace_with_every_hop(receiver, traced_mesh):
     assert decide.attributes["routemesh.decision.model"] == model
     assert decide.attributes["routemesh.decision.id"] == result.decision.decision_id
     assert decide.attributes["routemesh.request.task_type"] == "summarization"
+    assert decide.attributes["routemesh.quality.predictor_sha256"] == result.decision.features.quality_predictor_sha256
     assert decide.attributes["routemesh.health.source"] == health_source
     assert 0 <= decide.attributes["routemesh.health.age_ms"] < 2000
     if not query:

@@ -280,6 +280,8 @@ class RequestPipeline:
             semconv.ESTIMATED_COST_USD: plan.estimated_cost_usd, semconv.REQUEST_TASK_TYPE: features.task_type,
             semconv.REQUEST_INPUT_TOKENS: features.input_tokens, semconv.REQUEST_LANGUAGE: features.language,
             semconv.REQUEST_COMPLEXITY: features.complexity, semconv.FEATURES_SOURCE: classified.source,
+            semconv.QUALITY_PREDICTOR: classified.predictor_sha256 or None,
+            semconv.PREDICTED_SUCCESS: classified.predicted_success.get(plan.primary),
             semconv.HEALTH_SOURCE: self.health.mode,
             semconv.HEALTH_AGE_MS: round(age * 1000, 1) if age is not None else None,
         })
