@@ -92,6 +92,8 @@ def run_benchmark(iterations: int = 2000) -> dict:
     from routemesh.common.policy import load_default_policy_text, parse_policy
     from routemesh.quality.serving import policy_quality
 
+    from routemesh.common.serve import tune_gc
+
     quality = policy_quality(parse_policy(load_default_policy_text()))
     assert quality is not None, "the default policy names the shipped quality predictor"
 
@@ -104,6 +106,7 @@ def run_benchmark(iterations: int = 2000) -> dict:
     for _ in range(min(200, iterations)):
         serve(messages)
     prompts = _distinct_prompts()
+    tune_gc()  # as the service runs
     return {
         "iterations": iterations,
         "chars": sum(len(content) for _, content in messages),

@@ -87,18 +87,25 @@ async def _track_readiness(service: Service, running: RunningServer) -> None:
         await asyncio.sleep(0.2)
 
 
+def tune_gc() -> None:
+    """The collector settings every service runs with (micro-benchmarks call this too, to measure the same).
+
+    Everything built so far (modules, stubs, policy) lives as long as the process: frozen, collections no
+    longer walk it; and a young generation of 10,000 objects instead of 700 lets a request's short-lived
+    protos and dicts die by reference count before a collection looks at them (docs/bench/README.md has the
+    collector time per request before and after).
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(10_000, 10, 10)
+
+
 async def serve(service: Service, address: str, *, grace_s: float = 30.0) -> None:
     """Run `service` on `address` until SIGTERM or SIGINT, then drain in-flight RPCs for up to grace_s."""
     if service.on_start:
         await service.on_start()
     running = await create_server(service, address)
-    # Everything built so far (modules, stubs, policy) lives as long as the process: frozen, collections no
-    # longer walk it; and a young generation of 10,000 objects instead of 700 lets a request's short-lived
-    # protos and dicts die by reference count before a collection looks at them (docs/bench/README.md has the
-    # collector time per request before and after).
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(10_000, 10, 10)
+    tune_gc()
     log.info("%s listening on %s (port %d)", service.name, address, running.port)
     print(f"routemesh {service.name} listening on {address.rsplit(':', 1)[0]}:{running.port}", flush=True)
     stop = asyncio.Event()

@@ -7,6 +7,7 @@ import math
 import re
 import zlib
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, fields
 from itertools import pairwise
 
@@ -148,7 +149,12 @@ class NgramHasher:
 
     def pair_bucket(self, first_hash: int, second_hash: int) -> int:
         """The bucket of an adjacent word pair, mixed from the two words' hashes."""
-        return (((first_hash * _PAIR_MULTIPLIER) & 0xFFFFFFFF) ^ second_hash ^ 0x9E3779B9) & self._mask
+        return self.pair_buckets(((first_hash, second_hash),))[0]
+
+    def pair_buckets(self, hash_pairs: Iterable[tuple[int, int]]) -> list[int]:
+        """pair_bucket() of each (first word's hash, second word's hash), in one pass (serving's hot loop)."""
+        mask = self._mask
+        return [(((first * _PAIR_MULTIPLIER) & 0xFFFFFFFF) ^ second ^ 0x9E3779B9) & mask for first, second in hash_pairs]
 
     def counts(self, words: list[str]) -> tuple[Counter[str], Counter[tuple[str, str]]]:
         """How often each word, and each adjacent word pair (when word_ngram_max is 2), occurs."""

@@ -8,7 +8,7 @@ import math
 from array import array
 from collections import Counter
 from collections.abc import Mapping
-from itertools import pairwise
+from itertools import pairwise, repeat
 from pathlib import Path
 
 from routemesh.classifier.features import RequestFeatures, classify
@@ -98,35 +98,40 @@ class QualityPredictor:
     def _ngram_dots(self, view: PromptView) -> list[float]:
         """Per model, the n-gram weights . the normalised n-gram vector of the prompt.
 
-        Most words and pairs occur once (term value 1): their weights are summed per model at C speed
-        (zip over the cached per-word sums, map over the pairs' buckets); repeated ones are scaled first.
+        Words and pairs are grouped by how often they occur (most occur once): each group's weights are
+        summed per model at C speed (zip over the cached per-word sums, map over the pairs' buckets) and
+        scaled by the group's term value once.
         """
-        squares = 0.0
-        hashes = {}
-        form, word_entry = view.form, self._word
-        parts: list[tuple[float, ...]] = []
-        for word, count in Counter(view.words).items():
-            word_hash, terms, sums = word_entry(word, form)
-            hashes[word] = word_hash
-            if count == 1:
-                squares += terms
-                parts.append(sums)
-            else:
-                value = term_value(count)
-                squares += value * value * terms
-                parts.append(tuple(value * weight for weight in sums))
-        dots = [sum(column) for column in zip(*parts, strict=True)] if parts else [0.0] * len(self.models)
+        form = view.form
+        words = Counter(view.words)
+        entries = list(map(self._word, words, repeat(form, len(words))))
+        # term value -> [terms (for the norm), per-word weight sums]
+        groups: dict[int, tuple[list[int], list[tuple[float, ...]]]] = {}
+        for (_, terms, sums), count in zip(entries, words.values(), strict=True):
+            group = groups.get(count)
+            if group is None:
+                group = groups[count] = ([], [])
+            group[0].append(terms)
+            group[1].append(sums)
+        dots, squares = [0.0] * len(self.models), 0.0
+        for count, (terms, sums) in groups.items():
+            value = term_value(count)
+            squares += value * value * sum(terms)
+            for at, column in enumerate(zip(*sums, strict=True)):
+                dots[at] += value * sum(column)
         if self._pairs:
-            pair_bucket, once, repeated = self.hasher.pair_bucket, [], []
-            for (first, second), count in Counter(pairwise(view.words)).items():
-                bucket = pair_bucket(hashes[first], hashes[second])
-                if count == 1:
-                    once.append(bucket)
-                else:
-                    repeated.append((bucket, term_value(count)))
-            squares += len(once) + sum(value * value for _, value in repeated)
-            for at, table in enumerate(self._tables[form]):
-                dots[at] += sum(map(table.__getitem__, once)) + sum(value * table[b] for b, value in repeated)
+            hashes = dict(zip(words, (entry[0] for entry in entries), strict=True))
+            pairs = Counter(pairwise(view.words))
+            buckets = self.hasher.pair_buckets([(hashes[first], hashes[second]) for first, second in pairs])
+            by_count: dict[int, list[int]] = {}
+            for bucket, count in zip(buckets, pairs.values(), strict=True):
+                by_count.setdefault(count, []).append(bucket)
+            tables = self._tables[form]
+            for count, group in by_count.items():
+                value = term_value(count)
+                squares += value * value * len(group)
+                for at, table in enumerate(tables):
+                    dots[at] += value * sum(map(table.__getitem__, group))
         if squares:
             scale = 1.0 / math.sqrt(squares)
             dots = [dot * scale for dot in dots]
