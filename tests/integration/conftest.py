@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 from collections.abc import Iterator
 
@@ -33,6 +34,13 @@ def mesh(tmp_path_factory, redis_prefix, policy_file) -> Iterator[Mesh]:
     m.start()
     yield m
     m.stop()
+
+
+def write_atomically(path: pathlib.Path, text: str) -> None:
+    """Replace a policy file in one step: control polls it, and a half-written file must never be what it reads."""
+    staged = path.with_suffix(".staged")
+    staged.write_text(text)
+    os.replace(staged, path)
 
 
 class SimAdmin:

@@ -6,7 +6,6 @@ answers), named in the policy with its digest, and hot-swapped for one trained o
 
 from __future__ import annotations
 
-import os
 import pathlib
 import random
 import time
@@ -19,7 +18,7 @@ from routemesh.client import RouterClient
 from routemesh.common.policy import load_default_policy_text, parse_policy
 from routemesh.mesh import Mesh, MeshLayout
 from routemesh.quality.train import train_file
-from tests.integration.conftest import REDIS_URL, SIM_TIME_SCALE
+from tests.integration.conftest import REDIS_URL, SIM_TIME_SCALE, write_atomically
 from tests.planted import planted_csv, planted_prompt
 
 pytestmark = pytest.mark.integration
@@ -36,12 +35,6 @@ def policy_text(artifact: pathlib.Path, sha256: str) -> str:
     text = yaml.safe_dump(doc, sort_keys=False)
     parse_policy(text)
     return text
-
-
-def write_atomically(path: pathlib.Path, text: str) -> None:
-    staged = path.with_suffix(".staged")
-    staged.write_text(text)
-    os.replace(staged, path)
 
 
 @pytest.fixture(scope="module")
@@ -104,12 +97,16 @@ def test_a_chat_is_served_by_the_model_the_prediction_chose(learned_mesh):
 
 def test_a_bad_artifact_is_refused_and_a_new_one_is_hot_reloaded(learned_mesh, policy_path, artifacts, tmp_path):
     before = explain(learned_mesh, EASY)
-    # A digest that is not the file's: control refuses the policy; the mesh keeps routing with the last good one.
-    write_atomically(policy_path, policy_text(artifacts["planted"][0], "0" * 64))
-    unreadable = tmp_path / "missing.json.gz"
-    time.sleep(0.5)
-    write_atomically(policy_path, policy_text(unreadable, artifacts["planted"][1]))
-    time.sleep(0.5)
+    control_log = learned_mesh.log_dir / "control.log"
+    # A digest that is not the file's, then a file that is not there: control refuses both, naming the field,
+    # and the mesh keeps routing with the last good policy and predictor.
+    for text, why in ((policy_text(artifacts["planted"][0], "0" * 64), f"expected {'0' * 64}"),
+                      (policy_text(tmp_path / "missing.json.gz", artifacts["planted"][1]), "cannot read it")):
+        write_atomically(policy_path, text)
+        deadline = time.monotonic() + 10
+        while "quality_predictor.artifact: " not in (log := control_log.read_text()) or why not in log:
+            assert time.monotonic() < deadline, "control did not refuse the policy"
+            time.sleep(0.1)
     still = explain(learned_mesh, EASY)
     assert (still.policy_version, still.model) == (before.policy_version, "fast-cheap")
     assert still.features.quality_predictor_sha256 == artifacts["planted"][1]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import os
 import pathlib
 import time
 from collections.abc import Iterator
@@ -20,7 +19,7 @@ from routemesh.common.policy import load_default_policy_text, parse_policy, poli
 from routemesh.common.policy_schema import Policy
 from routemesh.mesh import Mesh, MeshLayout
 from routemesh.v1 import common_pb2, control_pb2, control_pb2_grpc, executor_pb2, executor_pb2_grpc, router_pb2
-from tests.integration.conftest import REDIS_URL, SIM_TIME_SCALE, SimAdmin
+from tests.integration.conftest import REDIS_URL, SIM_TIME_SCALE, SimAdmin, write_atomically
 
 pytestmark = pytest.mark.integration
 STREAMS = 64
@@ -46,13 +45,6 @@ def policy_version_text(step: int) -> str:
     text = yaml.safe_dump(doc, sort_keys=False)
     parse_policy(text)
     return text
-
-
-def write_atomically(path: pathlib.Path, text: str) -> None:
-    # Control polls the file; a half-written file must never be what it reads.
-    staged = path.with_suffix(".staged")
-    staged.write_text(text)
-    os.replace(staged, path)
 
 
 # The executor here watches a control plane of its own, fed the same policy file a moment before or after the
