@@ -65,6 +65,13 @@ class InvalidRequest(RoutemeshError):
     reason = "INVALID_REQUEST"
 
 
+class MessageTooLarge(RoutemeshError):
+    """A request message above the size its method accepts (common.interceptors.MAX_REQUEST_BYTES)."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    reason = "MESSAGE_TOO_LARGE"
+
+
 class NotFound(RoutemeshError):
     """A named model or route does not exist."""
 

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 from grpc_status import rpc_status
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -14,11 +15,60 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from routemesh.common import semconv
 from routemesh.common.channels import set_serving_deadline
-from routemesh.common.errors import RoutemeshError
+from routemesh.common.errors import InvalidRequest, MessageTooLarge, RoutemeshError
 from routemesh.common.tracing import extract_context, tracer
 
 log = logging.getLogger(__name__)
 _UNTRACED_PREFIXES = ("/grpc.health.", "/grpc.reflection.")
+# Request bytes each method accepts; the rest take DEFAULT_MAX_REQUEST_BYTES. The server's transport limit
+# (common.serve.SERVER_OPTIONS) is the largest of these: conversations with long documents are big, while
+# a telemetry report, a watch or a policy read has no reason to be, and each byte is parsed into memory.
+MiB = 1024 * 1024
+DEFAULT_MAX_REQUEST_BYTES = 1 * MiB
+MAX_REQUEST_BYTES = {
+    "/routemesh.v1.RouterService/Chat": 64 * MiB,
+    "/routemesh.v1.RouterService/Explain": 64 * MiB,
+    "/routemesh.v1.ClassifierService/Classify": 64 * MiB,
+    "/routemesh.v1.ExecutorService/Execute": 64 * MiB,
+    "/routemesh.v1.ControlPlaneService/ApplyPolicy": 2 * MiB,
+    "/routemesh.v1.TelemetryService/Report": 4 * MiB,
+    "/routemesh.v1.TelemetryService/WatchSnapshot": 64 * 1024,
+    "/routemesh.v1.ControlPlaneService/WatchPolicy": 64 * 1024,
+}
+
+
+class Undecodable:
+    """What a request's bytes became when they do not parse (or are too large): the handler answers with `error`.
+
+    The deserializer cannot set a status itself: grpc would answer a raised DecodeError with UNKNOWN and the
+    parser's text, so it returns this, and the wrapped handler raises `error` as any domain error.
+    """
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: RoutemeshError):
+        self.error = error
+
+
+def checked_deserializer(method: str, deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any]:
+    """`deserializer` bounded by the method's size limit, with undecodable bytes as Undecodable."""
+    limit = MAX_REQUEST_BYTES.get(method, DEFAULT_MAX_REQUEST_BYTES)
+    parse = deserializer or (lambda data: data)
+
+    def deserialize(data: bytes) -> Any:
+        if len(data) > limit:
+            return Undecodable(MessageTooLarge(
+                f"the request is {len(data):,} bytes; {method.lstrip('/')} accepts at most {limit:,}",
+                metadata={"limit_bytes": str(limit)}))
+        try:
+            return parse(data)
+        except DecodeError as exc:
+            # protobuf's text says what was wrong ("String field had bad UTF-8", "Wire format was corrupt").
+            reason = str(exc).rpartition(": ")[2] or "not a valid message"
+            return Undecodable(InvalidRequest(f"the request message does not decode: {reason}",
+                                              reason="UNDECODABLE_MESSAGE"))
+
+    return deserialize
 # Push streams that live as long as their watcher: one span per stream would never end, and is no request.
 _SPANLESS_METHODS = frozenset({"/routemesh.v1.TelemetryService/WatchSnapshot"})
 
@@ -50,16 +100,17 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(details)
         if handler is None or method.startswith(_UNTRACED_PREFIXES):
             return handler
+        deserializer = checked_deserializer(method, handler.request_deserializer)
         if handler.unary_unary:
             wrapped = grpc.unary_unary_rpc_method_handler(
                 self._wrap_unary(method, handler.unary_unary),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=deserializer,
                 response_serializer=handler.response_serializer,
             )
         elif handler.unary_stream:
             wrapped = grpc.unary_stream_rpc_method_handler(
                 self._wrap_stream(method, handler.unary_stream),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=deserializer,
                 response_serializer=handler.response_serializer,
             )
         else:
@@ -100,6 +151,8 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
             span = self._start(method, context)
             try:
+                if type(request) is Undecodable:
+                    raise request.error
                 return await behavior(request, context)
             except (grpc.aio.AbortError, GeneratorExit):
                 raise
@@ -114,6 +167,8 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             span = self._start(method, context)
             try:
+                if type(request) is Undecodable:
+                    raise request.error
                 async for item in behavior(request, context):
                     yield item
             except (grpc.aio.AbortError, GeneratorExit):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -45,10 +46,11 @@ def validate_options(policy: RoutingPolicy, options: RoutingOptionsView) -> None
     bad_caps = [c for c in options.required_capabilities if c not in CAPABILITIES]
     if bad_caps:
         problems.append(("routing.required_capabilities", f"unknown {bad_caps}; known: {list(CAPABILITIES)}"))
-    if options.max_cost_usd is not None and options.max_cost_usd < 0:
-        problems.append(("routing.max_cost_usd", "must not be negative"))
-    if options.latency_target_ms is not None and options.latency_target_ms <= 0:
-        problems.append(("routing.latency_target_ms", "must be positive"))
+    # `not x >= 0` rather than `x < 0`: NaN compares false to everything and must not pass as "not negative".
+    if options.max_cost_usd is not None and not 0 <= options.max_cost_usd < math.inf:
+        problems.append(("routing.max_cost_usd", "must be a finite number, not negative"))
+    if options.latency_target_ms is not None and not 0 < options.latency_target_ms < math.inf:
+        problems.append(("routing.latency_target_ms", "must be a finite positive number"))
     if problems:
         raise InvalidRequest("invalid routing options", field_violations=problems)
     if options.provider and options.provider not in policy.providers:
