@@ -88,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     top = sub.add_parser("top", help="live per-model health, latency, errors, circuits and spend (refreshing)")
     importlib.import_module("routemesh.top").add_arguments(top)
 
+    certs = sub.add_parser("certs", help="make a development CA and a certificate per mesh identity (mutual TLS)")
+    importlib.import_module("routemesh.certs").add_arguments(certs)
+
     health = sub.add_parser("health", help="exit 0 if the gRPC service at ADDRESS reports SERVING")
     health.add_argument("address")
     health.add_argument("--timeout", type=float, default=2.0)
@@ -245,7 +248,9 @@ def _policy(args: argparse.Namespace) -> int:
     from routemesh.client import RoutemeshError
     from routemesh.v1 import control_pb2, control_pb2_grpc
 
-    with grpc.insecure_channel(args.control) as channel:
+    from routemesh.common.tls import blocking_channel
+
+    with blocking_channel(args.control) as channel:
         try:
             reply = control_pb2_grpc.ControlPlaneServiceStub(channel).ApplyPolicy(
                 control_pb2.ApplyPolicyRequest(policy_yaml=text, dry_run=args.dry_run), timeout=10)
@@ -264,7 +269,9 @@ def _health(args: argparse.Namespace) -> int:
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    with grpc.insecure_channel(args.address) as channel:
+    from routemesh.common.tls import blocking_channel
+
+    with blocking_channel(args.address) as channel:
         try:
             reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=args.timeout)
         except grpc.RpcError as exc:
@@ -308,6 +315,8 @@ def main(argv: list[str] | None = None) -> int:
             return importlib.import_module("routemesh.quality.commands").run(args)
         if args.command == "report":
             return importlib.import_module("routemesh.report").run(args)
+        if args.command == "certs":
+            return importlib.import_module("routemesh.certs").run(args)
     except KeyboardInterrupt:
         return 130
     return 2

@@ -95,6 +95,7 @@ class Mesh:
         extra_env: dict[str, str] | None = None,
         services: tuple[str, ...] | None = None,
         extra_args: dict[str, list[str]] | None = None,
+        tls_dir: Path | None = None,
     ):
         self.layout = layout
         self.policy = policy
@@ -108,6 +109,9 @@ class Mesh:
         self.services = services or tuple(
             name for base in SERVICE_ORDER for name in (layout.executors if base == "executor" else [base]))
         self.extra_args = extra_args or {}
+        # Mutual TLS between the services, each with its own certificate from here (`routemesh certs`; made
+        # by start() when missing); this process checks health as "admin".
+        self.tls_dir = tls_dir
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self._logs: dict[str, object] = {}
 
@@ -128,9 +132,13 @@ class Mesh:
                 cmd += ["--redis-prefix", self.redis_prefix]
         return cmd + extra
 
-    def _env(self) -> dict[str, str]:
+    def _env(self, service: str = "") -> dict[str, str]:
         env = dict(os.environ)
         env.update(self.layout.environment())
+        if self.tls_dir is not None and service and service != "sim":
+            from routemesh.certs import tls_env
+
+            env.update(tls_env(self.tls_dir, service.split("-")[0]))
         env.update(self.extra_env)
         env.setdefault("PYTHONUNBUFFERED", "1")
         return env
@@ -144,11 +152,13 @@ class Mesh:
             self._logs[service] = handle
             stdout = stderr = handle
         self.processes[service] = subprocess.Popen(
-            self.command(service), env=self._env(), stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL,
+            self.command(service), env=self._env(service), stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL,
         )
 
     def start(self, timeout_s: float = 60.0, progress=None) -> None:
         """Start every service in dependency order and wait until each is healthy."""
+        if self.tls_dir is not None:
+            self._ensure_certificates()
         try:
             for service in self.services:
                 self.start_service(service)
@@ -160,6 +170,25 @@ class Mesh:
         except BaseException:
             self.stop()
             raise
+
+    def _ensure_certificates(self) -> None:
+        from routemesh.certs import IDENTITIES, issue
+
+        assert self.tls_dir is not None
+        for identity in IDENTITIES:
+            if not (self.tls_dir / f"{identity}.pem").exists():
+                issue(self.tls_dir, identity)
+
+    def channel(self, service: str) -> grpc.Channel:
+        """A blocking channel to one of this mesh's services (as "admin" when the mesh runs mutual TLS)."""
+        if self.tls_dir is None:
+            return grpc.insecure_channel(self.layout.address(service))
+        from routemesh.certs import tls_env
+        from routemesh.common.tls import TlsFiles, channel_credentials
+
+        files = TlsFiles.from_env(tls_env(self.tls_dir, "admin"))
+        assert files is not None
+        return grpc.secure_channel(self.layout.address(service), channel_credentials(files))
 
     def wait_healthy(self, service: str, deadline: float) -> None:
         while True:
@@ -186,7 +215,7 @@ class Mesh:
                     return True
             except OSError:
                 return False
-        with grpc.insecure_channel(self.layout.address(service)) as channel:
+        with self.channel(service) as channel:
             try:
                 reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=0.5)
             except grpc.RpcError:

@@ -11,6 +11,7 @@ from typing import Any, TextIO
 import grpc
 
 from routemesh.client import RoutemeshError
+from routemesh.common.tls import blocking_channel
 from routemesh.v1 import telemetry_pb2, telemetry_pb2_grpc
 
 DEFAULT_TELEMETRY = "127.0.0.1:50053"
@@ -29,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def fetch(
     address: str, experiment: str = "", timeout: float = TIMEOUT_S
 ) -> telemetry_pb2.GetExperimentReportResponse:
-    with grpc.insecure_channel(address) as channel:
+    with blocking_channel(address) as channel:
         stub = telemetry_pb2_grpc.TelemetryServiceStub(channel)
         return stub.GetExperimentReport(telemetry_pb2.GetExperimentReportRequest(experiment=experiment),
                                         timeout=timeout)

@@ -9,6 +9,7 @@ import time
 
 import grpc
 
+from routemesh.common.tls import blocking_channel
 from routemesh.v1 import telemetry_pb2, telemetry_pb2_grpc
 
 _CIRCUIT = {telemetry_pb2.CIRCUIT_STATE_OPEN: "OPEN", telemetry_pb2.CIRCUIT_STATE_HALF_OPEN: "half-open",
@@ -47,7 +48,7 @@ def render(snapshot: telemetry_pb2.GetSnapshotResponse) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    with grpc.insecure_channel(args.telemetry) as channel:
+    with blocking_channel(args.telemetry) as channel:
         stub = telemetry_pb2_grpc.TelemetryServiceStub(channel)
         try:
             while True:

@@ -13,6 +13,7 @@ from opentelemetry import propagate, trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from routemesh.common import semconv
+from routemesh.common.tls import channel_credentials, client_files
 from routemesh.common.tracing import tracer
 
 # Retries of idempotent unary calls on UNAVAILABLE, declared in the service config (not hand loops). Chat and
@@ -173,7 +174,12 @@ class TracedChannel:
     """
 
     def __init__(self, address: str):
-        self.channel = grpc.aio.insecure_channel(target_of(address), options=CHANNEL_OPTIONS)
+        files = client_files()
+        if files is None:
+            self.channel = grpc.aio.insecure_channel(target_of(address), options=CHANNEL_OPTIONS)
+        else:  # mutual TLS: the server checked against the mesh CA, this service's certificate presented
+            self.channel = grpc.aio.secure_channel(target_of(address), channel_credentials(files),
+                                                   options=CHANNEL_OPTIONS)
 
     def unary_unary(self, method: str, *args: Any, **kwargs: Any) -> Any:
         call = self.channel.unary_unary(method, *args, **kwargs)

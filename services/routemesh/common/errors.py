@@ -72,6 +72,13 @@ class MessageTooLarge(RoutemeshError):
     reason = "MESSAGE_TOO_LARGE"
 
 
+class CallerNotAllowed(RoutemeshError):
+    """A mesh identity calling a method it has no business with (common.interceptors.CALLERS)."""
+
+    code = grpc.StatusCode.PERMISSION_DENIED
+    reason = "CALLER_NOT_ALLOWED"
+
+
 class NotFound(RoutemeshError):
     """A named model or route does not exist."""
 

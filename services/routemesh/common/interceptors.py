@@ -15,7 +15,8 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from routemesh.common import semconv
 from routemesh.common.channels import set_serving_deadline
-from routemesh.common.errors import InvalidRequest, MessageTooLarge, RoutemeshError
+from routemesh.common.errors import CallerNotAllowed, InvalidRequest, MessageTooLarge, RoutemeshError
+from routemesh.common.tls import peer_identity
 from routemesh.common.tracing import extract_context, tracer
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,23 @@ MAX_REQUEST_BYTES = {
     "/routemesh.v1.TelemetryService/Report": 4 * MiB,
     "/routemesh.v1.TelemetryService/WatchSnapshot": 64 * 1024,
     "/routemesh.v1.ControlPlaneService/WatchPolicy": 64 * 1024,
+}
+
+
+# With mutual TLS, the identities (certificate common names) that may call each internal method; methods
+# not listed take any caller the server admits (the router's Chat and Explain serve applications). "admin"
+# is the operator's certificate (the CLI's policy, report and top commands).
+CALLERS: dict[str, frozenset[str]] = {
+    "/routemesh.v1.ExecutorService/Execute": frozenset({"router"}),
+    "/routemesh.v1.ClassifierService/Classify": frozenset({"router"}),
+    "/routemesh.v1.TelemetryService/Report": frozenset({"router", "executor"}),
+    "/routemesh.v1.TelemetryService/WatchSnapshot": frozenset({"router"}),
+    "/routemesh.v1.TelemetryService/GetSnapshot": frozenset({"router", "admin"}),
+    "/routemesh.v1.TelemetryService/GetExperimentReport": frozenset({"admin"}),
+    "/routemesh.v1.ControlPlaneService/WatchPolicy": frozenset({"router", "executor", "classifier", "telemetry",
+                                                                "gateway"}),
+    "/routemesh.v1.ControlPlaneService/GetPolicy": frozenset({"admin"}),
+    "/routemesh.v1.ControlPlaneService/ApplyPolicy": frozenset({"admin"}),
 }
 
 
@@ -73,6 +91,13 @@ def checked_deserializer(method: str, deserializer: Callable[[bytes], Any] | Non
 _SPANLESS_METHODS = frozenset({"/routemesh.v1.TelemetryService/WatchSnapshot"})
 
 
+def _check_caller(method: str, callers: frozenset[str], context: grpc.aio.ServicerContext) -> None:
+    identity = peer_identity(context)
+    if identity not in callers:
+        who = f"identity {identity!r}" if identity else "a caller without a mesh certificate"
+        raise CallerNotAllowed(f"{who} may not call {method.lstrip('/')}; allowed: {', '.join(sorted(callers))}")
+
+
 async def _abort(context: grpc.aio.ServicerContext, error: RoutemeshError) -> None:
     status = rpc_status.to_status(error.to_status())
     await context.abort(status.code, status.details, status.trailing_metadata)
@@ -85,8 +110,10 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
     own context, so nothing is allocated per call but the span.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, check_callers: bool = False) -> None:
         self._wrapped: dict[str, grpc.RpcMethodHandler | None] = {}
+        # With TLS on: each listed method's caller identity is checked against CALLERS.
+        self._check_callers = check_callers
 
     async def intercept_service(
         self,
@@ -101,15 +128,16 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         if handler is None or method.startswith(_UNTRACED_PREFIXES):
             return handler
         deserializer = checked_deserializer(method, handler.request_deserializer)
+        callers = CALLERS.get(method) if self._check_callers else None
         if handler.unary_unary:
             wrapped = grpc.unary_unary_rpc_method_handler(
-                self._wrap_unary(method, handler.unary_unary),
+                self._wrap_unary(method, handler.unary_unary, callers),
                 request_deserializer=deserializer,
                 response_serializer=handler.response_serializer,
             )
         elif handler.unary_stream:
             wrapped = grpc.unary_stream_rpc_method_handler(
-                self._wrap_stream(method, handler.unary_stream),
+                self._wrap_stream(method, handler.unary_stream, callers),
                 request_deserializer=deserializer,
                 response_serializer=handler.response_serializer,
             )
@@ -147,10 +175,12 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
         await _abort(context, RoutemeshError("internal error; the server log has the details"))
 
-    def _wrap_unary(self, method: str, behavior: Callable[..., Awaitable[Any]]):
+    def _wrap_unary(self, method: str, behavior: Callable[..., Awaitable[Any]], callers: frozenset[str] | None):
         async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
             span = self._start(method, context)
             try:
+                if callers is not None:
+                    _check_caller(method, callers, context)
                 if type(request) is Undecodable:
                     raise request.error
                 return await behavior(request, context)
@@ -163,10 +193,12 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
 
         return wrapper
 
-    def _wrap_stream(self, method: str, behavior: Callable[..., AsyncIterator[Any]]):
+    def _wrap_stream(self, method: str, behavior: Callable[..., AsyncIterator[Any]], callers: frozenset[str] | None):
         async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             span = self._start(method, context)
             try:
+                if callers is not None:
+                    _check_caller(method, callers, context)
                 if type(request) is Undecodable:
                     raise request.error
                 async for item in behavior(request, context):

@@ -14,6 +14,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from routemesh.common.interceptors import ServerInterceptor
+from routemesh.common.tls import TlsFiles, server_credentials
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,9 @@ class Service:
     # Called when draining starts, before the grace period: ends streams that never finish by themselves.
     on_drain: Callable[[], None] | None = None
     ready: Callable[[], bool] = field(default=lambda: True)
+    # Called by applications outside the mesh (the router): with TLS on, they are not asked for a mesh
+    # certificate. Internal services (the default) accept only callers with one (mutual TLS).
+    external: bool = False
 
 
 @dataclass
@@ -59,13 +63,18 @@ class RunningServer:
 
 async def create_server(service: Service, address: str) -> RunningServer:
     """Build and start the server on `address` (port 0 picks a free one); call inside the running loop."""
-    server = grpc.aio.server(interceptors=[ServerInterceptor()], options=SERVER_OPTIONS)
+    files = TlsFiles.from_env()
+    server = grpc.aio.server(interceptors=[ServerInterceptor(check_callers=files is not None)],
+                             options=SERVER_OPTIONS)
     service.register(server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = [*service.grpc_services, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name]
     reflection.enable_server_reflection([*names, reflection.SERVICE_NAME], server)
-    port = server.add_insecure_port(address)
+    if files is None:
+        port = server.add_insecure_port(address)
+    else:
+        port = server.add_secure_port(address, server_credentials(files, require_client_auth=not service.external))
     if port == 0:
         raise SystemExit(f"{service.name}: cannot listen on {address}")
     await server.start()

@@ -90,4 +90,5 @@ async def build(args: argparse.Namespace) -> Service:
         grpc_services=["routemesh.v1.RouterService"],
         on_start=on_start, on_stop=on_stop,
         ready=lambda: holder.current is not None and health.ready(),
+        external=True,  # applications call it: with TLS on, no mesh certificate is asked of them
     )
