@@ -195,7 +195,7 @@ def _client_call(args: argparse.Namespace) -> int:
 
     options = dict(model=args.model, max_tokens=args.max_tokens, metadata=_meta(args.meta), system=args.system,
                    timeout=args.timeout)
-    with RouterClient(args.router) as client:
+    with RouterClient(args.router, tls_ca=os.environ.get("ROUTEMESH_TLS_CA") or None) as client:
         try:
             if args.command == "explain":
                 print_explain(client.explain(args.prompt, **options))

@@ -48,9 +48,7 @@ def reason_of(exc: grpc.RpcError) -> str:
 
 
 def test_applications_chat_over_tls_without_a_mesh_certificate(tls_mesh) -> None:
-    ca = (tls_mesh.tls_dir / "ca.pem").read_bytes()
-    channel = grpc.secure_channel(tls_mesh.layout.address("router"), grpc.ssl_channel_credentials(root_certificates=ca))
-    with RouterClient(channel=channel) as client:
+    with RouterClient(tls_mesh.layout.address("router"), tls_ca=str(tls_mesh.tls_dir / "ca.pem")) as client:
         result = client.complete("What is the capital of France?")
     assert result.final.status == common_pb2.FINISH_STATUS_COMPLETE and result.text
     # The whole path ran over mutual TLS: classifier, executor, telemetry and control each checked the caller.
@@ -124,7 +122,5 @@ def test_a_renewed_certificate_is_served_to_new_connections_without_a_restart(tl
         assert time.monotonic() < deadline, "the new certificate was not picked up"
         time.sleep(0.2)
     assert after != before
-    ca = (tls_mesh.tls_dir / "ca.pem").read_bytes()
-    channel = grpc.secure_channel(tls_mesh.layout.address("router"), grpc.ssl_channel_credentials(root_certificates=ca))
-    with RouterClient(channel=channel) as client:
+    with RouterClient(tls_mesh.layout.address("router"), tls_ca=(tls_mesh.tls_dir / "ca.pem").read_bytes()) as client:
         assert client.complete("Say hi").final.status == common_pb2.FINISH_STATUS_COMPLETE

@@ -158,12 +158,26 @@ class _Collector:
                           [self.tools[i] for i in sorted(self.tools)])
 
 
+def _tls_roots(tls_ca: str | bytes | None) -> bytes | None:
+    """PEM CA certificates from bytes or a file path; None for plaintext."""
+    if tls_ca is None or isinstance(tls_ca, bytes):
+        return tls_ca
+    with open(tls_ca, "rb") as handle:
+        return handle.read()
+
+
 class RouterClient:
-    """Blocking client: `chat()` yields ChatResponse events; `complete()` returns a ChatResult."""
+    """Blocking client: `chat()` yields ChatResponse events; `complete()` returns a ChatResult.
+
+    `tls_ca` (a PEM file path or its bytes) connects over TLS, checking the router's certificate against it.
+    """
 
     def __init__(self, address: str = DEFAULT_ADDRESS, *, timeout: float = 120.0,
-                 channel: grpc.Channel | None = None):
-        self._channel = channel or grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
+                 channel: grpc.Channel | None = None, tls_ca: str | bytes | None = None):
+        roots = _tls_roots(tls_ca)
+        self._channel = channel or (
+            grpc.secure_channel(address, grpc.ssl_channel_credentials(roots), options=CHANNEL_OPTIONS) if roots
+            else grpc.insecure_channel(address, options=CHANNEL_OPTIONS))
         self._stub = router_pb2_grpc.RouterServiceStub(self._channel)
         self.timeout = timeout
 
@@ -199,11 +213,14 @@ class RouterClient:
 
 
 class AsyncRouterClient:
-    """asyncio client; create it inside the running event loop."""
+    """asyncio client; create it inside the running event loop. `tls_ca` as in RouterClient."""
 
     def __init__(self, address: str = DEFAULT_ADDRESS, *, timeout: float = 120.0,
-                 channel: grpc.aio.Channel | None = None):
-        self._channel = channel or grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+                 channel: grpc.aio.Channel | None = None, tls_ca: str | bytes | None = None):
+        roots = _tls_roots(tls_ca)
+        self._channel = channel or (
+            grpc.aio.secure_channel(address, grpc.ssl_channel_credentials(roots), options=CHANNEL_OPTIONS) if roots
+            else grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS))
         self._stub = router_pb2_grpc.RouterServiceStub(self._channel)
         self.timeout = timeout
 
