@@ -67,6 +67,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--classifier", choices=("service", "local"), default="service",
                         help="service: the router asks the classifier service on every request (the default "
                              "mesh); local: the router classifies in-process (ROUTEMESH_CLASSIFIER_ADDR=local)")
+    parser.add_argument("--tls", action="store_true",
+                        help="mutual TLS between the mesh's services (certificates from routemesh certs, made for the "
+                             "run) and TLS from the bench to the router; compare with a run without it")
     parser.add_argument("--json", metavar="PATH", default=None, help="write every figure and raw number here")
     parser.add_argument("--quick", action="store_true",
                         help="a smoke run for CI: both modes, tracing on, 2 rounds, concurrency 1,8, tiny counts, "
@@ -88,7 +91,7 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         modes=["zero", "realistic"] if args.mode == "both" else [args.mode],
         tracings=["off", "on"] if tracing == "both" else [tracing],
         rounds=pick("rounds"), requests=pick("requests"), realistic_requests=pick("realistic_requests"),
-        concurrency=pick("concurrency"), quick=args.quick, classifier=args.classifier, **extra,
+        concurrency=pick("concurrency"), quick=args.quick, classifier=args.classifier, tls=args.tls, **extra,
     )
     return cfg
 
@@ -100,7 +103,7 @@ def _config_json(cfg: BenchConfig) -> dict:
         "requests_per_phase": {mode: {str(c): cfg.requests_at(mode, c) for c in cfg.levels(mode)}
                                for mode in cfg.modes},
         "stagger_s": {mode: STAGGER_S[mode] for mode in cfg.modes},
-        "settle_s": cfg.settle_s, "quick": cfg.quick, "classifier": cfg.classifier,
+        "settle_s": cfg.settle_s, "quick": cfg.quick, "classifier": cfg.classifier, "tls": cfg.tls,
         "pinned_model": PINNED_MODEL, "upstream_model": UPSTREAM_MODEL, "max_tokens": MAX_TOKENS,
         "sim_profiles": {mode: PROFILES[mode] for mode in cfg.modes},
         "decision_iterations": cfg.decision_iterations, "classifier_iterations": cfg.classifier_iterations,

@@ -60,6 +60,7 @@ class BenchConfig:
     classifier_iterations: int = 2000
     quick: bool = False
     classifier: str = "service"  # or "local": the router classifies in-process
+    tls: bool = False  # mutual TLS between the services, and TLS from the bench to the router
 
     def requests_at(self, mode: str, concurrency: int) -> int:
         if mode == "zero":
@@ -112,7 +113,8 @@ async def measure_mode(mesh: Mesh, mode: str, tracing: str, cfg: BenchConfig, si
     await _set_profile(mesh, mode)
     timeout = _TIMEOUTS_S[mode]
     direct = DirectArm(mesh.layout.sim_url, timeout)
-    through = ThroughArm(mesh.layout.address("router"), timeout)
+    tls_ca = str(mesh.tls_dir / "ca.pem") if mesh.tls_dir is not None else None
+    through = ThroughArm(mesh.layout.address("router"), timeout, tls_ca)
     phases: list[dict] = []
     try:
         top = max(cfg.levels(mode))
@@ -169,7 +171,8 @@ def run_tracing(tracing: str, cfg: BenchConfig, sink: TraceSink | None, progress
     env["ROUTEMESH_GRACE_S"] = "2"
     if cfg.classifier == "local":
         env["ROUTEMESH_CLASSIFIER_ADDR"] = "local"
-    mesh = Mesh(MeshLayout.free(), sim_time_scale=TIME_SCALES[cfg.modes[0]], log_dir=log_dir, extra_env=env)
+    mesh = Mesh(MeshLayout.free(), sim_time_scale=TIME_SCALES[cfg.modes[0]], log_dir=log_dir, extra_env=env,
+                tls_dir=log_dir / "certs" if cfg.tls else None)
     progress.phase(f"[tracing {tracing}] starting a private mesh")
     phases: list[dict] = []
     ok = False

@@ -120,8 +120,8 @@ class ThroughArm:
 
     name = "through"
 
-    def __init__(self, router_address: str, timeout_s: float):
-        self._client = AsyncRouterClient(router_address, timeout=timeout_s)
+    def __init__(self, router_address: str, timeout_s: float, tls_ca: str | None = None):
+        self._client = AsyncRouterClient(router_address, timeout=timeout_s, tls_ca=tls_ca)
 
     async def one(self, index: int) -> Sample:
         start = time.perf_counter()
