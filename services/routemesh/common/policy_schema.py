@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import Literal
 
+import re2
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 TASK_TYPES = (
@@ -25,7 +26,31 @@ _SHA256 = r"^[0-9a-f]{64}$"
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # NaN passes every range check (each comparison is False) and inf passes any one-sided bound; neither is a
+    # price, a weight or a timeout. Applies to every float of every model, in dicts and unions too.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+def _rule_regex_options() -> re2.Options:
+    options = re2.Options()
+    options.case_sensitive = False
+    # A rule only asks whether the text matches: without capture groups RE2 answers with its DFA alone
+    # (`(.*a){20}` over 1 MB: 5 ms instead of 450 ms when the groups' spans must be found).
+    options.never_capture = True
+    # A bad pattern is reported as a PolicyError; RE2 need not also log it to stderr.
+    options.log_errors = False
+    return options
+
+
+def compile_rule_regex(pattern: str) -> re2._Regexp:
+    """A rule's regular expression on RE2, case-insensitive: time linear in the text, whatever the pattern.
+
+    Python's `re` backtracks: `^(a+)+$` took seconds on 26 characters of caller text, inside the router's event
+    loop. RE2 has no backreferences or lookarounds; such a pattern raises re2.error, with RE2's reason as bytes
+    in args[0]. The policy is validated and the router matches with these same options, so a pattern that is
+    accepted compiles in the router too (including within RE2's default 8 MiB program memory).
+    """
+    return re2.compile(pattern, _rule_regex_options())
 
 
 class Timeouts(_Strict):
@@ -144,9 +169,13 @@ class RuleCondition(_Strict):
     def _compiles(cls, value: str | None) -> str | None:
         if value is not None:
             try:
-                re.compile(value)
-            except re.error as exc:
-                raise ValueError(f"not a valid regular expression: {exc}") from None
+                compile_rule_regex(value)
+            except re2.error as exc:
+                reason = exc.args[0] if exc.args else "rejected"
+                if isinstance(reason, bytes):
+                    reason = reason.decode("utf-8", "replace")
+                raise ValueError(f"not a regular expression RE2 accepts: {reason} (rules match in linear time "
+                                 "on RE2: no backreferences or lookarounds; \\z, not \\Z)") from None
         return value
 
 
