@@ -72,6 +72,9 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ERROR_REASON_TELEMETRY_STORE_UNAVAILABLE: _ClassVar[ErrorReason]
     ERROR_REASON_INTERNAL: _ClassVar[ErrorReason]
     ERROR_REASON_POLICY_SKEW: _ClassVar[ErrorReason]
+    ERROR_REASON_MESSAGE_TOO_LARGE: _ClassVar[ErrorReason]
+    ERROR_REASON_UNDECODABLE_MESSAGE: _ClassVar[ErrorReason]
+    ERROR_REASON_CALLER_NOT_ALLOWED: _ClassVar[ErrorReason]
 ROLE_UNSPECIFIED: Role
 ROLE_SYSTEM: Role
 ROLE_USER: Role
@@ -123,6 +126,9 @@ ERROR_REASON_DEADLINE_EXCEEDED: ErrorReason
 ERROR_REASON_TELEMETRY_STORE_UNAVAILABLE: ErrorReason
 ERROR_REASON_INTERNAL: ErrorReason
 ERROR_REASON_POLICY_SKEW: ErrorReason
+ERROR_REASON_MESSAGE_TOO_LARGE: ErrorReason
+ERROR_REASON_UNDECODABLE_MESSAGE: ErrorReason
+ERROR_REASON_CALLER_NOT_ALLOWED: ErrorReason
 
 class Message(_message.Message):
     __slots__ = ("role", "content", "name", "tool_calls", "tool_call_id")
