@@ -97,8 +97,8 @@ INVALID_EDITS = [
      "routes.auto.rules.2.when.task_types", "unknown task type(s) ['poetry']"),
     ("unknown default route", _set("defaults/route", "fastest"),
      "defaults.route", "unknown route 'fastest'"),
-    ("missing environment variable", _set("providers/sim/base_url", "${ROUTEMESH_TEST_UNSET_URL}"),
-     "providers.sim.base_url", "ROUTEMESH_TEST_UNSET_URL is not set"),
+    ("missing environment variable", _set("providers/sim/base_url", "${ROUTEMESH_POLICY_TEST_UNSET_URL}"),
+     "providers.sim.base_url", "ROUTEMESH_POLICY_TEST_UNSET_URL is not set"),
 ]
 
 
@@ -156,17 +156,17 @@ def test_invalid_name_is_reported_against_its_section() -> None:
 
 
 def test_env_expansion_uses_the_variable_then_the_default() -> None:
-    text = edited(_set("providers/sim/base_url", "${ROUTEMESH_TEST_URL:-http://fallback:1/v1}"))
+    text = edited(_set("providers/sim/base_url", "${ROUTEMESH_POLICY_TEST_URL:-http://fallback:1/v1}"))
     assert parse_policy(text, {}).providers["sim"].base_url == "http://fallback:1/v1"
-    assert parse_policy(text, {"ROUTEMESH_TEST_URL": ""}).providers["sim"].base_url == "http://fallback:1/v1"
-    chosen = parse_policy(text, {"ROUTEMESH_TEST_URL": "https://sim.internal:8443/v1/"})
+    assert parse_policy(text, {"ROUTEMESH_POLICY_TEST_URL": ""}).providers["sim"].base_url == "http://fallback:1/v1"
+    chosen = parse_policy(text, {"ROUTEMESH_POLICY_TEST_URL": "https://sim.internal:8443/v1/"})
     assert chosen.providers["sim"].base_url == "https://sim.internal:8443/v1"
 
 
 def test_missing_env_variable_is_reported_once_per_provider() -> None:
     def two_providers(doc: dict[str, Any]) -> None:
-        doc["providers"]["sim"]["base_url"] = "${ROUTEMESH_TEST_A}"
-        doc["providers"]["other"] = {"base_url": "${ROUTEMESH_TEST_B}/v1"}
+        doc["providers"]["sim"]["base_url"] = "${ROUTEMESH_POLICY_TEST_A}"
+        doc["providers"]["other"] = {"base_url": "${ROUTEMESH_POLICY_TEST_B}/v1"}
 
     violations = violations_of(edited(two_providers))
     assert sorted(f for f, _ in violations) == ["providers.other.base_url", "providers.sim.base_url"]
@@ -174,4 +174,36 @@ def test_missing_env_variable_is_reported_once_per_provider() -> None:
 
 def test_expand_env_leaves_plain_text_alone() -> None:
     assert expand_env("http://a:1/v1", {}) == "http://a:1/v1"
-    assert expand_env("${H:-x}://${H2:-y}", {"H2": "z"}) == "x://z"
+    assert expand_env("${ROUTEMESH_POLICY_H:-x}://${ROUTEMESH_POLICY_H2:-y}", {"ROUTEMESH_POLICY_H2": "z"}) == "x://z"
+
+
+SECRET = "sk-canary-4f1c9e"
+
+
+def test_a_policy_reads_only_the_variables_the_operator_allows_and_never_echoes_a_value() -> None:
+    env = {"OPENAI_API_KEY": SECRET, "ROUTEMESH_REDIS_URL": f"redis://:{SECRET}@redis:6379/0"}
+    for name in ("OPENAI_API_KEY", "ROUTEMESH_REDIS_URL"):
+        with pytest.raises(PolicyError) as raised:
+            parse_policy(edited(_set("providers/sim/base_url", f"http://x/${{{name}}}")), env)
+        assert SECRET not in str(raised.value)
+        assert f"environment variable {name} may not be read by a policy" in str(raised.value)
+    # The operator widens the list; a value that is not a URL is still not quoted back.
+    widened = {**env, "ROUTEMESH_POLICY_ENV_ALLOW": "OPENAI_*,ROUTEMESH_SIM_URL"}
+    with pytest.raises(PolicyError) as raised:
+        parse_policy(edited(_set("providers/sim/base_url", "${OPENAI_API_KEY}")), widened)
+    assert SECRET not in str(raised.value)
+    assert dict(raised.value.violations)["providers.sim.base_url"] == \
+        "the URL its ${VAR} references expand to is not an http:// or https:// URL"
+
+
+def test_provider_hosts_can_be_limited_to_an_allow_list() -> None:
+    text = edited(_set("providers/sim/base_url", "https://evil.example.net/v1"))
+    assert parse_policy(text, {}).providers["sim"].base_url == "https://evil.example.net/v1"
+    allow = {"ROUTEMESH_PROVIDER_HOSTS": "api.openai.com, *.internal"}
+    with pytest.raises(PolicyError) as raised:
+        parse_policy(text, allow)
+    assert dict(raised.value.violations) == {
+        "providers.sim.base_url": "host 'evil.example.net' is not one the operator allows "
+                                  "(api.openai.com, *.internal; ROUTEMESH_PROVIDER_HOSTS)"}
+    ok = parse_policy(edited(_set("providers/sim/base_url", "http://sim.internal:50056/v1")), allow)
+    assert ok.providers["sim"].base_url == "http://sim.internal:50056/v1"

@@ -6,8 +6,10 @@ import hashlib
 import json
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import ValidationError
@@ -42,12 +44,40 @@ class PolicyError(ValueError):
         super().__init__("invalid policy: " + "; ".join(f"{f}: {m}" if f else m for f, m in violations))
 
 
-def expand_env(value: str, environ: dict[str, str] | None = None) -> str:
-    """Expand ${VAR} and ${VAR:-default} references (used for provider base URLs only, never for keys)."""
+# Which environment variables a policy's ${VAR} may read, as the operator sets it: comma-separated names,
+# NAME* for every name with that prefix. A policy must not be a way to read the control plane's secrets, so
+# by default only the simulated provider's address and a namespace kept for policies are readable.
+ENV_ALLOW_VAR = "ROUTEMESH_POLICY_ENV_ALLOW"
+DEFAULT_ENV_ALLOW = ("ROUTEMESH_SIM_URL", "ROUTEMESH_POLICY_*")
+# Hosts a provider's base_url may name, as the operator sets it: comma-separated, *.example.com for every
+# subdomain; unset, any host.
+PROVIDER_HOSTS_VAR = "ROUTEMESH_PROVIDER_HOSTS"
+
+
+def _listed(env: Mapping[str, str], name: str) -> tuple[str, ...] | None:
+    value = env.get(name, "").strip()
+    return tuple(item.strip() for item in value.split(",") if item.strip()) if value else None
+
+
+def env_allowed(name: str, allow: tuple[str, ...]) -> bool:
+    """Whether ${name} may be expanded under the allow-list `allow` (names, or prefixes ending in *)."""
+    return any(name.startswith(item[:-1]) if item.endswith("*") else name == item for item in allow)
+
+
+def expand_env(value: str, environ: Mapping[str, str] | None = None) -> str:
+    """Expand ${VAR} and ${VAR:-default} references (used for provider base URLs only, never for keys).
+
+    Only variables the operator allows (ROUTEMESH_POLICY_ENV_ALLOW, default DEFAULT_ENV_ALLOW) are read; an
+    error names the variable, never a value.
+    """
     env = os.environ if environ is None else environ
+    allow = _listed(env, ENV_ALLOW_VAR) or DEFAULT_ENV_ALLOW
 
     def sub(match: re.Match[str]) -> str:
         name, default = match.group(1), match.group(2)
+        if not env_allowed(name, allow):
+            raise PolicyError([("", f"environment variable {name} may not be read by a policy; the operator "
+                                    f"allows {', '.join(allow)} ({ENV_ALLOW_VAR})")])
         if name in env and env[name] != "":
             return env[name]
         if default is not None:
@@ -55,6 +85,24 @@ def expand_env(value: str, environ: dict[str, str] | None = None) -> str:
         raise PolicyError([("", f"environment variable {name} is not set and has no default")])
 
     return _ENV_REF.sub(sub, value)
+
+
+def _host_allowed(host: str, allowed: tuple[str, ...]) -> bool:
+    host = host.lower()
+    return any(host.endswith(item[1:].lower()) if item.startswith("*.") else host == item.lower() for item in allowed)
+
+
+def _provider_host_problems(policy: Policy, env: Mapping[str, str]) -> list[tuple[str, str]]:
+    allowed = _listed(env, PROVIDER_HOSTS_VAR)
+    if allowed is None:
+        return []
+    problems = []
+    for name, provider in policy.providers.items():
+        host = urlsplit(provider.base_url).hostname or ""
+        if not _host_allowed(host, allowed):
+            problems.append((f"providers.{name}.base_url", f"host {host!r} is not one the operator allows "
+                                                           f"({', '.join(allowed)}; {PROVIDER_HOSTS_VAR})"))
+    return problems
 
 
 class _AnchorOrAlias(Exception):
@@ -138,22 +186,33 @@ def parse_policy(text: str, environ: dict[str, str] | None = None) -> Policy:
     if not isinstance(raw, dict):
         raise PolicyError([("", "the policy must be a mapping with providers, models and routes")])
     env_problems: list[tuple[str, str]] = []
+    expanded: set[str] = set()
     providers = raw.get("providers")
     if isinstance(providers, dict):
         for name, prov in providers.items():
             if isinstance(prov, dict) and isinstance(prov.get("base_url"), str):
                 try:
-                    prov["base_url"] = expand_env(prov["base_url"], environ)
+                    value = expand_env(prov["base_url"], environ)
                 except PolicyError as exc:
                     env_problems.extend((f"providers.{name}.base_url", m) for _, m in exc.violations)
+                    continue
+                if value != prov["base_url"]:
+                    expanded.add(f"providers.{name}.base_url")
+                prov["base_url"] = value
     try:
         policy = Policy.model_validate(raw)
     except ValidationError as exc:
-        # An unexpanded ${VAR} also fails the URL check; report the missing variable once, not twice.
+        # An unexpanded ${VAR} also fails the URL check; report the missing variable once, not twice. An
+        # expanded URL that fails is not quoted: it came from the environment, and errors never carry it.
         env_fields = {f for f, _ in env_problems}
-        raise PolicyError(env_problems + [v for v in _violations(exc) if v[0] not in env_fields]) from None
+        found = [(f, "the URL its ${VAR} references expand to is not an http:// or https:// URL")
+                 if f in expanded else (f, m) for f, m in _violations(exc) if f not in env_fields]
+        raise PolicyError(env_problems + found) from None
     if env_problems:
         raise PolicyError(env_problems)
+    hosts = _provider_host_problems(policy, os.environ if environ is None else environ)
+    if hosts:
+        raise PolicyError(hosts)
     return policy
 
 
