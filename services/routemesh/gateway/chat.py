@@ -53,30 +53,44 @@ def _json_response(status: int, body: dict[str, Any], headers: dict[str, str] | 
 
 
 def error_response(error: GatewayError, headers: dict[str, str] | None = None) -> web.Response:
-    return _json_response(error.status, error.body(), {**(headers or {}), **error.headers})
+    response = _json_response(error.status, error.body(), {**(headers or {}), **error.headers})
+    if error.close:
+        response.force_close()
+    return response
 
 
 def _sse(payload: dict[str, Any]) -> bytes:
     return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
 
 
-async def _read_json(request: web.Request) -> Any:
+async def _read_json(request: web.Request, timeout_s: float) -> Any:
+    """The body, parsed and checked (openai_api.load_json); the whole of it must arrive within `timeout_s`.
+
+    aiohttp waits for a body as long as bytes keep coming, so a client sending one byte a second would hold
+    a handler (and up to the body cap of memory) for as long as it likes.
+    """
     try:
-        return json.loads(await request.read())
-    except (ValueError, UnicodeDecodeError):
-        raise GatewayError(400, "the request body is not valid JSON", code="invalid_json") from None
+        raw = await asyncio.wait_for(request.read(), timeout_s)
+    except TimeoutError:
+        raise GatewayError(408, f"the request body did not arrive within {timeout_s:g} s", code="request_timeout",
+                           close=True) from None
+    except web.HTTPRequestEntityTooLarge as exc:
+        raise GatewayError(413, f"the request body is too large: {exc.text}", code="request_too_large",
+                           close=True) from None
+    return openai_api.load_json(raw)
 
 
 class ChatHandler:
     """Relays one chat per HTTP request; holds the router stub and the per-call deadline."""
 
-    def __init__(self, stub: router_pb2_grpc.RouterServiceStub, timeout_s: float):
+    def __init__(self, stub: router_pb2_grpc.RouterServiceStub, timeout_s: float, body_timeout_s: float = 30.0):
         self.stub = stub
         self.timeout_s = timeout_s
+        self.body_timeout_s = body_timeout_s
 
     async def __call__(self, request: web.Request) -> web.StreamResponse:
         try:
-            parsed = openai_api.parse_chat(await _read_json(request))
+            parsed = openai_api.parse_chat(await _read_json(request, self.body_timeout_s))
         except GatewayError as error:
             return error_response(error)
         span = trace.get_current_span()
@@ -97,7 +111,7 @@ class ChatHandler:
     async def explain(self, request: web.Request) -> web.Response:
         """POST /v1/routemesh/explain: the decision a chat-completions body would get, without running it."""
         try:
-            parsed = openai_api.parse_chat(await _read_json(request))
+            parsed = openai_api.parse_chat(await _read_json(request, self.body_timeout_s))
         except GatewayError as error:
             return error_response(error)
         chat = parsed.request

@@ -9,7 +9,14 @@ import signal
 
 from routemesh.common.tasks import split_listen
 from routemesh.common.tracing import init_tracing, shutdown_tracing
-from routemesh.gateway.server import DEFAULT_CONTROL, GatewayServer, start_gateway
+from routemesh.gateway.server import (
+    BODY_TIMEOUT_S,
+    DEFAULT_CONTROL,
+    HEADER_TIMEOUT_S,
+    MAX_CONNECTIONS,
+    GatewayServer,
+    start_gateway,
+)
 
 __all__ = ["add_arguments", "run", "start_gateway", "GatewayServer"]
 
@@ -20,6 +27,21 @@ def _add_once(parser: argparse.ArgumentParser, flag: str, **kwargs: object) -> N
     """Add `flag` unless the caller's parser already has it (`routemesh serve` adds --listen and others)."""
     if flag not in parser._option_string_actions:
         parser.add_argument(flag, **kwargs)  # type: ignore[arg-type]
+
+
+def _positive(text: str) -> float:
+    """A timeout in seconds: 0 or less would close every connection before its first byte."""
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {text}")
+    return value
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 (no cap) or more, not {text}")
+    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,6 +57,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
               help="seconds in-flight streams get to finish on SIGTERM")
     parser.add_argument("--timeout-s", type=float, default=float(env("ROUTEMESH_GATEWAY_TIMEOUT_S", "300")),
                         help="upper bound of one chat, streaming included (env ROUTEMESH_GATEWAY_TIMEOUT_S)")
+    parser.add_argument("--header-timeout-s", type=_positive,
+                        default=_positive(env("ROUTEMESH_GATEWAY_HEADER_TIMEOUT_S", str(HEADER_TIMEOUT_S))),
+                        help="seconds a connection has to send a whole request line and headers, counted from "
+                             "its opening or its previous answer; also how long an idle keep-alive connection "
+                             "stays open. Slow senders (slowloris) are closed when it runs out "
+                             f"(env ROUTEMESH_GATEWAY_HEADER_TIMEOUT_S, default {HEADER_TIMEOUT_S:g})")
+    parser.add_argument("--body-timeout-s", type=_positive,
+                        default=_positive(env("ROUTEMESH_GATEWAY_BODY_TIMEOUT_S", str(BODY_TIMEOUT_S))),
+                        help="seconds a request body has to arrive whole, or the answer is 408 and the "
+                             f"connection closes (env ROUTEMESH_GATEWAY_BODY_TIMEOUT_S, default {BODY_TIMEOUT_S:g})")
+    parser.add_argument("--max-connections", type=_count,
+                        default=_count(env("ROUTEMESH_GATEWAY_MAX_CONNECTIONS", str(MAX_CONNECTIONS))),
+                        help="open HTTP connections at most; past it a new connection gets a 503 and is closed "
+                             f"(env ROUTEMESH_GATEWAY_MAX_CONNECTIONS, default {MAX_CONNECTIONS}, 0: no cap)")
 
 
 async def run(args: argparse.Namespace) -> None:
@@ -44,7 +80,9 @@ async def run(args: argparse.Namespace) -> None:
     try:
         try:
             server = await start_gateway(args.router, host, port, control_address=args.control,
-                                         grace_s=args.grace_s, timeout_s=args.timeout_s)
+                                         grace_s=args.grace_s, timeout_s=args.timeout_s,
+                                         header_timeout_s=args.header_timeout_s, body_timeout_s=args.body_timeout_s,
+                                         max_connections=args.max_connections)
         except OSError as err:
             raise SystemExit(f"routemesh gateway: cannot listen on {args.listen}: {err.strerror or err}") from None
         print(f"routemesh gateway listening on {server.url}", flush=True)

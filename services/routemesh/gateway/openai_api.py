@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,13 +25,19 @@ FINISH_REASONS = {
 TOOL_CHOICES = ("auto", "none", "required")
 RESPONSE_FORMATS = ("text", "json_object")
 _INT32_MAX = 2**31 - 1
+# Deeper than any chat body or tool schema needs; past it a body is refused before anything walks it
+# recursively (protobuf conversion, json.dumps of tool parameters, the router's own checks).
+MAX_JSON_DEPTH = 64
+# Keys echoed back in an error's `param` are cut: the caller chose them, and they can be megabytes long.
+_PARAM_KEY_CHARS = 64
 
 
 class GatewayError(Exception):
     """An error answered in OpenAI's shape: {"error": {"message", "type", "param", "code"}}."""
 
     def __init__(self, status: int, message: str, *, type: str = "invalid_request_error",  # noqa: A002
-                 param: str | None = None, code: str | None = None, headers: dict[str, str] | None = None):
+                 param: str | None = None, code: str | None = None, headers: dict[str, str] | None = None,
+                 close: bool = False):
         super().__init__(message)
         self.status = status
         self.message = message
@@ -38,6 +45,9 @@ class GatewayError(Exception):
         self.param = param
         self.code = code
         self.headers = dict(headers or {})
+        # Close the connection after the answer: the rest of the request body was not read (too slow, too
+        # large), and reading it to keep the connection alive is what the refusal is meant to avoid.
+        self.close = close
 
     def body(self) -> dict[str, Any]:
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
@@ -70,6 +80,82 @@ _UNSUPPORTED: dict[str, tuple[Callable[[Any], bool], str]] = {
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+_NOT_FINITE = "must be a finite number; NaN, infinity and numbers beyond a double's range are not accepted"
+
+
+def _finite(value: Any, param: str) -> float:
+    """`value` as a float, or a 400 naming `param`: NaN and infinity would pass every `<` and `>` check
+    downstream (a NaN cost cap is never exceeded), and an int past a double's range cannot be converted."""
+    if not _is_number(value):
+        raise _bad(param, f"`{param}` must be a number")
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
+        raise _bad(param, f"`{param}` {_NOT_FINITE}")
+    return number
+
+
+def _path(link: tuple[Any, str | int] | None) -> str:
+    """`messages[0].content` for the chain of keys ending at `link` (a (parent link, key) pair)."""
+    keys: list[str | int] = []
+    while link is not None:
+        link, key = link
+        keys.append(key)
+    out = ""
+    for key in reversed(keys):
+        if isinstance(key, int):
+            out += f"[{key}]"
+        else:
+            key = key if len(key) <= _PARAM_KEY_CHARS else key[:_PARAM_KEY_CHARS] + "..."
+            out += f".{key}" if out else key
+    return out
+
+
+def check_tree(body: Any) -> None:
+    """Refuse (400) a parsed body nested deeper than MAX_JSON_DEPTH or holding a non-finite number anywhere.
+
+    Anywhere, not only in the parameters routemesh reads: a NaN inside a tool's JSON Schema would be sent on
+    as `NaN`, which is not JSON, and a provider would fail on it instead of the caller hearing why. One
+    iterative walk (no recursion, so depth cannot hurt it); only containers are pushed.
+    """
+    stack: list[tuple[Any, int, tuple[Any, str | int] | None]] = [(body, 1, None)]
+    while stack:
+        value, depth, link = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise GatewayError(400, f"the request body nests deeper than {MAX_JSON_DEPTH} levels",
+                               param=_path(link) or None, code="json_too_deep")
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        for key, child in items:
+            if isinstance(child, dict | list):
+                stack.append((child, depth + 1, (link, key)))
+            elif type(child) is float and not math.isfinite(child):
+                param = _path((link, key))
+                raise _bad(param, f"`{param}` {_NOT_FINITE}")
+
+
+def load_json(raw: bytes) -> Any:
+    """The parsed body, or a 400: not JSON, not UTF-8, nested too deep, or holding NaN or infinity.
+
+    The stdlib parser (exact integers, unlike orjson, which turns 2**64 into a float) accepts the literals
+    NaN and Infinity and reads 1e999 as inf; check_tree refuses all of them. It recurses in C and raises
+    RecursionError near 1,000 levels, before check_tree can count: that is a 400 too, never a 500.
+    """
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise GatewayError(400, "the request body is not valid JSON", code="invalid_json") from None
+    except RecursionError:
+        raise GatewayError(400, f"the request body nests deeper than {MAX_JSON_DEPTH} levels",
+                           code="json_too_deep") from None
+    if isinstance(body, dict | list):
+        check_tree(body)
+    elif type(body) is float and not math.isfinite(body):
+        raise _bad(None, f"the request body {_NOT_FINITE}")
+    return body
 
 
 def _text_of(content: Any, param: str) -> str:
@@ -223,6 +309,7 @@ def _routing(raw: Any) -> router_pb2.RoutingOptions:
     checks: dict[str, tuple[Callable[[Any], bool], str]] = {
         "strategy": (lambda v: isinstance(v, str), "a string"),
         "provider": (lambda v: isinstance(v, str), "a string"),
+        # Numbers; their finiteness is checked below, with its own message.
         "max_cost_usd": (_is_number, "a number"),
         "latency_target_ms": (_is_number, "a number"),
         "allow_fallback": (lambda v: isinstance(v, bool), "true or false"),
@@ -240,7 +327,7 @@ def _routing(raw: Any) -> router_pb2.RoutingOptions:
         if key == "required_capabilities":
             options.required_capabilities.extend(dict.fromkeys(value))
         elif key in ("max_cost_usd", "latency_target_ms"):
-            setattr(options, key, float(value))
+            setattr(options, key, _finite(value, f"routemesh.{key}"))
         else:
             setattr(options, key, value)
     return options
@@ -298,9 +385,7 @@ def parse_chat(body: Any) -> ParsedChat:
                                      response_format=response_format)
     temperature = body.get("temperature")
     if temperature is not None:
-        if not _is_number(temperature):
-            raise _bad("temperature", "`temperature` must be a number")
-        request.temperature = float(temperature)
+        request.temperature = _finite(temperature, "temperature")
     metadata = body.get("metadata")
     if metadata is not None:
         if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):

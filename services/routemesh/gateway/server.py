@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import math
 import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import grpc
 from aiohttp import web
@@ -32,6 +33,15 @@ DEFAULT_CONTROL = "127.0.0.1:50055"
 HEALTH_CACHE_S = 1.0
 # Long prompts are legitimate; the router accepts 64 MiB messages too.
 MAX_BODY_BYTES = 64 * 1024 * 1024
+# Slow clients (issue 13): how long a request's line and headers, then its body, may take to arrive, and
+# how many connections may be open at once. Generous for real clients, short for one byte a second.
+HEADER_TIMEOUT_S = 10.0
+BODY_TIMEOUT_S = 30.0
+MAX_CONNECTIONS = 4096
+# A refusal is logged at most this often: under a flood, one line per connection would be a flood too.
+_REFUSAL_LOG_EVERY_S = 10.0
+_REFUSAL = (b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nconnection: close\r\n"
+            b"retry-after: 1\r\ncontent-length: %d\r\n\r\n%s")
 _ROUTER_SERVICE = "routemesh.v1.RouterService"
 # OpenTelemetry HTTP server conventions.
 _HTTP_METHOD, _HTTP_ROUTE, _URL_PATH = "http.request.method", "http.route", "url.path"
@@ -40,7 +50,8 @@ _HTTP_METHOD, _HTTP_ROUTE, _URL_PATH = "http.request.method", "http.route", "url
 class Gateway:
     """What the handlers share: the router channel, the watched policy, the cached router health."""
 
-    def __init__(self, router_address: str, control_address: str, timeout_s: float):
+    def __init__(self, router_address: str, control_address: str, timeout_s: float,
+                 body_timeout_s: float = BODY_TIMEOUT_S):
         # The shared channel config: Chat and Explain are retried only while nothing was received, so an
         # answer is never duplicated; keepalive notices a frozen router within seconds.
         self.channel = open_channel(router_address)
@@ -48,7 +59,7 @@ class Gateway:
         self.health = health_pb2_grpc.HealthStub(self.channel)
         self.policy = PolicyHolder()
         self.watcher = PolicyWatcher(self.policy, control_address, "gateway")
-        self.chat = ChatHandler(self.router, timeout_s)
+        self.chat = ChatHandler(self.router, timeout_s, body_timeout_s)
         self.draining = False
         self.started = int(time.time())
         self._serving = False
@@ -179,6 +190,59 @@ def create_app(gateway: Gateway) -> web.Application:
     return app
 
 
+class _Refuse(asyncio.Protocol):
+    """A connection past the cap: a 503 in OpenAI's shape, then closed, without reading the request."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        body = json.dumps(GatewayError(503, "the gateway has too many open connections; retry shortly",
+                                       type="service_unavailable", code="too_many_connections").body()).encode()
+        stream = cast(asyncio.Transport, transport)
+        stream.write(_REFUSAL % (len(body), body))
+        stream.close()
+
+
+class CappedTCPSite(web.BaseSite):
+    """A TCP listener that hands aiohttp at most `max_connections` open connections (0: no cap).
+
+    aiohttp has no connection cap of its own, and every connection costs a handler task and buffers even
+    when it sends nothing. Past the cap, a new connection gets a 503 and is closed at once. The count is the
+    server's open connections when one is accepted: a burst accepted in one loop pass can pass it by at
+    most the listen backlog.
+    """
+
+    def __init__(self, runner: web.AppRunner, host: str, port: int, *, backlog: int = 1024,
+                 max_connections: int = MAX_CONNECTIONS):
+        super().__init__(runner, backlog=backlog)
+        self._host = host
+        self._port = port
+        self._max_connections = max_connections
+        self._aiohttp: web.Server | None = None
+        self.refused = 0
+        self._logged_at = -math.inf
+
+    @property
+    def name(self) -> str:
+        host = f"[{self._host}]" if ":" in self._host else self._host
+        return f"http://{host}:{self._port}"
+
+    def _protocol(self) -> asyncio.BaseProtocol:
+        assert self._aiohttp is not None
+        if self._max_connections and len(self._aiohttp.connections) >= self._max_connections:
+            self.refused += 1
+            if time.monotonic() - self._logged_at >= _REFUSAL_LOG_EVERY_S:
+                self._logged_at = time.monotonic()
+                log.warning("%d open connections, the cap: refusing new ones (%d so far)",
+                            self._max_connections, self.refused)
+            return _Refuse()
+        return self._aiohttp()
+
+    async def start(self) -> None:
+        await super().start()
+        self._aiohttp = self._runner.server
+        self._server = await asyncio.get_running_loop().create_server(
+            self._protocol, self._host, self._port, backlog=self._backlog)
+
+
 @dataclass
 class GatewayServer:
     """A running gateway; `url` is its root (the OpenAI base URL is url + "/v1")."""
@@ -206,16 +270,29 @@ class GatewayServer:
 
 async def start_gateway(router_address: str, host: str = "127.0.0.1", port: int = 0, *,
                         control_address: str | None = None, grace_s: float = 30.0,
-                        timeout_s: float = 300.0) -> GatewayServer:
-    """Start the gateway on host:port (0 picks a free port) in the running loop; `timeout_s` bounds each chat."""
+                        timeout_s: float = 300.0, header_timeout_s: float = HEADER_TIMEOUT_S,
+                        body_timeout_s: float = BODY_TIMEOUT_S,
+                        max_connections: int = MAX_CONNECTIONS) -> GatewayServer:
+    """Start the gateway on host:port (0 picks a free port) in the running loop; `timeout_s` bounds each chat.
+
+    `header_timeout_s` bounds the wait for a whole request line and headers, from the connection's opening
+    or its previous answer; `body_timeout_s` the wait for a whole body; `max_connections` (0: none) caps
+    the open connections.
+    """
     control = control_address or os.environ.get("ROUTEMESH_CONTROL_ADDR", DEFAULT_CONTROL)
-    gateway = Gateway(router_address, control, timeout_s)
+    gateway = Gateway(router_address, control, timeout_s, body_timeout_s)
     # handler_cancellation: a caller that hangs up cancels its handler, which cancels the router call.
+    # keepalive_timeout is the header timeout: aiohttp starts it when a connection opens and again after
+    # each answer, and closes the connection when it fires while no whole request head has arrived, however
+    # many bytes trickled in (a slowloris); bytes do not extend it. An idle keep-alive connection closes
+    # after as long, which clients' pools expect (httpx keeps idle connections 5 s). The start at opening
+    # came with aio-libs/aiohttp#13681 (in the 3.14.5 this is tested on); before it, a first request head
+    # was waited for without bound. tests/integration/test_gateway_inputs.py fails on such a version.
     runner = web.AppRunner(create_app(gateway), handle_signals=False, access_log=None,
-                           handler_cancellation=True, shutdown_timeout=grace_s)
+                           handler_cancellation=True, shutdown_timeout=grace_s, keepalive_timeout=header_timeout_s)
     await runner.setup()
     try:
-        await web.TCPSite(runner, host, port, backlog=1024).start()
+        await CappedTCPSite(runner, host, port, backlog=1024, max_connections=max_connections).start()
     except OSError:
         await runner.cleanup()
         await gateway.close()
