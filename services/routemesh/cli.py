@@ -103,6 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     apply.add_argument("file")
     apply.add_argument("--control", default=_env("ROUTEMESH_CONTROL_ADDR", "127.0.0.1:50055"))
     apply.add_argument("--dry-run", action="store_true")
+    history = psub.add_parser("history", help="who changed the policy, when, and what changed (the audit log)")
+    history.add_argument("--control", default=_env("ROUTEMESH_CONTROL_ADDR", "127.0.0.1:50055"))
+    history.add_argument("--limit", type=int, default=20)
     return parser
 
 
@@ -224,6 +227,8 @@ def _client_call(args: argparse.Namespace) -> int:
 def _policy(args: argparse.Namespace) -> int:
     from routemesh.common.policy import PolicyError, canonical_json, digest, parse_policy
 
+    if args.policy_command == "history":
+        return _policy_history(args)
     try:
         text = Path(args.file).read_text()
     except OSError as exc:
@@ -262,6 +267,30 @@ def _policy(args: argparse.Namespace) -> int:
             return 1
     verb = "would apply" if args.dry_run else ("applied" if reply.changed else "unchanged")
     print(f"{verb}: policy version {reply.policy.version} ({reply.policy.digest[:12]})")
+    return 0
+
+
+def _policy_history(args: argparse.Namespace) -> int:
+    import datetime
+
+    import grpc
+
+    from routemesh.client import RoutemeshError
+    from routemesh.common.tls import blocking_channel
+    from routemesh.v1 import control_pb2, control_pb2_grpc
+
+    with blocking_channel(args.control) as channel:
+        try:
+            reply = control_pb2_grpc.ControlPlaneServiceStub(channel).ListPolicyChanges(
+                control_pb2.ListPolicyChangesRequest(limit=args.limit), timeout=10)
+        except grpc.RpcError as exc:
+            err = RoutemeshError.from_rpc_error(exc)
+            print(f"routemesh policy history: {err.code.name}: {err.message}", file=sys.stderr)
+            return 1
+    for change in reply.changes:
+        when = datetime.datetime.fromtimestamp(change.at_ms / 1000, datetime.UTC).strftime("%Y-%m-%d %H:%M:%S")
+        print(f"{when}Z  {change.action:<8} v{change.version:<4} {change.digest[:12]:<12}  {change.actor}: "
+              f"{change.summary}")
     return 0
 
 

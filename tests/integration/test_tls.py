@@ -81,6 +81,8 @@ def test_a_certificate_of_another_ca_is_refused(tls_mesh, tmp_path) -> None:
         control_pb2.ApplyPolicyRequest(policy_yaml="x: 1", dry_run=True), timeout=3)),
     ("executor", "telemetry", lambda ch: telemetry_pb2_grpc.TelemetryServiceStub(ch).GetSnapshot(
         telemetry_pb2.GetSnapshotRequest(), timeout=3)),
+    ("router", "control", lambda ch: control_pb2_grpc.ControlPlaneServiceStub(ch).ListPolicyChanges(
+        control_pb2.ListPolicyChangesRequest(), timeout=3)),
 ])
 def test_mesh_identities_call_only_what_they_need(tls_mesh, identity, service, call) -> None:
     with as_identity(tls_mesh, identity, service) as channel:
@@ -95,6 +97,10 @@ def test_the_admin_reads_the_policy_and_the_cli_uses_the_environments_certificat
     with as_identity(tls_mesh, "admin", "control") as channel:
         reply = control_pb2_grpc.ControlPlaneServiceStub(channel).GetPolicy(control_pb2.GetPolicyRequest(), timeout=3)
     assert reply.policy.version >= 1
+    with as_identity(tls_mesh, "admin", "control") as channel:
+        changes = control_pb2_grpc.ControlPlaneServiceStub(channel).ListPolicyChanges(
+            control_pb2.ListPolicyChangesRequest(), timeout=3).changes
+    assert (changes[-1].action, changes[-1].version, changes[-1].summary) == ("applied", 1, "first version")
     env = {**os.environ, **tls_env(tls_mesh.tls_dir, "admin")}
     health = subprocess.run([sys.executable, "-m", "routemesh", "health", tls_mesh.layout.address("executor")],
                             env=env, capture_output=True, text=True, timeout=30)

@@ -52,6 +52,7 @@ CALLERS: dict[str, frozenset[str]] = {
                                                                 "gateway"}),
     "/routemesh.v1.ControlPlaneService/GetPolicy": frozenset({"admin"}),
     "/routemesh.v1.ControlPlaneService/ApplyPolicy": frozenset({"admin"}),
+    "/routemesh.v1.ControlPlaneService/ListPolicyChanges": frozenset({"admin"}),
 }
 
 

@@ -52,7 +52,7 @@ class PolicyFileSource:
                 raise PolicyStartupError(f"cannot read policy file {self.path}: {reason}") from None
             self._content_hash = _hash(data)
         try:
-            record, _ = self.registry.load(_decode(data), self.source)
+            record, _ = self.registry.load(_decode(data), self.source, f"file:{self.source}")
         except PolicyError as exc:
             count = len(exc.violations)
             raise PolicyStartupError(
@@ -94,7 +94,7 @@ class PolicyFileSource:
         # Remembered even when invalid, so a bad edit is reported once and retried only after the next edit.
         self._content_hash = content_hash
         try:
-            record, changed = self.registry.load(_decode(data), self.source)
+            record, changed = self.registry.load(_decode(data), self.source, f"file:{self.source}")
         except PolicyError as exc:
             log.error("policy file %s is not valid (%d problem(s)); keeping version %s",
                       self.path, len(exc.violations), self._current_version())

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 
 import grpc
 
 from routemesh.common.serve import Service
+from routemesh.control.audit import AuditLog
 from routemesh.control.file_source import PolicyFileSource
 from routemesh.control.registry import PolicyRegistry
 from routemesh.control.servicer import ControlPlaneServicer
@@ -31,6 +33,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=_positive_seconds,
         default=1.0,
         help="how often to check the policy file for changes, in seconds (default: 1.0)",
+    )
+    parser.add_argument(
+        "--audit-log",
+        default=os.environ.get("ROUTEMESH_AUDIT_LOG", ""),
+        metavar="PATH",
+        help="append every applied or refused policy change to this file as JSON lines (who, when, version, "
+        "digest, what changed; env ROUTEMESH_AUDIT_LOG); the newest 500 are also kept in memory for "
+        "routemesh policy history",
     )
 
 
@@ -73,7 +83,7 @@ def control_service(
 
 async def build(args: argparse.Namespace) -> Service:
     """The control plane from parsed arguments; an unusable policy ends start-up with every violation."""
-    registry = PolicyRegistry()
+    registry = PolicyRegistry(audit=AuditLog(Path(args.audit_log) if args.audit_log else None))
     file_source = PolicyFileSource(args.policy or None, registry, interval_s=args.poll_interval_s)
     file_source.load_initial()
     service, _ = control_service(registry, file_source)

@@ -8,7 +8,8 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
-from routemesh.common.policy import Policy, canonical_json, digest, parse_policy
+from routemesh.common.policy import Policy, PolicyError, canonical_json, digest, parse_policy
+from routemesh.control.audit import APPLIED, REFUSED, AuditLog, summarize_change
 from routemesh.quality.serving import policy_quality
 
 log = logging.getLogger(__name__)
@@ -31,9 +32,11 @@ class PolicyVersionRecord:
 class PolicyRegistry:
     """Holds the policy in force and the last `history_size` versions; versions only grow."""
 
-    def __init__(self, history_size: int = DEFAULT_HISTORY_SIZE):
+    def __init__(self, history_size: int = DEFAULT_HISTORY_SIZE, audit: AuditLog | None = None):
         if history_size < 1:
             raise ValueError("history_size must be at least 1")
+        # Every applied or refused load() is recorded here (dry runs are not: they change nothing).
+        self.audit = audit or AuditLog()
         self._history: deque[PolicyVersionRecord] = deque(maxlen=history_size)
         # Replaced on every change so each waiter wakes once per version (set() then a fresh Event).
         self._changed = asyncio.Event()
@@ -53,13 +56,19 @@ class PolicyRegistry:
         current = self.current
         return record, current is None or current.digest != record.digest
 
-    def load(self, text: str, source: str) -> tuple[PolicyVersionRecord, bool]:
+    def load(self, text: str, source: str, actor: str = "") -> tuple[PolicyVersionRecord, bool]:
         """Validate and apply `text`; a new version only when the canonical content differs from current.
 
         Raises PolicyError (with every violation) and leaves the policy in force untouched when invalid.
+        `actor` (who asked; the source when empty) goes into the audit log with what changed.
         """
-        candidate, changed = self.dry_run(text, source)
         current = self.current
+        try:
+            candidate, changed = self.dry_run(text, source)
+        except PolicyError as exc:
+            self.audit.record(actor or source, REFUSED, current.version if current else 0, "",
+                              f"{len(exc.violations)} problem(s)")
+            raise
         if not changed and current is not None:
             log.info("policy from %s equals version %d; nothing to apply", source, current.version)
             return current, False
@@ -73,6 +82,8 @@ class PolicyRegistry:
             policy=candidate.policy,
         )
         self._history.append(record)
+        self.audit.record(actor or source, APPLIED, version, record.digest,
+                          summarize_change(current.policy if current else None, record.policy))
         log.info("policy version %d in force from %s (%s)", version, source, record.digest[:12])
         self._changed.set()
         self._changed = asyncio.Event()

@@ -10,12 +10,14 @@ import grpc
 
 from routemesh.common.errors import InvalidRequest, NotReady
 from routemesh.common.policy import PolicyError
+from routemesh.common.tls import peer_identity
 from routemesh.control.registry import PolicyRegistry, PolicyVersionRecord
 from routemesh.v1 import control_pb2, control_pb2_grpc
 
 log = logging.getLogger(__name__)
 
 API_SOURCE = "api"
+DEFAULT_CHANGES = 50
 
 
 def policy_message(record: PolicyVersionRecord) -> control_pb2.Policy:
@@ -90,11 +92,22 @@ class ControlPlaneServicer(control_pb2_grpc.ControlPlaneServiceServicer):
             if request.dry_run:
                 record, changed = self.registry.dry_run(request.policy_yaml, API_SOURCE)
             else:
-                record, changed = self.registry.load(request.policy_yaml, API_SOURCE)
+                actor = peer_identity(context) or context.peer()
+                record, changed = self.registry.load(request.policy_yaml, API_SOURCE, actor)
         except PolicyError as exc:
             log.warning("ApplyPolicy%s rejected: %s", " (dry run)" if request.dry_run else "", exc)
             raise invalid_policy(exc) from None
         return control_pb2.ApplyPolicyResponse(policy=policy_message(record), changed=changed)
+
+    async def ListPolicyChanges(
+        self, request: control_pb2.ListPolicyChangesRequest, context: grpc.aio.ServicerContext
+    ) -> control_pb2.ListPolicyChangesResponse:
+        if request.limit < 0:
+            raise InvalidRequest("limit must not be negative", field_violations=[("limit", f"got {request.limit}")])
+        entries = self.registry.audit.newest(request.limit or DEFAULT_CHANGES)
+        return control_pb2.ListPolicyChangesResponse(changes=[
+            control_pb2.PolicyChange(at_ms=e.at_ms, actor=e.actor, action=e.action, version=e.version, digest=e.digest,
+                                     summary=e.summary) for e in entries])
 
     def _current(self) -> PolicyVersionRecord:
         current = self.registry.current

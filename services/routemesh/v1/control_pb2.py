@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aroutemesh/v1/control.proto\x12\x0croutemesh.v1\"e\n\x06Policy\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\x0e\n\x06\x64igest\x18\x02 \x01(\t\x12\x13\n\x0bpolicy_json\x18\x03 \x01(\t\x12\x0e\n\x06source\x18\x04 \x01(\t\x12\x15\n\rcreated_at_ms\x18\x05 \x01(\x03\"\x12\n\x10GetPolicyRequest\"9\n\x11GetPolicyResponse\x12$\n\x06policy\x18\x01 \x01(\x0b\x32\x14.routemesh.v1.Policy\"R\n\x12WatchPolicyRequest\x12\x15\n\rknown_version\x18\x01 \x01(\x03\x12\x0f\n\x07watcher\x18\x02 \x01(\t\x12\x14\n\x0cknown_digest\x18\x03 \x01(\t\";\n\x13WatchPolicyResponse\x12$\n\x06policy\x18\x01 \x01(\x0b\x32\x14.routemesh.v1.Policy\":\n\x12\x41pplyPolicyRequest\x12\x13\n\x0bpolicy_yaml\x18\x01 \x01(\t\x12\x0f\n\x07\x64ry_run\x18\x02 \x01(\x08\"L\n\x13\x41pplyPolicyResponse\x12$\n\x06policy\x18\x01 \x01(\x0b\x32\x14.routemesh.v1.Policy\x12\x0f\n\x07\x63hanged\x18\x02 \x01(\x08\x32\x8d\x02\n\x13\x43ontrolPlaneService\x12L\n\tGetPolicy\x12\x1e.routemesh.v1.GetPolicyRequest\x1a\x1f.routemesh.v1.GetPolicyResponse\x12T\n\x0bWatchPolicy\x12 .routemesh.v1.WatchPolicyRequest\x1a!.routemesh.v1.WatchPolicyResponse0\x01\x12R\n\x0b\x41pplyPolicy\x12 .routemesh.v1.ApplyPolicyRequest\x1a!.routemesh.v1.ApplyPolicyResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aroutemesh/v1/control.proto\x12\x0croutemesh.v1\"e\n\x06Policy\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\x0e\n\x06\x64igest\x18\x02 \x01(\t\x12\x13\n\x0bpolicy_json\x18\x03 \x01(\t\x12\x0e\n\x06source\x18\x04 \x01(\t\x12\x15\n\rcreated_at_ms\x18\x05 \x01(\x03\"\x12\n\x10GetPolicyRequest\"9\n\x11GetPolicyResponse\x12$\n\x06policy\x18\x01 \x01(\x0b\x32\x14.routemesh.v1.Policy\"R\n\x12WatchPolicyRequest\x12\x15\n\rknown_version\x18\x01 \x01(\x03\x12\x0f\n\x07watcher\x18\x02 \x01(\t\x12\x14\n\x0cknown_digest\x18\x03 \x01(\t\";\n\x13WatchPolicyResponse\x12$\n\x06policy\x18\x01 \x01(\x0b\x32\x14.routemesh.v1.Policy\":\n\x12\x41pplyPolicyRequest\x12\x13\n\x0bpolicy_yaml\x18\x01 \x01(\t\x12\x0f\n\x07\x64ry_run\x18\x02 \x01(\x08\"L\n\x13\x41pplyPolicyResponse\x12$\n\x06policy\x18\x01 \x01(\x0b\x32\x14.routemesh.v1.Policy\x12\x0f\n\x07\x63hanged\x18\x02 \x01(\x08\")\n\x18ListPolicyChangesRequest\x12\r\n\x05limit\x18\x01 \x01(\x05\"H\n\x19ListPolicyChangesResponse\x12+\n\x07\x63hanges\x18\x01 \x03(\x0b\x32\x1a.routemesh.v1.PolicyChange\"n\n\x0cPolicyChange\x12\r\n\x05\x61t_ms\x18\x01 \x01(\x03\x12\r\n\x05\x61\x63tor\x18\x02 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x03 \x01(\t\x12\x0f\n\x07version\x18\x04 \x01(\x03\x12\x0e\n\x06\x64igest\x18\x05 \x01(\t\x12\x0f\n\x07summary\x18\x06 \x01(\t2\xf3\x02\n\x13\x43ontrolPlaneService\x12L\n\tGetPolicy\x12\x1e.routemesh.v1.GetPolicyRequest\x1a\x1f.routemesh.v1.GetPolicyResponse\x12T\n\x0bWatchPolicy\x12 .routemesh.v1.WatchPolicyRequest\x1a!.routemesh.v1.WatchPolicyResponse0\x01\x12R\n\x0b\x41pplyPolicy\x12 .routemesh.v1.ApplyPolicyRequest\x1a!.routemesh.v1.ApplyPolicyResponse\x12\x64\n\x11ListPolicyChanges\x12&.routemesh.v1.ListPolicyChangesRequest\x1a\'.routemesh.v1.ListPolicyChangesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -45,6 +45,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_APPLYPOLICYREQUEST']._serialized_end=429
   _globals['_APPLYPOLICYRESPONSE']._serialized_start=431
   _globals['_APPLYPOLICYRESPONSE']._serialized_end=507
-  _globals['_CONTROLPLANESERVICE']._serialized_start=510
-  _globals['_CONTROLPLANESERVICE']._serialized_end=779
+  _globals['_LISTPOLICYCHANGESREQUEST']._serialized_start=509
+  _globals['_LISTPOLICYCHANGESREQUEST']._serialized_end=550
+  _globals['_LISTPOLICYCHANGESRESPONSE']._serialized_start=552
+  _globals['_LISTPOLICYCHANGESRESPONSE']._serialized_end=624
+  _globals['_POLICYCHANGE']._serialized_start=626
+  _globals['_POLICYCHANGE']._serialized_end=736
+  _globals['_CONTROLPLANESERVICE']._serialized_start=739
+  _globals['_CONTROLPLANESERVICE']._serialized_end=1110
 # @@protoc_insertion_point(module_scope)

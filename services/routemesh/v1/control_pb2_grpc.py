@@ -50,6 +50,11 @@ class ControlPlaneServiceStub:
                 request_serializer=routemesh_dot_v1_dot_control__pb2.ApplyPolicyRequest.SerializeToString,
                 response_deserializer=routemesh_dot_v1_dot_control__pb2.ApplyPolicyResponse.FromString,
                 _registered_method=True)
+        self.ListPolicyChanges = channel.unary_unary(
+                '/routemesh.v1.ControlPlaneService/ListPolicyChanges',
+                request_serializer=routemesh_dot_v1_dot_control__pb2.ListPolicyChangesRequest.SerializeToString,
+                response_deserializer=routemesh_dot_v1_dot_control__pb2.ListPolicyChangesResponse.FromString,
+                _registered_method=True)
 
 
 class ControlPlaneServiceServicer:
@@ -77,6 +82,13 @@ class ControlPlaneServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListPolicyChanges(self, request, context):
+        """ListPolicyChanges returns the audit log: every applied or refused policy change, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ControlPlaneServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -94,6 +106,11 @@ def add_ControlPlaneServiceServicer_to_server(servicer, server):
                     servicer.ApplyPolicy,
                     request_deserializer=routemesh_dot_v1_dot_control__pb2.ApplyPolicyRequest.FromString,
                     response_serializer=routemesh_dot_v1_dot_control__pb2.ApplyPolicyResponse.SerializeToString,
+            ),
+            'ListPolicyChanges': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPolicyChanges,
+                    request_deserializer=routemesh_dot_v1_dot_control__pb2.ListPolicyChangesRequest.FromString,
+                    response_serializer=routemesh_dot_v1_dot_control__pb2.ListPolicyChangesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -178,6 +195,33 @@ class ControlPlaneService:
             '/routemesh.v1.ControlPlaneService/ApplyPolicy',
             routemesh_dot_v1_dot_control__pb2.ApplyPolicyRequest.SerializeToString,
             routemesh_dot_v1_dot_control__pb2.ApplyPolicyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPolicyChanges(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/routemesh.v1.ControlPlaneService/ListPolicyChanges',
+            routemesh_dot_v1_dot_control__pb2.ListPolicyChangesRequest.SerializeToString,
+            routemesh_dot_v1_dot_control__pb2.ListPolicyChangesResponse.FromString,
             options,
             channel_credentials,
             insecure,
