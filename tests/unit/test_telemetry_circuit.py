@@ -41,21 +41,21 @@ async def test_failures_reported_over_grpc_open_the_circuit_at_once(store):
                 common_pb2.ATTEMPT_OUTCOME_TRUNCATED]
     async with running_telemetry(store) as (stub, _):
         await stub.Report(telemetry_pb2.ReportRequest(observations=[
-            observation("cheap", ttft=10.0, outcome=common_pb2.ATTEMPT_OUTCOME_SUCCESS)]))
-        request = telemetry_pb2.GetSnapshotRequest(models=["cheap", "strong"])
+            observation("fast-cheap", ttft=10.0, outcome=common_pb2.ATTEMPT_OUTCOME_SUCCESS)]))
+        request = telemetry_pb2.GetSnapshotRequest(models=["fast-cheap", "strong"])
         [before, _] = (await stub.GetSnapshot(request)).models
         assert (before.circuit_state, before.admit_fraction) == (telemetry_pb2.CIRCUIT_STATE_CLOSED, 1.0)
 
         # Four failures do not trip it (the default is 5 in a row); a cancellation does not break the streak.
         await stub.Report(telemetry_pb2.ReportRequest(observations=[
-            observation("cheap", outcome=outcome) for outcome in failures[:4]]))
+            observation("fast-cheap", outcome=outcome) for outcome in failures[:4]]))
         await stub.Report(telemetry_pb2.ReportRequest(observations=[
-            observation("cheap", outcome=common_pb2.ATTEMPT_OUTCOME_CANCELLED)]))
+            observation("fast-cheap", outcome=common_pb2.ATTEMPT_OUTCOME_CANCELLED)]))
         [closed, _] = (await stub.GetSnapshot(request)).models
         assert (closed.circuit_state, closed.consecutive_failures) == (telemetry_pb2.CIRCUIT_STATE_CLOSED, 4)
 
         reported_at = time.time_ns() // 1_000_000
-        await stub.Report(telemetry_pb2.ReportRequest(observations=[observation("cheap", outcome=failures[4])]))
+        await stub.Report(telemetry_pb2.ReportRequest(observations=[observation("fast-cheap", outcome=failures[4])]))
         snapshot = await stub.GetSnapshot(request)
         [cheap, strong] = snapshot.models
         assert cheap.circuit_state == telemetry_pb2.CIRCUIT_STATE_OPEN, "the cached closed answer was served"

@@ -102,15 +102,17 @@ async def test_report_then_snapshot_carries_health_and_prices(telemetry):
     assert not health.stale
 
 
-async def test_snapshot_of_everything_lists_policy_and_seen_models(telemetry):
+async def test_snapshot_of_everything_lists_the_policys_models_not_unknown_reported_ones(telemetry):
+    """Observations of a model the policy does not name are not recorded (telemetry.policy_scope)."""
     stub, policy = telemetry
     await stub.Report(telemetry_pb2.ReportRequest(observations=[
-        observation("ghost", outcome=common_pb2.ATTEMPT_OUTCOME_RATE_LIMITED)]))
+        observation("ghost", outcome=common_pb2.ATTEMPT_OUTCOME_RATE_LIMITED),
+        observation("strong", outcome=common_pb2.ATTEMPT_OUTCOME_RATE_LIMITED)]))
     snapshot = await stub.GetSnapshot(telemetry_pb2.GetSnapshotRequest())
     by_name = {health.model: health for health in snapshot.models}
-    assert set(by_name) == {*policy.models, "ghost"}
+    assert set(by_name) == set(policy.models)
     assert [health.model for health in snapshot.models] == sorted(by_name)
-    assert (by_name["ghost"].error_rate, by_name["ghost"].input_price_per_mtok) == (1.0, 0.0)
+    assert by_name["strong"].error_rate == 1.0
     assert by_name["strong"].output_price_per_mtok == policy.models["strong"].pricing.output_per_mtok
 
 

@@ -7,7 +7,7 @@ import os
 import random
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from routemesh.common.circuit import LocalCircuitBreaker, counts_as_failure
@@ -22,7 +22,7 @@ from routemesh.executor.policy_versions import PolicyVersions, cost_in, resolve
 from routemesh.executor.retry import RetryBudget, backoff_s
 
 __all__ = ["AttemptRecord", "ExecutionEngine", "ExecutionInput", "ExecutionOutcome", "ExecutionSettings",
-           "ToolPiece"]
+           "ToolPiece", "check_plan", "plan_limit"]
 
 # Failures worth trying the same model again for (when no other candidate is left).
 RETRYABLE = frozenset({AttemptOutcome.RATE_LIMITED, AttemptOutcome.UPSTREAM_ERROR, AttemptOutcome.CONNECT_ERROR,
@@ -36,6 +36,17 @@ STATUS_OF_FAILURE = {AttemptOutcome.TRUNCATED: FinishStatus.TRUNCATED_UPSTREAM,
 # Statuses that need no error text; any other says why the answer fell short (a content filter's too).
 ANSWERED = frozenset({FinishStatus.COMPLETE, FinishStatus.LENGTH, FinishStatus.CONTINUED, FinishStatus.TOOL_CALLS})
 CONTINUE_PROMPT = "Continue your previous answer exactly where it stopped. Do not repeat anything."
+# A router's plan names each model at most once, all from the plan's policy version (router/decision/planner.py
+# finish(): the route's ordered pool, then its fallbacks not already in it), so a valid plan is never longer than
+# that version's model count. Plans up to this many are taken whatever the policy (a caller without a version,
+# a test naming an unknown model: each such name becomes a config_error attempt, as it always did).
+MIN_PLAN_LIMIT = 32
+# Policy model names match policy_schema._NAME (at most 128 characters): a longer one can name no model.
+MAX_MODEL_NAME_LENGTH = 128
+# Attempts (or field problems) an error lists by name; the rest are counted. Error text goes into a gRPC
+# trailer, a span status and the router's logs, so it must not grow with what a caller sent. (Each attempt's
+# own error text is bounded already: a model name of at most 128 characters, a provider's message of 200.)
+LISTED_IN_ERRORS = 10
 
 
 @dataclass
@@ -87,6 +98,36 @@ class ExecutionInput:
 Observer = Callable[[AttemptRecord, bool, str], None]  # (record, finished, decision_id)
 
 
+def plan_limit(policy: PolicyVersion) -> int:
+    """The most models a plan made with `policy` may name: its model count, and never under MIN_PLAN_LIMIT."""
+    return max(MIN_PLAN_LIMIT, len(policy.policy.models))
+
+
+def check_plan(plan: Sequence[str], policy: PolicyVersion) -> None:
+    """Raise InvalidRequest for a plan longer than any of `policy`'s could be, or naming impossible models.
+
+    Checked before anything is copied or resolved: an execution's work (and every error it builds) grows with
+    the plan, and a plan of 100,000 names once cost 85 MB and a 17 MB error trailer.
+    """
+    limit = plan_limit(policy)
+    if len(plan) > limit:
+        raise InvalidRequest(
+            f"the plan names {len(plan):,} models; at most {limit} (policy version {policy.version} has "
+            f"{len(policy.policy.models)})",
+            field_violations=[("plan", f"at most {limit} models")])
+    too_long = [i for i, name in enumerate(plan) if len(name) > MAX_MODEL_NAME_LENGTH]
+    if too_long:
+        violations = [(f"plan[{i}]", f"model names are at most {MAX_MODEL_NAME_LENGTH} characters")
+                      for i in too_long[:LISTED_IN_ERRORS]]
+        raise InvalidRequest(f"{len(too_long)} plan entries are too long to name a model"
+                             + listed_note(len(too_long)), field_violations=violations)
+
+
+def listed_note(count: int) -> str:
+    """What an error adds when it lists only the first LISTED_IN_ERRORS of `count` items."""
+    return f" (the first {LISTED_IN_ERRORS} listed)" if count > LISTED_IN_ERRORS else ""
+
+
 class ExecutionEngine:
     """Runs plans against the executor's own copy of the policy version each was made with (never trusts URLs
     from callers); an execution looks its version up once, so a rollout in mid-answer changes nothing in it."""
@@ -135,6 +176,12 @@ class ExecutionEngine:
 
     # ---- execution -------------------------------------------------------------------------------------
 
+    def check_plan(self, plan: Sequence[str], version: int = 0, digest: str = "") -> PolicyVersion:
+        """The plan's policy version, after refusing a plan no router could have made from it (see check_plan)."""
+        policy = self.versions.for_plan(version, digest)
+        check_plan(plan, policy)
+        return policy
+
     async def execute(self, request: ExecutionInput,
                       deadline: float | None) -> AsyncIterator[str | ToolPiece | ExecutionOutcome]:
         """Yield text and tool-call pieces, then one ExecutionOutcome; raise UpstreamUnavailable if nothing commits."""
@@ -145,7 +192,7 @@ class ExecutionEngine:
     async def execute_batches(self, request: ExecutionInput,
                               deadline: float | None) -> AsyncIterator[list[str | ToolPiece | ExecutionOutcome]]:
         """execute() in batches: every piece that arrived while the caller was busy comes as one list."""
-        policy = self.versions.for_plan(request.policy_version, request.policy_digest)
+        policy = self.check_plan(request.plan, request.policy_version, request.policy_digest)
         if not request.plan:
             raise InvalidRequest("plan must name at least one model", field_violations=[("plan", "empty")])
         run = _Execution(self, request, policy, deadline)
@@ -337,12 +384,18 @@ class _Execution:
     def _unavailable(self, why: str = "") -> UpstreamUnavailable | DeadlineExceeded:
         remaining = self._remaining()
         error = DeadlineExceeded if remaining is not None and remaining <= 0.05 else UpstreamUnavailable
+        listed = self.attempts[:LISTED_IN_ERRORS]
         summary = "; ".join(
             f"{a.model}: {a.outcome_label}" + (f" {a.http_status}" if a.http_status else "")
-            + (f" ({a.error})" if a.error else "") for a in self.attempts)
+            + (f" ({a.error})" if a.error else "") for a in listed)
+        unlisted = len(self.attempts) - len(listed)
+        metadata = {f"attempt.{i + 1}": f"{a.model}:{a.outcome_label}" for i, a in enumerate(listed)}
+        if unlisted:
+            metadata["attempts_unlisted"] = str(unlisted)
         return error(
-            (why + ": " if why else "") + f"all {len(self.attempts)} attempt(s) failed before the first token: {summary}",
-            metadata={f"attempt.{i + 1}": f"{a.model}:{a.outcome_label}" for i, a in enumerate(self.attempts)},
+            (why + ": " if why else "") + f"all {len(self.attempts)} attempt(s) failed before the first token"
+            + listed_note(len(self.attempts)) + f": {summary}",
+            metadata=metadata,
         )
 
     def _outcome(self, record: AttemptRecord, continued: AttemptRecord | None) -> ExecutionOutcome:

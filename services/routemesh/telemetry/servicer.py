@@ -15,6 +15,7 @@ from routemesh.common.outcomes import AttemptOutcome, FinishStatus, ObservationP
 from routemesh.common.policy_schema import CircuitSettings, Pricing
 from routemesh.common.policy_watch import PolicyHolder
 from routemesh.telemetry.experiments import RequestSummaryRecord, VariantStatsRecord
+from routemesh.telemetry.policy_scope import PolicyScopedStore
 from routemesh.telemetry.store import (
     DEFAULT_CIRCUIT,
     HealthStore,
@@ -26,8 +27,19 @@ from routemesh.v1 import telemetry_pb2, telemetry_pb2_grpc
 
 log = logging.getLogger(__name__)
 
+# Executors and routers report in batches of 200 (common.reporter), but flush their whole queue, up to its
+# capacity of 10,000, in one call when they stop: a smaller bound would refuse that last report.
 MAX_OBSERVATIONS_PER_REPORT = 10_000
 MAX_REQUESTS_PER_REPORT = 10_000
+# Field problems an error lists (the rest are counted): a trailer must not grow with what a caller sent.
+LISTED_VIOLATIONS = 10
+# Models a snapshot request may name beyond the policy's own (a caller asking for the policy's models, plus
+# a few it is curious about); more would make every answer as large as the caller liked.
+MAX_REQUESTED_MODELS = 256
+# Models outside the policy that a snapshot of "every model" lists: ones removed from the policy lately,
+# whose traffic drains. Observations of other names are not recorded (policy_scope), but a store shared
+# with a replica of an older build may hold any number of them.
+MAX_OFF_POLICY_MODELS = 32
 MAX_MODEL_NAME_LENGTH = 256
 MAX_NAME_LENGTH = MAX_MODEL_NAME_LENGTH
 # WatchSnapshot: a router's health is at most one interval (plus the store's 0.2 s cache) old.
@@ -120,10 +132,21 @@ def observation_violations(observations: Sequence[telemetry_pb2.Observation]) ->
     return violations
 
 
-def _check_model_names(models: Sequence[str]) -> None:
+def invalid(message: str, violations: list[tuple[str, str]]) -> InvalidRequest:
+    """InvalidRequest listing at most LISTED_VIOLATIONS of `violations`, and saying how many there were."""
+    if len(violations) > LISTED_VIOLATIONS:
+        message += f" (the first {LISTED_VIOLATIONS} listed)"
+    return InvalidRequest(message, field_violations=violations[:LISTED_VIOLATIONS])
+
+
+def _check_model_names(models: Sequence[str], policy_model_count: int) -> None:
+    limit = MAX_REQUESTED_MODELS + policy_model_count
+    if len(models) > limit:
+        raise InvalidRequest(f"{len(models):,} models asked for; at most {limit}",
+                             field_violations=[("models", f"at most {limit} names; none asks for every model")])
     empty = [(f"models[{i}]", "must not be empty") for i, name in enumerate(models) if not name]
     if empty:
-        raise InvalidRequest("model names must not be empty", field_violations=empty)
+        raise invalid(f"{len(empty)} model name(s) empty", empty)
 
 
 def circuit_history_shortfalls(settings: CircuitSettings, window_s: int) -> list[str]:
@@ -185,7 +208,8 @@ class TelemetryServicer(telemetry_pb2_grpc.TelemetryServiceServicer):
     """Records what executors and routers report; answers with live health and experiment reports."""
 
     def __init__(self, store: HealthStore, holder: PolicyHolder, clock_ms: Callable[[], int] = wall_clock_ms):
-        self.store = store
+        # Observations reach the store only for models of the held policy (see PolicyScopedStore).
+        self.store = store if isinstance(store, PolicyScopedStore) else PolicyScopedStore(store, holder)
         self.holder = holder
         self.clock_ms = clock_ms
         self._checked_circuit: CircuitSettings | None = None
@@ -203,8 +227,7 @@ class TelemetryServicer(telemetry_pb2_grpc.TelemetryServiceServicer):
                                  field_violations=too_many)
         violations = observation_violations(observations) + summary_violations(summaries)
         if violations:
-            raise InvalidRequest(f"{len(violations)} invalid field(s); nothing recorded",
-                                 field_violations=violations)
+            raise invalid(f"{len(violations)} invalid field(s); nothing recorded", violations)
         now_ms = self.clock_ms()
         if observations:
             await self.store.record([record_from_proto(obs, now_ms) for obs in observations])
@@ -215,13 +238,13 @@ class TelemetryServicer(telemetry_pb2_grpc.TelemetryServiceServicer):
     async def GetSnapshot(
         self, request: telemetry_pb2.GetSnapshotRequest, context: grpc.aio.ServicerContext
     ) -> telemetry_pb2.GetSnapshotResponse:
-        _check_model_names(request.models)
+        _check_model_names(request.models, self._policy_model_count())
         return await self._snapshot(request.models)
 
     async def WatchSnapshot(
         self, request: telemetry_pb2.WatchSnapshotRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[telemetry_pb2.WatchSnapshotResponse]:
-        _check_model_names(request.models)
+        _check_model_names(request.models, self._policy_model_count())
         interval_ms = request.interval_ms or DEFAULT_WATCH_INTERVAL_MS
         if not MIN_WATCH_INTERVAL_MS <= interval_ms <= MAX_WATCH_INTERVAL_MS:
             raise InvalidRequest("watch interval out of range", field_violations=[(
@@ -232,11 +255,19 @@ class TelemetryServicer(telemetry_pb2_grpc.TelemetryServiceServicer):
             yield telemetry_pb2.WatchSnapshotResponse(snapshot=await self._snapshot(request.models))
             await asyncio.sleep(interval_ms / 1000)
 
+    def _policy_model_count(self) -> int:
+        held = self.holder.current
+        return len(held.policy.models) if held else 0
+
     async def _snapshot(self, models: Sequence[str]) -> telemetry_pb2.GetSnapshotResponse:
         now_ms = self.clock_ms()
         held = self.holder.current
         policy_models = held.policy.models if held else {}
-        names = list(models) or sorted({*policy_models, *await self.store.seen_models(now_ms)})
+        if not models:
+            seen = await self.store.seen_models(now_ms)
+            off_policy = [name for name in seen if name not in policy_models][:MAX_OFF_POLICY_MODELS]
+            models = sorted({*policy_models, *off_policy})
+        names = list(models)
         circuit = held.policy.health.circuit if held else DEFAULT_CIRCUIT
         self._check_history(circuit)
         stats = await self.store.snapshot(names, now_ms, circuit)
