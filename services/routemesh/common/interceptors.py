@@ -99,6 +99,18 @@ def _check_caller(method: str, callers: frozenset[str], context: grpc.aio.Servic
         raise CallerNotAllowed(f"{who} may not call {method.lstrip('/')}; allowed: {', '.join(sorted(callers))}")
 
 
+def _release(exc: BaseException) -> None:
+    """Cut what an answered error would keep alive: its traceback's frames, and the errors chained to it.
+
+    grpc keeps the abort on the call state; raised inside an `except`, the abort chains to the error, whose
+    traceback holds the handler's frames and through them the request and everything made from it, in a
+    cycle back to the call that only a full collection frees (rare under common.serve.tune_gc): a stream of
+    large rejected requests grew a service by megabytes per call.
+    """
+    exc.__traceback__ = None
+    exc.__context__ = exc.__cause__ = None
+
+
 async def _abort(context: grpc.aio.ServicerContext, error: RoutemeshError) -> None:
     status = rpc_status.to_status(error.to_status())
     await context.abort(status.code, status.details, status.trailing_metadata)
@@ -165,20 +177,28 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         return span
 
     @staticmethod
-    async def _fail(span: trace.Span, context: grpc.aio.ServicerContext, exc: BaseException) -> None:
-        if isinstance(exc, RoutemeshError):
-            span.set_attribute(semconv.RPC_GRPC_STATUS_CODE, exc.code.value[0])
-            span.set_attribute(semconv.ERROR_TYPE, exc.reason)
-            span.set_status(Status(StatusCode.ERROR, exc.message))
-            await _abort(context, exc)
-        log.exception("unhandled error in %s", span.name if hasattr(span, "name") else "rpc")
-        span.set_attribute(semconv.RPC_GRPC_STATUS_CODE, grpc.StatusCode.INTERNAL.value[0])
-        span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
-        await _abort(context, RoutemeshError("internal error; the server log has the details"))
+    async def _fail(span: trace.Span, context: grpc.aio.ServicerContext, exc: Exception) -> None:
+        """Answer `exc` as a status and end the span. Called outside the `except` that caught it: see _release."""
+        try:
+            if isinstance(exc, RoutemeshError):
+                span.set_attribute(semconv.RPC_GRPC_STATUS_CODE, exc.code.value[0])
+                span.set_attribute(semconv.ERROR_TYPE, exc.reason)
+                span.set_status(Status(StatusCode.ERROR, exc.message))
+                error = exc
+            else:
+                log.error("unhandled error in %s", span.name if hasattr(span, "name") else "rpc", exc_info=exc)
+                span.set_attribute(semconv.RPC_GRPC_STATUS_CODE, grpc.StatusCode.INTERNAL.value[0])
+                span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+                error = RoutemeshError("internal error; the server log has the details")
+            _release(exc)
+            await _abort(context, error)
+        finally:
+            span.end()
 
     def _wrap_unary(self, method: str, behavior: Callable[..., Awaitable[Any]], callers: frozenset[str] | None):
         async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
             span = self._start(method, context)
+            failure: Exception | None = None
             try:
                 if callers is not None:
                     _check_caller(method, callers, context)
@@ -188,15 +208,20 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
             except (grpc.aio.AbortError, GeneratorExit):
                 raise
             except Exception as exc:  # noqa: BLE001 - mapped to a status, never a trace to the caller
-                await self._fail(span, context, exc)
+                failure = exc
             finally:
-                span.end()
+                request = None  # nothing of the request outlives the call (see _release)
+                if failure is None:
+                    span.end()
+            if failure is not None:
+                await self._fail(span, context, failure)
 
         return wrapper
 
     def _wrap_stream(self, method: str, behavior: Callable[..., AsyncIterator[Any]], callers: frozenset[str] | None):
         async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             span = self._start(method, context)
+            failure: Exception | None = None
             try:
                 if callers is not None:
                     _check_caller(method, callers, context)
@@ -207,8 +232,12 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
             except (grpc.aio.AbortError, GeneratorExit):
                 raise
             except Exception as exc:  # noqa: BLE001
-                await self._fail(span, context, exc)
+                failure = exc
             finally:
-                span.end()
+                request = None
+                if failure is None:
+                    span.end()
+            if failure is not None:
+                await self._fail(span, context, failure)
 
         return wrapper
