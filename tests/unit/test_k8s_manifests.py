@@ -10,14 +10,34 @@ import jsonschema
 import pytest
 import yaml
 
+from routemesh.certs import IDENTITIES
+from routemesh.cli import SERVICES as SERVE_COMMANDS
 from routemesh.cli import build_parser
+from routemesh.common.interceptors import CALLERS
 from routemesh.common.policy import parse_policy
+from routemesh.common.tls import ENV_CA, ENV_CERT, ENV_KEY
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 BASE = ROOT / "deploy" / "k8s" / "base"
 GRPC_SERVICES = {"router": 50051, "classifier": 50052, "telemetry": 50053, "executor": 50054, "control": 50055}
 HTTP_SERVICES = {"sim": 50056, "gateway": 50057}
 HEADLESS = {"classifier", "executor", "telemetry"}
+# Deployments that run with a mesh certificate: every `routemesh serve` service (sim is a plain HTTP provider).
+TLS_SERVICES = set(SERVE_COMMANDS)
+TLS_MOUNT = "/certs"
+# NetworkPolicy (networking.k8s.io/v1) and the definitions it adds to tests/data/k8s-schema-v1.34.json, from
+# the same source and in the same shape (kubernetes-validate 1.37.0, v1.34.0-local-strict, Apache-2.0;
+# descriptions dropped). They belong in that bundle; they sit here until it is regenerated with them.
+NETWORKING_V1_KINDS = {"networking.k8s.io/v1/NetworkPolicy": "io.k8s.api.networking.v1.NetworkPolicy"}
+NETWORKING_V1_SCHEMAS = json.loads("""{
+ "io.k8s.api.networking.v1.IPBlock": {"properties":{"cidr":{"type":"string"},"except":{"items":{"type":["string","null"]},"type":["array","null"],"x-kubernetes-list-type":"atomic"}},"required":["cidr"],"type":["object","null"],"additionalProperties":false},
+ "io.k8s.api.networking.v1.NetworkPolicy": {"properties":{"apiVersion":{"type":["string","null"],"enum":["networking.k8s.io/v1"]},"kind":{"type":["string","null"],"enum":["NetworkPolicy"]},"metadata":{"$ref":"#/$defs/io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"},"spec":{"$ref":"#/$defs/io.k8s.api.networking.v1.NetworkPolicySpec"}},"type":["object","null"],"x-kubernetes-group-version-kind":[{"group":"networking.k8s.io","kind":"NetworkPolicy","version":"v1"}],"additionalProperties":false},
+ "io.k8s.api.networking.v1.NetworkPolicyEgressRule": {"properties":{"ports":{"items":{"$ref":"#/$defs/io.k8s.api.networking.v1.NetworkPolicyPort"},"type":["array","null"],"x-kubernetes-list-type":"atomic"},"to":{"items":{"$ref":"#/$defs/io.k8s.api.networking.v1.NetworkPolicyPeer"},"type":["array","null"],"x-kubernetes-list-type":"atomic"}},"type":["object","null"],"additionalProperties":false},
+ "io.k8s.api.networking.v1.NetworkPolicyIngressRule": {"properties":{"from":{"items":{"$ref":"#/$defs/io.k8s.api.networking.v1.NetworkPolicyPeer"},"type":["array","null"],"x-kubernetes-list-type":"atomic"},"ports":{"items":{"$ref":"#/$defs/io.k8s.api.networking.v1.NetworkPolicyPort"},"type":["array","null"],"x-kubernetes-list-type":"atomic"}},"type":["object","null"],"additionalProperties":false},
+ "io.k8s.api.networking.v1.NetworkPolicyPeer": {"properties":{"ipBlock":{"$ref":"#/$defs/io.k8s.api.networking.v1.IPBlock"},"namespaceSelector":{"$ref":"#/$defs/io.k8s.apimachinery.pkg.apis.meta.v1.LabelSelector"},"podSelector":{"$ref":"#/$defs/io.k8s.apimachinery.pkg.apis.meta.v1.LabelSelector"}},"type":["object","null"],"additionalProperties":false},
+ "io.k8s.api.networking.v1.NetworkPolicyPort": {"properties":{"endPort":{"format":"int32","type":["integer","null"]},"port":{"$ref":"#/$defs/io.k8s.apimachinery.pkg.util.intstr.IntOrString"},"protocol":{"type":["string","null"]}},"type":["object","null"],"additionalProperties":false},
+ "io.k8s.api.networking.v1.NetworkPolicySpec": {"properties":{"egress":{"items":{"$ref":"#/$defs/io.k8s.api.networking.v1.NetworkPolicyEgressRule"},"type":["array","null"],"x-kubernetes-list-type":"atomic"},"ingress":{"items":{"$ref":"#/$defs/io.k8s.api.networking.v1.NetworkPolicyIngressRule"},"type":["array","null"],"x-kubernetes-list-type":"atomic"},"podSelector":{"$ref":"#/$defs/io.k8s.apimachinery.pkg.apis.meta.v1.LabelSelector"},"policyTypes":{"items":{"type":["string","null"]},"type":["array","null"],"x-kubernetes-list-type":"atomic"}},"type":["object","null"],"additionalProperties":false}
+}""")
 
 
 def render(directory: pathlib.Path) -> list[dict]:
@@ -71,6 +91,8 @@ def env_of(deployment: dict) -> dict[str, str]:
 
 def test_every_object_matches_the_kubernetes_schema():
     schema = json.loads((ROOT / "tests/data/k8s-schema-v1.34.json").read_text())
+    schema["kinds"] = {**NETWORKING_V1_KINDS, **schema["kinds"]}
+    schema["$defs"] = {**NETWORKING_V1_SCHEMAS, **schema["$defs"]}
     names = [(o["kind"], o["metadata"]["name"]) for o in OBJECTS]
     assert len(names) == len(set(names)), "duplicate objects"
     for obj in OBJECTS:
@@ -95,12 +117,52 @@ def test_every_service_has_a_deployment_and_a_service_selecting_its_pods():
             assert ports_of(target).get(port["targetPort"]) == port["port"], f"service {name} port {port['name']}"
 
 
-def test_grpc_services_are_probed_with_grpc_health_on_their_port():
+def test_grpc_services_are_probed_with_routemesh_health_on_their_port():
+    # kubelet's native gRPC probe cannot present a client certificate, and the internal services require one:
+    # `routemesh health` runs in the container, with its TLS environment, against the loopback address that
+    # every mesh certificate names.
     for name, port in GRPC_SERVICES.items():
         spec = container(objects("Deployment")[name])
         assert ports_of(objects("Deployment")[name]) == {"grpc": port}
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-            assert spec[probe]["grpc"] == {"port": port}, f"{name} {probe}"
+            command = spec[probe]["exec"]["command"]
+            assert command == ["routemesh", "health", f"127.0.0.1:{port}"], f"{name} {probe}"
+            args = build_parser().parse_args(command[1:])
+            assert spec[probe].get("timeoutSeconds", 1) > args.timeout, f"{name} {probe}: kubelet gives up first"
+
+
+def test_no_tls_service_uses_a_native_grpc_probe_or_claims_cleartext():
+    for name in TLS_SERVICES:
+        spec = container(objects("Deployment")[name])
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+            assert "grpc" not in spec.get(probe, {}), f"{name} {probe}: a native gRPC probe cannot pass mutual TLS"
+    pods = {n: d["spec"]["template"]["metadata"]["labels"] for n, d in objects("Deployment").items()}
+    for service in objects("Service").values():
+        (target,) = [n for n, labels in pods.items() if service["spec"]["selector"].items() <= labels.items()]
+        if target in TLS_SERVICES:
+            for port in service["spec"]["ports"]:
+                assert port.get("appProtocol") != "kubernetes.io/h2c", f"{service['metadata']['name']} is TLS"
+
+
+def test_every_routemesh_service_runs_with_its_own_certificate_from_a_required_secret():
+    assert TLS_SERVICES <= set(IDENTITIES), "each service needs an identity `routemesh certs` issues"
+    for name, deployment in objects("Deployment").items():
+        env = env_of(deployment)
+        if name not in TLS_SERVICES:
+            assert not {ENV_CERT, ENV_KEY, ENV_CA} & env.keys(), f"{name} has no certificate"
+            continue
+        mount = pathlib.PurePosixPath(TLS_MOUNT)
+        assert env[ENV_CERT] == str(mount / f"{name}.pem"), name
+        assert env[ENV_KEY] == str(mount / f"{name}-key.pem"), name
+        assert env[ENV_CA] == str(mount / "ca.pem"), name
+        (volume_mount,) = [m for m in container(deployment).get("volumeMounts", []) if m["mountPath"] == TLS_MOUNT]
+        assert volume_mount.get("readOnly") is True and "subPath" not in volume_mount, \
+            f"{name}: read-only, and no subPath, so a rotated Secret reaches the files"
+        (volume,) = [v for v in deployment["spec"]["template"]["spec"]["volumes"] if v["name"] == volume_mount["name"]]
+        secret = volume["secret"]
+        assert secret["secretName"] == f"routemesh-tls-{name}", name
+        assert not secret.get("optional"), f"{name}: TLS is on wherever the manifests run, so the Secret is required"
+        assert "items" not in secret, f"{name}: the Secret's keys are the file names `routemesh certs` writes"
 
 
 def test_other_probes_use_declared_ports():
@@ -139,7 +201,7 @@ def test_hpas_scale_existing_deployments_that_leave_replicas_to_them():
         assert 2 <= hpa["spec"]["minReplicas"] < hpa["spec"]["maxReplicas"]
 
 
-def test_referenced_configmaps_exist_and_secrets_are_optional():
+def test_referenced_configmaps_exist_and_only_tls_secrets_are_required():
     configmaps = objects("ConfigMap")
     for name, deployment in objects("Deployment").items():
         pod = deployment["spec"]["template"]["spec"]
@@ -151,12 +213,14 @@ def test_referenced_configmaps_exist_and_secrets_are_optional():
         for volume in pod.get("volumes", []):
             if "configMap" in volume:
                 assert volume["configMap"]["name"] in configmaps, name
+            if "secret" in volume and volume["secret"]["secretName"] != f"routemesh-tls-{name}":
+                assert volume["secret"].get("optional") is True, f"{name}: the base ships no Secret"
 
 
 def test_control_reads_the_mounted_policy_file():
     control = objects("Deployment")["control"]
     policy_path = pathlib.PurePosixPath(env_of(control)["ROUTEMESH_POLICY"])
-    (mount,) = container(control)["volumeMounts"]
+    (mount,) = [m for m in container(control)["volumeMounts"] if m["mountPath"] != TLS_MOUNT]
     assert "subPath" not in mount, "a subPath mount never sees ConfigMap updates, so control could not hot-reload"
     assert policy_path.parent == pathlib.PurePosixPath(mount["mountPath"])
     (volume,) = [v for v in control["spec"]["template"]["spec"]["volumes"] if v["name"] == mount["name"]]
@@ -190,10 +254,110 @@ def test_addresses_in_the_environment_name_services_and_their_ports():
     services = objects("Service")
     env = objects("ConfigMap")["routemesh-env"]["data"]
     compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
-    assert compose["services"]["router"]["environment"].keys() <= env.keys(), "keep env.yaml in step with compose"
+    router_env = env_of(objects("Deployment")["router"])
+    assert compose["services"]["router"]["environment"].keys() <= router_env.keys(), "keep env.yaml in step with compose"
     for key, value in env.items():
         if not (key.endswith("_ADDR") or key.endswith("_URL") or key.endswith("_ENDPOINT")):
             continue
         host, _, port = value.split("://")[-1].split("/")[0].partition(":")
         assert host in services, f"{key}: no Service {host}"
         assert int(port) in {p["port"] for p in services[host]["spec"]["ports"]}, f"{key}: {host} has no port {port}"
+
+
+# --- NetworkPolicies: evaluated here as a cluster's network plugin would, for the peers this base uses ---
+
+ANYONE = "*"  # a rule without `from`, or a peer by namespace or IP block: not only this namespace's pods
+# The gRPC service each RPC package serves, by the Deployment that runs it.
+SERVER_OF = {"routemesh.v1.RouterService": "router", "routemesh.v1.ClassifierService": "classifier",
+             "routemesh.v1.ExecutorService": "executor", "routemesh.v1.TelemetryService": "telemetry",
+             "routemesh.v1.ControlPlaneService": "control"}
+
+
+def selects(selector: dict, labels: dict[str, str]) -> bool:
+    if not selector.get("matchLabels", {}).items() <= labels.items():
+        return False
+    for expr in selector.get("matchExpressions", []):
+        present, value = expr["key"] in labels, labels.get(expr["key"])
+        ok = {"In": present and value in expr.get("values", []), "NotIn": value not in expr.get("values", []),
+              "Exists": present, "DoesNotExist": not present}[expr["operator"]]
+        if not ok:
+            return False
+    return True
+
+
+def pod_labels() -> dict[str, dict[str, str]]:
+    return {name: d["spec"]["template"]["metadata"]["labels"] for name, d in objects("Deployment").items()}
+
+
+def allowed_connections() -> set[tuple[str, str, int]]:
+    """(source Deployment or ANYONE, target Deployment, port) for every connection the policies admit."""
+    pods = pod_labels()
+    allowed = set()
+    for policy in objects("NetworkPolicy").values():
+        spec = policy["spec"]
+        assert spec.get("policyTypes") == ["Ingress"], f"{policy['metadata']['name']}: ingress-only policies"
+        for target in (n for n, labels in pods.items() if selects(spec["podSelector"], labels)):
+            for rule in spec.get("ingress", []):
+                sources: set[str] = set()
+                for peer in rule.get("from", [{"namespaceSelector": {}}]):
+                    if "namespaceSelector" in peer or "ipBlock" in peer:
+                        sources.add(ANYONE)
+                    else:
+                        sources |= {n for n, labels in pods.items() if selects(peer["podSelector"], labels)}
+                declared = ports_of(objects("Deployment")[target])
+                ports = {declared[p["port"]] if isinstance(p["port"], str) else p["port"]
+                         for p in rule.get("ports", [])} or set(declared.values())
+                allowed |= {(source, target, port) for source in sources for port in ports}
+    return allowed
+
+
+def needed_connections() -> set[tuple[str, str, int]]:
+    """What the mesh dials, from the code: CALLERS, each service's address options, Redis, traces, providers."""
+    deployments = objects("Deployment")
+    needed = {(ANYONE, "router", GRPC_SERVICES["router"]), (ANYONE, "gateway", HTTP_SERVICES["gateway"]),
+              (ANYONE, "jaeger", ports_of(deployments["jaeger"])["ui"])}
+    for method, callers in CALLERS.items():
+        server = SERVER_OF[method.split("/")[1]]
+        # "admin" is the operator's CLI: it comes in through `kubectl port-forward`, which policies do not see.
+        needed |= {(caller, server, GRPC_SERVICES[server]) for caller in callers - {"admin"}}
+    otlp_port = int(objects("ConfigMap")["routemesh-env"]["data"]["OTEL_EXPORTER_OTLP_ENDPOINT"].rpartition(":")[2])
+    for name in SERVE_COMMANDS:
+        args = vars(build_parser().parse_args(container(deployments[name])["args"]))
+        needed |= {(name, peer, GRPC_SERVICES[peer]) for peer in GRPC_SERVICES if args.get(peer) and peer != name}
+        if "redis_url" in args:
+            needed.add((name, "redis", ports_of(deployments["redis"])["redis"]))
+        needed.add((name, "jaeger", otlp_port))
+    # Providers (the sim among them) are called by the executor alone.
+    needed.add(("executor", "sim", HTTP_SERVICES["sim"]))
+    # A port open to anyone needs no rule for each caller (the gateway dials the router).
+    return {(s, t, p) for s, t, p in needed if s == ANYONE or (ANYONE, t, p) not in needed}
+
+
+def test_ingress_is_denied_by_default():
+    deny = [p for p in objects("NetworkPolicy").values()
+            if p["spec"]["podSelector"] == {} and p["spec"].get("policyTypes") == ["Ingress"]
+            and not p["spec"].get("ingress")]
+    assert deny, "a default-deny ingress policy selects every pod in the namespace"
+    for name, labels in pod_labels().items():
+        assert any(selects(p["spec"]["podSelector"], labels) and p["spec"].get("ingress")
+                   for p in objects("NetworkPolicy").values()), f"{name}: default-deny with no policy opening it"
+
+
+def test_network_policies_admit_exactly_the_connections_the_mesh_makes():
+    allowed, needed = allowed_connections(), needed_connections()
+    assert not needed - allowed, f"add to deploy/k8s/base/network-policies.yaml: {sorted(needed - allowed)}"
+    assert not allowed - needed, f"open beyond what the mesh needs: {sorted(allowed - needed)}"
+
+
+def test_the_connection_table_is_the_documented_one():
+    # The table in network-policies.yaml, so a change to CALLERS that moves it shows up here as well.
+    by_target: dict[str, set[str]] = {}
+    for source, target, _ in needed_connections():
+        by_target.setdefault(target, set()).add(source)
+    assert by_target == {
+        "router": {ANYONE}, "gateway": {ANYONE},
+        "classifier": {"router"}, "executor": {"router"}, "telemetry": {"router", "executor"},
+        "control": {"router", "classifier", "executor", "telemetry", "gateway"},
+        "redis": {"router", "telemetry"}, "sim": {"executor"},
+        "jaeger": {ANYONE, *SERVE_COMMANDS},
+    }

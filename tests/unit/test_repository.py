@@ -49,6 +49,42 @@ def test_compose_file_matches_the_compose_schema():
     assert all("-" in port.split(":")[-2] for port in services["router"]["ports"]), "router needs a port range"
 
 
+def test_compose_runs_every_routemesh_service_with_mutual_tls():
+    from routemesh.certs import CA_CERT, IDENTITIES
+    from routemesh.cli import SERVICES
+    from routemesh.common.tls import ENV_CA, ENV_CERT, ENV_KEY
+
+    document = yaml.safe_load((ROOT / "compose.yaml").read_text())
+    services = document["services"]
+    assert "certs" in document["volumes"]
+    # The one-shot certs service: writes the volume once, and is never restarted after it succeeds.
+    certs = services["certs"]
+    assert certs["restart"] == "no" and "certs:/certs" in certs["volumes"]
+    script = certs["entrypoint"] + certs["command"]
+    assert script[:2] == ["sh", "-c"] and "routemesh certs --out" in script[2]
+    assert f"if [ -f /certs/{CA_CERT} ]" in script[2], "the certs service must keep existing certificates"
+    assert script[2].rstrip().endswith(f"/certs/{CA_CERT}"), "ca.pem last: its presence means the rest is there"
+    for name in SERVICES:
+        service = services[name]
+        assert name in IDENTITIES
+        env = service["environment"]
+        # The identity is the compose service name, which `routemesh certs` always puts in the certificate.
+        assert (env[ENV_CERT], env[ENV_KEY], env[ENV_CA]) == (
+            f"/certs/{name}.pem", f"/certs/{name}-key.pem", f"/certs/{CA_CERT}"), name
+        assert "certs:/certs:ro" in service["volumes"], name
+        assert service["depends_on"]["certs"] == {"condition": "service_completed_successfully"}, name
+        assert service.get("user") is None, f"{name}: the keys belong to the image's user"
+        # Every address a service dials is a TLS service's own name, so its certificate answers to it.
+        for key, value in env.items():
+            if key.startswith("ROUTEMESH_") and key.endswith("_ADDR"):
+                assert value.partition(":")[0] in SERVICES, f"{name} {key}"
+        if name != "gateway":  # the gateway's health check is HTTP
+            port = service["command"][service["command"].index("--listen") + 1].rpartition(":")[2]
+            assert service["healthcheck"]["test"] == ["CMD", "routemesh", "health", f"127.0.0.1:{port}"], name
+    for name in set(services) - set(SERVICES):
+        assert not {ENV_CERT, ENV_KEY, ENV_CA} & set(services[name].get("environment", {})), name
+
+
 def test_every_package_is_listed_in_pyproject():
     import tomllib
 
