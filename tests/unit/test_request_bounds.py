@@ -92,3 +92,20 @@ def test_routing_options_must_be_finite(field: str, value: float) -> None:
         plan_request(policy, RoutingFeatures(input_tokens=10), "auto", 0, {}, {},
                      options=RoutingOptionsView(**{field: value}))
     assert [f for f, _ in raised.value.field_violations] == [f"routing.{field}"]
+
+
+@pytest.mark.parametrize(("text", "problem"), [
+    ('{"type": "object", "properties": {"city": {"type": "string"}}}', ""),
+    ("true", ""),
+    ('{"type": 12}', "not a valid JSON Schema at type: 12 is not valid under any of the given schemas"),
+    ('{"properties": {"a": {"minLength": -1}}}', "not a valid JSON Schema at properties/a/minLength"),
+    ("[1, 2]", "must be a JSON Schema: an object (or true/false)"),
+    ("{not json", "must be a JSON Schema as JSON text"),
+    ("[" * 100_000, "nested too deeply to read"),
+    ('{"a": "' + "x" * 300_000 + '"}', "longer than 262,144 characters"),
+])
+def test_tool_parameters_must_be_a_json_schema(text: str, problem: str) -> None:
+    from routemesh.router.request import schema_problem
+
+    found = schema_problem(text)
+    assert found.startswith(problem) if problem else found == ""

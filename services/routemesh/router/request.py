@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+
+from jsonschema.exceptions import SchemaError
+from jsonschema.validators import validator_for
 
 from routemesh.classifier.features import RequestFeatures
 from routemesh.common.errors import InvalidRequest
@@ -14,6 +18,8 @@ from routemesh.router.decision.planner import Plan
 from routemesh.v1 import common_pb2
 
 MAX_METADATA = 64
+# A tool's parameter schema, as JSON text; real ones are a few KB.
+MAX_TOOL_SCHEMA_CHARS = 256 * 1024
 MAX_MODEL_NAME = 256
 RESPONSE_FORMATS = ("", "text", "json_object")
 
@@ -70,6 +76,33 @@ def validate(request: ChatInput) -> None:
     _validate_tools(request)
 
 
+@functools.lru_cache(maxsize=1024)
+def schema_problem(text: str) -> str:
+    """What is wrong with a tool's parameters as a JSON Schema ("" when nothing is).
+
+    Cached: an application sends the same tools with every request, and checking a schema against its
+    metaschema takes about a millisecond.
+    """
+    if len(text) > MAX_TOOL_SCHEMA_CHARS:
+        return f"longer than {MAX_TOOL_SCHEMA_CHARS:,} characters"
+    try:
+        schema = json.loads(text)
+    except RecursionError:
+        return "nested too deeply to read"
+    except ValueError as exc:
+        return f"must be a JSON Schema as JSON text ({exc})"
+    if not isinstance(schema, dict | bool):
+        return "must be a JSON Schema: an object (or true/false)"
+    try:
+        validator_for(schema).check_schema(schema)
+    except SchemaError as exc:
+        where = "/".join(str(p) for p in exc.path)
+        return f"not a valid JSON Schema{f' at {where}' if where else ''}: {exc.message[:200]}"
+    except RecursionError:
+        return "nested too deeply to check"
+    return ""
+
+
 def _validate_tools(request: ChatInput) -> None:
     problems = []
     if request.response_format not in RESPONSE_FORMATS:
@@ -79,10 +112,9 @@ def _validate_tools(request: ChatInput) -> None:
         if not tool.name:
             problems.append((f"tools[{i}].name", "must not be empty"))
         if tool.parameters_json:
-            try:
-                json.loads(tool.parameters_json)
-            except ValueError:
-                problems.append((f"tools[{i}].parameters_json", "must be a JSON Schema as JSON text"))
+            problem = schema_problem(tool.parameters_json)
+            if problem:
+                problems.append((f"tools[{i}].parameters_json", problem))
     choice = request.tool_choice
     if choice and choice not in ("auto", "none", "required") and choice not in names:
         problems.append(("tool_choice", f"must be auto, none, required or one of the tools {names}"))
