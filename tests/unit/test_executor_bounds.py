@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 import yaml
 
-from routemesh.common.errors import InvalidRequest, RoutemeshError, UpstreamUnavailable
+from routemesh.common.errors import MAX_FIELD_VIOLATIONS, InvalidRequest, RoutemeshError, UpstreamUnavailable
 from routemesh.common.policy import PolicyVersion, canonical_json, digest, parse_policy
 from routemesh.common.policy_watch import PolicyHolder
 from routemesh.executor import engine as engine_module
@@ -148,8 +148,9 @@ async def test_many_bad_messages_are_listed_up_to_the_bound(engine):
                                           max_tokens=16)
     error = await run_servicer(engine, request)
     assert isinstance(error, InvalidRequest)
-    assert len(error.field_violations) == LISTED_IN_ERRORS
-    assert "(5000 problems; the first 10 listed)" in error.message
+    assert len(error.field_violations) == MAX_FIELD_VIOLATIONS + 1
+    assert error.field_violations[-1] == ("", f"{5000 - MAX_FIELD_VIOLATIONS:,} more problem(s) not listed")
+    assert "(5,000 message(s))" in error.message
     assert error_bytes(error) < MAX_ERROR_BYTES
 
 

@@ -109,3 +109,13 @@ def test_tool_parameters_must_be_a_json_schema(text: str, problem: str) -> None:
 
     found = schema_problem(text)
     assert found.startswith(problem) if problem else found == ""
+
+
+def test_an_error_lists_the_first_problems_and_counts_the_rest() -> None:
+    from routemesh.common.errors import MAX_FIELD_VIOLATIONS, InvalidRequest
+
+    error = InvalidRequest("x" * 10_000, field_violations=[(f"messages[{i}].role", "must be set") for i in range(10**5)])
+    assert len(error.field_violations) == MAX_FIELD_VIOLATIONS + 1
+    assert error.field_violations[-1] == ("", f"{10**5 - MAX_FIELD_VIOLATIONS:,} more problem(s) not listed")
+    assert error.message.endswith("(8,000 more characters)")
+    assert error.to_status().ByteSize() < 4096

@@ -7,6 +7,10 @@ from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 
 ERROR_DOMAIN = "routemesh.dev"
+# A status travels in the response trailers: however many problems a request has (a million messages with a bad
+# role), the caller gets the first few and a count, and the message is cut, so an error stays a few KB.
+MAX_FIELD_VIOLATIONS = 20
+MAX_MESSAGE_CHARS = 2000
 
 
 class RoutemeshError(Exception):
@@ -24,12 +28,18 @@ class RoutemeshError(Exception):
         field_violations: list[tuple[str, str]] | None = None,
         retry_after_s: float | None = None,
     ):
+        if len(message) > MAX_MESSAGE_CHARS:
+            message = message[:MAX_MESSAGE_CHARS] + f"... ({len(message) - MAX_MESSAGE_CHARS:,} more characters)"
         super().__init__(message)
         self.message = message
         if reason:
             self.reason = reason
         self.metadata = dict(metadata or {})
-        self.field_violations = list(field_violations or [])
+        violations = list(field_violations or [])
+        if len(violations) > MAX_FIELD_VIOLATIONS:
+            more = len(violations) - MAX_FIELD_VIOLATIONS
+            violations = [*violations[:MAX_FIELD_VIOLATIONS], ("", f"{more:,} more problem(s) not listed")]
+        self.field_violations = violations
         self.retry_after_s = retry_after_s
 
     def to_status(self) -> status_pb2.Status:

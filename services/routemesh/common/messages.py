@@ -26,7 +26,9 @@ def validate_messages(messages: Sequence[common_pb2.Message], field: str = "mess
         if message.role not in ROLE_NAMES
     ]
     if violations:
-        raise InvalidRequest(f"{field} have an unspecified or unknown role", field_violations=violations)
+        # InvalidRequest lists the first few of them (errors.MAX_FIELD_VIOLATIONS); the message says how many.
+        raise InvalidRequest(f"{field} have an unspecified or unknown role ({len(violations):,} message(s))",
+                             field_violations=violations)
 
 
 def messages_to_tuples(messages: Iterable[common_pb2.Message]) -> list[tuple[str, str]]:

@@ -12,7 +12,6 @@ from routemesh.common.errors import InvalidRequest, RoutemeshError
 from routemesh.common.messages import messages_to_tuples, validate_messages
 from routemesh.common.outcomes import ObservationPhase
 from routemesh.executor.engine import (
-    LISTED_IN_ERRORS,
     AttemptRecord,
     ExecutionEngine,
     ExecutionInput,
@@ -134,17 +133,12 @@ def detached(error: RoutemeshError) -> RoutemeshError:
     RPCState -> AbortError -> frame) that only a full collection frees, and the services' collector settings
     (common.serve.tune_gc) make those rare: 100,000-name plans kept about 100 MB a call that way (8 calls,
     81 -> 897 MB). Without its traceback and chained exceptions, an execution's state dies by reference count
-    when the call ends. (The interceptor's own frame, in that same cycle, still holds the request proto until
-    a collection: that part is common.interceptors'.)
-
-    Field problems from shared validators (one per bad message, say) are bounded here as the executor's own are.
+    when the call ends. (common.interceptors now cuts the same chain for every service, and drops the request;
+    this stays so the executor's errors are bounded before anything keeps them. Field problems are bounded
+    where every error is: common.errors.MAX_FIELD_VIOLATIONS.)
     """
     error.__traceback__ = None
     error.__context__ = error.__cause__ = None
-    violations = error.field_violations
-    if len(violations) > LISTED_IN_ERRORS:
-        error.field_violations = violations[:LISTED_IN_ERRORS]
-        error.message += f" ({len(violations)} problems; the first {LISTED_IN_ERRORS} listed)"
     if len(error.message) > MAX_ERROR_MESSAGE:
         error.message = error.message[:MAX_ERROR_MESSAGE - 3] + "..."
     error.args = (error.message,)

@@ -86,7 +86,7 @@ def condition_matches(cond: RuleCondition, request: RequestView) -> bool:
     if cond.languages and f.language not in cond.languages:
         return False
     if cond.keywords:
-        lowered = request.text.lower()
+        lowered = request.text[:REGEX_TEXT_CHARS].lower()  # as much as a regex reads, for the same reason
         if not any(word.lower() in lowered for word in cond.keywords):
             return False
     if cond.regex is not None and not regex_matches(cond.regex, request.text):
