@@ -38,9 +38,16 @@ def base_policy() -> dict[str, Any]:
     return doc
 
 
+class _PlainDumper(yaml.SafeDumper):
+    """Writes an object used twice out twice: policies refuse YAML anchors and aliases (alias bombs)."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
 def policy_text(doc: dict[str, Any]) -> str:
     """YAML for `doc`, validated here so a bad test policy fails with its field, not as a mesh that never starts."""
-    text = yaml.safe_dump(doc, sort_keys=False)
+    text = yaml.dump(doc, Dumper=_PlainDumper, sort_keys=False)
     parse_policy(text, environ={"ROUTEMESH_SIM_URL": "http://127.0.0.1:1/v1"})
     return text
 
