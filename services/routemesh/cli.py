@@ -88,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     top = sub.add_parser("top", help="live per-model health, latency, errors, circuits and spend (refreshing)")
     importlib.import_module("routemesh.top").add_arguments(top)
 
+    keys = sub.add_parser("keys", help="caller API keys: create, list, revoke, rotate (through control, as admin)")
+    importlib.import_module("routemesh.keys_cli").add_arguments(keys)
+
     certs = sub.add_parser("certs", help="make a development CA and a certificate per mesh identity (mutual TLS)")
     importlib.import_module("routemesh.certs").add_arguments(certs)
 
@@ -344,6 +347,8 @@ def main(argv: list[str] | None = None) -> int:
             return importlib.import_module("routemesh.quality.commands").run(args)
         if args.command == "report":
             return importlib.import_module("routemesh.report").run(args)
+        if args.command == "keys":
+            return importlib.import_module("routemesh.keys_cli").run(args)
         if args.command == "certs":
             return importlib.import_module("routemesh.certs").run(args)
     except KeyboardInterrupt:

@@ -53,6 +53,10 @@ CALLERS: dict[str, frozenset[str]] = {
     "/routemesh.v1.ControlPlaneService/GetPolicy": frozenset({"admin"}),
     "/routemesh.v1.ControlPlaneService/ApplyPolicy": frozenset({"admin"}),
     "/routemesh.v1.ControlPlaneService/ListPolicyChanges": frozenset({"admin"}),
+    "/routemesh.v1.ControlPlaneService/CreateKey": frozenset({"admin"}),
+    "/routemesh.v1.ControlPlaneService/ListKeys": frozenset({"admin"}),
+    "/routemesh.v1.ControlPlaneService/RevokeKey": frozenset({"admin"}),
+    "/routemesh.v1.ControlPlaneService/RotateKey": frozenset({"admin"}),
 }
 
 

@@ -133,6 +133,9 @@ class KeyStore:
         self._prefix = prefix
         self._pepper = pepper
 
+    async def close(self) -> None:
+        await self._redis.aclose()
+
     def _key(self, key_id: str) -> str:
         return f"{self._prefix}apikey:{key_id}"
 

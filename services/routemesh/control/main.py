@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 from pathlib import Path
 
 import grpc
 
 from routemesh.common.serve import Service
+from routemesh.common.keys import KeyConfigError, KeyStore, pepper_from_env
+from routemesh.common.redis_client import create_client
 from routemesh.control.audit import AuditLog
+from routemesh.control.keys_api import KeysApi
 from routemesh.control.file_source import PolicyFileSource
 from routemesh.control.registry import PolicyRegistry
 from routemesh.control.servicer import ControlPlaneServicer
 from routemesh.v1 import control_pb2_grpc
 
+log = logging.getLogger(__name__)
 SERVICE_NAME = "control"
 GRPC_SERVICE = "routemesh.v1.ControlPlaneService"
 
@@ -42,6 +47,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "digest, what changed; env ROUTEMESH_AUDIT_LOG); the newest 500 are also kept in memory for "
         "routemesh policy history",
     )
+    parser.add_argument("--redis-url", default=os.environ.get("ROUTEMESH_REDIS_URL", ""),
+                        help="where caller API keys are kept (env ROUTEMESH_REDIS_URL; empty: no key management "
+                             "here); needs ROUTEMESH_KEY_PEPPER, the same secret as the services checking keys")
+    parser.add_argument("--redis-prefix", default=os.environ.get("ROUTEMESH_REDIS_PREFIX", "routemesh:"))
 
 
 def _positive_seconds(text: str) -> float:
@@ -52,10 +61,13 @@ def _positive_seconds(text: str) -> float:
 
 
 def control_service(
-    registry: PolicyRegistry, file_source: PolicyFileSource | None = None
+    registry: PolicyRegistry, file_source: PolicyFileSource | None = None, keys: KeyStore | None = None
 ) -> tuple[Service, ControlPlaneServicer]:
-    """The control plane Service over `registry`; with `file_source`, polling runs between start and stop."""
-    servicer = ControlPlaneServicer(registry)
+    """The control plane Service over `registry`; with `file_source`, polling runs between start and stop.
+
+    With `keys`, it manages caller API keys (CreateKey, ListKeys, RevokeKey, RotateKey).
+    """
+    servicer = ControlPlaneServicer(registry, KeysApi(keys))
 
     def register(server: grpc.aio.Server) -> None:
         control_pb2_grpc.add_ControlPlaneServiceServicer_to_server(servicer, server)
@@ -68,6 +80,8 @@ def control_service(
         servicer.stop()
         if file_source is not None:
             await file_source.stop()
+        if keys is not None:
+            await keys.close()
 
     service = Service(
         name=SERVICE_NAME,
@@ -86,5 +100,11 @@ async def build(args: argparse.Namespace) -> Service:
     registry = PolicyRegistry(audit=AuditLog(Path(args.audit_log) if args.audit_log else None))
     file_source = PolicyFileSource(args.policy or None, registry, interval_s=args.poll_interval_s)
     file_source.load_initial()
-    service, _ = control_service(registry, file_source)
+    keys = None
+    if args.redis_url:
+        try:
+            keys = KeyStore(create_client(args.redis_url, timeout_s=1.0), args.redis_prefix, pepper_from_env())
+        except KeyConfigError as exc:
+            log.warning("API key management is off: %s", exc)
+    service, _ = control_service(registry, file_source, keys)
     return service

@@ -11,6 +11,7 @@ import grpc
 from routemesh.common.errors import InvalidRequest, NotReady
 from routemesh.common.policy import PolicyError
 from routemesh.common.tls import peer_identity
+from routemesh.control.keys_api import KeysApi
 from routemesh.control.registry import PolicyRegistry, PolicyVersionRecord
 from routemesh.v1 import control_pb2, control_pb2_grpc
 
@@ -42,8 +43,9 @@ def invalid_policy(exc: PolicyError) -> InvalidRequest:
 class ControlPlaneServicer(control_pb2_grpc.ControlPlaneServiceServicer):
     """GetPolicy, WatchPolicy and ApplyPolicy over one PolicyRegistry."""
 
-    def __init__(self, registry: PolicyRegistry):
+    def __init__(self, registry: PolicyRegistry, keys: KeysApi | None = None):
         self.registry = registry
+        self.keys = keys or KeysApi(None)
         self._stopping = asyncio.Event()
         self.open_watches = 0
 
@@ -108,6 +110,34 @@ class ControlPlaneServicer(control_pb2_grpc.ControlPlaneServiceServicer):
         return control_pb2.ListPolicyChangesResponse(changes=[
             control_pb2.PolicyChange(at_ms=e.at_ms, actor=e.actor, action=e.action, version=e.version, digest=e.digest,
                                      summary=e.summary) for e in entries])
+
+    async def CreateKey(self, request: control_pb2.CreateKeyRequest,
+                        context: grpc.aio.ServicerContext) -> control_pb2.CreateKeyResponse:
+        response = await self.keys.create(request)
+        self._audit_key(context, "key created", response.key)
+        return response
+
+    async def ListKeys(self, request: control_pb2.ListKeysRequest,
+                       context: grpc.aio.ServicerContext) -> control_pb2.ListKeysResponse:
+        return await self.keys.list()
+
+    async def RevokeKey(self, request: control_pb2.RevokeKeyRequest,
+                        context: grpc.aio.ServicerContext) -> control_pb2.RevokeKeyResponse:
+        response = await self.keys.revoke(request.key_id)
+        self._audit_key(context, "key revoked", response.key)
+        return response
+
+    async def RotateKey(self, request: control_pb2.RotateKeyRequest,
+                        context: grpc.aio.ServicerContext) -> control_pb2.RotateKeyResponse:
+        response = await self.keys.rotate(request.key_id)
+        self._audit_key(context, "key rotated", response.key)
+        return response
+
+    def _audit_key(self, context: grpc.aio.ServicerContext, action: str, key: control_pb2.ApiKey) -> None:
+        current = self.registry.current
+        self.registry.audit.record(peer_identity(context) or context.peer(), action,
+                                   current.version if current else 0, "",
+                                   f"key {key.key_id} ({key.name or 'unnamed'}) of tenant {key.tenant}, role {key.role}")
 
     def _current(self) -> PolicyVersionRecord:
         current = self.registry.current

@@ -75,6 +75,7 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ERROR_REASON_MESSAGE_TOO_LARGE: _ClassVar[ErrorReason]
     ERROR_REASON_UNDECODABLE_MESSAGE: _ClassVar[ErrorReason]
     ERROR_REASON_CALLER_NOT_ALLOWED: _ClassVar[ErrorReason]
+    ERROR_REASON_KEYS_NOT_CONFIGURED: _ClassVar[ErrorReason]
 ROLE_UNSPECIFIED: Role
 ROLE_SYSTEM: Role
 ROLE_USER: Role
@@ -129,6 +130,7 @@ ERROR_REASON_POLICY_SKEW: ErrorReason
 ERROR_REASON_MESSAGE_TOO_LARGE: ErrorReason
 ERROR_REASON_UNDECODABLE_MESSAGE: ErrorReason
 ERROR_REASON_CALLER_NOT_ALLOWED: ErrorReason
+ERROR_REASON_KEYS_NOT_CONFIGURED: ErrorReason
 
 class Message(_message.Message):
     __slots__ = ("role", "content", "name", "tool_calls", "tool_call_id")

@@ -55,6 +55,26 @@ class ControlPlaneServiceStub:
                 request_serializer=routemesh_dot_v1_dot_control__pb2.ListPolicyChangesRequest.SerializeToString,
                 response_deserializer=routemesh_dot_v1_dot_control__pb2.ListPolicyChangesResponse.FromString,
                 _registered_method=True)
+        self.CreateKey = channel.unary_unary(
+                '/routemesh.v1.ControlPlaneService/CreateKey',
+                request_serializer=routemesh_dot_v1_dot_control__pb2.CreateKeyRequest.SerializeToString,
+                response_deserializer=routemesh_dot_v1_dot_control__pb2.CreateKeyResponse.FromString,
+                _registered_method=True)
+        self.ListKeys = channel.unary_unary(
+                '/routemesh.v1.ControlPlaneService/ListKeys',
+                request_serializer=routemesh_dot_v1_dot_control__pb2.ListKeysRequest.SerializeToString,
+                response_deserializer=routemesh_dot_v1_dot_control__pb2.ListKeysResponse.FromString,
+                _registered_method=True)
+        self.RevokeKey = channel.unary_unary(
+                '/routemesh.v1.ControlPlaneService/RevokeKey',
+                request_serializer=routemesh_dot_v1_dot_control__pb2.RevokeKeyRequest.SerializeToString,
+                response_deserializer=routemesh_dot_v1_dot_control__pb2.RevokeKeyResponse.FromString,
+                _registered_method=True)
+        self.RotateKey = channel.unary_unary(
+                '/routemesh.v1.ControlPlaneService/RotateKey',
+                request_serializer=routemesh_dot_v1_dot_control__pb2.RotateKeyRequest.SerializeToString,
+                response_deserializer=routemesh_dot_v1_dot_control__pb2.RotateKeyResponse.FromString,
+                _registered_method=True)
 
 
 class ControlPlaneServiceServicer:
@@ -89,6 +109,34 @@ class ControlPlaneServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateKey(self, request, context):
+        """CreateKey makes a caller API key; its secret is in the response and nowhere else, ever.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListKeys(self, request, context):
+        """ListKeys returns every API key's settings and state (never a secret).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeKey(self, request, context):
+        """RevokeKey stops a key from working (within the services' key-cache staleness, a few seconds).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RotateKey(self, request, context):
+        """RotateKey gives a key a new secret, shown once; the old one stops working.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ControlPlaneServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -111,6 +159,26 @@ def add_ControlPlaneServiceServicer_to_server(servicer, server):
                     servicer.ListPolicyChanges,
                     request_deserializer=routemesh_dot_v1_dot_control__pb2.ListPolicyChangesRequest.FromString,
                     response_serializer=routemesh_dot_v1_dot_control__pb2.ListPolicyChangesResponse.SerializeToString,
+            ),
+            'CreateKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateKey,
+                    request_deserializer=routemesh_dot_v1_dot_control__pb2.CreateKeyRequest.FromString,
+                    response_serializer=routemesh_dot_v1_dot_control__pb2.CreateKeyResponse.SerializeToString,
+            ),
+            'ListKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListKeys,
+                    request_deserializer=routemesh_dot_v1_dot_control__pb2.ListKeysRequest.FromString,
+                    response_serializer=routemesh_dot_v1_dot_control__pb2.ListKeysResponse.SerializeToString,
+            ),
+            'RevokeKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeKey,
+                    request_deserializer=routemesh_dot_v1_dot_control__pb2.RevokeKeyRequest.FromString,
+                    response_serializer=routemesh_dot_v1_dot_control__pb2.RevokeKeyResponse.SerializeToString,
+            ),
+            'RotateKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.RotateKey,
+                    request_deserializer=routemesh_dot_v1_dot_control__pb2.RotateKeyRequest.FromString,
+                    response_serializer=routemesh_dot_v1_dot_control__pb2.RotateKeyResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -222,6 +290,114 @@ class ControlPlaneService:
             '/routemesh.v1.ControlPlaneService/ListPolicyChanges',
             routemesh_dot_v1_dot_control__pb2.ListPolicyChangesRequest.SerializeToString,
             routemesh_dot_v1_dot_control__pb2.ListPolicyChangesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/routemesh.v1.ControlPlaneService/CreateKey',
+            routemesh_dot_v1_dot_control__pb2.CreateKeyRequest.SerializeToString,
+            routemesh_dot_v1_dot_control__pb2.CreateKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/routemesh.v1.ControlPlaneService/ListKeys',
+            routemesh_dot_v1_dot_control__pb2.ListKeysRequest.SerializeToString,
+            routemesh_dot_v1_dot_control__pb2.ListKeysResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/routemesh.v1.ControlPlaneService/RevokeKey',
+            routemesh_dot_v1_dot_control__pb2.RevokeKeyRequest.SerializeToString,
+            routemesh_dot_v1_dot_control__pb2.RevokeKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RotateKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/routemesh.v1.ControlPlaneService/RotateKey',
+            routemesh_dot_v1_dot_control__pb2.RotateKeyRequest.SerializeToString,
+            routemesh_dot_v1_dot_control__pb2.RotateKeyResponse.FromString,
             options,
             channel_credentials,
             insecure,
