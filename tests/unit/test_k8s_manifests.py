@@ -358,6 +358,6 @@ def test_the_connection_table_is_the_documented_one():
         "router": {ANYONE}, "gateway": {ANYONE},
         "classifier": {"router"}, "executor": {"router"}, "telemetry": {"router", "executor"},
         "control": {"router", "classifier", "executor", "telemetry", "gateway"},
-        "redis": {"router", "telemetry"}, "sim": {"executor"},
+        "redis": {"router", "telemetry", "control"}, "sim": {"executor"},
         "jaeger": {ANYONE, *SERVE_COMMANDS},
     }
