@@ -82,6 +82,20 @@ class MessageTooLarge(RoutemeshError):
     reason = "MESSAGE_TOO_LARGE"
 
 
+class Unauthenticated(RoutemeshError):
+    """No API key, or one that is unknown, wrong, revoked or expired (keys required by the router)."""
+
+    code = grpc.StatusCode.UNAUTHENTICATED
+    reason = "INVALID_API_KEY"
+
+
+class KeyNotAllowed(RoutemeshError):
+    """The request's API key may not use the model or route it names."""
+
+    code = grpc.StatusCode.PERMISSION_DENIED
+    reason = "KEY_NOT_ALLOWED"
+
+
 class CallerNotAllowed(RoutemeshError):
     """A mesh identity calling a method it has no business with (common.interceptors.CALLERS)."""
 

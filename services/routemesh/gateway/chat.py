@@ -43,6 +43,12 @@ class _Answer:
         self.tool_calls.add(delta.tool_calls)
 
 
+def credentials(request: web.Request) -> list[tuple[str, str]]:
+    """The caller's Authorization header, passed on to the router (which checks API keys when required)."""
+    value = request.headers.get("Authorization", "")
+    return [("authorization", value)] if value else []
+
+
 def routemesh_headers(decision: router_pb2.Decision) -> dict[str, str]:
     return {"x-routemesh-decision-id": decision.decision_id, "x-routemesh-model": decision.model,
             "x-routemesh-trace-id": decision.trace_id, "x-routemesh-route": decision.route}
@@ -98,7 +104,7 @@ class ChatHandler:
                               semconv.GEN_AI_REQUEST_MAX_TOKENS: parsed.request.max_tokens or None,
                               "routemesh.gateway.stream": parsed.stream})
         # The channel starts the CLIENT span and sends the trace context (common/channels.py).
-        call = self.stub.Chat(parsed.request, timeout=self.timeout_s)
+        call = self.stub.Chat(parsed.request, timeout=self.timeout_s, metadata=credentials(request))
         try:
             if parsed.stream:
                 return await self._stream(request, parsed, call)
@@ -119,7 +125,7 @@ class ChatHandler:
                                             metadata=chat.metadata, routing=chat.routing, tools=chat.tools,
                                             response_format=chat.response_format)
         try:
-            reply = await self.stub.Explain(explain, timeout=min(self.timeout_s, 30.0))
+            reply = await self.stub.Explain(explain, timeout=min(self.timeout_s, 30.0), metadata=credentials(request))
         except grpc.aio.AioRpcError as exc:
             return error_response(http_error(exc, parsed.param_of))
         self._record_decision(reply.decision)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from routemesh.classifier.wire import features_to_proto
 from routemesh.router.decision.filters import RoutingOptionsView
 from routemesh.router.decision.planner import Plan
@@ -26,7 +28,15 @@ def options_view(request: router_pb2.ChatRequest | router_pb2.ExplainRequest) ->
     )
 
 
-def chat_input(request: router_pb2.ChatRequest | router_pb2.ExplainRequest) -> ChatInput:
+def bearer(metadata: Sequence[tuple[str, str | bytes]] | None) -> str:
+    """The token of an "authorization: Bearer TOKEN" metadata entry ("" when there is none)."""
+    for name, value in metadata or ():
+        if name == "authorization" and isinstance(value, str) and value[:7].lower() == "bearer ":
+            return value[7:].strip()
+    return ""
+
+
+def chat_input(request: router_pb2.ChatRequest | router_pb2.ExplainRequest, api_key: str = "") -> ChatInput:
     """A ChatRequest or ExplainRequest as the pipeline takes it."""
     temperature = request.temperature if isinstance(request, router_pb2.ChatRequest) \
         and request.HasField("temperature") else None
@@ -34,7 +44,7 @@ def chat_input(request: router_pb2.ChatRequest | router_pb2.ExplainRequest) -> C
         messages=request.messages, model=request.model, max_tokens=request.max_tokens,
         metadata=dict(request.metadata), options=options_view(request), temperature=temperature,
         tools=request.tools, tool_choice=getattr(request, "tool_choice", ""),
-        response_format=request.response_format,
+        response_format=request.response_format, api_key=api_key,
     )
 
 

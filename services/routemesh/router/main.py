@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import os
 
+from routemesh.common.keys import KeyCache, KeyConfigError, KeyStore, pepper_from_env
 from routemesh.common.policy_watch import PolicyHolder, PolicyWatcher
+from routemesh.common.redis_client import create_client
 from routemesh.common.reporter import TelemetryReporter
 from routemesh.common.serve import Service
 from routemesh.router.admission.budget import InMemoryBudgetLedger
@@ -42,6 +44,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--health-interval-ms", type=int, default=int(env("ROUTEMESH_HEALTH_INTERVAL_MS", "250")),
                         help="watch: milliseconds between pushed snapshots, 50 to 60000 "
                              "(env ROUTEMESH_HEALTH_INTERVAL_MS)")
+    parser.add_argument("--require-keys", action="store_true",
+                        default=env("ROUTEMESH_REQUIRE_KEYS", "") == "true",
+                        help="every request needs an API key (metadata authorization: Bearer rmk_...; routemesh keys "
+                             "create); its tenant and project replace the request's. Needs --redis-url and "
+                             "ROUTEMESH_KEY_PEPPER (env ROUTEMESH_REQUIRE_KEYS=true)")
     parser.add_argument("--budget-fail-open", action="store_true",
                         default=env("ROUTEMESH_BUDGET_FAIL_OPEN", "") == "true",
                         help="when Redis is down, allow requests without budget checks (default: refuse)")
@@ -52,6 +59,19 @@ def make_spend_guard(args: argparse.Namespace) -> SpendGuard:
         return SpendGuard(RedisBudgetLedger(args.redis_url, args.redis_prefix, fail_open=args.budget_fail_open),
                           RedisRateLimiter(args.redis_url, args.redis_prefix))
     return SpendGuard(InMemoryBudgetLedger(), InMemoryRateLimiter())
+
+
+def make_keys(args: argparse.Namespace) -> KeyCache | None:
+    """The API-key check when --require-keys is on (SystemExit saying what is missing when it cannot be)."""
+    if not args.require_keys:
+        return None
+    if not args.redis_url:
+        raise SystemExit("router: --require-keys needs --redis-url (where control keeps the keys)")
+    try:
+        pepper = pepper_from_env()
+    except KeyConfigError as exc:
+        raise SystemExit(f"router: {exc}") from None
+    return KeyCache(KeyStore(create_client(args.redis_url), args.redis_prefix, pepper))
 
 
 def make_health(args: argparse.Namespace) -> HealthSource | HealthWatch:
@@ -72,7 +92,8 @@ async def build(args: argparse.Namespace) -> Service:
     health = make_health(args)
     features = FeatureSource(args.classifier)
     executor = ExecutorClient(args.executor)
-    pipeline = RequestPipeline(holder, features, health, affinity, spend, executor, reporter)
+    keys = make_keys(args)
+    pipeline = RequestPipeline(holder, features, health, affinity, spend, executor, reporter, keys=keys)
 
     async def on_start() -> None:
         for part in (watcher, reporter, health, features, executor):
@@ -83,6 +104,8 @@ async def build(args: argparse.Namespace) -> Service:
             await part.stop()
         await spend.close()
         await affinity.close()
+        if keys is not None:
+            await keys.store.close()
 
     return Service(
         name="router",

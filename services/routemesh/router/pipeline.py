@@ -6,7 +6,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -14,7 +14,8 @@ from opentelemetry import trace
 from opentelemetry.trace import Span, Status, StatusCode
 
 from routemesh.common import semconv
-from routemesh.common.errors import NotReady
+from routemesh.common.errors import NotReady, Unauthenticated
+from routemesh.common.keys import KeyCache
 from routemesh.common.outcomes import FinishStatus
 from routemesh.common.policy_watch import PolicyHolder
 from routemesh.common.reporter import TelemetryReporter
@@ -28,6 +29,10 @@ from routemesh.router.decision.compiled import RoutingPolicy
 from routemesh.router.decision.planner import DecisionState, Plan, plan_request
 from routemesh.router.request import ChatInput, Classified, Decision, Delta, Finished, validate
 from routemesh.v1 import telemetry_pb2
+
+
+# Request metadata naming the API key a request was made with (set by the router, never trusted from callers).
+KEY_ID_METADATA = "routemesh.key_id"
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,8 +82,11 @@ class RequestPipeline:
 
     def __init__(self, holder: PolicyHolder[RoutingPolicy], features: FeatureSource, health: HealthSource | HealthWatch,
                  affinity: ConversationAffinity, spend: SpendGuard, executor: ExecutorClient,
-                 reporter: TelemetryReporter | None = None, state: DecisionState | None = None):
+                 reporter: TelemetryReporter | None = None, state: DecisionState | None = None,
+                 keys: KeyCache | None = None):
         self.holder = holder
+        # With keys: every request needs an API key; its tenant, project and scope replace what the request says.
+        self.keys = keys
         self.features = features
         self.health = health
         self.affinity = affinity
@@ -93,6 +101,7 @@ class RequestPipeline:
         """The decision Chat would make now, without admitting or running it."""
         validate(request)
         policy = self._policy()
+        request = await self.authenticate(policy, request)
         decision_id = uuid.uuid4().hex
         classified, inputs = await self.classify(policy, request)
         plan = self.decide(policy, request, classified, inputs, decision_id)
@@ -103,6 +112,7 @@ class RequestPipeline:
         started = time.monotonic()
         validate(request)
         policy = self._policy()
+        request = await self.authenticate(policy, request)
         decision_id = uuid.uuid4().hex
         classified, inputs = await self.classify(policy, request)
         plan = self.decide(policy, request, classified, inputs, decision_id)
@@ -127,6 +137,29 @@ class RequestPipeline:
             self.report(policy, request, decision, finished, started, first_at)
 
     # ---- the stages ------------------------------------------------------------------------------------
+
+    async def authenticate(self, policy: RoutingPolicy, request: ChatInput) -> ChatInput:
+        """With keys on: the request as its API key makes it (tenant, project, allowed models and routes).
+
+        The key decides the tenant: whatever tenant or project the request's metadata claims is replaced, so a
+        caller cannot step out of its tenant's allow-list, limits and budget. Verdicts are cached for a few
+        seconds (common.keys.KeyCache), which bounds how long a revoked key still works.
+        """
+        if self.keys is None:
+            return request
+        record = await self.keys.verify(request.api_key) if request.api_key else None
+        if record is None:
+            raise Unauthenticated("a valid API key is required (gRPC metadata authorization: Bearer rmk_...)"
+                                  if not request.api_key else "the API key is not valid (unknown, revoked or expired)")
+        spec, keys = record.spec, policy.request_keys
+        metadata = {**request.metadata, keys.tenant: spec.tenant, KEY_ID_METADATA: record.key_id}
+        if spec.project:
+            metadata[keys.project] = spec.project
+        else:
+            metadata.pop(keys.project, None)
+        options = replace(request.options, key_models=frozenset(spec.allowed_models) or None,
+                          key_routes=frozenset(spec.allowed_routes) or None)
+        return replace(request, metadata=metadata, options=options)
 
     async def classify(self, policy: RoutingPolicy, request: ChatInput) -> tuple[Classified, DecisionInputs]:
         """The request's features; the decision's other inputs are gathered meanwhile (outside this stage)."""

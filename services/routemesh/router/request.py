@@ -41,6 +41,8 @@ class ChatInput:
     tools: Sequence[common_pb2.Tool] = ()
     tool_choice: str = ""
     response_format: str = ""
+    # The caller's API key (gRPC metadata "authorization: Bearer rmk_..."); "" when none was sent.
+    api_key: str = field(default="", repr=False)
 
     @property
     def text(self) -> str:

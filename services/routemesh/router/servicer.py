@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from routemesh.router.convert import chat_input, decision_to_proto, final_to_proto
+from routemesh.router.convert import bearer, chat_input, decision_to_proto, final_to_proto
 from routemesh.router.pipeline import RequestPipeline
 from routemesh.router.request import Decision, Delta
 from routemesh.v1 import common_pb2, router_pb2, router_pb2_grpc
@@ -20,13 +20,13 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
 
     async def Explain(self, request: router_pb2.ExplainRequest,
                       context: grpc.aio.ServicerContext) -> router_pb2.ExplainResponse:
-        decision = await self.pipeline.explain(chat_input(request))
+        decision = await self.pipeline.explain(chat_input(request, bearer(context.invocation_metadata())))
         return router_pb2.ExplainResponse(decision=decision_to_proto(decision))
 
     async def Chat(self, request: router_pb2.ChatRequest,
                    context: grpc.aio.ServicerContext) -> AsyncIterator[router_pb2.ChatResponse]:
         decision: Decision | None = None
-        async for event in self.pipeline.chat(chat_input(request)):
+        async for event in self.pipeline.chat(chat_input(request, bearer(context.invocation_metadata()))):
             if type(event) is Delta:
                 yield router_pb2.ChatResponse(delta=common_pb2.Delta(text=event.text, tool_calls=event.tool_calls))
             elif type(event) is Decision:

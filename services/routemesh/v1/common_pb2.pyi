@@ -76,6 +76,8 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ERROR_REASON_UNDECODABLE_MESSAGE: _ClassVar[ErrorReason]
     ERROR_REASON_CALLER_NOT_ALLOWED: _ClassVar[ErrorReason]
     ERROR_REASON_KEYS_NOT_CONFIGURED: _ClassVar[ErrorReason]
+    ERROR_REASON_INVALID_API_KEY: _ClassVar[ErrorReason]
+    ERROR_REASON_KEY_NOT_ALLOWED: _ClassVar[ErrorReason]
 ROLE_UNSPECIFIED: Role
 ROLE_SYSTEM: Role
 ROLE_USER: Role
@@ -131,6 +133,8 @@ ERROR_REASON_MESSAGE_TOO_LARGE: ErrorReason
 ERROR_REASON_UNDECODABLE_MESSAGE: ErrorReason
 ERROR_REASON_CALLER_NOT_ALLOWED: ErrorReason
 ERROR_REASON_KEYS_NOT_CONFIGURED: ErrorReason
+ERROR_REASON_INVALID_API_KEY: ErrorReason
+ERROR_REASON_KEY_NOT_ALLOWED: ErrorReason
 
 class Message(_message.Message):
     __slots__ = ("role", "content", "name", "tool_calls", "tool_call_id")

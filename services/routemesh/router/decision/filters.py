@@ -36,6 +36,9 @@ class RoutingOptionsView:
     allow_fallback: bool = False
     provider: str = ""
     required_capabilities: tuple[str, ...] = ()
+    # What the request's API key may use (None: no key, or a key without that limit).
+    key_models: frozenset[str] | None = None
+    key_routes: frozenset[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -115,6 +118,9 @@ def tenant_problem(policy: RoutingPolicy, name: str, request: RequestView) -> st
     allowed = policy.allowed.get(request.tenant)
     if allowed is not None and name not in allowed:
         return f"not allowed for tenant {request.tenant!r}"
+    key_models = request.options.key_models
+    if key_models is not None and name not in key_models:
+        return "not allowed for the request's API key"
     return ""
 
 

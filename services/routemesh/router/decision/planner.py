@@ -14,6 +14,7 @@ from routemesh.router.decision.filters import RequestView, RoutingFeatures, Rout
 from routemesh.router.decision.selection import (
     Selection,
     assign_variant,
+    key_allows,
     resolve_max_tokens,
     resolve_target,
     select,
@@ -222,6 +223,7 @@ def plan_request(
     validate_options(policy, options)
     state = state or DecisionState()
     target = resolve_target(policy, requested_model)
+    key_allows(options, target, is_route=target in policy.routes)
     keys = policy.request_keys
     request = RequestView(features=features, max_tokens=max_tokens, metadata=metadata, options=options,
                           tenant=metadata.get(keys.tenant, ""), data_class=metadata.get(keys.data_class, ""),

@@ -8,7 +8,7 @@ import random
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from routemesh.common.errors import InvalidRequest, NotFound
+from routemesh.common.errors import InvalidRequest, KeyNotAllowed, NotFound
 from routemesh.common.policy_schema import AUTO, CAPABILITIES, STRATEGIES, Experiment, Route, RuleCondition, Variant, Weights
 from routemesh.router.decision.compiled import RoutingPolicy
 from routemesh.router.decision.filters import RequestView, RoutingOptionsView, condition_matches
@@ -56,6 +56,15 @@ def validate_options(policy: RoutingPolicy, options: RoutingOptionsView) -> None
     if options.provider and options.provider not in policy.providers:
         raise NotFound(f"unknown provider {options.provider!r}", reason="UNKNOWN_PROVIDER",
                        field_violations=[("routing.provider", f"defined: {sorted(policy.providers)}")])
+
+
+def key_allows(options: RoutingOptionsView, target: str, is_route: bool) -> None:
+    """KeyNotAllowed when the request's API key may not name this route or pin this model."""
+    allowed = options.key_routes if is_route else options.key_models
+    if allowed is not None and target not in allowed:
+        what = "route" if is_route else "model"
+        raise KeyNotAllowed(f"this API key may not use {what} {target!r}",
+                            field_violations=[("model", f"the key allows {what}s {sorted(allowed)}")])
 
 
 def resolve_target(policy: RoutingPolicy, requested_model: str) -> str:
