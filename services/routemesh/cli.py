@@ -253,9 +253,9 @@ def _policy(args: argparse.Namespace) -> int:
         return 0
     import grpc
 
-    from routemesh.client import RoutemeshError
     from routemesh.v1 import control_pb2, control_pb2_grpc
 
+    from routemesh.clitext import print_rpc_error
     from routemesh.common.tls import blocking_channel
 
     with blocking_channel(args.control) as channel:
@@ -263,11 +263,7 @@ def _policy(args: argparse.Namespace) -> int:
             reply = control_pb2_grpc.ControlPlaneServiceStub(channel).ApplyPolicy(
                 control_pb2.ApplyPolicyRequest(policy_yaml=text, dry_run=args.dry_run), timeout=10)
         except grpc.RpcError as exc:
-            err = RoutemeshError.from_rpc_error(exc)
-            print(f"routemesh policy apply: {err.code.name}: {err.message}", file=sys.stderr)
-            for field, what in err.field_violations:
-                print(f"  {field or '(document)'}: {what}", file=sys.stderr)
-            return 1
+            return print_rpc_error("routemesh policy apply", exc)
     verb = "would apply" if args.dry_run else ("applied" if reply.changed else "unchanged")
     print(f"{verb}: policy version {reply.policy.version} ({reply.policy.digest[:12]})")
     return 0
@@ -278,7 +274,7 @@ def _policy_history(args: argparse.Namespace) -> int:
 
     import grpc
 
-    from routemesh.client import RoutemeshError
+    from routemesh.clitext import print_rpc_error
     from routemesh.common.tls import blocking_channel
     from routemesh.v1 import control_pb2, control_pb2_grpc
 
@@ -287,9 +283,7 @@ def _policy_history(args: argparse.Namespace) -> int:
             reply = control_pb2_grpc.ControlPlaneServiceStub(channel).ListPolicyChanges(
                 control_pb2.ListPolicyChangesRequest(limit=args.limit), timeout=10)
         except grpc.RpcError as exc:
-            err = RoutemeshError.from_rpc_error(exc)
-            print(f"routemesh policy history: {err.code.name}: {err.message}", file=sys.stderr)
-            return 1
+            return print_rpc_error("routemesh policy history", exc)
     for change in reply.changes:
         when = datetime.datetime.fromtimestamp(change.at_ms / 1000, datetime.UTC).strftime("%Y-%m-%d %H:%M:%S")
         print(f"{when}Z  {change.action:<8} v{change.version:<4} {change.digest[:12]:<12}  {change.actor}: "

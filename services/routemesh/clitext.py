@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sys
 
+import grpc
+
 from routemesh.common.outcomes import AttemptOutcome, FinishStatus
 from routemesh.v1 import common_pb2, router_pb2
 
@@ -54,3 +56,14 @@ def print_explain(r: router_pb2.ExplainResponse, out=sys.stdout) -> None:
             f"{k}={v:.4g}" for k, v in sorted(c.factors.items()) if k != "estimated_cost_usd")
         print(f"{rank:>4}  {c.model:<16} {c.provider:<10} {c.score:>7.3f} ${c.estimated_cost_usd:>10.6f}  {notes}",
               file=out)
+
+
+def print_rpc_error(command: str, exc: grpc.RpcError, out=sys.stderr) -> int:
+    """A failed call as `command: CODE: message` and one line per field problem; the exit status (1)."""
+    from routemesh.client import RoutemeshError
+
+    err = RoutemeshError.from_rpc_error(exc)
+    print(f"{command}: {err.code.name}: {err.message}", file=out)
+    for field, what in err.field_violations:
+        print(f"  {field or '(document)'}: {what}", file=out)
+    return 1

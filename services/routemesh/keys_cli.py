@@ -5,11 +5,10 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import sys
 
 import grpc
 
-from routemesh.client import RoutemeshError
+from routemesh.clitext import print_rpc_error
 from routemesh.common.tls import blocking_channel
 from routemesh.v1 import control_pb2, control_pb2_grpc
 
@@ -71,9 +70,5 @@ def run(args: argparse.Namespace) -> int:
                 _print(reply.key)
                 print(f"new key (shown once; the old one no longer works): {reply.secret}")
         except grpc.RpcError as exc:
-            err = RoutemeshError.from_rpc_error(exc)
-            print(f"routemesh keys {args.keys_command}: {err.code.name}: {err.message}", file=sys.stderr)
-            for field, what in err.field_violations:
-                print(f"  {field}: {what}", file=sys.stderr)
-            return 1
+            return print_rpc_error(f"routemesh keys {args.keys_command}", exc)
     return 0
