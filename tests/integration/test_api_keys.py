@@ -134,3 +134,15 @@ def test_the_gateway_passes_the_bearer_key_on(keyed_mesh) -> None:
         assert http.post("/v1/chat/completions", json=body).status_code == 401
         ok = http.post("/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {token}"})
     assert ok.status_code == 200 and ok.json()["choices"][0]["message"]["content"]
+
+
+def test_a_keys_own_rate_limit_holds_across_requests(keyed_mesh) -> None:
+    mesh, prefix = keyed_mesh
+    token, record = store_call(prefix, "create", KeySpec(tenant="globex", rpm=2))
+    with with_key(mesh, token) as client:
+        for _ in range(2):
+            assert client.complete(FAQ).final.status == 1
+        with pytest.raises(RoutemeshError) as raised:
+            client.complete(FAQ)
+    assert (raised.value.code, raised.value.reason) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "RATE_LIMITED")
+    assert "the API key is over its rate limit" in raised.value.message

@@ -59,3 +59,23 @@ async def test_nothing_left_raises_with_the_reason():
     await guard.admit(POLICY, plan, 10, {"tenant": "acme"})
     with pytest.raises((RateLimited, BudgetExhausted)):
         await guard.admit(POLICY, plan, 10, {"tenant": "acme"})
+
+
+async def test_an_api_keys_own_rate_limit_and_budget_apply_on_top_of_its_tenants():
+    from routemesh.router.admission.guard import KeyQuota
+
+    guard = SpendGuard(InMemoryBudgetLedger(), InMemoryRateLimiter())
+    plan = plan_request(POLICY, RoutingFeatures(input_tokens=10), "auto", 100, {}, {})
+    limited = KeyQuota("k1", rpm=1)
+    assert SpendGuard.applies(POLICY, plan, {}, limited)
+    await guard.admit(POLICY, plan, 10, {}, limited)
+    with pytest.raises(RateLimited) as raised:
+        await guard.admit(POLICY, plan, 10, {}, limited)
+    assert raised.value.message.startswith("the API key is over its rate limit")
+    assert raised.value.metadata == {"limit": "key:k1"}
+    # A key's budget is an account of its own: nothing affordable under $0.000001 a month.
+    poor = KeyQuota("k2", budget_usd=0.000001)
+    with pytest.raises(BudgetExhausted) as raised:
+        await guard.admit(POLICY, plan_request(POLICY, RoutingFeatures(input_tokens=10), "auto", 100, {}, {}), 10, {},
+                          poor)
+    assert raised.value.metadata["budget"] == "api-key" and raised.value.metadata["account"] == "key=k2"

@@ -20,7 +20,7 @@ from routemesh.common.outcomes import FinishStatus
 from routemesh.common.policy_watch import PolicyHolder
 from routemesh.common.reporter import TelemetryReporter
 from routemesh.common.tracing import join, set_attributes, trace_id_hex, tracer
-from routemesh.router.admission.guard import Admission, Admitted, SpendGuard, budget_scopes
+from routemesh.router.admission.guard import Admission, Admitted, KeyQuota, SpendGuard, budget_scopes
 from routemesh.router.affinity import ConversationAffinity
 from routemesh.router.clients.classifier import FALLBACK_SOURCE, FeatureSource
 from routemesh.router.clients.executor import ExecutorClient, execute_request
@@ -159,7 +159,8 @@ class RequestPipeline:
             metadata.pop(keys.project, None)
         options = replace(request.options, key_models=frozenset(spec.allowed_models) or None,
                           key_routes=frozenset(spec.allowed_routes) or None)
-        return replace(request, metadata=metadata, options=options)
+        quota = KeyQuota(record.key_id, spec.rpm, spec.tpm, spec.budget_usd, spec.budget_period)  # type: ignore[arg-type]
+        return replace(request, metadata=metadata, options=options, quota=quota)
 
     async def classify(self, policy: RoutingPolicy, request: ChatInput) -> tuple[Classified, DecisionInputs]:
         """The request's features; the decision's other inputs are gathered meanwhile (outside this stage)."""
@@ -200,10 +201,11 @@ class RequestPipeline:
         A request that draws on no limit and no budget passes at once, without a span: one would cost
         more than the stage does, in every such request's trace.
         """
-        if not self.spend.applies(policy, plan, request.metadata):
+        if not self.spend.applies(policy, plan, request.metadata, request.quota):
             return Admitted(plan, Admission(estimated_tokens=classified.features.input_tokens + plan.max_tokens))
         with stage(semconv.SPAN_ADMIT) as span:
-            admitted = await self.spend.admit(policy, plan, classified.features.input_tokens, request.metadata)
+            admitted = await self.spend.admit(policy, plan, classified.features.input_tokens, request.metadata,
+                                              request.quota)
             if span.is_recording():
                 set_attributes(span, {semconv.ADMISSION_SKIPPED: join(list(admitted.admission.dropped)),
                                       semconv.ADMISSION_UNCHECKED: join(admitted.admission.unchecked),
@@ -281,8 +283,8 @@ class RequestPipeline:
         conversation = request.metadata.get(policy.request_keys.conversation, "")
         if conversation:
             waits["sticky"] = self.affinity.get(conversation)
-        if budget_scopes(policy, request.metadata):
-            waits["soft"] = self.spend.soft_limited(policy, request.metadata)
+        if budget_scopes(policy, request.metadata, request.quota):
+            waits["soft"] = self.spend.soft_limited(policy, request.metadata, request.quota)
         return waits
 
     def _decision(self, decision_id: str, policy: RoutingPolicy, plan: Plan, classified: Classified,

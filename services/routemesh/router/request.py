@@ -13,6 +13,7 @@ from jsonschema.validators import validator_for
 from routemesh.classifier.features import RequestFeatures
 from routemesh.common.errors import InvalidRequest
 from routemesh.common.messages import ROLE_NAMES
+from routemesh.router.admission.guard import KeyQuota
 from routemesh.router.decision.filters import RoutingFeatures, RoutingOptionsView
 from routemesh.router.decision.planner import Plan
 from routemesh.v1 import common_pb2
@@ -43,6 +44,8 @@ class ChatInput:
     response_format: str = ""
     # The caller's API key (gRPC metadata "authorization: Bearer rmk_..."); "" when none was sent.
     api_key: str = field(default="", repr=False)
+    # The limits of that key once the router verified it (RequestPipeline.authenticate); None without one.
+    quota: KeyQuota | None = None
 
     @property
     def text(self) -> str:

@@ -6,6 +6,7 @@ import dataclasses
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Literal
 
 from routemesh.common.errors import BudgetExhausted, RateLimited
 from routemesh.common.policy_schema import Budget
@@ -19,12 +20,33 @@ log = logging.getLogger(__name__)
 INPUT_ESTIMATE_MARGIN = 1.5
 
 
-def budget_scopes(policy: RoutingPolicy, metadata: Mapping[str, str]) -> list[BudgetScope]:
-    """The budget accounts a request draws on (none when it names no tenant)."""
+@dataclass(frozen=True, slots=True)
+class KeyQuota:
+    """The limits of the API key a request was made with (0: none of its own), on top of its tenant's."""
+
+    key_id: str
+    rpm: int = 0
+    tpm: int = 0
+    budget_usd: float = 0.0
+    period: Literal["day", "month"] = "month"
+
+    @property
+    def limit(self) -> RateLimit | None:
+        return RateLimit(key=f"key:{self.key_id}", rpm=self.rpm, tpm=self.tpm) if self.rpm or self.tpm else None
+
+    @property
+    def scope(self) -> BudgetScope | None:
+        if not self.budget_usd:
+            return None
+        return BudgetScope(budget="api-key", key=f"key={self.key_id}", period=self.period, limit_usd=self.budget_usd)
+
+
+def budget_scopes(policy: RoutingPolicy, metadata: Mapping[str, str], quota: KeyQuota | None = None) -> list[BudgetScope]:
+    """The budget accounts a request draws on: its tenant's (none when it names no tenant) and its key's."""
     keys = policy.request_keys
     tenant = metadata.get(keys.tenant, "")
     project = metadata.get(keys.project, "")
-    scopes = []
+    scopes = [quota.scope] if quota is not None and quota.scope is not None else []
     for budget in policy.budgets:
         key = _account_key(budget, tenant, project)
         if key:
@@ -84,39 +106,44 @@ class SpendGuard:
         self.limiter = limiter
 
     @staticmethod
-    def applies(policy: RoutingPolicy, plan: Plan, metadata: Mapping[str, str]) -> bool:
+    def applies(policy: RoutingPolicy, plan: Plan, metadata: Mapping[str, str], quota: KeyQuota | None = None) -> bool:
         """Whether admission has anything to check for this plan: a rate limit or a budget it draws on."""
         tenant = policy.tenants.get(metadata.get(policy.request_keys.tenant, ""))
         if tenant is not None and (tenant.limits.rpm or tenant.limits.tpm):
             return True
+        if quota is not None and (quota.limit is not None or quota.scope is not None):
+            return True
         models = policy.models
         return any(models[m].rpm or models[m].tpm for m in plan.models) or bool(budget_scopes(policy, metadata))
 
-    async def soft_limited(self, policy: RoutingPolicy, metadata: Mapping[str, str]) -> bool:
-        scopes = budget_scopes(policy, metadata)
+    async def soft_limited(self, policy: RoutingPolicy, metadata: Mapping[str, str],
+                           quota: KeyQuota | None = None) -> bool:
+        scopes = budget_scopes(policy, metadata, quota)
         if not scopes:
             return False
         statuses = await self.ledger.status(scopes)
         return any(s.soft_limited for s in statuses.values())
 
     async def admit(self, policy: RoutingPolicy, plan: Plan, input_tokens: int,
-                    metadata: Mapping[str, str]) -> Admitted:
+                    metadata: Mapping[str, str], quota: KeyQuota | None = None) -> Admitted:
         """Take rate-limit slots and reserve budget; skip rate-limited or unaffordable models; raise when none is left."""
         admission = Admission(estimated_tokens=input_tokens + plan.max_tokens)
-        models = await self._take_rate_limits(policy, plan, metadata, admission)
-        scopes = budget_scopes(policy, metadata)
+        models = await self._take_rate_limits(policy, plan, metadata, admission, quota)
+        scopes = budget_scopes(policy, metadata, quota)
         if scopes:
             models = await self._reserve(policy, plan.max_tokens, models, input_tokens, scopes, admission)
         return Admitted(without(plan, admission.dropped), admission)
 
     async def _take_rate_limits(self, policy: RoutingPolicy, plan: Plan, metadata: Mapping[str, str],
-                                admission: Admission) -> list[str]:
+                                admission: Admission, quota: KeyQuota | None = None) -> list[str]:
         """The first model (in plan order) with headroom takes its slots; the ones before it are skipped."""
         tenant_name = metadata.get(policy.request_keys.tenant, "")
         tenant = policy.tenants.get(tenant_name)
         tenant_limit = []
         if tenant and (tenant.limits.rpm or tenant.limits.tpm):
             tenant_limit = [RateLimit(key=f"tenant:{tenant_name}", rpm=tenant.limits.rpm, tpm=tenant.limits.tpm)]
+        if quota is not None and quota.limit is not None:
+            tenant_limit.append(quota.limit)
         last_retry: float | None = None
         for i, model in enumerate(plan.models):
             spec = policy.models[model]
@@ -130,8 +157,9 @@ class SpendGuard:
                 if decision.unchecked:
                     admission.unchecked.append("rate_limits")
                 return plan.models[i:]
-            if decision.key.startswith("tenant:"):
-                raise RateLimited(f"tenant {tenant_name!r} is over its rate limit: {decision.reason}",
+            if decision.key.startswith(("tenant:", "key:")):
+                who = f"tenant {tenant_name!r}" if decision.key.startswith("tenant:") else "the API key"
+                raise RateLimited(f"{who} is over its rate limit: {decision.reason}",
                                   metadata={"limit": decision.key}, retry_after_s=decision.retry_after_s)
             admission.dropped[model] = f"rate limit: {decision.reason}"
             last_retry = decision.retry_after_s
