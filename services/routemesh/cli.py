@@ -13,6 +13,12 @@ from pathlib import Path
 SERVICES = ("router", "classifier", "executor", "telemetry", "control", "gateway")
 
 
+# `routemesh up` and `demo` run without API keys or TLS; compose and the Kubernetes manifests run with both.
+KEYS_OFF_HINT = ("API keys and TLS are off in this local mesh. To require keys: ROUTEMESH_REQUIRE_KEYS=true, "
+                 "ROUTEMESH_KEY_PEPPER=<32+ characters> and --redis-url URL, then `routemesh keys create --tenant T`; "
+                 "TLS: `routemesh certs` (README: Security)")
+
+
 def _env(name: str, default: str) -> str:
     return os.environ.get(name, default)
 
@@ -171,6 +177,7 @@ def _up(args: argparse.Namespace) -> int:
           f"http://{layout.address('gateway')}/v1 "
           f"(telemetry: {'redis ' + args.redis_url if args.redis_url else 'in-process store'}); Ctrl-C stops it",
           flush=True)
+    print(KEYS_OFF_HINT, flush=True)
     code = 0
     while not stop["now"]:
         dead = mesh.dead()

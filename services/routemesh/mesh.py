@@ -126,7 +126,8 @@ class Mesh:
         cmd = [*base, "serve", service.split("-")[0], "--listen", listen]
         if service == "control" and self.policy:
             cmd += ["--policy", self.policy]
-        if service in ("telemetry", "router") and self.redis_url:
+        # Control keeps API keys there (when ROUTEMESH_KEY_PEPPER is set too).
+        if service in ("telemetry", "router", "control") and self.redis_url:
             cmd += ["--redis-url", self.redis_url]
             if self.redis_prefix:
                 cmd += ["--redis-prefix", self.redis_prefix]

@@ -26,7 +26,7 @@ def keyed_mesh(tmp_path_factory, redis_prefix) -> Iterator[tuple[Mesh, str]]:
     prefix = f"{redis_prefix}apikeys:"
     mesh = Mesh(MeshLayout.free(), redis_url=REDIS_URL, redis_prefix=prefix, sim_time_scale=SIM_TIME_SCALE,
                 log_dir=tmp_path_factory.mktemp("keys-mesh-logs"), extra_env={"ROUTEMESH_KEY_PEPPER": PEPPER},
-                extra_args={"router": ["--require-keys"], "control": ["--redis-url", REDIS_URL, "--redis-prefix", prefix]})
+                extra_args={"router": ["--require-keys"]})
     mesh.start()
     yield mesh, prefix
     mesh.stop()

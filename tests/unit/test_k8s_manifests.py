@@ -201,7 +201,11 @@ def test_hpas_scale_existing_deployments_that_leave_replicas_to_them():
         assert 2 <= hpa["spec"]["minReplicas"] < hpa["spec"]["maxReplicas"]
 
 
-def test_referenced_configmaps_exist_and_only_tls_secrets_are_required():
+# Secrets the operator must create before the first apply (the README's Deployment section says how).
+REQUIRED_SECRETS = {"routemesh-key-pepper"}
+
+
+def test_referenced_configmaps_exist_and_only_tls_and_key_secrets_are_required():
     configmaps = objects("ConfigMap")
     for name, deployment in objects("Deployment").items():
         pod = deployment["spec"]["template"]["spec"]
@@ -213,14 +217,14 @@ def test_referenced_configmaps_exist_and_only_tls_secrets_are_required():
         for volume in pod.get("volumes", []):
             if "configMap" in volume:
                 assert volume["configMap"]["name"] in configmaps, name
-            if "secret" in volume and volume["secret"]["secretName"] != f"routemesh-tls-{name}":
+            if "secret" in volume and volume["secret"]["secretName"] not in {f"routemesh-tls-{name}", *REQUIRED_SECRETS}:
                 assert volume["secret"].get("optional") is True, f"{name}: the base ships no Secret"
 
 
 def test_control_reads_the_mounted_policy_file():
     control = objects("Deployment")["control"]
     policy_path = pathlib.PurePosixPath(env_of(control)["ROUTEMESH_POLICY"])
-    (mount,) = [m for m in container(control)["volumeMounts"] if m["mountPath"] != TLS_MOUNT]
+    (mount,) = [m for m in container(control)["volumeMounts"] if m["mountPath"] not in (TLS_MOUNT, "/key-pepper")]
     assert "subPath" not in mount, "a subPath mount never sees ConfigMap updates, so control could not hot-reload"
     assert policy_path.parent == pathlib.PurePosixPath(mount["mountPath"])
     (volume,) = [v for v in control["spec"]["template"]["spec"]["volumes"] if v["name"] == mount["name"]]
@@ -361,3 +365,15 @@ def test_the_connection_table_is_the_documented_one():
         "redis": {"router", "telemetry", "control"}, "sim": {"executor"},
         "jaeger": {ANYONE, *SERVE_COMMANDS},
     }
+
+
+def test_the_router_requires_api_keys_and_shares_the_pepper_with_control():
+    deployments = objects("Deployment")
+    assert env_of(deployments["router"])["ROUTEMESH_REQUIRE_KEYS"] == "true"
+    for name in ("router", "control"):
+        assert env_of(deployments[name])["ROUTEMESH_KEY_PEPPER_FILE"] == "/key-pepper/pepper"
+        (volume,) = [v for v in deployments[name]["spec"]["template"]["spec"]["volumes"] if v["name"] == "key-pepper"]
+        assert volume["secret"]["secretName"] == "routemesh-key-pepper" and not volume["secret"].get("optional")
+        assert any(m["name"] == "key-pepper" and m["mountPath"] == "/key-pepper"
+                   for m in container(deployments[name])["volumeMounts"])
+    assert "routemesh-key-pepper" in (ROOT / "README.md").read_text()

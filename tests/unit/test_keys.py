@@ -87,3 +87,11 @@ def test_the_pepper_must_be_set_and_long() -> None:
     with pytest.raises(KeyConfigError):
         pepper_from_env({"ROUTEMESH_KEY_PEPPER": "short"})
     assert pepper_from_env({"ROUTEMESH_KEY_PEPPER": "x" * 32}) == b"x" * 32
+
+
+def test_the_pepper_can_come_from_a_mounted_file(tmp_path) -> None:
+    path = tmp_path / "pepper"
+    path.write_text("y" * 40 + "\n")
+    assert pepper_from_env({"ROUTEMESH_KEY_PEPPER_FILE": str(path)}) == b"y" * 40
+    with pytest.raises(KeyConfigError, match="cannot read ROUTEMESH_KEY_PEPPER_FILE"):
+        pepper_from_env({"ROUTEMESH_KEY_PEPPER_FILE": str(tmp_path / "missing")})

@@ -26,6 +26,7 @@ from routemesh.common.errors import InvalidRequest, NotFound
 
 TOKEN_PREFIX = "rmk_"
 PEPPER_ENV = "ROUTEMESH_KEY_PEPPER"
+PEPPER_FILE_ENV = "ROUTEMESH_KEY_PEPPER_FILE"  # or the file that holds it (a mounted secret)
 MIN_PEPPER_CHARS = 32
 ROLES = ("user", "admin")
 PERIODS = ("day", "month")
@@ -38,10 +39,22 @@ class KeyConfigError(ValueError):
 
 
 def pepper_from_env(environ: dict[str, str] | None = None) -> bytes:
-    """The server-side secret keys are hashed under; KeyConfigError when it is missing or short."""
-    value = (os.environ if environ is None else environ).get(PEPPER_ENV, "")
+    """The server-side secret keys are hashed under; KeyConfigError when it is missing or short.
+
+    From ROUTEMESH_KEY_PEPPER, or the file ROUTEMESH_KEY_PEPPER_FILE names (surrounding whitespace ignored).
+    """
+    env = os.environ if environ is None else environ
+    value = env.get(PEPPER_ENV, "")
+    path = env.get(PEPPER_FILE_ENV, "")
+    if not value and path:
+        try:
+            with open(path, encoding="utf-8") as handle:
+                value = handle.read().strip()
+        except OSError as exc:
+            raise KeyConfigError(f"cannot read {PEPPER_FILE_ENV} {path}: {exc.strerror or exc}") from None
     if len(value) < MIN_PEPPER_CHARS:
-        raise KeyConfigError(f"API keys need {PEPPER_ENV}: a secret of at least {MIN_PEPPER_CHARS} characters "
+        raise KeyConfigError(f"API keys need {PEPPER_ENV} (or {PEPPER_FILE_ENV}): a secret of at least "
+                             f"{MIN_PEPPER_CHARS} characters "
                              "(for example: python -c 'import secrets; print(secrets.token_urlsafe(32))'), "
                              "the same on every service that checks keys")
     return value.encode()
