@@ -130,3 +130,15 @@ def test_a_renewed_certificate_is_served_to_new_connections_without_a_restart(tl
     assert after != before
     with RouterClient(tls_mesh.layout.address("router"), tls_ca=(tls_mesh.tls_dir / "ca.pem").read_bytes()) as client:
         assert client.complete("Say hi").final.status == common_pb2.FINISH_STATUS_COMPLETE
+
+
+def test_the_gateway_serves_https_with_its_certificate(tls_mesh) -> None:
+    import httpx
+
+    address = tls_mesh.layout.address("gateway")
+    body = {"model": "auto", "max_tokens": 16, "messages": [{"role": "user", "content": "Say hi"}]}
+    with httpx.Client(verify=ssl.create_default_context(cafile=str(tls_mesh.tls_dir / "ca.pem")), timeout=30) as http:
+        reply = http.post(f"https://{address}/v1/chat/completions", json=body)
+    assert reply.status_code == 200 and reply.json()["choices"][0]["message"]["content"]
+    with httpx.Client(timeout=5) as http, pytest.raises(httpx.HTTPError):
+        http.post(f"http://{address}/v1/chat/completions", json=body)

@@ -98,6 +98,35 @@ def server_credentials(files: TlsFiles, require_client_auth: bool) -> grpc.Serve
     return grpc.dynamic_ssl_server_credentials(initial, fetch, require_client_authentication=require_client_auth)
 
 
+class ReloadingSslContext:
+    """An SSL server context for HTTP (the gateway) that loads the files again when they change.
+
+    `refresh()` is called as each connection arrives (a few stat calls); a reload that fails keeps the
+    certificate in use and logs why. Callers are not asked for a certificate: applications use API keys.
+    """
+
+    def __init__(self, files: TlsFiles) -> None:
+        import ssl
+
+        self.files = files
+        self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.context.load_cert_chain(files.cert, files.key)
+        self._stamp = files.stamp()
+
+    def refresh(self) -> None:
+        import ssl
+
+        stamp = self.files.stamp()
+        if stamp == self._stamp:
+            return
+        self._stamp = stamp
+        try:
+            self.context.load_cert_chain(self.files.cert, self.files.key)
+            log.info("TLS certificate files changed: %s reloaded", self.files.cert)
+        except (OSError, ssl.SSLError) as exc:
+            log.error("TLS certificate files changed but cannot be loaded (%s); keeping the current ones", exc)
+
+
 def channel_credentials(files: TlsFiles) -> grpc.ChannelCredentials:
     """Credentials that check the server against the CA and present this process's certificate.
 

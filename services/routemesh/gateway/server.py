@@ -22,6 +22,7 @@ from routemesh.common import semconv
 from routemesh.common.channels import open_channel
 from routemesh.common.policy import Policy
 from routemesh.common.policy_watch import PolicyHolder, PolicyWatcher
+from routemesh.common.tls import ReloadingSslContext, TlsFiles
 from routemesh.common.tracing import tracer
 from routemesh.gateway.chat import ChatHandler, error_response
 from routemesh.gateway.openai_api import GatewayError
@@ -211,10 +212,11 @@ class CappedTCPSite(web.BaseSite):
     """
 
     def __init__(self, runner: web.AppRunner, host: str, port: int, *, backlog: int = 1024,
-                 max_connections: int = MAX_CONNECTIONS):
+                 max_connections: int = MAX_CONNECTIONS, tls: ReloadingSslContext | None = None):
         super().__init__(runner, backlog=backlog)
         self._host = host
         self._port = port
+        self._tls = tls
         self._max_connections = max_connections
         self._aiohttp: web.Server | None = None
         self.refused = 0
@@ -223,10 +225,12 @@ class CappedTCPSite(web.BaseSite):
     @property
     def name(self) -> str:
         host = f"[{self._host}]" if ":" in self._host else self._host
-        return f"http://{host}:{self._port}"
+        return f"{'https' if self._tls else 'http'}://{host}:{self._port}"
 
     def _protocol(self) -> asyncio.BaseProtocol:
         assert self._aiohttp is not None
+        if self._tls is not None:
+            self._tls.refresh()
         if self._max_connections and len(self._aiohttp.connections) >= self._max_connections:
             self.refused += 1
             if time.monotonic() - self._logged_at >= _REFUSAL_LOG_EVERY_S:
@@ -240,7 +244,8 @@ class CappedTCPSite(web.BaseSite):
         await super().start()
         self._aiohttp = self._runner.server
         self._server = await asyncio.get_running_loop().create_server(
-            self._protocol, self._host, self._port, backlog=self._backlog)
+            self._protocol, self._host, self._port, backlog=self._backlog,
+            ssl=self._tls.context if self._tls is not None else None)
 
 
 @dataclass
@@ -251,11 +256,12 @@ class GatewayServer:
     gateway: Gateway
     host: str
     port: int
+    https: bool = False
 
     @property
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return f"{'https' if self.https else 'http'}://{host}:{self.port}"
 
     @property
     def policy(self) -> PolicyHolder:
@@ -292,10 +298,13 @@ async def start_gateway(router_address: str, host: str = "127.0.0.1", port: int 
                            handler_cancellation=True, shutdown_timeout=grace_s, keepalive_timeout=header_timeout_s)
     await runner.setup()
     try:
-        await CappedTCPSite(runner, host, port, backlog=1024, max_connections=max_connections).start()
+        # With the service's TLS files in the environment (common.tls), HTTPS with the gateway's certificate.
+        files = TlsFiles.from_env()
+        tls = ReloadingSslContext(files) if files is not None else None
+        await CappedTCPSite(runner, host, port, backlog=1024, max_connections=max_connections, tls=tls).start()
     except OSError:
         await runner.cleanup()
         await gateway.close()
         raise
     gateway.watcher.start()
-    return GatewayServer(runner=runner, gateway=gateway, host=host, port=runner.addresses[0][1])
+    return GatewayServer(runner=runner, gateway=gateway, host=host, port=runner.addresses[0][1], https=tls is not None)
