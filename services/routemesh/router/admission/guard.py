@@ -139,16 +139,17 @@ class SpendGuard:
         """The first model (in plan order) with headroom takes its slots; the ones before it are skipped."""
         tenant_name = metadata.get(policy.request_keys.tenant, "")
         tenant = policy.tenants.get(tenant_name)
-        tenant_limit = []
+        # The caller's own limits (its tenant's, its API key's) go with every model's; hitting one refuses the request.
+        caller_limits = []
         if tenant and (tenant.limits.rpm or tenant.limits.tpm):
-            tenant_limit = [RateLimit(key=f"tenant:{tenant_name}", rpm=tenant.limits.rpm, tpm=tenant.limits.tpm)]
+            caller_limits = [RateLimit(key=f"tenant:{tenant_name}", rpm=tenant.limits.rpm, tpm=tenant.limits.tpm)]
         if quota is not None and quota.limit is not None:
-            tenant_limit.append(quota.limit)
+            caller_limits.append(quota.limit)
         last_retry: float | None = None
         for i, model in enumerate(plan.models):
             spec = policy.models[model]
             model_limit = [RateLimit(key=f"model:{model}", rpm=spec.rpm, tpm=spec.tpm)] if spec.rpm or spec.tpm else []
-            wanted = tenant_limit + model_limit
+            wanted = caller_limits + model_limit
             if not wanted:
                 return plan.models[i:]
             decision = await self.limiter.acquire(wanted, admission.estimated_tokens)
