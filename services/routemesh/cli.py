@@ -115,6 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     history = psub.add_parser("history", help="who changed the policy, when, and what changed (the audit log)")
     history.add_argument("--control", default=_env("ROUTEMESH_CONTROL_ADDR", "127.0.0.1:50055"))
     history.add_argument("--limit", type=int, default=20)
+    show = psub.add_parser("show", help="the policy in force: version, digest, source and the document (as JSON)")
+    show.add_argument("--control", default=_env("ROUTEMESH_CONTROL_ADDR", "127.0.0.1:50055"))
     return parser
 
 
@@ -239,6 +241,8 @@ def _policy(args: argparse.Namespace) -> int:
 
     if args.policy_command == "history":
         return _policy_history(args)
+    if args.policy_command == "show":
+        return _policy_show(args)
     try:
         text = Path(args.file).read_text()
     except OSError as exc:
@@ -273,6 +277,26 @@ def _policy(args: argparse.Namespace) -> int:
             return print_rpc_error("routemesh policy apply", exc)
     verb = "would apply" if args.dry_run else ("applied" if reply.changed else "unchanged")
     print(f"{verb}: policy version {reply.policy.version} ({reply.policy.digest[:12]})")
+    return 0
+
+
+def _policy_show(args: argparse.Namespace) -> int:
+    import json
+
+    import grpc
+
+    from routemesh.clitext import print_rpc_error
+    from routemesh.common.tls import blocking_channel
+    from routemesh.v1 import control_pb2, control_pb2_grpc
+
+    with blocking_channel(args.control) as channel:
+        try:
+            policy = control_pb2_grpc.ControlPlaneServiceStub(channel).GetPolicy(
+                control_pb2.GetPolicyRequest(), timeout=10).policy
+        except grpc.RpcError as exc:
+            return print_rpc_error("routemesh policy show", exc)
+    print(f"# policy version {policy.version}, digest {policy.digest}, from {policy.source}")
+    print(json.dumps(json.loads(policy.policy_json), indent=2))
     return 0
 
 

@@ -25,12 +25,13 @@ from routemesh.v1 import common_pb2, control_pb2, control_pb2_grpc, executor_pb2
 from tests.integration.conftest import SIM_TIME_SCALE
 
 pytestmark = pytest.mark.integration
+ADMIN_KEY = "the-operators-bootstrap-key-" + "a" * 20
 
 
 @pytest.fixture(scope="module")
 def tls_mesh(tmp_path_factory) -> Iterator[Mesh]:
     mesh = Mesh(MeshLayout.free(), tls_dir=tmp_path_factory.mktemp("certs"), sim_time_scale=SIM_TIME_SCALE,
-                log_dir=tmp_path_factory.mktemp("tls-logs"))
+                log_dir=tmp_path_factory.mktemp("tls-logs"), extra_env={"ROUTEMESH_ADMIN_KEY": ADMIN_KEY})
     mesh.start()
     yield mesh
     mesh.stop()
@@ -91,6 +92,18 @@ def test_mesh_identities_call_only_what_they_need(tls_mesh, identity, service, c
     assert raised.value.code() == grpc.StatusCode.PERMISSION_DENIED
     assert reason_of(raised.value) == "CALLER_NOT_ALLOWED"
     assert f"identity {identity!r} may not call" in raised.value.details()
+
+
+def test_an_admin_credential_admits_a_mesh_identity_to_admin_rpcs(tls_mesh) -> None:
+    with as_identity(tls_mesh, "gateway", "control") as channel:
+        stub = control_pb2_grpc.ControlPlaneServiceStub(channel)
+        reply = stub.GetPolicy(control_pb2.GetPolicyRequest(), timeout=3,
+                               metadata=[("authorization", f"Bearer {ADMIN_KEY}")])
+        assert reply.policy.version >= 1
+        with pytest.raises(grpc.RpcError) as raised:
+            stub.GetPolicy(control_pb2.GetPolicyRequest(), timeout=3,
+                           metadata=[("authorization", f"Bearer {ADMIN_KEY}x")])
+    assert reason_of(raised.value) == "CALLER_NOT_ALLOWED" and ADMIN_KEY not in raised.value.details()
 
 
 def test_the_admin_reads_the_policy_and_the_cli_uses_the_environments_certificate(tls_mesh) -> None:

@@ -89,6 +89,13 @@ class Unauthenticated(RoutemeshError):
     reason = "INVALID_API_KEY"
 
 
+class AdminRequired(RoutemeshError):
+    """An admin RPC without an admin credential, on a service that requires one (common.admin)."""
+
+    code = grpc.StatusCode.UNAUTHENTICATED
+    reason = "ADMIN_REQUIRED"
+
+
 class KeyNotAllowed(RoutemeshError):
     """The request's API key may not use the model or route it names."""
 

@@ -15,7 +15,8 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from routemesh.common import semconv
 from routemesh.common.channels import set_serving_deadline
-from routemesh.common.errors import CallerNotAllowed, InvalidRequest, MessageTooLarge, RoutemeshError
+from routemesh.common.admin import ADMIN_ACTOR, AdminAuth
+from routemesh.common.errors import AdminRequired, CallerNotAllowed, InvalidRequest, MessageTooLarge, RoutemeshError
 from routemesh.common.tls import peer_identity
 from routemesh.common.tracing import extract_context, tracer
 
@@ -58,6 +59,8 @@ CALLERS: dict[str, frozenset[str]] = {
     "/routemesh.v1.ControlPlaneService/RevokeKey": frozenset({"admin"}),
     "/routemesh.v1.ControlPlaneService/RotateKey": frozenset({"admin"}),
 }
+# The operator's RPCs: an admin credential (common.admin) admits a caller to them as the admin certificate does.
+ADMIN_METHODS = frozenset(method for method, callers in CALLERS.items() if "admin" in callers)
 
 
 class Undecodable:
@@ -96,11 +99,25 @@ def checked_deserializer(method: str, deserializer: Callable[[bytes], Any] | Non
 _SPANLESS_METHODS = frozenset({"/routemesh.v1.TelemetryService/WatchSnapshot"})
 
 
-def _check_caller(method: str, callers: frozenset[str], context: grpc.aio.ServicerContext) -> None:
-    identity = peer_identity(context)
-    if identity not in callers:
+async def _admit(method: str, callers: frozenset[str] | None, admin: AdminAuth | None,
+                 context: grpc.aio.ServicerContext) -> None:
+    """Refuse a caller the method is not for: by its certificate (TLS), else by its admin credential."""
+    identity = peer_identity(context) if callers is not None else None
+    if callers is not None and identity in callers:
+        return
+    if admin is not None:
+        actor = await admin.actor(context.invocation_metadata())
+        if actor:
+            ADMIN_ACTOR.set(actor)
+            return
+    name = method.lstrip("/")
+    if callers is not None:
         who = f"identity {identity!r}" if identity else "a caller without a mesh certificate"
-        raise CallerNotAllowed(f"{who} may not call {method.lstrip('/')}; allowed: {', '.join(sorted(callers))}")
+        extra = f", or {admin.describe()}" if admin is not None else ""
+        raise CallerNotAllowed(f"{who} may not call {name}; allowed: {', '.join(sorted(callers))}{extra}")
+    if admin is not None:
+        raise AdminRequired(f"{name} needs an admin credential: authorization: Bearer <{admin.describe()}> "
+                            "(the CLI sends ROUTEMESH_API_KEY)")
 
 
 def _release(exc: BaseException) -> None:
@@ -127,10 +144,12 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
     own context, so nothing is allocated per call but the span.
     """
 
-    def __init__(self, check_callers: bool = False) -> None:
+    def __init__(self, check_callers: bool = False, admin: AdminAuth | None = None) -> None:
         self._wrapped: dict[str, grpc.RpcMethodHandler | None] = {}
         # With TLS on: each listed method's caller identity is checked against CALLERS.
         self._check_callers = check_callers
+        # What admits an operator to ADMIN_METHODS besides the admin certificate (None: nothing else).
+        self._admin = admin
 
     async def intercept_service(
         self,
@@ -146,15 +165,16 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
             return handler
         deserializer = checked_deserializer(method, handler.request_deserializer)
         callers = CALLERS.get(method) if self._check_callers else None
+        admin = self._admin if method in ADMIN_METHODS else None
         if handler.unary_unary:
             wrapped = grpc.unary_unary_rpc_method_handler(
-                self._wrap_unary(method, handler.unary_unary, callers),
+                self._wrap_unary(method, handler.unary_unary, callers, admin),
                 request_deserializer=deserializer,
                 response_serializer=handler.response_serializer,
             )
         elif handler.unary_stream:
             wrapped = grpc.unary_stream_rpc_method_handler(
-                self._wrap_stream(method, handler.unary_stream, callers),
+                self._wrap_stream(method, handler.unary_stream, callers, admin),
                 request_deserializer=deserializer,
                 response_serializer=handler.response_serializer,
             )
@@ -199,13 +219,14 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         finally:
             span.end()
 
-    def _wrap_unary(self, method: str, behavior: Callable[..., Awaitable[Any]], callers: frozenset[str] | None):
+    def _wrap_unary(self, method: str, behavior: Callable[..., Awaitable[Any]], callers: frozenset[str] | None,
+                    admin: AdminAuth | None):
         async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
             span = self._start(method, context)
             failure: Exception | None = None
             try:
-                if callers is not None:
-                    _check_caller(method, callers, context)
+                if callers is not None or admin is not None:
+                    await _admit(method, callers, admin, context)
                 if type(request) is Undecodable:
                     raise request.error
                 return await behavior(request, context)
@@ -222,13 +243,14 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
 
         return wrapper
 
-    def _wrap_stream(self, method: str, behavior: Callable[..., AsyncIterator[Any]], callers: frozenset[str] | None):
+    def _wrap_stream(self, method: str, behavior: Callable[..., AsyncIterator[Any]],
+                     callers: frozenset[str] | None, admin: AdminAuth | None):
         async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             span = self._start(method, context)
             failure: Exception | None = None
             try:
-                if callers is not None:
-                    _check_caller(method, callers, context)
+                if callers is not None or admin is not None:
+                    await _admit(method, callers, admin, context)
                 if type(request) is Undecodable:
                     raise request.error
                 async for item in behavior(request, context):

@@ -13,6 +13,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from routemesh.common.admin import AdminAuth
 from routemesh.common.interceptors import ServerInterceptor
 from routemesh.common.tls import TlsFiles, server_credentials
 
@@ -50,6 +51,8 @@ class Service:
     # Called by applications outside the mesh (the router): with TLS on, they are not asked for a mesh
     # certificate. Internal services (the default) accept only callers with one (mutual TLS).
     external: bool = False
+    # What admits an operator to the admin RPCs besides the admin certificate (common.admin); None: nothing.
+    admin: AdminAuth | None = None
 
 
 @dataclass
@@ -64,7 +67,7 @@ class RunningServer:
 async def create_server(service: Service, address: str) -> RunningServer:
     """Build and start the server on `address` (port 0 picks a free one); call inside the running loop."""
     files = TlsFiles.from_env()
-    server = grpc.aio.server(interceptors=[ServerInterceptor(check_callers=files is not None)],
+    server = grpc.aio.server(interceptors=[ServerInterceptor(check_callers=files is not None, admin=service.admin)],
                              options=SERVER_OPTIONS)
     service.register(server)
     health_servicer = health.aio.HealthServicer()

@@ -147,12 +147,34 @@ def client_files() -> TlsFiles | None:
     return _client_files[0]
 
 
+API_KEY_ENV = "ROUTEMESH_API_KEY"
+
+
+class _Bearer(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):
+    """Adds "authorization: Bearer <token>" to every call (call credentials would need a TLS channel)."""
+
+    def __init__(self, token: str):
+        self._entry = ("authorization", f"Bearer {token}")
+
+    def _details(self, details: grpc.ClientCallDetails) -> grpc.ClientCallDetails:
+        metadata = [*(details.metadata or ()), self._entry]
+        return details._replace(metadata=metadata)  # type: ignore[attr-defined]  # grpc's namedtuple
+
+    def intercept_unary_unary(self, continuation, client_call_details, request):  # type: ignore[no-untyped-def]
+        return continuation(self._details(client_call_details), request)
+
+    def intercept_unary_stream(self, continuation, client_call_details, request):  # type: ignore[no-untyped-def]
+        return continuation(self._details(client_call_details), request)
+
+
 def blocking_channel(address: str) -> grpc.Channel:
-    """A blocking channel for the CLI: TLS with this process's certificate when the environment names one."""
+    """A blocking channel for the CLI: TLS with this process's certificate when the environment names one,
+    and the caller's key (ROUTEMESH_API_KEY: an admin key for the operator's commands) on every call."""
     files = client_files()
-    if files is None:
-        return grpc.insecure_channel(address)
-    return grpc.secure_channel(address, channel_credentials(files))
+    channel = grpc.insecure_channel(address) if files is None else grpc.secure_channel(
+        address, channel_credentials(files))
+    token = os.environ.get(API_KEY_ENV, "").strip()
+    return grpc.intercept_channel(channel, _Bearer(token)) if token else channel
 
 
 def peer_identity(context: grpc.aio.ServicerContext) -> str | None:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import grpc
 
+from routemesh.common import admin
 from routemesh.common.serve import Service
 from routemesh.common.keys import KeyConfigError, KeyStore, pepper_from_env
 from routemesh.common.redis_client import create_client
@@ -51,6 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="where caller API keys are kept (env ROUTEMESH_REDIS_URL; empty: no key management "
                              "here); needs ROUTEMESH_KEY_PEPPER, the same secret as the services checking keys")
     parser.add_argument("--redis-prefix", default=os.environ.get("ROUTEMESH_REDIS_PREFIX", "routemesh:"))
+    admin.add_arguments(parser)
 
 
 def _positive_seconds(text: str) -> float:
@@ -61,11 +63,13 @@ def _positive_seconds(text: str) -> float:
 
 
 def control_service(
-    registry: PolicyRegistry, file_source: PolicyFileSource | None = None, keys: KeyStore | None = None
+    registry: PolicyRegistry, file_source: PolicyFileSource | None = None, keys: KeyStore | None = None,
+    admin_auth: admin.AdminAuth | None = None,
 ) -> tuple[Service, ControlPlaneServicer]:
     """The control plane Service over `registry`; with `file_source`, polling runs between start and stop.
 
-    With `keys`, it manages caller API keys (CreateKey, ListKeys, RevokeKey, RotateKey).
+    With `keys`, it manages caller API keys (CreateKey, ListKeys, RevokeKey, RotateKey); with `admin_auth`,
+    admin RPCs need its credential (or the admin certificate).
     """
     servicer = ControlPlaneServicer(registry, KeysApi(keys))
 
@@ -91,6 +95,7 @@ def control_service(
         on_stop=on_stop,
         on_drain=servicer.stop,
         ready=lambda: registry.current is not None,
+        admin=admin_auth,
     )
     return service, servicer
 
@@ -106,5 +111,5 @@ async def build(args: argparse.Namespace) -> Service:
             keys = KeyStore(create_client(args.redis_url, timeout_s=1.0), args.redis_prefix, pepper_from_env())
         except KeyConfigError as exc:
             log.warning("API key management is off: %s", exc)
-    service, _ = control_service(registry, file_source, keys)
+    service, _ = control_service(registry, file_source, keys, admin.from_args(SERVICE_NAME, args, keys))
     return service

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 
+from routemesh.common.admin import ADMIN_ACTOR
 from routemesh.common.errors import InvalidRequest, NotReady
 from routemesh.common.policy import PolicyError
 from routemesh.common.tls import peer_identity
@@ -30,6 +31,11 @@ def policy_message(record: PolicyVersionRecord) -> control_pb2.Policy:
         source=record.source,
         created_at_ms=record.created_at_ms,
     )
+
+
+def _actor(context: grpc.aio.ServicerContext) -> str:
+    """Who made a change, for the audit log: the admin key it came with, else the certificate, else the address."""
+    return ADMIN_ACTOR.get() or peer_identity(context) or context.peer()
 
 
 def invalid_policy(exc: PolicyError) -> InvalidRequest:
@@ -94,8 +100,7 @@ class ControlPlaneServicer(control_pb2_grpc.ControlPlaneServiceServicer):
             if request.dry_run:
                 record, changed = self.registry.dry_run(request.policy_yaml, API_SOURCE)
             else:
-                actor = peer_identity(context) or context.peer()
-                record, changed = self.registry.load(request.policy_yaml, API_SOURCE, actor)
+                record, changed = self.registry.load(request.policy_yaml, API_SOURCE, _actor(context))
         except PolicyError as exc:
             log.warning("ApplyPolicy%s rejected: %s", " (dry run)" if request.dry_run else "", exc)
             raise invalid_policy(exc) from None
@@ -135,7 +140,7 @@ class ControlPlaneServicer(control_pb2_grpc.ControlPlaneServiceServicer):
 
     def _audit_key(self, context: grpc.aio.ServicerContext, action: str, key: control_pb2.ApiKey) -> None:
         current = self.registry.current
-        self.registry.audit.record(peer_identity(context) or context.peer(), action,
+        self.registry.audit.record(_actor(context), action,
                                    current.version if current else 0, "",
                                    f"key {key.key_id} ({key.name or 'unnamed'}) of tenant {key.tenant}, role {key.role}")
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 
 from routemesh.classifier.wire import features_to_proto
 from routemesh.router.decision.filters import RoutingOptionsView
@@ -26,14 +25,6 @@ def options_view(request: router_pb2.ChatRequest | router_pb2.ExplainRequest) ->
         allow_fallback=options.allow_fallback, provider=options.provider,
         required_capabilities=tuple(needed),
     )
-
-
-def bearer(metadata: Sequence[tuple[str, str | bytes]] | None) -> str:
-    """The token of an "authorization: Bearer TOKEN" metadata entry ("" when there is none)."""
-    for name, value in metadata or ():
-        if name == "authorization" and isinstance(value, str) and value[:7].lower() == "bearer ":
-            return value[7:].strip()
-    return ""
 
 
 def chat_input(request: router_pb2.ChatRequest | router_pb2.ExplainRequest, api_key: str = "") -> ChatInput:

@@ -6,7 +6,8 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from routemesh.router.convert import bearer, chat_input, decision_to_proto, final_to_proto
+from routemesh.common.admin import bearer
+from routemesh.router.convert import chat_input, decision_to_proto, final_to_proto
 from routemesh.router.pipeline import RequestPipeline
 from routemesh.router.request import Decision, Delta
 from routemesh.v1 import common_pb2, router_pb2, router_pb2_grpc

@@ -7,6 +7,7 @@ import os
 
 import grpc
 
+from routemesh.common import admin
 from routemesh.common.policy_watch import PolicyHolder, PolicyWatcher
 from routemesh.common.serve import Service
 from routemesh.telemetry.redis_store import RedisHealthStore
@@ -37,6 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_WINDOW_S,
         help=f"sliding window of latency percentiles and error rate, seconds (default {DEFAULT_WINDOW_S})",
     )
+    admin.add_arguments(parser)
 
 
 def make_store(redis_url: str, prefix: str, window_s: int) -> HealthStore:
@@ -46,8 +48,12 @@ def make_store(redis_url: str, prefix: str, window_s: int) -> HealthStore:
     return InMemoryHealthStore(window_s=window_s)
 
 
-def make_service(store: HealthStore, holder: PolicyHolder, watcher: PolicyWatcher | None = None) -> Service:
-    """The Service around a store and a policy holder; tests pass no watcher and fill the holder directly."""
+def make_service(store: HealthStore, holder: PolicyHolder, watcher: PolicyWatcher | None = None,
+                 admin_auth: admin.AdminAuth | None = None) -> Service:
+    """The Service around a store and a policy holder; tests pass no watcher and fill the holder directly.
+
+    With `admin_auth`, the operator's RPCs (GetSnapshot, GetExperimentReport) need its credential too.
+    """
     servicer = TelemetryServicer(store, holder)
 
     def register(server: grpc.aio.Server) -> None:
@@ -69,6 +75,7 @@ def make_service(store: HealthStore, holder: PolicyHolder, watcher: PolicyWatche
         on_start=on_start,
         on_stop=on_stop,
         ready=lambda: holder.current is not None,
+        admin=admin_auth,
     )
 
 
@@ -78,4 +85,7 @@ async def build(args: argparse.Namespace) -> Service:
         raise SystemExit("telemetry: --window-s must be a positive number of seconds")
     store = make_store(args.redis_url, args.redis_prefix, args.window_s)
     holder = PolicyHolder()
-    return make_service(store, holder, PolicyWatcher(holder, args.control, SERVICE_NAME))
+    # Admin API keys are checked where control keeps them, when this service has the pepper too.
+    keys = admin.key_store(args.redis_url, args.redis_prefix) if admin.wanted(args) else None
+    admin_auth = admin.from_args(SERVICE_NAME, args, keys)
+    return make_service(store, holder, PolicyWatcher(holder, args.control, SERVICE_NAME), admin_auth)

@@ -78,6 +78,7 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ERROR_REASON_KEYS_NOT_CONFIGURED: _ClassVar[ErrorReason]
     ERROR_REASON_INVALID_API_KEY: _ClassVar[ErrorReason]
     ERROR_REASON_KEY_NOT_ALLOWED: _ClassVar[ErrorReason]
+    ERROR_REASON_ADMIN_REQUIRED: _ClassVar[ErrorReason]
 ROLE_UNSPECIFIED: Role
 ROLE_SYSTEM: Role
 ROLE_USER: Role
@@ -135,6 +136,7 @@ ERROR_REASON_CALLER_NOT_ALLOWED: ErrorReason
 ERROR_REASON_KEYS_NOT_CONFIGURED: ErrorReason
 ERROR_REASON_INVALID_API_KEY: ErrorReason
 ERROR_REASON_KEY_NOT_ALLOWED: ErrorReason
+ERROR_REASON_ADMIN_REQUIRED: ErrorReason
 
 class Message(_message.Message):
     __slots__ = ("role", "content", "name", "tool_calls", "tool_call_id")
