@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -82,8 +83,26 @@ async def test_get_policy(control: Control) -> None:
     current = control.registry.current
     policy = response.policy
     assert (policy.version, policy.digest, policy.source) == (1, current.digest, "test")
-    assert policy_from_json(response.policy.policy_json) == current.policy
     assert response.policy.created_at_ms == current.created_at_ms
+    # What the operator reads back names the variable, not its value; the data plane gets the value.
+    public = json.loads(response.policy.policy_json)
+    assert public["providers"]["sim"]["base_url"].startswith("${ROUTEMESH_SIM_URL")
+    assert policy_from_json(current.policy_json) == current.policy
+    public["providers"]["sim"]["base_url"] = current.policy.providers["sim"].base_url
+    assert policy_from_json(json.dumps(public)) == current.policy
+
+
+async def test_get_and_apply_never_return_expanded_values_or_url_passwords(control: Control,
+                                                                           monkeypatch) -> None:
+    monkeypatch.setenv("ROUTEMESH_POLICY_SIM_URL", "http://canary-host-1234.internal:8080/v1")
+    text = DEFAULT_TEXT.replace("${ROUTEMESH_SIM_URL:-http://127.0.0.1:50056/v1}", "${ROUTEMESH_POLICY_SIM_URL}")
+    text = text.replace("providers:\n", "providers:\n  other: {api: openai, base_url: 'https://u:pw-canary@x.test/v1'}\n", 1)
+    applied = await control.apply(text)
+    got = await control.stub.GetPolicy(control_pb2.GetPolicyRequest(), timeout=5)
+    for policy in (applied.policy, got.policy):
+        assert "canary" not in policy.policy_json and "${ROUTEMESH_POLICY_SIM_URL}" in policy.policy_json
+        assert "https://u:***@x.test/v1" in policy.policy_json
+    assert "canary-host-1234" in control.registry.current.policy_json  # what WatchPolicy pushes
 
 
 async def test_watch_sends_current_then_each_applied_version(control: Control) -> None:
@@ -94,7 +113,8 @@ async def test_watch_sends_current_then_each_applied_version(control: Control) -
         applied = await control.apply(CHEAPER_TEXT)
         assert (applied.policy.version, applied.changed, applied.policy.source) == (2, True, "api")
         second = await asyncio.wait_for(call.read(), 3)
-        assert second.policy == applied.policy
+        assert (second.policy.version, second.policy.digest) == (applied.policy.version, applied.policy.digest)
+        assert second.policy.policy_json == control.registry.current.policy_json
     finally:
         call.cancel()
     await eventually(lambda: control.servicer.open_watches == 0)

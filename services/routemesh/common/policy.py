@@ -9,7 +9,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 from pydantic import ValidationError
@@ -28,7 +28,7 @@ from routemesh.common.policy_schema import (
 __all__ = [
     "AUTO", "CAPABILITIES", "TASK_TYPES", "Model", "Policy", "PolicyError", "PolicyVersion", "Route", "Rule",
     "RuleCondition", "canonical_json", "digest", "expand_env", "load_default_policy_text", "parse_policy",
-    "policy_from_json",
+    "policy_from_json", "public_json",
 ]
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 # A policy is a few KB (the default about 7 KB); a document past this is a mistake or an attack, refused
@@ -180,8 +180,12 @@ def _violations(err: ValidationError) -> list[tuple[str, str]]:
     return out
 
 
-def parse_policy(text: str, environ: dict[str, str] | None = None) -> Policy:
-    """Parse and validate a YAML (or JSON) policy document; raise PolicyError naming every bad field."""
+def parse_policy(text: str, environ: dict[str, str] | None = None,
+                 templates: dict[str, str] | None = None) -> Policy:
+    """Parse and validate a YAML (or JSON) policy document; raise PolicyError naming every bad field.
+
+    `templates`, when given, receives each provider's base_url as written where ${VAR} expansion changed it.
+    """
     raw = _load_yaml(text)
     if not isinstance(raw, dict):
         raise PolicyError([("", "the policy must be a mapping with providers, models and routes")])
@@ -198,6 +202,8 @@ def parse_policy(text: str, environ: dict[str, str] | None = None) -> Policy:
                     continue
                 if value != prov["base_url"]:
                     expanded.add(f"providers.{name}.base_url")
+                    if templates is not None:
+                        templates[str(name)] = prov["base_url"]
                 prov["base_url"] = value
     try:
         policy = Policy.model_validate(raw)
@@ -214,6 +220,20 @@ def parse_policy(text: str, environ: dict[str, str] | None = None) -> Policy:
     if hosts:
         raise PolicyError(hosts)
     return policy
+
+
+def public_json(policy: Policy, templates: Mapping[str, str]) -> str:
+    """The policy as an operator may read it back (GetPolicy): canonical JSON where each base_url a ${VAR}
+    expanded shows as written, and a password in any base_url as ***. Only the data plane gets the rest."""
+    document = policy.model_dump(mode="json")
+    for name, provider in (document.get("providers") or {}).items():
+        url = templates.get(name, provider.get("base_url", ""))
+        parts = urlsplit(url) if url and name not in templates else None
+        if parts is not None and parts.password is not None:
+            host = parts.netloc.rpartition("@")[2]
+            url = urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+        provider["base_url"] = url
+    return json.dumps(document, sort_keys=True, separators=(",", ":"))
 
 
 def policy_from_json(text: str) -> Policy:

@@ -8,7 +8,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
-from routemesh.common.policy import Policy, PolicyError, canonical_json, digest, parse_policy
+from routemesh.common.policy import Policy, PolicyError, canonical_json, digest, parse_policy, public_json
 from routemesh.control.audit import APPLIED, REFUSED, AuditLog, summarize_change
 from routemesh.quality.serving import policy_quality
 
@@ -27,6 +27,9 @@ class PolicyVersionRecord:
     source: str
     created_at_ms: int
     policy: Policy
+    # What an operator reads back (GetPolicy, ApplyPolicy): no value a ${VAR} expanded, no URL password.
+    # The data plane (WatchPolicy) gets policy_json, which it needs to reach the providers.
+    public_json: str = ""
 
 
 class PolicyRegistry:
@@ -80,6 +83,7 @@ class PolicyRegistry:
             source=source,
             created_at_ms=candidate.created_at_ms,
             policy=candidate.policy,
+            public_json=candidate.public_json,
         )
         self._history.append(record)
         self.audit.record(actor or source, APPLIED, version, record.digest,
@@ -103,7 +107,8 @@ class PolicyRegistry:
 
     @staticmethod
     def _record(text: str, source: str, version: int) -> PolicyVersionRecord:
-        policy = parse_policy(text)
+        templates: dict[str, str] = {}
+        policy = parse_policy(text, templates=templates)
         # The quality predictor it names must load here with its digest, so a bad artifact is refused when
         # submitted; the classifier and router check again when they load it, and keep their last good one.
         policy_quality(policy)
@@ -115,4 +120,5 @@ class PolicyRegistry:
             source=source,
             created_at_ms=int(time.time() * 1000),
             policy=policy,
+            public_json=public_json(policy, templates),
         )

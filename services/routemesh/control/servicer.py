@@ -22,12 +22,12 @@ API_SOURCE = "api"
 DEFAULT_CHANGES = 50
 
 
-def policy_message(record: PolicyVersionRecord) -> control_pb2.Policy:
-    """The wire form of a policy version."""
+def policy_message(record: PolicyVersionRecord, public: bool = False) -> control_pb2.Policy:
+    """The wire form of a policy version: as the data plane needs it, or (`public`) as an operator reads it."""
     return control_pb2.Policy(
         version=record.version,
         digest=record.digest,
-        policy_json=record.policy_json,
+        policy_json=record.public_json if public else record.policy_json,
         source=record.source,
         created_at_ms=record.created_at_ms,
     )
@@ -62,7 +62,7 @@ class ControlPlaneServicer(control_pb2_grpc.ControlPlaneServiceServicer):
     async def GetPolicy(
         self, request: control_pb2.GetPolicyRequest, context: grpc.aio.ServicerContext
     ) -> control_pb2.GetPolicyResponse:
-        return control_pb2.GetPolicyResponse(policy=policy_message(self._current()))
+        return control_pb2.GetPolicyResponse(policy=policy_message(self._current(), public=True))
 
     async def WatchPolicy(
         self, request: control_pb2.WatchPolicyRequest, context: grpc.aio.ServicerContext
@@ -104,7 +104,7 @@ class ControlPlaneServicer(control_pb2_grpc.ControlPlaneServiceServicer):
         except PolicyError as exc:
             log.warning("ApplyPolicy%s rejected: %s", " (dry run)" if request.dry_run else "", exc)
             raise invalid_policy(exc) from None
-        return control_pb2.ApplyPolicyResponse(policy=policy_message(record), changed=changed)
+        return control_pb2.ApplyPolicyResponse(policy=policy_message(record, public=True), changed=changed)
 
     async def ListPolicyChanges(
         self, request: control_pb2.ListPolicyChangesRequest, context: grpc.aio.ServicerContext

@@ -10,6 +10,7 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from routemesh.common.outcomes import AttemptOutcome
 from routemesh.executor.http import HttpClient, HttpConnectError, HttpError, HttpInvalidURL, HttpResponse
@@ -111,11 +112,26 @@ class ProviderError(Exception):
         )
 
 
+def _hosts(url: str) -> list[str]:
+    """The host:port and host of `url`, longest first ([] when it has none, or does not parse)."""
+    try:
+        parts = urlsplit(url)
+        names = {parts.netloc.rpartition("@")[2], parts.hostname or ""}
+    except ValueError:
+        return []
+    return sorted((n for n in names if n), key=len, reverse=True)
+
+
 class Scrubber:
-    """Shortens upstream text and removes the API key and prompt fragments from it."""
+    """Shortens upstream text and removes the API key, the provider's host and prompt fragments from it.
+
+    The host may come from the control plane's environment (a policy's ${VAR}), which callers never see:
+    a connect error says "the provider's host" where aiohttp names it.
+    """
 
     def __init__(self, target: ProviderTarget, messages: list[dict[str, Any]]):
         self._secrets = [target.api_key] if target.api_key else []
+        self._hosts = _hosts(target.base_url)
         contents = (m.get("content") for m in messages)
         self._prompts = [c for c in contents if isinstance(c, str) and len(c) >= _MIN_SCRUB_CHARS]
         self._label = f"{target.provider}/{target.upstream_model}"
@@ -123,6 +139,8 @@ class Scrubber:
     def __call__(self, text: str) -> str:
         for secret in self._secrets:
             text = text.replace(secret, "***")
+        for host in self._hosts:
+            text = text.replace(host, "<provider host>")
         for prompt in self._prompts:
             text = text.replace(prompt, "[prompt]")
         text = " ".join(text.split())
