@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -13,6 +14,7 @@ from grpc_status import rpc_status
 from routemesh.v1 import common_pb2, router_pb2, router_pb2_grpc
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
+API_KEY_ENV = "ROUTEMESH_API_KEY"
 
 # Chat is retried by the channel only while nothing was received (UNAVAILABLE before any response);
 # once a decision arrived the stream is not replayed, so an answer is never duplicated.
@@ -166,14 +168,23 @@ def _tls_roots(tls_ca: str | bytes | None) -> bytes | None:
         return handle.read()
 
 
+def _key_metadata(api_key: str | None) -> tuple[tuple[str, str], ...] | None:
+    """The call metadata that carries an API key: `api_key`, else $ROUTEMESH_API_KEY; None without one."""
+    key = (os.environ.get(API_KEY_ENV, "") if api_key is None else api_key).strip()
+    return (("authorization", f"Bearer {key}"),) if key else None
+
+
 class RouterClient:
     """Blocking client: `chat()` yields ChatResponse events; `complete()` returns a ChatResult.
 
     `tls_ca` (a PEM file path or its bytes) connects over TLS, checking the router's certificate against it.
+    `api_key` (default $ROUTEMESH_API_KEY) is sent with every call, for a router that requires keys.
     """
 
     def __init__(self, address: str = DEFAULT_ADDRESS, *, timeout: float = 120.0,
-                 channel: grpc.Channel | None = None, tls_ca: str | bytes | None = None):
+                 channel: grpc.Channel | None = None, tls_ca: str | bytes | None = None,
+                 api_key: str | None = None):
+        self._metadata = _key_metadata(api_key)
         roots = _tls_roots(tls_ca)
         self._channel = channel or (
             grpc.secure_channel(address, grpc.ssl_channel_credentials(roots), options=CHANNEL_OPTIONS) if roots
@@ -184,7 +195,8 @@ class RouterClient:
     def chat(self, prompt: str | Sequence[MessageLike], **options: object) -> Iterator[router_pb2.ChatResponse]:
         opts = ChatOptions(**options)  # type: ignore[arg-type]
         try:
-            yield from self._stub.Chat(build_chat_request(prompt, opts), timeout=opts.timeout or self.timeout)
+            yield from self._stub.Chat(build_chat_request(prompt, opts), timeout=opts.timeout or self.timeout,
+                                      metadata=self._metadata)
         except grpc.RpcError as exc:
             raise RoutemeshError.from_rpc_error(exc) from None
 
@@ -198,7 +210,7 @@ class RouterClient:
         opts = ChatOptions(**options)  # type: ignore[arg-type]
         try:
             return self._stub.Explain(_explain_request(build_chat_request(prompt, opts)),
-                                      timeout=opts.timeout or self.timeout)
+                                      timeout=opts.timeout or self.timeout, metadata=self._metadata)
         except grpc.RpcError as exc:
             raise RoutemeshError.from_rpc_error(exc) from None
 
@@ -213,10 +225,12 @@ class RouterClient:
 
 
 class AsyncRouterClient:
-    """asyncio client; create it inside the running event loop. `tls_ca` as in RouterClient."""
+    """asyncio client; create it inside the running event loop. `tls_ca` and `api_key` as in RouterClient."""
 
     def __init__(self, address: str = DEFAULT_ADDRESS, *, timeout: float = 120.0,
-                 channel: grpc.aio.Channel | None = None, tls_ca: str | bytes | None = None):
+                 channel: grpc.aio.Channel | None = None, tls_ca: str | bytes | None = None,
+                 api_key: str | None = None):
+        self._metadata = _key_metadata(api_key)
         roots = _tls_roots(tls_ca)
         self._channel = channel or (
             grpc.aio.secure_channel(address, grpc.ssl_channel_credentials(roots), options=CHANNEL_OPTIONS) if roots
@@ -227,7 +241,8 @@ class AsyncRouterClient:
     async def chat(self, prompt: str | Sequence[MessageLike],
                    **options: object) -> AsyncIterator[router_pb2.ChatResponse]:
         opts = ChatOptions(**options)  # type: ignore[arg-type]
-        call = self._stub.Chat(build_chat_request(prompt, opts), timeout=opts.timeout or self.timeout)
+        call = self._stub.Chat(build_chat_request(prompt, opts), timeout=opts.timeout or self.timeout,
+                               metadata=self._metadata)
         try:
             async for event in call:
                 yield event
@@ -246,7 +261,7 @@ class AsyncRouterClient:
         opts = ChatOptions(**options)  # type: ignore[arg-type]
         try:
             return await self._stub.Explain(_explain_request(build_chat_request(prompt, opts)),
-                                            timeout=opts.timeout or self.timeout)
+                                            timeout=opts.timeout or self.timeout, metadata=self._metadata)
         except grpc.aio.AioRpcError as exc:
             raise RoutemeshError.from_rpc_error(exc) from None
 
