@@ -14,9 +14,10 @@ SERVICES = ("router", "classifier", "executor", "telemetry", "control", "gateway
 
 
 # `routemesh up` and `demo` run without API keys or TLS; compose and the Kubernetes manifests run with both.
-KEYS_OFF_HINT = ("API keys and TLS are off in this local mesh. To require keys: ROUTEMESH_REQUIRE_KEYS=true, "
-                 "ROUTEMESH_KEY_PEPPER=<32+ characters> and --redis-url URL, then `routemesh keys create --tenant T`; "
-                 "TLS: `routemesh certs` (README: Security)")
+KEYS_OFF_HINT = ("API keys, admin credentials and TLS are off in this local mesh. To require keys: "
+                 "ROUTEMESH_REQUIRE_KEYS=true, ROUTEMESH_KEY_PEPPER=<32+ characters> and --redis-url URL, then "
+                 "`routemesh keys create --tenant T`; admin: ROUTEMESH_REQUIRE_ADMIN=true and "
+                 "ROUTEMESH_ADMIN_KEY=<32+ characters>; TLS: `routemesh certs` (README: Security)")
 
 
 def _env(name: str, default: str) -> str:

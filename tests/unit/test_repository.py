@@ -71,7 +71,14 @@ def test_compose_runs_every_routemesh_service_with_mutual_tls():
         # The identity is the compose service name, which `routemesh certs` always puts in the certificate.
         assert (env[ENV_CERT], env[ENV_KEY], env[ENV_CA]) == (
             f"/certs/{name}.pem", f"/certs/{name}-key.pem", f"/certs/{CA_CERT}"), name
-        assert "certs:/certs:ro" in service["volumes"], name
+        # Only its own directory of the volume: no service holds another's key, the admin's or the pepper.
+        mounts = [v for v in service["volumes"] if isinstance(v, dict) and v.get("source") == "certs"]
+        assert mounts == [{"type": "volume", "source": "certs", "target": "/certs", "read_only": True,
+                           "volume": {"subpath": name}}], name
+        assert f"cp /tmp/mesh/$$id.pem /tmp/mesh/$$id-key.pem /tmp/mesh/{CA_CERT} /certs/$$id/" in script[2]
+        assert name in script[2].split("for id in ", 1)[1].split(";", 1)[0], f"{name}: no directory of its own"
+        pepper = "ROUTEMESH_KEY_PEPPER_FILE" in env
+        assert pepper == (name in ("control", "router")), f"{name}: the pepper is for control and the router only"
         assert service["depends_on"]["certs"] == {"condition": "service_completed_successfully"}, name
         assert service.get("user") is None, f"{name}: the keys belong to the image's user"
         # Every address a service dials is a TLS service's own name, so its certificate answers to it.
