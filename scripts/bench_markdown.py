@@ -31,7 +31,8 @@ ROWS = [
     ("zero/c=16/cpu_ms_per_token", "CPU per relayed token, c=16 (ms)"),
 ]
 MICRO = [("micro/decision_p99_us", "decision p99, 20 candidates (µs)"),
-         ("micro/classifier_p99_us", "classifier p99, 2,000 tokens (µs)")]
+         ("micro/classifier_p99_us", "classifier p99, 2,000 tokens (µs)"),
+         ("micro/key_check_p99_us", "API-key check p99, verdict cached (µs)")]
 
 
 def cell(fig: dict | None) -> str:

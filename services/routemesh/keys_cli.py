@@ -28,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     create.add_argument("--period", choices=("day", "month"), default="month")
     create.add_argument("--expires-in-days", type=float, default=0.0, help="0: never")
     create.add_argument("--admin", action="store_true", help="may also manage the control plane")
-    sub.add_parser("list", help="every key's settings and state (never a secret)")
+    sub.add_parser("list", help="every key's settings, state, requests and spend (never a secret)")
     for name, text in (("revoke", "stop a key from working"), ("rotate", "give a key a new secret")):
         sub.add_parser(name, help=text).add_argument("key_id")
 
@@ -48,6 +48,16 @@ def _print(key: control_pb2.ApiKey) -> None:
           + (f"  [{limits}]" if limits else "") + (f"  [{scope}]" if scope else ""))
 
 
+def _print_usage(key: control_pb2.ApiKey) -> None:
+    """The key's requests and spend today and this month (UTC), and how much of its budget is gone."""
+    today, month = key.today, key.this_month
+    budget = f"  budget {key.budget_spent_usd / key.budget_usd:.1%} used of ${key.budget_usd:g}/{key.budget_period}" \
+        if key.budget_usd else ""
+    print(f"    today {today.requests} req ({today.errors} failed) ${today.cost_usd:.6f}  "
+          f"this month {month.requests} req ({month.errors} failed) ${month.cost_usd:.6f}"
+          f", {month.input_tokens} in / {month.output_tokens} out tokens{budget}")
+
+
 def run(args: argparse.Namespace) -> int:
     with blocking_channel(args.control) as channel:
         stub = control_pb2_grpc.ControlPlaneServiceStub(channel)
@@ -63,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
             elif args.keys_command == "list":
                 for key in stub.ListKeys(control_pb2.ListKeysRequest(), timeout=10).keys:
                     _print(key)
+                    _print_usage(key)
             elif args.keys_command == "revoke":
                 _print(stub.RevokeKey(control_pb2.RevokeKeyRequest(key_id=args.key_id), timeout=10).key)
             else:

@@ -1,4 +1,7 @@
-"""`routemesh report`: per-variant requests, errors, latency and cost of experiments, read from telemetry."""
+"""`routemesh report`: per-variant requests, errors, latency and cost of experiments, read from telemetry.
+
+With --keys: each API key's limits and its requests and spend, read from control (routemesh.keys_report).
+"""
 
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ from routemesh.common.tls import blocking_channel
 from routemesh.v1 import telemetry_pb2, telemetry_pb2_grpc
 
 DEFAULT_TELEMETRY = "127.0.0.1:50053"
+DEFAULT_CONTROL = "127.0.0.1:50055"
 TIMEOUT_S = 5.0
 
 
@@ -25,6 +29,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--experiment", metavar="NAME", default="",
                         help="report only this experiment (default: every experiment seen)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--keys", action="store_true",
+                        help="report API keys instead: limits, requests and spend today and this month, budget used "
+                             "(from control, as admin)")
+    control = os.environ.get("ROUTEMESH_CONTROL_ADDR") or DEFAULT_CONTROL
+    parser.add_argument("--control", default=control,
+                        help=f"control address for --keys (env ROUTEMESH_CONTROL_ADDR, default {DEFAULT_CONTROL})")
 
 
 def fetch(
@@ -87,17 +97,19 @@ _COLUMNS = [
 ]
 
 
-def format_table(table_rows: list[dict[str, Any]]) -> str:
-    cells = [[cell(r) for _, cell, _ in _COLUMNS] for r in table_rows]
+def format_table(table_rows: list[dict[str, Any]], columns: list | None = None) -> str:
+    """Rows under their headers, columns padded to their widest cell; `columns` as _COLUMNS (the default)."""
+    columns = columns or _COLUMNS
+    cells = [[cell(r) for _, cell, _ in columns] for r in table_rows]
     widths = [max([len(header)] + [len(row[i]) for row in cells])
-              for i, (header, _, _) in enumerate(_COLUMNS)]
+              for i, (header, _, _) in enumerate(columns)]
 
     def line(values: list[str]) -> str:
         parts = [value.rjust(width) if right else value.ljust(width)
-                 for value, width, (_, _, right) in zip(values, widths, _COLUMNS, strict=True)]
+                 for value, width, (_, _, right) in zip(values, widths, columns, strict=True)]
         return "  ".join(parts).rstrip()
 
-    return "\n".join([line([header for header, _, _ in _COLUMNS])] + [line(row) for row in cells])
+    return "\n".join([line([header for header, _, _ in columns])] + [line(row) for row in cells])
 
 
 def print_report(report: telemetry_pb2.GetExperimentReportResponse, experiment: str, as_json: bool,
@@ -118,6 +130,10 @@ def print_report(report: telemetry_pb2.GetExperimentReportResponse, experiment: 
 
 def run(args: argparse.Namespace) -> int:
     """Fetch and print the report; 1 with a message on stderr when telemetry cannot answer."""
+    if getattr(args, "keys", False):
+        from routemesh.keys_report import run as run_keys_report
+
+        return run_keys_report(args)
     try:
         report = fetch(args.telemetry, args.experiment)
     except grpc.RpcError as exc:

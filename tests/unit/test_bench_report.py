@@ -104,3 +104,15 @@ def test_staggered_streams_start_spread_over_the_given_time():
     offsets = [round((t - first[0]) * 1000) for t in first]
     assert all(abs(got - want) < 30 for got, want in zip(offsets, (0, 50, 100, 150), strict=True)), offsets
     assert len(run.samples) == 8
+
+
+def test_the_cached_key_check_is_a_micro_figure_with_its_50_us_target():
+    micro = {"key_check": {"p50_us": 6.0, "p99_us": 9.0}, "key_usage": {"p50_us": 2.0, "p99_us": 4.0}}
+    figures = build_figures([], micro, ["zero"], ["off"], [1])
+    assert {"micro/key_check_p99_us", "micro/key_usage_p50_us"} <= set(expected_figure_keys(["zero"], ["off"], [1]))
+    check = figures["micro/key_check_p99_us"]
+    assert (check["value"], check["target"]["limit"], check["pass"]) == (9.0, 50, True)
+    assert figures["micro/key_usage_p99_us"]["target"] is None
+    out = io.StringIO()
+    print_table({k: v for k, v in figures.items() if k.startswith("micro/")}, out)
+    assert "key check (cached) p99 µs" in out.getvalue() and "≤ 50 µs" in out.getvalue()

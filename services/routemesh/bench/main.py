@@ -25,7 +25,7 @@ _DEFAULTS = {"rounds": 5, "requests": 1000, "realistic_requests": 20, "concurren
 # path with more parts (sink, exporters); each tracing setting costs a mesh start (~10 s when busy).
 _QUICK = {"rounds": 2, "requests": 8, "realistic_requests": 1, "concurrency": [1, 8], "tracing": "on",
           "sweep": [], "waves": 2, "realistic_waves": 1, "settle_s": 0.25, "decision_iterations": 1000,
-          "classifier_iterations": 200}
+          "classifier_iterations": 200, "key_check_iterations": 2000}
 
 
 def _concurrency_list(text: str) -> list[int]:
@@ -86,7 +86,8 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
 
     tracing = pick("tracing")
     extra = {k: v for k, v in base.items() if k in ("sweep", "waves", "realistic_waves", "settle_s",
-                                                    "decision_iterations", "classifier_iterations")}
+                                                    "decision_iterations", "classifier_iterations",
+                                                    "key_check_iterations")}
     cfg = BenchConfig(
         modes=["zero", "realistic"] if args.mode == "both" else [args.mode],
         tracings=["off", "on"] if tracing == "both" else [tracing],
@@ -107,6 +108,7 @@ def _config_json(cfg: BenchConfig) -> dict:
         "pinned_model": PINNED_MODEL, "upstream_model": UPSTREAM_MODEL, "max_tokens": MAX_TOKENS,
         "sim_profiles": {mode: PROFILES[mode] for mode in cfg.modes},
         "decision_iterations": cfg.decision_iterations, "classifier_iterations": cfg.classifier_iterations,
+        "key_check_iterations": cfg.key_check_iterations,
     }
 
 

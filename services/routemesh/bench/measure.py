@@ -58,6 +58,7 @@ class BenchConfig:
     settle_s: float = 0.4  # after each phase, so deferred work (telemetry reports, span export) is counted
     decision_iterations: int = 5000
     classifier_iterations: int = 2000
+    key_check_iterations: int = 20_000
     quick: bool = False
     classifier: str = "service"  # or "local": the router classifies in-process
     tls: bool = False  # mutual TLS between the services, and TLS from the bench to the router
@@ -197,15 +198,19 @@ def run_tracing(tracing: str, cfg: BenchConfig, sink: TraceSink | None, progress
 
 
 def run_micro(cfg: BenchConfig, progress: Progress) -> dict:
-    """The in-process micro-benchmarks: one routing decision over 20 candidates, and classify()."""
+    """The in-process micro-benchmarks: one routing decision over 20 candidates, classify(), and the API-key
+    check with its verdict cached (with counting the key's usage)."""
     from routemesh.classifier.bench import run_benchmark as classifier_benchmark
     from routemesh.router.bench import run_benchmark as decision_benchmark
+    from routemesh.router.keys_bench import run_benchmark as keys_benchmark
 
     progress.phase("micro-benchmark: decision (20 candidates)")
     decision = decision_benchmark(iterations=cfg.decision_iterations)
     progress.phase("micro-benchmark: classifier (2,000-token prompt)")
     classifier = classifier_benchmark(iterations=cfg.classifier_iterations)
-    return {"decision": decision, "classifier": classifier}
+    progress.phase("micro-benchmark: key check (cached)")
+    keys = keys_benchmark(iterations=cfg.key_check_iterations)
+    return {"decision": decision, "classifier": classifier, **keys}
 
 
 def run_all(cfg: BenchConfig, progress: Progress) -> tuple[dict, list[dict], dict]:

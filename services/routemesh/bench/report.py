@@ -47,6 +47,7 @@ TARGETS = {
     "cpu_ms_per_token": Target("<=", 0.05, "ms"),
     "decision_p99_us": Target("<=", 200, "µs"),
     "classifier_p99_us": Target("<=", 1000, "µs"),
+    "key_check_p99_us": Target("<=", 50, "µs"),  # the router's API-key check, verdict cached
 }
 
 # (figure id, label, modes it is reported for, "c1" for the lowest concurrency only or "each")
@@ -66,7 +67,10 @@ _LATENCY_FIGURES = [
     ("cpu_ms_per_request", "CPU ms per request", ("zero",), "each"),
     ("cpu_ms_per_token", "CPU ms per relayed token", ("zero",), "each"),
 ]
-MICRO_FIGURES = ["decision_p50_us", "decision_p99_us", "classifier_p50_us", "classifier_p99_us"]
+# (name in run_micro's result, label): each is reported at p50 and p99.
+_MICROS = [("decision", "decision"), ("classifier", "classifier"), ("key_check", "key check (cached)"),
+           ("key_usage", "key usage counted (in memory)")]
+MICRO_FIGURES = [f"{name}_{q}_us" for name, _ in _MICROS for q in ("p50", "p99")]
 
 
 def arm_metrics(phase: dict) -> dict[str, float | None]:
@@ -193,12 +197,12 @@ def build_figures(phases: list[dict], micro: dict, modes: list[str], tracings: l
                 key = figure_key(tracing, mode, None, "short_requests_per_s")
                 figures[key] = _short_requests(key, grouped, tracing, levels)
                 figures[key].update(tracing=tracing, mode=mode, concurrency=None)
-    for name in ("decision", "classifier"):
+    for name, label in _MICROS:
         for q in ("p50", "p99"):
             fid = f"{name}_{q}_us"
             value = micro.get(name, {}).get(f"{q}_us")
             key = f"micro/{fid}"
-            figures[key] = _figure(key, f"{name} {q} µs", fid, [(None, value, value)], TARGETS.get(fid),
+            figures[key] = _figure(key, f"{label} {q} µs", fid, [(None, value, value)], TARGETS.get(fid),
                                    tracing=None, mode="micro", concurrency=None)
     return figures
 

@@ -4,6 +4,7 @@ A key reads `rmk_<id>_<secret>`. The id is public (lists, logs, reports name it)
 when the key is made or rotated, and stored only as HMAC-SHA256 under a server-side pepper
 (ROUTEMESH_KEY_PEPPER), so a copy of Redis does not yield usable keys. Records live in Redis, shared by every
 replica; readers cache a verdict for at most KeyCache.ttl_s, which bounds how long a revoked key still works.
+Usage (requests, errors, tokens, cost) is kept per key and UTC day: routers add to it, control reads it.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ import re
 import secrets
 import time
 from collections import OrderedDict
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
+from datetime import date
 from typing import Any
 
 from redis import asyncio as aioredis
@@ -32,6 +35,26 @@ ROLES = ("user", "admin")
 PERIODS = ("day", "month")
 _TOKEN = re.compile(r"^rmk_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@-]{0,127}$")
+# A day's usage outlives it by about 13 months, so this month and the same month a year ago can be read.
+USAGE_TTL_S = 400 * 86_400
+_USAGE_COUNTS = ("requests", "errors", "input_tokens", "output_tokens")
+# Hashes per add-usage script call: a bound on how long one call holds the caller's event loop and Redis.
+USAGE_BATCH = 100
+# KEYS: one usage hash per (key, day). ARGV: requests, errors, input_tokens, output_tokens, cost_usd per hash,
+# then the TTL. One command for a whole batch: a pipeline of HINCRBYs (up to six per hash) costs the router
+# several times the CPU, all of it encoding commands and parsing replies.
+_ADD_USAGE = """
+local counts = {'requests', 'errors', 'input_tokens', 'output_tokens'}
+for i, key in ipairs(KEYS) do
+  local at = 5 * (i - 1)
+  for c = 1, 4 do
+    if ARGV[at + c] ~= '0' then redis.call('HINCRBY', key, counts[c], ARGV[at + c]) end
+  end
+  if tonumber(ARGV[at + 5]) ~= 0 then redis.call('HINCRBYFLOAT', key, 'cost_usd', ARGV[at + 5]) end
+  redis.call('EXPIRE', key, ARGV[#ARGV])
+end
+return #KEYS
+"""
 
 
 class KeyConfigError(ValueError):
@@ -138,13 +161,58 @@ def parse_token(token: str) -> tuple[str, str] | None:
     return (match.group(1), match.group(2)) if match else None
 
 
+@dataclass(frozen=True, slots=True)
+class KeyUsage:
+    """What the requests made with one key used, over one UTC day or summed over several."""
+
+    requests: int = 0
+    errors: int = 0  # requests that failed: refused by a limit, failed upstream, or ended before an answer
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+
+    def __add__(self, other: KeyUsage) -> KeyUsage:
+        return KeyUsage(self.requests + other.requests, self.errors + other.errors,
+                        self.input_tokens + other.input_tokens, self.output_tokens + other.output_tokens,
+                        self.cost_usd + other.cost_usd)
+
+    @classmethod
+    def from_hash(cls, raw: Mapping[Any, Any]) -> KeyUsage:
+        """A day's usage from its Redis hash (str or bytes fields; missing ones are 0)."""
+        fields = {(k.decode() if isinstance(k, bytes) else k): v for k, v in raw.items()}
+        return cls(*(int(fields.get(name, 0)) for name in _USAGE_COUNTS), float(fields.get("cost_usd", 0.0)))
+
+
+@dataclass(frozen=True, slots=True)
+class KeyUsageSummary:
+    """A key's usage today and this month so far (UTC), as control reports it."""
+
+    today: KeyUsage
+    this_month: KeyUsage
+
+    def budget_spent_usd(self, period: str) -> float:
+        """The spend of the key's current budget period ("day" or "month")."""
+        return (self.today if period == "day" else self.this_month).cost_usd
+
+
+def usage_key(prefix: str, key_id: str, day: date) -> str:
+    """The Redis hash of one key's usage on one UTC day: requests, errors, input_tokens, output_tokens, cost_usd."""
+    return f"{prefix}keyusage:{key_id}:{day.isoformat()}"
+
+
+def month_days(day: date) -> list[date]:
+    """The days of `day`'s month up to and including it."""
+    return [day.replace(day=d) for d in range(1, day.day + 1)]
+
+
 class KeyStore:
-    """Keys in Redis under `prefix`: one JSON record per key and a set of every id."""
+    """Keys in Redis under `prefix`: one JSON record per key and a set of every id, and each key's daily usage."""
 
     def __init__(self, client: aioredis.Redis, prefix: str, pepper: bytes):
         self._redis = client
         self._prefix = prefix
         self._pepper = pepper
+        self._add_usage = client.register_script(_ADD_USAGE)
 
     async def close(self) -> None:
         await self._redis.aclose()
@@ -202,6 +270,34 @@ class KeyStore:
         token, record = self._token(replace(record, rotated_at_ms=int(time.time() * 1000)))
         await self._redis.set(self._key(key_id), record.to_json())
         return token, record
+
+    async def add_usage(self, usage: Mapping[tuple[str, date], KeyUsage]) -> None:
+        """Add each (key id, UTC day)'s usage to its hash: one script call per USAGE_BATCH hashes, each atomic.
+
+        The hashes of one call share a script, so with Redis Cluster the prefix needs a hash tag (as budgets do).
+        """
+        items = list(usage.items())
+        for start in range(0, len(items), USAGE_BATCH):
+            names: list[str] = []
+            args: list[int | float] = []
+            for (key_id, day), amount in items[start:start + USAGE_BATCH]:
+                names.append(usage_key(self._prefix, key_id, day))
+                args += [amount.requests, amount.errors, amount.input_tokens, amount.output_tokens, amount.cost_usd]
+            await self._add_usage(keys=names, args=[*args, USAGE_TTL_S])
+
+    async def usage(self, key_ids: Sequence[str], today: date) -> dict[str, KeyUsageSummary]:
+        """Each key's usage on `today` and over its month up to it, in one round trip."""
+        days = month_days(today)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for key_id in key_ids:
+                for day in days:
+                    pipe.hgetall(usage_key(self._prefix, key_id, day))
+            replies = await pipe.execute() if key_ids else []
+        out = {}
+        for i, key_id in enumerate(key_ids):
+            daily = [KeyUsage.from_hash(reply) for reply in replies[i * len(days):(i + 1) * len(days)]]
+            out[key_id] = KeyUsageSummary(today=daily[-1], this_month=sum(daily, KeyUsage()))
+        return out
 
     async def verify(self, token: str) -> KeyRecord | None:
         """The active key `token` is, or None (malformed, unknown, wrong secret, revoked or expired)."""

@@ -50,6 +50,10 @@ class FinishStatus(ProtoEnum):
     TOOL_CALLS = 8
 
 
+# Requests that failed; UNSPECIFIED is what a router reports for one that failed before its first token.
+REQUEST_ERROR_STATUSES = frozenset({FinishStatus.UNSPECIFIED, FinishStatus.TRUNCATED_UPSTREAM, FinishStatus.FAILED})
+
+
 class AttemptOutcome(ProtoEnum):
     """How one try of one candidate model ended (routemesh.v1.AttemptOutcome)."""
 

@@ -3,21 +3,32 @@
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 
 from routemesh.common.errors import NotReady
-from routemesh.common.keys import KeyRecord, KeySpec, KeyStore
+from routemesh.common.keys import KeyRecord, KeySpec, KeyStore, KeyUsage, KeyUsageSummary
 from routemesh.v1 import control_pb2
 
 
-def key_message(record: KeyRecord) -> control_pb2.ApiKey:
+def usage_message(usage: KeyUsage) -> control_pb2.KeyUsage:
+    return control_pb2.KeyUsage(requests=usage.requests, errors=usage.errors, input_tokens=usage.input_tokens,
+                                output_tokens=usage.output_tokens, cost_usd=usage.cost_usd)
+
+
+def key_message(record: KeyRecord, usage: KeyUsageSummary | None = None) -> control_pb2.ApiKey:
     spec = record.spec
-    return control_pb2.ApiKey(
+    message = control_pb2.ApiKey(
         key_id=record.key_id, name=spec.name, tenant=spec.tenant, project=spec.project, role=spec.role,
         allowed_models=spec.allowed_models, allowed_routes=spec.allowed_routes, rpm=spec.rpm, tpm=spec.tpm,
         budget_usd=spec.budget_usd, budget_period=spec.budget_period, created_at_ms=record.created_at_ms,
         expires_at_ms=record.expires_at_ms, revoked_at_ms=record.revoked_at_ms, rotated_at_ms=record.rotated_at_ms,
         state=record.state(int(time.time() * 1000)),
     )
+    if usage is not None:
+        message.today.CopyFrom(usage_message(usage.today))
+        message.this_month.CopyFrom(usage_message(usage.this_month))
+        message.budget_spent_usd = usage.budget_spent_usd(spec.budget_period)
+    return message
 
 
 def spec_of(request: control_pb2.CreateKeyRequest) -> KeySpec:
@@ -46,7 +57,13 @@ class KeysApi:
         return control_pb2.CreateKeyResponse(key=key_message(record), secret=token)
 
     async def list(self) -> control_pb2.ListKeysResponse:
-        return control_pb2.ListKeysResponse(keys=[key_message(r) for r in await self._store().list()])
+        """Every key with its usage today and this month (UTC), as the routers recorded it."""
+        store = self._store()
+        records = await store.list()
+        today = datetime.now(UTC).date()
+        usage = await store.usage([r.key_id for r in records], today)
+        return control_pb2.ListKeysResponse(keys=[key_message(r, usage[r.key_id]) for r in records],
+                                            usage_day=today.isoformat())
 
     async def revoke(self, key_id: str) -> control_pb2.RevokeKeyResponse:
         return control_pb2.RevokeKeyResponse(key=key_message(await self._store().revoke(key_id)))

@@ -19,6 +19,7 @@ from routemesh.router.clients.classifier import FeatureSource
 from routemesh.router.clients.executor import ExecutorClient
 from routemesh.router.clients.health import HealthSource, HealthWatch
 from routemesh.router.decision.compiled import RoutingPolicy
+from routemesh.router.key_usage import KeyUsageRecorder
 from routemesh.router.pipeline import RequestPipeline
 from routemesh.router.servicer import RouterServicer
 from routemesh.v1 import router_pb2_grpc
@@ -93,17 +94,24 @@ async def build(args: argparse.Namespace) -> Service:
     features = FeatureSource(args.classifier)
     executor = ExecutorClient(args.executor)
     keys = make_keys(args)
-    pipeline = RequestPipeline(holder, features, health, affinity, spend, executor, reporter, keys=keys)
+    # Each key's requests, tokens and spend, for `routemesh keys list` and `routemesh report --keys`.
+    key_usage = KeyUsageRecorder(keys.store) if keys is not None else None
+    pipeline = RequestPipeline(holder, features, health, affinity, spend, executor, reporter, keys=keys,
+                               key_usage=key_usage)
 
     async def on_start() -> None:
         for part in (watcher, reporter, health, features, executor):
             part.start()
+        if key_usage is not None:
+            key_usage.start()
 
     async def on_stop() -> None:
         for part in (watcher, health, reporter, features, executor):
             await part.stop()
         await spend.close()
         await affinity.close()
+        if key_usage is not None:
+            await key_usage.stop()  # writes what the last requests used
         if keys is not None:
             await keys.store.close()
 

@@ -15,8 +15,8 @@ from opentelemetry.trace import Span, Status, StatusCode
 
 from routemesh.common import semconv
 from routemesh.common.errors import NotReady, Unauthenticated
-from routemesh.common.keys import KeyCache
-from routemesh.common.outcomes import FinishStatus
+from routemesh.common.keys import KeyCache, KeyUsage
+from routemesh.common.outcomes import REQUEST_ERROR_STATUSES, FinishStatus
 from routemesh.common.policy_watch import PolicyHolder
 from routemesh.common.reporter import TelemetryReporter
 from routemesh.common.tracing import join, set_attributes, trace_id_hex, tracer
@@ -27,6 +27,7 @@ from routemesh.router.clients.executor import ExecutorClient, execute_request
 from routemesh.router.clients.health import Health, HealthSource, HealthWatch
 from routemesh.router.decision.compiled import RoutingPolicy
 from routemesh.router.decision.planner import DecisionState, Plan, plan_request
+from routemesh.router.key_usage import KeyUsageRecorder
 from routemesh.router.request import ChatInput, Classified, Decision, Delta, Finished, validate
 from routemesh.v1 import telemetry_pb2
 
@@ -83,10 +84,11 @@ class RequestPipeline:
     def __init__(self, holder: PolicyHolder[RoutingPolicy], features: FeatureSource, health: HealthSource | HealthWatch,
                  affinity: ConversationAffinity, spend: SpendGuard, executor: ExecutorClient,
                  reporter: TelemetryReporter | None = None, state: DecisionState | None = None,
-                 keys: KeyCache | None = None):
+                 keys: KeyCache | None = None, key_usage: KeyUsageRecorder | None = None):
         self.holder = holder
         # With keys: every request needs an API key; its tenant, project and scope replace what the request says.
         self.keys = keys
+        self.key_usage = key_usage
         self.features = features
         self.health = health
         self.affinity = affinity
@@ -113,28 +115,32 @@ class RequestPipeline:
         validate(request)
         policy = self._policy()
         request = await self.authenticate(policy, request)
-        decision_id = uuid.uuid4().hex
-        classified, inputs = await self.classify(policy, request)
-        plan = self.decide(policy, request, classified, inputs, decision_id)
-        admitted = await self.admit(policy, plan, classified, request)
-        decision = self._decision(decision_id, policy, admitted.plan, classified, inputs,
-                                  tuple(admitted.admission.unchecked))
         finished: Finished | None = None
-        first_at = 0.0
         try:
-            async for event in self.execute(policy, request, decision):
-                if isinstance(event, Finished):
-                    finished = event
-                elif event is decision:
+            decision_id = uuid.uuid4().hex
+            classified, inputs = await self.classify(policy, request)
+            plan = self.decide(policy, request, classified, inputs, decision_id)
+            admitted = await self.admit(policy, plan, classified, request)
+            decision = self._decision(decision_id, policy, admitted.plan, classified, inputs,
+                                      tuple(admitted.admission.unchecked))
+            first_at = 0.0
+            try:
+                async for event in self.execute(policy, request, decision):
+                    if isinstance(event, Finished):
+                        finished = event
+                    elif event is decision:
+                        yield event
+                        await self._keep_conversation(policy, request, decision)
+                        continue
+                    elif not first_at:
+                        first_at = time.monotonic()
                     yield event
-                    await self._keep_conversation(policy, request, decision)
-                    continue
-                elif not first_at:
-                    first_at = time.monotonic()
-                yield event
+            finally:
+                await self.settle(admitted.admission, finished)
+                self.report(policy, request, decision, finished, started, first_at)
         finally:
-            await self.settle(admitted.admission, finished)
-            self.report(policy, request, decision, finished, started, first_at)
+            # Refused requests (a limit, a budget, a model the key may not use) count too, as errors.
+            self.count_key_usage(request, finished)
 
     # ---- the stages ------------------------------------------------------------------------------------
 
@@ -250,6 +256,17 @@ class RequestPipeline:
             await self.spend.settle(admission, cost, finished.tokens_used if finished is not None else 0)
             if span.is_recording():
                 span.set_attribute(semconv.COST_USD, cost)
+
+    def count_key_usage(self, request: ChatInput, finished: Finished | None) -> None:
+        """Add the request to its API key's usage: in memory here, written to Redis in the background."""
+        if self.key_usage is None or request.quota is None:
+            return
+        usage = finished.usage if finished is not None else None
+        self.key_usage.add(request.quota.key_id, KeyUsage(
+            requests=1, errors=int(finished is None or finished.status in REQUEST_ERROR_STATUSES),
+            input_tokens=usage.input_tokens if usage is not None else 0,
+            output_tokens=usage.output_tokens if usage is not None else 0,
+            cost_usd=finished.cost_usd if finished is not None else 0.0))
 
     def report(self, policy: RoutingPolicy, request: ChatInput, decision: Decision, finished: Finished | None,
                started: float, first_at: float) -> None:

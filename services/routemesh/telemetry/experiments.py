@@ -10,13 +10,13 @@ from urllib.parse import quote, unquote
 
 from routemesh.common.stats import percentile
 
-from routemesh.common.outcomes import FinishStatus
+from routemesh.common.outcomes import REQUEST_ERROR_STATUSES, FinishStatus
 
 # Latency percentiles of a variant cover at most its newest this many served requests; counts stay exact.
 MAX_VARIANT_SAMPLES = 2000
 
-# UNSPECIFIED is what a router reports for a request that failed before its first token.
-ERROR_STATUSES = frozenset({FinishStatus.UNSPECIFIED, FinishStatus.TRUNCATED_UPSTREAM, FinishStatus.FAILED})
+# The same errors a key's usage counts (common.outcomes).
+ERROR_STATUSES = REQUEST_ERROR_STATUSES
 # Only answers that ran their course say anything about latency (a tool call and a continued answer did);
 # errors and cancellations are cut short.
 SERVED_STATUSES = frozenset({FinishStatus.COMPLETE, FinishStatus.LENGTH, FinishStatus.CONTENT_FILTER,

@@ -91,7 +91,7 @@ class PolicyChange(_message.Message):
     def __init__(self, at_ms: _Optional[int] = ..., actor: _Optional[str] = ..., action: _Optional[str] = ..., version: _Optional[int] = ..., digest: _Optional[str] = ..., summary: _Optional[str] = ...) -> None: ...
 
 class ApiKey(_message.Message):
-    __slots__ = ("key_id", "name", "tenant", "project", "role", "allowed_models", "allowed_routes", "rpm", "tpm", "budget_usd", "budget_period", "created_at_ms", "expires_at_ms", "revoked_at_ms", "rotated_at_ms", "state")
+    __slots__ = ("key_id", "name", "tenant", "project", "role", "allowed_models", "allowed_routes", "rpm", "tpm", "budget_usd", "budget_period", "created_at_ms", "expires_at_ms", "revoked_at_ms", "rotated_at_ms", "state", "today", "this_month", "budget_spent_usd")
     KEY_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     TENANT_FIELD_NUMBER: _ClassVar[int]
@@ -108,6 +108,9 @@ class ApiKey(_message.Message):
     REVOKED_AT_MS_FIELD_NUMBER: _ClassVar[int]
     ROTATED_AT_MS_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
+    TODAY_FIELD_NUMBER: _ClassVar[int]
+    THIS_MONTH_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_SPENT_USD_FIELD_NUMBER: _ClassVar[int]
     key_id: str
     name: str
     tenant: str
@@ -124,7 +127,24 @@ class ApiKey(_message.Message):
     revoked_at_ms: int
     rotated_at_ms: int
     state: str
-    def __init__(self, key_id: _Optional[str] = ..., name: _Optional[str] = ..., tenant: _Optional[str] = ..., project: _Optional[str] = ..., role: _Optional[str] = ..., allowed_models: _Optional[_Iterable[str]] = ..., allowed_routes: _Optional[_Iterable[str]] = ..., rpm: _Optional[int] = ..., tpm: _Optional[int] = ..., budget_usd: _Optional[float] = ..., budget_period: _Optional[str] = ..., created_at_ms: _Optional[int] = ..., expires_at_ms: _Optional[int] = ..., revoked_at_ms: _Optional[int] = ..., rotated_at_ms: _Optional[int] = ..., state: _Optional[str] = ...) -> None: ...
+    today: KeyUsage
+    this_month: KeyUsage
+    budget_spent_usd: float
+    def __init__(self, key_id: _Optional[str] = ..., name: _Optional[str] = ..., tenant: _Optional[str] = ..., project: _Optional[str] = ..., role: _Optional[str] = ..., allowed_models: _Optional[_Iterable[str]] = ..., allowed_routes: _Optional[_Iterable[str]] = ..., rpm: _Optional[int] = ..., tpm: _Optional[int] = ..., budget_usd: _Optional[float] = ..., budget_period: _Optional[str] = ..., created_at_ms: _Optional[int] = ..., expires_at_ms: _Optional[int] = ..., revoked_at_ms: _Optional[int] = ..., rotated_at_ms: _Optional[int] = ..., state: _Optional[str] = ..., today: _Optional[_Union[KeyUsage, _Mapping]] = ..., this_month: _Optional[_Union[KeyUsage, _Mapping]] = ..., budget_spent_usd: _Optional[float] = ...) -> None: ...
+
+class KeyUsage(_message.Message):
+    __slots__ = ("requests", "errors", "input_tokens", "output_tokens", "cost_usd")
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    ERRORS_FIELD_NUMBER: _ClassVar[int]
+    INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    COST_USD_FIELD_NUMBER: _ClassVar[int]
+    requests: int
+    errors: int
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+    def __init__(self, requests: _Optional[int] = ..., errors: _Optional[int] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., cost_usd: _Optional[float] = ...) -> None: ...
 
 class CreateKeyRequest(_message.Message):
     __slots__ = ("name", "tenant", "project", "role", "allowed_models", "allowed_routes", "rpm", "tpm", "budget_usd", "budget_period", "expires_in_s")
@@ -165,10 +185,12 @@ class ListKeysRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ListKeysResponse(_message.Message):
-    __slots__ = ("keys",)
+    __slots__ = ("keys", "usage_day")
     KEYS_FIELD_NUMBER: _ClassVar[int]
+    USAGE_DAY_FIELD_NUMBER: _ClassVar[int]
     keys: _containers.RepeatedCompositeFieldContainer[ApiKey]
-    def __init__(self, keys: _Optional[_Iterable[_Union[ApiKey, _Mapping]]] = ...) -> None: ...
+    usage_day: str
+    def __init__(self, keys: _Optional[_Iterable[_Union[ApiKey, _Mapping]]] = ..., usage_day: _Optional[str] = ...) -> None: ...
 
 class RevokeKeyRequest(_message.Message):
     __slots__ = ("key_id",)
