@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import copy
 import pathlib
 import time
@@ -100,6 +101,15 @@ def expected_cost(policy: Policy, final: router_pb2.Final) -> float:
                for a in final.attempts)
 
 
+def priced(message: control_pb2.Policy) -> Policy:
+    """The policy GetPolicy shows, for its prices: base URLs a ${VAR} named stay unexpanded there."""
+    document = json.loads(message.policy_json)
+    for provider in document["providers"].values():
+        if provider["base_url"].startswith("${"):
+            provider["base_url"] = "http://unexpanded.invalid/v1"
+    return policy_from_json(json.dumps(document))
+
+
 class Rollout:
     """Writes each new version to both control planes' files, the router's first or the executor's first."""
 
@@ -130,7 +140,7 @@ class Rollout:
         lagging = await self.policy_after(second, version)
         assert (leading.version, leading.digest) == (lagging.version, lagging.digest), "the sides disagree"
         new = leading.version
-        self.policies[new] = policy_from_json(leading.policy_json)
+        self.policies[new] = priced(leading)
         deadline = time.monotonic() + 10
         while (await self.router.explain(PROMPT)).decision.policy_version < new:
             assert time.monotonic() < deadline, f"the router did not plan with version {new} in 10 s"
@@ -146,7 +156,7 @@ async def _rollout_under_load(mesh: Mesh, executor_control: Mesh,
         rollout = Rollout(files, client, {side: control_pb2_grpc.ControlPlaneServiceStub(channel)
                                           for side, channel in channels.items()})
         first = await rollout.policy_after("router", 0)
-        rollout.policies[first.version] = policy_from_json(first.policy_json)
+        rollout.policies[first.version] = priced(first)
         rolled = asyncio.Event()
         results: list = []
 
