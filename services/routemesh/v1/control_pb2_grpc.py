@@ -82,14 +82,16 @@ class ControlPlaneServiceServicer:
     """
 
     def GetPolicy(self, request, context):
-        """GetPolicy returns the policy in force.
+        """GetPolicy returns the policy in force as an operator may read it (admin only): a base_url that a ${VAR}
+        expanded shows as written, and a password in a URL as ***.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def WatchPolicy(self, request, context):
-        """WatchPolicy streams the policy in force now, then every new version.
+        """WatchPolicy streams the policy in force now, then every new version, with expanded values (the data
+        plane's identities only).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
