@@ -19,10 +19,17 @@ import hashlib
 import hmac
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from routemesh.common.keys import MIN_PEPPER_CHARS, KeyCache, KeyConfigError, KeyStore, pepper_from_env
+from routemesh.common.keys import (
+    MIN_PEPPER_CHARS,
+    KeyCache,
+    KeyConfigError,
+    KeyStore,
+    pepper_from_env,
+    secret_from_env,
+)
 from routemesh.common.tls import TlsFiles
 
 log = logging.getLogger(__name__)
@@ -46,17 +53,9 @@ def bearer(metadata: Sequence[tuple[str, str | bytes]] | None) -> str:
     return ""
 
 
-def admin_key_from_env(environ: dict[str, str] | None = None) -> str:
+def admin_key_from_env(environ: Mapping[str, str] | None = None) -> str:
     """The bootstrap admin key ("" when none is set); KeyConfigError when it is set but unusable."""
-    env = os.environ if environ is None else environ
-    value = env.get(ADMIN_KEY_ENV, "")
-    path = env.get(ADMIN_KEY_FILE_ENV, "")
-    if not value and path:
-        try:
-            with open(path, encoding="utf-8") as handle:
-                value = handle.read().strip()
-        except OSError as exc:
-            raise KeyConfigError(f"cannot read {ADMIN_KEY_FILE_ENV} {path}: {exc.strerror or exc}") from None
+    value = secret_from_env(ADMIN_KEY_ENV, ADMIN_KEY_FILE_ENV, environ)
     if value and len(value) < MIN_ADMIN_KEY_CHARS:
         raise KeyConfigError(f"{ADMIN_KEY_ENV} must be at least {MIN_ADMIN_KEY_CHARS} characters "
                              "(for example: python -c 'import secrets; print(secrets.token_urlsafe(32))')")

@@ -61,20 +61,27 @@ class KeyConfigError(ValueError):
     """Key settings that cannot be used (no pepper, a short one); the message says what to set."""
 
 
-def pepper_from_env(environ: dict[str, str] | None = None) -> bytes:
-    """The server-side secret keys are hashed under; KeyConfigError when it is missing or short.
-
-    From ROUTEMESH_KEY_PEPPER, or the file ROUTEMESH_KEY_PEPPER_FILE names (surrounding whitespace ignored).
-    """
+def secret_from_env(name: str, file_name: str, environ: Mapping[str, str] | None = None) -> str:
+    """A secret from the variable `name`, or from the file the variable `file_name` names (a mounted secret;
+    surrounding whitespace ignored); "" when neither is set. KeyConfigError when the file cannot be read."""
     env = os.environ if environ is None else environ
-    value = env.get(PEPPER_ENV, "")
-    path = env.get(PEPPER_FILE_ENV, "")
+    value = env.get(name, "")
+    path = env.get(file_name, "")
     if not value and path:
         try:
             with open(path, encoding="utf-8") as handle:
                 value = handle.read().strip()
         except OSError as exc:
-            raise KeyConfigError(f"cannot read {PEPPER_FILE_ENV} {path}: {exc.strerror or exc}") from None
+            raise KeyConfigError(f"cannot read {file_name} {path}: {exc.strerror or exc}") from None
+    return value
+
+
+def pepper_from_env(environ: Mapping[str, str] | None = None) -> bytes:
+    """The server-side secret keys are hashed under; KeyConfigError when it is missing or short.
+
+    From ROUTEMESH_KEY_PEPPER, or the file ROUTEMESH_KEY_PEPPER_FILE names.
+    """
+    value = secret_from_env(PEPPER_ENV, PEPPER_FILE_ENV, environ)
     if len(value) < MIN_PEPPER_CHARS:
         raise KeyConfigError(f"API keys need {PEPPER_ENV} (or {PEPPER_FILE_ENV}): a secret of at least "
                              f"{MIN_PEPPER_CHARS} characters "
