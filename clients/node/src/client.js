@@ -100,6 +100,7 @@ function toEvent(response) {
 /** A client of routemesh.v1.RouterService. Call close() when done. */
 export class RouterClient {
   /** @type {any} */ #stub;
+  /** @type {string} */ #apiKey;
 
   /**
    * @param {string} [address]  host:port, or any gRPC target ("dns:///router.routemesh:50051")
@@ -108,13 +109,23 @@ export class RouterClient {
    * @param {grpc.ChannelCredentials} [options.credentials]  insecure by default (the mesh speaks plaintext)
    * @param {grpc.ChannelOptions} [options.channelOptions]  merged over CHANNEL_OPTIONS
    * @param {string} [options.protoDir]  where routemesh/v1/*.proto live (default: the repository's protos/)
+   * @param {string} [options.apiKey]  sent as "authorization: Bearer <key>" on every call, for a router that
+   *   requires keys (default: $ROUTEMESH_API_KEY)
    */
   constructor(address = process.env.ROUTEMESH_ROUTER_ADDR || DEFAULT_ADDRESS, options = {}) {
     const RouterService = loadRouterService(options.protoDir ?? DEFAULT_PROTO_DIR);
     this.address = address;
     this.timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+    this.#apiKey = (options.apiKey ?? process.env.ROUTEMESH_API_KEY ?? '').trim();
     this.#stub = new RouterService(address, options.credentials ?? grpc.credentials.createInsecure(),
       { ...CHANNEL_OPTIONS, ...options.channelOptions });
+  }
+
+  /** The call's metadata: the API key, when there is one. */
+  #metadata() {
+    const metadata = new grpc.Metadata();
+    if (this.#apiKey) metadata.set('authorization', `Bearer ${this.#apiKey}`);
+    return metadata;
   }
 
   /** @param {ChatOptions} options */
@@ -130,7 +141,7 @@ export class RouterClient {
    * @returns {AsyncGenerator<ChatEvent, void, undefined>}
    */
   async *chat(prompt, options = {}) {
-    const call = this.#stub.Chat(buildChatRequest(prompt, options), new grpc.Metadata(), this.#callOptions(options));
+    const call = this.#stub.Chat(buildChatRequest(prompt, options), this.#metadata(), this.#callOptions(options));
     const cancel = () => call.cancel();
     options.signal?.addEventListener('abort', cancel, { once: true });
     if (options.signal?.aborted) cancel();
@@ -183,7 +194,7 @@ export class RouterClient {
   explain(prompt, options = {}) {
     const { temperature: _unused, ...request } = buildChatRequest(prompt, options);
     return new Promise((resolve, reject) => {
-      const call = this.#stub.Explain(request, new grpc.Metadata(), this.#callOptions(options),
+      const call = this.#stub.Explain(request, this.#metadata(), this.#callOptions(options),
         (/** @type {any} */ error, /** @type {ExplainResponse} */ response) => {
           options.signal?.removeEventListener('abort', cancel);
           if (error) reject(RoutemeshError.fromServiceError(error));

@@ -4,7 +4,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import grpc from '@grpc/grpc-js';
 import { RouterClient, RoutemeshError, decodeStatusDetails } from '../src/client.js';
-import { googleRpcTypes } from '../src/protos.js';
+import { googleRpcTypes, loadRouterService } from '../src/protos.js';
 
 describe('decodeStatusDetails', () => {
   test('decodes ErrorInfo, BadRequest and RetryInfo and ignores unknown details', () => {
@@ -28,6 +28,33 @@ describe('decodeStatusDetails', () => {
       reason: 'RATE_LIMITED', domain: 'routemesh.dev', metadata: { tenant: 'acme' },
       fieldViolations: [{ field: 'metadata', description: 'bad' }], retryDelayMs: 1500,
     });
+  });
+});
+
+describe('apiKey', () => {
+  test('goes out as "authorization: Bearer <key>" on every call', async () => {
+    // A stand-in server that only records what the client sends: the wire format is what is tested here.
+    /** @type {unknown[]} */
+    const seen = [];
+    const server = new grpc.Server();
+    server.addService(/** @type {any} */ (loadRouterService()).service, {
+      Explain: (/** @type {any} */ call, /** @type {any} */ done) => {
+        seen.push(call.metadata.get('authorization'));
+        done({ code: grpc.status.UNAUTHENTICATED, details: 'recorded' });
+      },
+    });
+    const port = await new Promise((resolve, reject) => server.bindAsync('127.0.0.1:0',
+      grpc.ServerCredentials.createInsecure(), (error, bound) => (error ? reject(error) : resolve(bound))));
+    try {
+      for (const apiKey of ['rmk_0123456789abcdef_secret', '']) {
+        const client = new RouterClient(`127.0.0.1:${port}`, { apiKey, timeoutMs: 5_000 });
+        await assert.rejects(client.explain('hi'), (error) => error instanceof RoutemeshError);
+        client.close();
+      }
+    } finally {
+      server.forceShutdown();
+    }
+    assert.deepEqual(seen, [['Bearer rmk_0123456789abcdef_secret'], []]);
   });
 });
 
