@@ -14,10 +14,23 @@ SERVICES = ("router", "classifier", "executor", "telemetry", "control", "gateway
 
 
 # `routemesh up` and `demo` run without API keys or TLS; compose and the Kubernetes manifests run with both.
-KEYS_OFF_HINT = ("API keys, admin credentials and TLS are off in this local mesh. To require keys: "
-                 "ROUTEMESH_REQUIRE_KEYS=true, ROUTEMESH_KEY_PEPPER=<32+ characters> and --redis-url URL, then "
-                 "`routemesh keys create --tenant T`; admin: ROUTEMESH_REQUIRE_ADMIN=true and "
-                 "ROUTEMESH_ADMIN_KEY=<32+ characters>; TLS: `routemesh certs` (README: Security)")
+def security_hint(environ: dict[str, str] | None = None) -> str:
+    """What of the mesh's security this local mesh runs without, and how to turn each on ("" when all is on)."""
+    env = os.environ if environ is None else environ
+
+    def on(name: str) -> bool:
+        return env.get(name, "").lower() in ("1", "true", "yes", "on")
+
+    off = [(what, how) for what, how, enabled in (
+        ("API keys", "ROUTEMESH_REQUIRE_KEYS=true, ROUTEMESH_KEY_PEPPER=<32+ characters> and --redis-url URL, then "
+         "`routemesh keys create --tenant T`", on("ROUTEMESH_REQUIRE_KEYS")),
+        ("admin credentials", "ROUTEMESH_REQUIRE_ADMIN=true and ROUTEMESH_ADMIN_KEY=<32+ characters>",
+         on("ROUTEMESH_REQUIRE_ADMIN")),
+        ("TLS", "`routemesh certs`, as compose and the manifests run it", False),
+    ) if not enabled]
+    names = ", ".join(what for what, _ in off[:-1]) + (" and " if len(off) > 1 else "") + off[-1][0]
+    return (f"{names} {'are' if len(off) > 1 else 'is'} off in this local mesh (README: Security). "
+            + "; ".join(f"{what}: {how}" for what, how in off))
 
 
 def _env(name: str, default: str) -> str:
@@ -180,7 +193,7 @@ def _up(args: argparse.Namespace) -> int:
           f"http://{layout.address('gateway')}/v1 "
           f"(telemetry: {'redis ' + args.redis_url if args.redis_url else 'in-process store'}); Ctrl-C stops it",
           flush=True)
-    print(KEYS_OFF_HINT, flush=True)
+    print(security_hint(), flush=True)
     code = 0
     while not stop["now"]:
         dead = mesh.dead()

@@ -196,9 +196,9 @@ def run_demo(args: argparse.Namespace) -> int:
         print(f"sending {args.requests} requests, {args.concurrency} at a time...", file=sys.stderr)
         outcomes = asyncio.run(_workload(mesh.layout.address("router"), args.requests, args.concurrency))
         report(outcomes)
-        from routemesh.cli import KEYS_OFF_HINT
+        from routemesh.cli import security_hint
 
-        print(f"\n{KEYS_OFF_HINT}\nservice logs: {log_dir}", file=sys.stderr)
+        print(f"\n{security_hint()}\nservice logs: {log_dir}", file=sys.stderr)
         return 0 if all(o.result is not None for o in outcomes) else 1
     finally:
         mesh.stop()

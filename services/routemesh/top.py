@@ -9,6 +9,7 @@ import time
 
 import grpc
 
+from routemesh.clitext import print_rpc_error
 from routemesh.common.tls import blocking_channel
 from routemesh.v1 import telemetry_pb2, telemetry_pb2_grpc
 
@@ -55,8 +56,11 @@ def run(args: argparse.Namespace) -> int:
                 try:
                     snapshot = stub.GetSnapshot(telemetry_pb2.GetSnapshotRequest(), timeout=2)
                 except grpc.RpcError as exc:
-                    print(f"routemesh top: telemetry unreachable at {args.telemetry} ({exc.code().name}); "
-                          "is the mesh running? start it with: routemesh up", file=sys.stderr)
+                    if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                        print(f"routemesh top: telemetry unreachable at {args.telemetry} ({exc.code().name}); "
+                              "is the mesh running? start it with: routemesh up", file=sys.stderr)
+                    else:  # refused (an admin credential needed), or a bad answer: the message says which
+                        print_rpc_error("routemesh top", exc)
                     if args.once:
                         return 1
                     time.sleep(args.interval)

@@ -119,6 +119,12 @@ def test_cli_sends_the_operators_key(mesh) -> None:
     admin = make_key(mesh, "admin")
     listed = cli(mesh, admin, "keys", "list")
     assert listed.returncode == 0 and "tenant ops" in listed.stdout, listed.stderr
+    env_telemetry = ("--telemetry", mesh.layout.address("telemetry"))
+    refused_top = cli(mesh, None, "top", "--once", *env_telemetry)
+    assert refused_top.returncode == 1 and "needs an admin credential" in refused_top.stderr
+    assert "unreachable" not in refused_top.stderr
+    top = cli(mesh, admin, "top", "--once", *env_telemetry)
+    assert top.returncode == 0 and "routemesh top" in top.stdout, top.stderr
     shown = cli(mesh, admin, "policy", "show")
     assert shown.returncode == 0 and '"models"' in shown.stdout, shown.stderr
     assert cli(mesh, None, "policy", "show").returncode == 1

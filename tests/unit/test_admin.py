@@ -70,3 +70,13 @@ def test_require_admin_without_a_credential_is_a_clear_start_up_error(monkeypatc
     monkeypatch.setenv(admin.ADMIN_KEY_ENV, BOOTSTRAP)
     auth = admin.from_args("control", argparse.Namespace(require_admin=True), None)
     assert auth is not None and auth.keys is None
+
+
+def test_routemesh_up_says_what_is_off_and_only_that() -> None:
+    from routemesh.cli import security_hint
+
+    everything = security_hint({})
+    assert everything.startswith("API keys, admin credentials and TLS are off")
+    assert "ROUTEMESH_REQUIRE_KEYS=true" in everything and "ROUTEMESH_REQUIRE_ADMIN=true" in everything
+    keyed = security_hint({"ROUTEMESH_REQUIRE_KEYS": "true", "ROUTEMESH_REQUIRE_ADMIN": "1"})
+    assert keyed.startswith("TLS is off") and "REQUIRE_KEYS" not in keyed and "REQUIRE_ADMIN" not in keyed
