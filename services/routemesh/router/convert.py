@@ -49,6 +49,15 @@ def candidates_to_proto(plan: Plan) -> list[router_pb2.Candidate]:
 
 
 def decision_to_proto(decision: Decision) -> router_pb2.Decision:
+    """The decision's wire form, made once per decision (the caller's event and the ledger's summary share it)."""
+    if decision.wire:
+        return decision.wire[0]
+    message = _decision_message(decision)
+    decision.wire.append(message)
+    return message
+
+
+def _decision_message(decision: Decision) -> router_pb2.Decision:
     plan = decision.plan
     return router_pb2.Decision(
         decision_id=decision.decision_id, model=plan.primary, provider=decision.provider, strategy=plan.strategy,

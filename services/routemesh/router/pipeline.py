@@ -27,8 +27,9 @@ from routemesh.router.clients.executor import ExecutorClient, execute_request
 from routemesh.router.clients.health import Health, HealthSource, HealthWatch
 from routemesh.router.decision.compiled import RoutingPolicy
 from routemesh.router.decision.planner import DecisionState, Plan, plan_request
+from routemesh.router.convert import decision_to_proto, final_to_proto
 from routemesh.router.key_usage import KeyUsageRecorder
-from routemesh.router.request import ChatInput, Classified, Decision, Delta, Finished, validate
+from routemesh.router.request import ChatInput, Classified, Decision, Delta, Finished, conversation_sha256, validate
 from routemesh.v1 import telemetry_pb2
 
 
@@ -270,18 +271,27 @@ class RequestPipeline:
 
     def report(self, policy: RoutingPolicy, request: ChatInput, decision: Decision, finished: Finished | None,
                started: float, first_at: float) -> None:
-        """Queue the request's summary for telemetry (never waits; no span: it costs less than one)."""
+        """Queue the request's summary for telemetry and its ledger (never waits; no span: it costs less than one).
+
+        The decision's wire form is the one the caller got (made once); the conversation is only hashed.
+        """
         if self.reporter is None:
             return
         now = time.monotonic()
         plan = decision.plan
+        keys, metadata = policy.request_keys, request.metadata
         self.reporter.report(telemetry_pb2.RequestSummary(
             decision_id=decision.decision_id, route=plan.route, experiment=plan.experiment, variant=plan.variant,
             model=finished.model if finished is not None else "",
             status=finished.status if finished is not None else FinishStatus.UNSPECIFIED,
             ttft_ms=(first_at - started) * 1000 if first_at else 0.0, duration_ms=(now - started) * 1000,
             cost_usd=finished.cost_usd if finished is not None else 0.0,
-            tenant=request.metadata.get(policy.request_keys.tenant, ""), timestamp_ms=int(time.time() * 1000),
+            tenant=metadata.get(keys.tenant, ""), timestamp_ms=int(time.time() * 1000),
+            decision=decision_to_proto(decision),
+            final=final_to_proto(finished, decision) if finished is not None else None,
+            project=metadata.get(keys.project, ""), user=metadata.get(keys.user, ""),
+            api_key_id=request.quota.key_id if request.quota is not None else "",
+            prompt_sha256=conversation_sha256(request.messages),
         ))
 
     # ---- helpers ---------------------------------------------------------------------------------------

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from jsonschema.exceptions import SchemaError
 from jsonschema.validators import validator_for
@@ -54,6 +56,16 @@ class ChatInput:
             if message.role == common_pb2.ROLE_USER:
                 return message.content
         return ""
+
+
+def conversation_sha256(messages: Sequence[common_pb2.Message]) -> str:
+    """SHA-256 (hex) of a conversation's roles and texts: what the ledger keeps instead of the text."""
+    digest = hashlib.sha256()
+    for message in messages:
+        digest.update(b"%d\x00" % message.role)
+        digest.update(message.content.encode())
+        digest.update(b"\x00")
+    return digest.hexdigest()
 
 
 def validate(request: ChatInput) -> None:
@@ -158,6 +170,8 @@ class Decision:
     policy_digest: str
     trace_id: str
     degraded: tuple[str, ...] = ()
+    # Its wire form, made once (router.convert.decision_to_proto) for the caller and again for the ledger.
+    wire: list[Any] = field(default_factory=list, compare=False, repr=False)
 
 
 @dataclass(slots=True)  # not frozen: one per relayed message, and a frozen init costs a setattr per field

@@ -10,6 +10,8 @@ import grpc
 from routemesh.common import admin
 from routemesh.common.policy_watch import PolicyHolder, PolicyWatcher
 from routemesh.common.serve import Service
+from routemesh.telemetry.ledger.stores import ledger_store
+from routemesh.telemetry.ledger.writer import DEFAULT_BATCH_ROWS, DEFAULT_INTERVAL_S, DEFAULT_MAX_BUFFERED, LedgerWriter
 from routemesh.telemetry.redis_store import RedisHealthStore
 from routemesh.telemetry.servicer import TelemetryServicer
 from routemesh.telemetry.store import DEFAULT_WINDOW_S, HealthStore, InMemoryHealthStore
@@ -38,6 +40,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_WINDOW_S,
         help=f"sliding window of latency percentiles and error rate, seconds (default {DEFAULT_WINDOW_S})",
     )
+    parser.add_argument(
+        "--ledger-url",
+        default=os.environ.get("ROUTEMESH_LEDGER_URL", ""),
+        help="the outcome ledger: one row per request, decision and outcome (env ROUTEMESH_LEDGER_URL): "
+        "postgresql://user@host/db[?schema=NAME], sqlite:///relative.db, sqlite:////absolute.db; empty: none",
+    )
+    parser.add_argument(
+        "--ledger-buffer-rows",
+        type=int,
+        default=DEFAULT_MAX_BUFFERED,
+        help="rows kept in memory while the ledger database is down or slow; past it they are dropped and "
+        f"counted (default {DEFAULT_MAX_BUFFERED:,})",
+    )
+    parser.add_argument(
+        "--ledger-interval-s",
+        type=float,
+        default=DEFAULT_INTERVAL_S,
+        help=f"how long ledger rows gather into a batch before they are written, seconds (default "
+        f"{DEFAULT_INTERVAL_S}; a full batch of {DEFAULT_BATCH_ROWS:,} is written at once)",
+    )
     admin.add_arguments(parser)
 
 
@@ -49,12 +71,12 @@ def make_store(redis_url: str, prefix: str, window_s: int) -> HealthStore:
 
 
 def make_service(store: HealthStore, holder: PolicyHolder, watcher: PolicyWatcher | None = None,
-                 admin_auth: admin.AdminAuth | None = None) -> Service:
+                 admin_auth: admin.AdminAuth | None = None, ledger: LedgerWriter | None = None) -> Service:
     """The Service around a store and a policy holder; tests pass no watcher and fill the holder directly.
 
     With `admin_auth`, the operator's RPCs (GetSnapshot, GetExperimentReport) need its credential too.
     """
-    servicer = TelemetryServicer(store, holder)
+    servicer = TelemetryServicer(store, holder, ledger=ledger)
 
     def register(server: grpc.aio.Server) -> None:
         telemetry_pb2_grpc.add_TelemetryServiceServicer_to_server(servicer, server)
@@ -62,10 +84,14 @@ def make_service(store: HealthStore, holder: PolicyHolder, watcher: PolicyWatche
     async def on_start() -> None:
         if watcher:
             watcher.start()
+        if ledger is not None:
+            ledger.start()
 
     async def on_stop() -> None:
         if watcher:
             await watcher.stop()
+        if ledger is not None:
+            await ledger.stop()  # writes what is buffered (SIGTERM drains the server first)
         await store.close()
 
     return Service(
@@ -74,6 +100,7 @@ def make_service(store: HealthStore, holder: PolicyHolder, watcher: PolicyWatche
         grpc_services=[GRPC_SERVICE],
         on_start=on_start,
         on_stop=on_stop,
+        on_drain=servicer.stop,
         ready=lambda: holder.current is not None,
         admin=admin_auth,
     )
@@ -88,4 +115,13 @@ async def build(args: argparse.Namespace) -> Service:
     # Admin API keys are checked where control keeps them, when this service has the pepper too.
     keys = admin.key_store(args.redis_url, args.redis_prefix) if admin.wanted(args) else None
     admin_auth = admin.from_args(SERVICE_NAME, args, keys)
-    return make_service(store, holder, PolicyWatcher(holder, args.control, SERVICE_NAME), admin_auth)
+    ledger = None
+    if args.ledger_url:
+        if args.ledger_buffer_rows < 1 or not 0 < args.ledger_interval_s <= 3600:
+            raise SystemExit("telemetry: --ledger-buffer-rows must be at least 1, --ledger-interval-s 0 to 3600")
+        try:
+            ledger = LedgerWriter(ledger_store(args.ledger_url), max_buffered=args.ledger_buffer_rows,
+                                  interval_s=args.ledger_interval_s)
+        except ValueError as exc:
+            raise SystemExit(f"telemetry: --ledger-url: {exc}") from None
+    return make_service(store, holder, PolicyWatcher(holder, args.control, SERVICE_NAME), admin_auth, ledger)

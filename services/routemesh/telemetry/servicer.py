@@ -14,6 +14,8 @@ from routemesh.common.errors import InvalidRequest, RoutemeshError
 from routemesh.common.outcomes import AttemptOutcome, FinishStatus, ObservationPhase
 from routemesh.common.policy_schema import CircuitSettings, Pricing
 from routemesh.common.policy_watch import PolicyHolder
+from routemesh.telemetry.ledger.rows import row_from_summary
+from routemesh.telemetry.ledger.writer import LedgerWriter
 from routemesh.telemetry.experiments import RequestSummaryRecord, VariantStatsRecord
 from routemesh.telemetry.policy_scope import PolicyScopedStore
 from routemesh.telemetry.store import (
@@ -102,7 +104,8 @@ def summary_violations(summaries: Sequence[telemetry_pb2.RequestSummary]) -> lis
     violations: list[tuple[str, str]] = []
     for i, summary in enumerate(summaries):
         where = f"requests[{i}]"
-        for name in ("experiment", "variant", "model", "route", "tenant", "decision_id"):
+        for name in ("experiment", "variant", "model", "route", "tenant", "decision_id", "project", "user",
+                     "api_key_id", "prompt_sha256"):
             if len(getattr(summary, name)) > MAX_NAME_LENGTH:
                 violations.append((f"{where}.{name}", f"must be at most {MAX_NAME_LENGTH} characters"))
         if summary.experiment and not summary.variant:
@@ -207,12 +210,21 @@ def variant_to_proto(row: VariantStatsRecord) -> telemetry_pb2.VariantStats:
 class TelemetryServicer(telemetry_pb2_grpc.TelemetryServiceServicer):
     """Records what executors and routers report; answers with live health and experiment reports."""
 
-    def __init__(self, store: HealthStore, holder: PolicyHolder, clock_ms: Callable[[], int] = wall_clock_ms):
+    def __init__(self, store: HealthStore, holder: PolicyHolder, clock_ms: Callable[[], int] = wall_clock_ms,
+                 ledger: LedgerWriter | None = None):
+        # Each request summary also becomes a ledger row, buffered and written off this call (None: no ledger).
+        self.ledger = ledger
         # Observations reach the store only for models of the held policy (see PolicyScopedStore).
         self.store = store if isinstance(store, PolicyScopedStore) else PolicyScopedStore(store, holder)
         self.holder = holder
         self.clock_ms = clock_ms
         self._checked_circuit: CircuitSettings | None = None
+        # Set when the server drains: watch streams end, so a stop does not wait out its grace period on them.
+        self._stopping = asyncio.Event()
+
+    def stop(self) -> None:
+        """End every WatchSnapshot stream now (for shutdown: routers reconnect to another replica)."""
+        self._stopping.set()
 
     async def Report(
         self, request: telemetry_pb2.ReportRequest, context: grpc.aio.ServicerContext
@@ -233,6 +245,8 @@ class TelemetryServicer(telemetry_pb2_grpc.TelemetryServiceServicer):
             await self.store.record([record_from_proto(obs, now_ms) for obs in observations])
         if summaries:
             await self.store.record_requests([summary_from_proto(summary, now_ms) for summary in summaries])
+            if self.ledger is not None:
+                self.ledger.add([row_from_summary(summary) for summary in summaries if summary.decision_id])
         return telemetry_pb2.ReportResponse(accepted=len(observations) + len(summaries))
 
     async def GetSnapshot(
@@ -250,10 +264,13 @@ class TelemetryServicer(telemetry_pb2_grpc.TelemetryServiceServicer):
             raise InvalidRequest("watch interval out of range", field_violations=[(
                 "interval_ms", f"must be {MIN_WATCH_INTERVAL_MS} to {MAX_WATCH_INTERVAL_MS} (got {interval_ms}); "
                                f"0 means {DEFAULT_WATCH_INTERVAL_MS}")])
-        while True:
+        while not self._stopping.is_set():
             # Watchers share the store's snapshot cache, so many routers cost about as much as one.
             yield telemetry_pb2.WatchSnapshotResponse(snapshot=await self._snapshot(request.models))
-            await asyncio.sleep(interval_ms / 1000)
+            try:
+                await asyncio.wait_for(self._stopping.wait(), interval_ms / 1000)
+            except TimeoutError:
+                pass
 
     def _policy_model_count(self) -> int:
         held = self.holder.current

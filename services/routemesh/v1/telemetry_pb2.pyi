@@ -1,4 +1,5 @@
 from routemesh.v1 import common_pb2 as _common_pb2
+from routemesh.v1 import router_pb2 as _router_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -53,7 +54,7 @@ class Observation(_message.Message):
     def __init__(self, model: _Optional[str] = ..., provider: _Optional[str] = ..., phase: _Optional[_Union[ObservationPhase, str]] = ..., outcome: _Optional[_Union[_common_pb2.AttemptOutcome, str]] = ..., ttft_ms: _Optional[float] = ..., tpot_ms: _Optional[float] = ..., usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ..., cost_usd: _Optional[float] = ..., timestamp_ms: _Optional[int] = ..., decision_id: _Optional[str] = ...) -> None: ...
 
 class RequestSummary(_message.Message):
-    __slots__ = ("decision_id", "route", "experiment", "variant", "model", "status", "ttft_ms", "duration_ms", "cost_usd", "tenant", "timestamp_ms")
+    __slots__ = ("decision_id", "route", "experiment", "variant", "model", "status", "ttft_ms", "duration_ms", "cost_usd", "tenant", "timestamp_ms", "decision", "final", "project", "user", "api_key_id", "prompt_sha256")
     DECISION_ID_FIELD_NUMBER: _ClassVar[int]
     ROUTE_FIELD_NUMBER: _ClassVar[int]
     EXPERIMENT_FIELD_NUMBER: _ClassVar[int]
@@ -65,6 +66,12 @@ class RequestSummary(_message.Message):
     COST_USD_FIELD_NUMBER: _ClassVar[int]
     TENANT_FIELD_NUMBER: _ClassVar[int]
     TIMESTAMP_MS_FIELD_NUMBER: _ClassVar[int]
+    DECISION_FIELD_NUMBER: _ClassVar[int]
+    FINAL_FIELD_NUMBER: _ClassVar[int]
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
+    USER_FIELD_NUMBER: _ClassVar[int]
+    API_KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_SHA256_FIELD_NUMBER: _ClassVar[int]
     decision_id: str
     route: str
     experiment: str
@@ -76,7 +83,13 @@ class RequestSummary(_message.Message):
     cost_usd: float
     tenant: str
     timestamp_ms: int
-    def __init__(self, decision_id: _Optional[str] = ..., route: _Optional[str] = ..., experiment: _Optional[str] = ..., variant: _Optional[str] = ..., model: _Optional[str] = ..., status: _Optional[_Union[_common_pb2.FinishStatus, str]] = ..., ttft_ms: _Optional[float] = ..., duration_ms: _Optional[float] = ..., cost_usd: _Optional[float] = ..., tenant: _Optional[str] = ..., timestamp_ms: _Optional[int] = ...) -> None: ...
+    decision: _router_pb2.Decision
+    final: _router_pb2.Final
+    project: str
+    user: str
+    api_key_id: str
+    prompt_sha256: str
+    def __init__(self, decision_id: _Optional[str] = ..., route: _Optional[str] = ..., experiment: _Optional[str] = ..., variant: _Optional[str] = ..., model: _Optional[str] = ..., status: _Optional[_Union[_common_pb2.FinishStatus, str]] = ..., ttft_ms: _Optional[float] = ..., duration_ms: _Optional[float] = ..., cost_usd: _Optional[float] = ..., tenant: _Optional[str] = ..., timestamp_ms: _Optional[int] = ..., decision: _Optional[_Union[_router_pb2.Decision, _Mapping]] = ..., final: _Optional[_Union[_router_pb2.Final, _Mapping]] = ..., project: _Optional[str] = ..., user: _Optional[str] = ..., api_key_id: _Optional[str] = ..., prompt_sha256: _Optional[str] = ...) -> None: ...
 
 class ReportRequest(_message.Message):
     __slots__ = ("observations", "requests")

@@ -1,0 +1,189 @@
+"""Where ledger rows go: SQLite in a file (aiosqlite) or PostgreSQL (asyncpg), behind one small interface.
+
+The schema is versioned: MIGRATIONS run in order, each once, recorded in routemesh_schema_migrations, under a
+lock (an advisory lock on PostgreSQL, an immediate transaction on SQLite) so replicas starting together agree.
+Inserts ignore a decision id already there, so a report delivered twice is one row.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from routemesh.telemetry.ledger.rows import COLUMNS, NAMES
+
+TABLE = "ledger_requests"
+MIGRATIONS_TABLE = "routemesh_schema_migrations"
+_TYPES = {
+    "sqlite": {"text": "TEXT NOT NULL DEFAULT ''", "bigint": "INTEGER NOT NULL DEFAULT 0",
+               "double": "REAL", "json": "TEXT NOT NULL DEFAULT '[]'"},
+    "postgres": {"text": "TEXT NOT NULL DEFAULT ''", "bigint": "BIGINT NOT NULL DEFAULT 0",
+                 "double": "DOUBLE PRECISION", "json": "JSONB NOT NULL DEFAULT '[]'"},
+}
+_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+def _create_table(dialect: str) -> str:
+    types = _TYPES[dialect]
+    columns = [f"{name} {types[kind]}" + (" PRIMARY KEY" if name == "decision_id" else "")
+               for name, kind, _ in COLUMNS]
+    return f"CREATE TABLE IF NOT EXISTS {TABLE} ({', '.join(columns)})"
+
+
+# (version, what it does, statements for a dialect). Append only: a released migration never changes.
+MIGRATIONS: tuple[tuple[int, str, Any], ...] = (
+    (1, "requests: one row per request, decision and outcome", lambda dialect: [
+        _create_table(dialect),
+        f"CREATE INDEX IF NOT EXISTS {TABLE}_ended ON {TABLE} (ended_at_ms)",
+        f"CREATE INDEX IF NOT EXISTS {TABLE}_tenant ON {TABLE} (tenant, ended_at_ms)",
+    ]),
+)
+SCHEMA_VERSION = MIGRATIONS[-1][0]
+
+
+class LedgerStore(Protocol):
+    """A ledger database: open (and migrate), insert rows, count them, close."""
+
+    url_for_humans: str
+
+    async def open(self) -> None: ...
+
+    async def insert(self, rows: Sequence[tuple[Any, ...]]) -> None: ...
+
+    async def count(self) -> int: ...
+
+    async def close(self) -> None: ...
+
+
+def _placeholders(style: str) -> str:
+    return ", ".join("?" if style == "qmark" else f"${i}" for i in range(1, len(NAMES) + 1))
+
+
+class SqliteLedger:
+    """The embedded ledger: one SQLite file, WAL journal, one connection (aiosqlite runs it on a thread)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.url_for_humans = f"sqlite file {path}"
+        self._db: Any = None
+        self._insert = (f"INSERT OR IGNORE INTO {TABLE} ({', '.join(NAMES)}) "
+                        f"VALUES ({_placeholders('qmark')})")
+
+    async def open(self) -> None:
+        import aiosqlite
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        db = await aiosqlite.connect(self.path, timeout=5.0)
+        try:
+            await db.execute("PRAGMA journal_mode=WAL")
+            await db.execute("PRAGMA synchronous=NORMAL")
+            await db.execute("BEGIN IMMEDIATE")
+            await db.execute(f"CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} (version INTEGER PRIMARY KEY, "
+                             "description TEXT NOT NULL, applied_at_ms INTEGER NOT NULL)")
+            async with db.execute(f"SELECT version FROM {MIGRATIONS_TABLE}") as cursor:
+                done = {row[0] for row in await cursor.fetchall()}
+            for version, description, statements in MIGRATIONS:
+                if version not in done:
+                    for statement in statements("sqlite"):
+                        await db.execute(statement)
+                    await db.execute(f"INSERT INTO {MIGRATIONS_TABLE} VALUES (?, ?, ?)",
+                                     (version, description, int(time.time() * 1000)))
+            await db.commit()
+        except BaseException:
+            await db.close()
+            raise
+        self._db = db
+
+    async def insert(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        await self._db.executemany(self._insert, rows)
+        await self._db.commit()
+
+    async def count(self) -> int:
+        async with self._db.execute(f"SELECT count(*) FROM {TABLE}") as cursor:
+            row = await cursor.fetchone()
+        return int(row[0])
+
+    async def close(self) -> None:
+        if self._db is not None:
+            await self._db.close()
+            self._db = None
+
+
+class PostgresLedger:
+    """The production ledger: PostgreSQL through an asyncpg pool, in the schema `?schema=` names (default public)."""
+
+    def __init__(self, url: str, timeout_s: float = 5.0):
+        parts = urlsplit(url)
+        query = dict(parse_qsl(parts.query))
+        self.schema = query.pop("schema", "public")
+        if not _SCHEMA_NAME.match(self.schema):
+            raise ValueError(f"ledger schema {self.schema!r} must match {_SCHEMA_NAME.pattern}")
+        self._dsn = urlunsplit(parts._replace(query=urlencode(query)))
+        # Never the password: this goes into logs and errors.
+        host = parts.hostname or "localhost"
+        self.url_for_humans = f"postgresql://{host}:{parts.port or 5432}{parts.path} (schema {self.schema})"
+        self._timeout_s = timeout_s
+        self._pool: Any = None
+        self._insert = (f"INSERT INTO {TABLE} ({', '.join(NAMES)}) VALUES ({_placeholders('numeric')}) "
+                        "ON CONFLICT (decision_id) DO NOTHING")
+
+    async def open(self) -> None:
+        import asyncpg
+
+        pool = await asyncpg.create_pool(self._dsn, min_size=1, max_size=2, timeout=self._timeout_s,
+                                         command_timeout=self._timeout_s,
+                                         server_settings={"search_path": self.schema, "application_name":
+                                                          "routemesh-telemetry"})
+        try:
+            async with pool.acquire() as conn, conn.transaction():
+                await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+                # One migrator at a time across replicas; the lock ends with the transaction.
+                await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"routemesh-ledger:{self.schema}")
+                await conn.execute(f"CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} (version INTEGER PRIMARY KEY, "
+                                   "description TEXT NOT NULL, applied_at_ms BIGINT NOT NULL)")
+                done = {r["version"] for r in await conn.fetch(f"SELECT version FROM {MIGRATIONS_TABLE}")}
+                for version, description, statements in MIGRATIONS:
+                    if version not in done:
+                        for statement in statements("postgres"):
+                            await conn.execute(statement)
+                        await conn.execute(f"INSERT INTO {MIGRATIONS_TABLE} VALUES ($1, $2, $3)",
+                                           version, description, int(time.time() * 1000))
+        except BaseException:
+            await pool.close()
+            raise
+        self._pool = pool
+
+    async def insert(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        async with self._pool.acquire() as conn:
+            await conn.executemany(self._insert, rows)
+
+    async def count(self) -> int:
+        async with self._pool.acquire() as conn:
+            return int(await conn.fetchval(f"SELECT count(*) FROM {TABLE}"))
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            try:
+                await asyncio.wait_for(pool.close(), self._timeout_s)
+            except (TimeoutError, OSError):
+                pool.terminate()
+
+
+def ledger_store(url: str) -> LedgerStore:
+    """The store a --ledger-url names (ValueError otherwise): postgresql://..., or SQLite as SQLAlchemy writes
+    it, sqlite:///relative/path or sqlite:////absolute/path, or a bare file path."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return SqliteLedger(Path(url))
+    if scheme in ("postgres", "postgresql"):
+        return PostgresLedger(url)
+    if scheme == "sqlite" and rest.startswith("/") and rest != "/":
+        return SqliteLedger(Path(rest[1:]))
+    raise ValueError("the ledger URL must be sqlite:///PATH, sqlite:////ABSOLUTE/PATH or postgresql://..., "
+                     f"got {scheme}://...")

@@ -1,0 +1,99 @@
+"""The outcome ledger on real databases: PostgreSQL in a schema of the test's own, SQLite in a file, and a mesh
+whose telemetry writes one row per request (decision and outcome, never the prompt's text)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sqlite3
+import time
+
+import asyncpg
+import pytest
+
+from routemesh.client import RouterClient
+from routemesh.mesh import Mesh, MeshLayout
+from routemesh.telemetry.ledger.rows import row_from_summary
+from routemesh.telemetry.ledger.stores import SCHEMA_VERSION, PostgresLedger
+from tests.integration.conftest import SIM_TIME_SCALE
+from tests.unit.test_ledger import summary
+
+pytestmark = pytest.mark.integration
+PROMPT = "Which planet in our solar system has the most moons, zebrafish aside?"
+
+
+async def test_postgres_migrates_once_and_keeps_one_row_per_decision(pg_ledger_url) -> None:
+    for _ in range(2):
+        store = PostgresLedger(pg_ledger_url)
+        await store.open()
+        await store.insert([row_from_summary(summary(f"d{i}")) for i in range(300)])
+        await store.insert([row_from_summary(summary("d1", cost=9.0))])
+        assert await store.count() == 300
+        await store.close()
+    conn = await asyncpg.connect(pg_ledger_url.partition("?")[0])
+    try:
+        schema = pg_ledger_url.rpartition("schema=")[2]
+        assert await conn.fetchval(f'SELECT max(version) FROM "{schema}".routemesh_schema_migrations') == \
+            SCHEMA_VERSION
+        row = await conn.fetchrow(f'SELECT cost_usd, candidates, features FROM "{schema}".ledger_requests '
+                                  "WHERE decision_id = 'd1'")
+    finally:
+        await conn.close()
+    assert row["cost_usd"] == 0.002
+    assert json.loads(row["candidates"])[0]["model"] == "fast-cheap"  # JSONB, queryable
+
+
+def ledger_rows(path) -> list[dict]:
+    with sqlite3.connect(path) as db:
+        db.row_factory = sqlite3.Row
+        return [dict(r) for r in db.execute("SELECT * FROM ledger_requests")]
+
+
+def test_a_mesh_records_each_request_and_sigterm_writes_what_is_buffered(tmp_path_factory) -> None:
+    path = tmp_path_factory.mktemp("ledger") / "ledger.db"
+    # Batches gather for a minute here: nothing is written before SIGTERM but by it.
+    mesh = Mesh(MeshLayout.free(), sim_time_scale=SIM_TIME_SCALE, log_dir=tmp_path_factory.mktemp("ledger-logs"),
+                extra_args={"telemetry": ["--ledger-url", f"sqlite:///{path}", "--ledger-interval-s", "60"]})
+    mesh.start()
+    try:
+        with RouterClient(mesh.layout.address("router")) as client:
+            results = [client.complete(PROMPT, metadata={"tenant": "acme", "project": "web", "user": f"u{i}"})
+                       for i in range(5)]
+        time.sleep(1.0)  # the router's reports reach telemetry within 0.05 s
+        assert not path.exists() or not ledger_rows(path), "rows were written before the batch interval"
+        mesh.processes["telemetry"].send_signal(signal.SIGTERM)
+        mesh.processes["telemetry"].wait(timeout=30)
+        rows = ledger_rows(path)
+    finally:
+        mesh.stop()
+    by_id = {row["decision_id"]: row for row in rows}
+    assert len(rows) == 5
+    for i, result in enumerate(results):
+        row = by_id[result.decision.decision_id]
+        assert (row["tenant"], row["project"], row["user_id"]) == ("acme", "web", f"u{i}")
+        assert row["chosen_model"] == result.decision.model and row["serving_model"] == result.final.model
+        assert row["strategy"] == result.decision.strategy and row["route"] == result.decision.route
+        assert row["policy_version"] == result.decision.policy_version
+        assert row["cost_usd"] == pytest.approx(result.final.cost_usd)
+        assert (row["input_tokens"], row["output_tokens"]) == (result.final.usage.input_tokens,
+                                                               result.final.usage.output_tokens)
+        assert row["status"] == "complete" and row["attempts"] == len(result.final.attempts)
+        assert len(json.loads(row["candidates"])) == len(result.decision.candidates)
+        assert row["ttft_ms"] > 0 and row["duration_ms"] >= row["ttft_ms"] and len(row["prompt_sha256"]) == 64
+    assert len({row["prompt_sha256"] for row in rows}) == 1  # the same conversation, the same hash
+    assert not [row for row in rows if any("zebrafish" in str(value) for value in row.values())]
+
+
+def test_ledger_rows_never_repeat_when_a_report_is_delivered_twice(pg_ledger_url) -> None:
+    async def run() -> int:
+        store = PostgresLedger(pg_ledger_url)
+        await store.open()
+        try:
+            rows = [row_from_summary(summary("same"))] * 3
+            await asyncio.gather(*(store.insert(rows) for _ in range(3)))
+            return await store.count()
+        finally:
+            await store.close()
+
+    assert asyncio.run(run()) == 1
