@@ -80,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="share telemetry through Redis (default: in-process store)")
     up.add_argument("--sim-time-scale", type=float, default=1.0, help="scale simulated latencies (0 = none)")
     up.add_argument("--log-dir", help="write each service's log to DIR/SERVICE.log instead of the terminal")
+    up.add_argument("--ledger-url", default=_env("ROUTEMESH_LEDGER_URL", ""),
+                    help="the outcome ledger, one row per request (env ROUTEMESH_LEDGER_URL; default: SQLite in "
+                         "$XDG_STATE_HOME/routemesh/ledger.db, ~/.local/state when unset; 'off' for none)")
 
     _add_serve(sub)
 
@@ -171,12 +174,28 @@ def _sim(args: argparse.Namespace) -> int:
     return 0
 
 
+def default_ledger_path() -> Path:
+    """Where `routemesh up` keeps its ledger when told nothing: the user's state directory (XDG)."""
+    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state) / "routemesh" / "ledger.db"
+
+
+def _ledger_label(url: str) -> str:
+    if not url:
+        return "off"
+    if url.startswith("sqlite:///"):
+        return f"SQLite {url.removeprefix('sqlite:///')}"
+    return url.partition("://")[0] + " (" + url.rpartition("@")[2].partition("?")[0] + ")"
+
+
 def _up(args: argparse.Namespace) -> int:
     from routemesh.mesh import Mesh, MeshError, MeshLayout
 
     layout = MeshLayout.from_base(args.port_base, args.host)
+    ledger = "" if args.ledger_url == "off" else args.ledger_url or f"sqlite:///{default_ledger_path()}"
     mesh = Mesh(layout, policy=args.policy or None, redis_url=args.redis_url or None,
-                sim_time_scale=args.sim_time_scale, log_dir=Path(args.log_dir) if args.log_dir else None)
+                sim_time_scale=args.sim_time_scale, log_dir=Path(args.log_dir) if args.log_dir else None,
+                extra_args={"telemetry": ["--ledger-url", ledger]} if ledger else None)
     stop = {"now": False}
 
     def request_stop(signum: int, _frame: object) -> None:
@@ -191,8 +210,8 @@ def _up(args: argparse.Namespace) -> int:
         return 1
     print(f"routemesh is up: router at {layout.address('router')}, OpenAI-compatible endpoint at "
           f"http://{layout.address('gateway')}/v1 "
-          f"(telemetry: {'redis ' + args.redis_url if args.redis_url else 'in-process store'}); Ctrl-C stops it",
-          flush=True)
+          f"(telemetry: {'redis ' + args.redis_url if args.redis_url else 'in-process store'}; "
+          f"ledger: {_ledger_label(ledger)}); Ctrl-C stops it", flush=True)
     print(security_hint(), flush=True)
     code = 0
     while not stop["now"]:

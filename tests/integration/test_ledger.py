@@ -97,3 +97,12 @@ def test_ledger_rows_never_repeat_when_a_report_is_delivered_twice(pg_ledger_url
             await store.close()
 
     assert asyncio.run(run()) == 1
+
+
+def test_the_ledger_benchmark_runs(capsys) -> None:
+    """A smoke run of `python -m routemesh.telemetry.ledger.bench` (the figure is the benchmark's, not CI's)."""
+    from routemesh.telemetry.ledger import bench
+
+    bench.main(["--rows", "1000"])
+    out = capsys.readouterr().out
+    assert "sqlite      1,000 rows" in out and "rows/s" in out

@@ -209,12 +209,17 @@ def _free_port_base(span: int = 8) -> int:
     raise RuntimeError("no free port range")
 
 
-def test_up_starts_every_service_and_stops_them_on_sigint():
+def test_up_starts_every_service_and_stops_them_on_sigint(tmp_path):
+    import os
     import signal
+    import sqlite3
 
     base = _free_port_base()
+    # The ledger goes to the user's state directory with no set-up: here, the test's own.
+    env = {**os.environ, "XDG_STATE_HOME": str(tmp_path)}
+    env.pop("ROUTEMESH_LEDGER_URL", None)
     proc = subprocess.Popen([sys.executable, "-m", "routemesh", "up", "--port-base", str(base)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         lines = []
         deadline = time.monotonic() + 60
@@ -225,12 +230,18 @@ def test_up_starts_every_service_and_stops_them_on_sigint():
                 break
         assert any("routemesh is up" in line for line in lines), "".join(lines) + proc.stderr.read()
         assert f"router at 127.0.0.1:{base + 1}" in lines[-1]
+        ledger = tmp_path / "routemesh" / "ledger.db"
+        assert f"ledger: SQLite {ledger}" in lines[-1]
         with RouterClient(f"127.0.0.1:{base + 1}") as client:
-            assert client.complete(FAQ).final.status == common_pb2.FINISH_STATUS_COMPLETE
+            result = client.complete(FAQ)
+            assert result.final.status == common_pb2.FINISH_STATUS_COMPLETE
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=60)
         assert proc.returncode == 0
         assert "stopped" in out
+        with sqlite3.connect(ledger) as db:
+            rows = db.execute("SELECT decision_id, serving_model FROM ledger_requests").fetchall()
+        assert rows == [(result.decision.decision_id, result.final.model)]
         # Nothing listens any more: every service was stopped.
         import socket
 

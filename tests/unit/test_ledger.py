@@ -139,3 +139,12 @@ async def test_stop_counts_what_it_could_not_write(tmp_path, caplog) -> None:
     writer.add([row_from_summary(summary("d1"))])
     await writer.stop(deadline_s=0.3)
     assert writer.stats.dropped == 1 and "not written at shutdown" in caplog.text
+
+
+def test_docs_show_the_schema_the_code_makes() -> None:
+    from pathlib import Path
+
+    from routemesh.telemetry.ledger.stores import schema_markdown
+
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "ledger.md").read_text()
+    assert schema_markdown() in docs, "docs/ledger.md: paste schema_markdown() into the Schema section"

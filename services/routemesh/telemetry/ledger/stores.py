@@ -46,6 +46,16 @@ MIGRATIONS: tuple[tuple[int, str, Any], ...] = (
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 
+def schema_markdown() -> str:
+    """The table of ledger_requests as docs/ledger.md shows it (a test keeps the two the same)."""
+    def kind(dialect: str, name: str) -> str:
+        return _TYPES[dialect][name].partition(" NOT NULL")[0]
+
+    lines = ["| column | SQLite | PostgreSQL | what it holds |", "|---|---|---|---|"]
+    lines += [f"| `{name}` | {kind('sqlite', k)} | {kind('postgres', k)} | {what} |" for name, k, what in COLUMNS]
+    return "\n".join(lines)
+
+
 class LedgerStore(Protocol):
     """A ledger database: open (and migrate), insert rows, count them, close."""
 
