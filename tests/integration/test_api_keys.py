@@ -77,6 +77,9 @@ def test_no_key_or_a_wrong_key_is_unauthenticated(keyed_mesh) -> None:
             client.explain(FAQ)
         assert raised.value.code == grpc.StatusCode.UNAUTHENTICATED
         assert raised.value.reason == "INVALID_API_KEY"
+        with with_key(mesh, token) as client, pytest.raises(RoutemeshError) as raised:
+            client.feedback("a" * 32, score=1.0)
+        assert raised.value.reason == "INVALID_API_KEY"
 
 
 def test_the_tenant_comes_from_the_key_not_from_metadata(keyed_mesh) -> None:
@@ -90,6 +93,11 @@ def test_the_tenant_comes_from_the_key_not_from_metadata(keyed_mesh) -> None:
         assert raised.value.code == grpc.StatusCode.FAILED_PRECONDITION
         assert "strong: not allowed for tenant 'acme'" in raised.value.message
         assert client.complete(FAQ).final.status == 1
+        # A valid key gets past the router to telemetry, which keeps no ledger in this mesh: a clear refusal.
+        with pytest.raises(RoutemeshError) as raised:
+            client.feedback("a" * 32, thumbs="up")
+        assert (raised.value.code, raised.value.reason) == (grpc.StatusCode.FAILED_PRECONDITION,
+                                                            "LEDGER_NOT_CONFIGURED")
 
 
 def test_a_keys_models_and_routes_are_its_limits(keyed_mesh) -> None:

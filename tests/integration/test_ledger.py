@@ -106,3 +106,51 @@ def test_the_ledger_benchmark_runs(capsys) -> None:
     bench.main(["--rows", "1000"])
     out = capsys.readouterr().out
     assert "sqlite      1,000 rows" in out and "rows/s" in out
+
+
+@pytest.fixture(scope="module")
+def ledger_mesh(tmp_path_factory) -> Mesh:
+    path = tmp_path_factory.mktemp("feedback") / "ledger.db"
+    mesh = Mesh(MeshLayout.free(), sim_time_scale=SIM_TIME_SCALE, log_dir=tmp_path_factory.mktemp("feedback-logs"),
+                extra_args={"telemetry": ["--ledger-url", f"sqlite:///{path}"]})
+    mesh.start()
+    yield mesh
+    mesh.stop()
+
+
+def test_feedback_by_grpc_and_by_the_gateway_lands_in_the_ledger_once(ledger_mesh) -> None:
+    import httpx
+
+    from routemesh.client import RoutemeshError
+
+    with RouterClient(ledger_mesh.layout.address("router")) as client:
+        answer = client.complete(PROMPT)
+        receipt = client.feedback(answer.decision.decision_id, thumbs="down", label="wrong-answer",
+                                  comment="it is Saturn")
+        assert (receipt.score, receipt.model) == (0.0, answer.final.model)
+        with pytest.raises(RoutemeshError) as again:
+            client.feedback(answer.decision.decision_id, score=1.0)
+        assert (again.value.code.name, again.value.reason) == ("ALREADY_EXISTS", "FEEDBACK_EXISTS")
+        with pytest.raises(RoutemeshError) as unknown:
+            client.feedback("f" * 32, score=1.0)
+        assert (unknown.value.code.name, unknown.value.reason) == ("NOT_FOUND", "UNKNOWN_DECISION")
+        with pytest.raises(RoutemeshError) as bad:
+            client.feedback(answer.decision.decision_id, score=2.0)
+        assert bad.value.code.name == "INVALID_ARGUMENT" and bad.value.field_violations[0][0] == "feedback.score"
+
+    base = f"http://{ledger_mesh.layout.address('gateway')}/v1"
+    with httpx.Client(timeout=30) as http:
+        completion = http.post(f"{base}/chat/completions", json={
+            "model": "auto", "messages": [{"role": "user", "content": PROMPT}]}).json()
+        ok = http.post(f"{base}/feedback", json={"id": completion["id"], "score": 0.9, "label": "helpful"})
+        assert ok.status_code == 200, ok.text
+        assert ok.json()["id"] == completion["id"] and ok.json()["score"] == 0.9
+        twice = http.post(f"{base}/feedback", json={"id": completion["id"], "thumbs": "up"})
+        assert twice.status_code == 409 and twice.json()["error"]["code"] == "feedback_exists"
+        for body, status, param in (({"id": "chatcmpl-" + "0" * 32, "score": 1}, 404, "id"),
+                                    ({"id": completion["id"], "score": "high"}, 400, "score"),
+                                    ({"id": completion["id"], "thumbs": "sideways"}, 400, "thumbs"),
+                                    ({"score": 1}, 400, "id"),
+                                    ({"id": completion["id"], "score": 1, "extra": 1}, 400, "extra")):
+            reply = http.post(f"{base}/feedback", json=body)
+            assert (reply.status_code, reply.json()["error"]["param"]) == (status, param), reply.text

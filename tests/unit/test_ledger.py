@@ -148,3 +148,59 @@ def test_docs_show_the_schema_the_code_makes() -> None:
 
     docs = (Path(__file__).resolve().parents[2] / "docs" / "ledger.md").read_text()
     assert schema_markdown() in docs, "docs/ledger.md: paste schema_markdown() into the Schema section"
+
+
+def feedback(decision_id: str = "a" * 32, **fields) -> common_pb2.Feedback:
+    message = common_pb2.Feedback(decision_id=decision_id, **{k: v for k, v in fields.items() if k != "score"})
+    if "score" in fields:
+        message.score = fields["score"]
+    return message
+
+
+def test_feedback_is_checked_before_anything_is_looked_up() -> None:
+    from routemesh.common.errors import InvalidRequest
+    from routemesh.telemetry.ledger.feedback import checked
+
+    assert checked(feedback(score=0.25)) == ("a" * 32, 0.25)
+    assert checked(feedback("chatcmpl-" + "b" * 32, thumbs=common_pb2.THUMBS_DOWN)) == ("b" * 32, 0.0)
+    assert checked(feedback(thumbs=common_pb2.THUMBS_UP, label="too-long:ok", comment="x" * 2000))[1] == 1.0
+    for bad, field in ((feedback("nope", score=1.0), "feedback.decision_id"),
+                       (feedback(), "feedback.score"),
+                       (feedback(score=0.5, thumbs=common_pb2.THUMBS_UP), "feedback.score"),
+                       (feedback(score=float("nan")), "feedback.score"),
+                       (feedback(score=1.5), "feedback.score"),
+                       (feedback(score=1.0, label="has space"), "feedback.label"),
+                       (feedback(score=1.0, comment="x" * 2001), "feedback.comment")):
+        with pytest.raises(InvalidRequest) as raised:
+            checked(bad)
+        assert [f for f, _ in raised.value.field_violations] == [field], bad
+
+
+async def test_feedback_needs_a_known_decision_of_the_callers_tenant_once(tmp_path) -> None:
+    from routemesh.common.errors import FeedbackExists, LedgerNotConfigured, NotFound
+    from routemesh.telemetry.ledger.feedback import FeedbackBook
+
+    with pytest.raises(LedgerNotConfigured):
+        await FeedbackBook(None).record(feedback(score=1.0))
+    store = SqliteLedger(tmp_path / "ledger.db")
+    writer = LedgerWriter(store, interval_s=60)  # nothing written unless asked: rows stay buffered
+    writer.start()
+    await eventually(lambda: writer.opened)
+    book = FeedbackBook(writer)
+    written, buffered = "1" * 32, "2" * 32
+    await store.insert([row_from_summary(summary(written))])
+    writer.add([row_from_summary(summary(buffered))])
+    receipt = await book.record(feedback(written, thumbs=common_pb2.THUMBS_UP, label="helpful"), tenant="acme")
+    assert (receipt.decision_id, receipt.score, receipt.model) == (written, 1.0, "fast-cheap")
+    assert (await book.record(feedback("chatcmpl-" + buffered, score=0.3))).score == pytest.approx(0.3)
+    with pytest.raises(FeedbackExists):
+        await book.record(feedback(written, score=0.0), tenant="acme")
+    with pytest.raises(NotFound) as raised:
+        await book.record(feedback("3" * 32, score=1.0))
+    assert raised.value.reason == "UNKNOWN_DECISION"
+    with pytest.raises(NotFound):  # another tenant's request is as unknown as a made-up one
+        await book.record(feedback(buffered, score=1.0), tenant="globex")
+    await writer.stop()
+    with sqlite3.connect(tmp_path / "ledger.db") as db:
+        assert db.execute("SELECT decision_id, score, label FROM ledger_feedback ORDER BY score").fetchall() == [
+            (buffered, 0.3, ""), (written, 1.0, "helpful")]

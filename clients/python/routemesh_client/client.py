@@ -174,6 +174,18 @@ def _key_metadata(api_key: str | None) -> tuple[tuple[str, str], ...] | None:
     return (("authorization", f"Bearer {key}"),) if key else None
 
 
+def _feedback_request(decision_id: str, score: float | None, thumbs: str | None, label: str,
+                      comment: str) -> router_pb2.SubmitFeedbackRequest:
+    """`thumbs` is "up" or "down"; give it or `score` (0..1). `decision_id` may be a gateway id (chatcmpl-...)."""
+    feedback = common_pb2.Feedback(decision_id=decision_id, label=label, comment=comment)
+    if score is not None:
+        feedback.score = score
+    if thumbs is not None:
+        feedback.thumbs = {"up": common_pb2.THUMBS_UP, "down": common_pb2.THUMBS_DOWN}.get(
+            thumbs, common_pb2.THUMBS_UNSPECIFIED)
+    return router_pb2.SubmitFeedbackRequest(feedback=feedback)
+
+
 class RouterClient:
     """Blocking client: `chat()` yields ChatResponse events; `complete()` returns a ChatResult.
 
@@ -211,6 +223,15 @@ class RouterClient:
         try:
             return self._stub.Explain(_explain_request(build_chat_request(prompt, opts)),
                                       timeout=opts.timeout or self.timeout, metadata=self._metadata)
+        except grpc.RpcError as exc:
+            raise RoutemeshError.from_rpc_error(exc) from None
+
+    def feedback(self, decision_id: str, *, score: float | None = None, thumbs: str | None = None,
+                 label: str = "", comment: str = "") -> common_pb2.FeedbackReceipt:
+        """Score one answer (its decision id) for the outcome ledger: `score` in [0, 1] or `thumbs` "up"/"down"."""
+        try:
+            return self._stub.SubmitFeedback(_feedback_request(decision_id, score, thumbs, label, comment),
+                                             timeout=self.timeout, metadata=self._metadata).receipt
         except grpc.RpcError as exc:
             raise RoutemeshError.from_rpc_error(exc) from None
 
@@ -264,6 +285,16 @@ class AsyncRouterClient:
                                             timeout=opts.timeout or self.timeout, metadata=self._metadata)
         except grpc.aio.AioRpcError as exc:
             raise RoutemeshError.from_rpc_error(exc) from None
+
+    async def feedback(self, decision_id: str, *, score: float | None = None, thumbs: str | None = None,
+                       label: str = "", comment: str = "") -> common_pb2.FeedbackReceipt:
+        """As RouterClient.feedback."""
+        try:
+            reply = await self._stub.SubmitFeedback(_feedback_request(decision_id, score, thumbs, label, comment),
+                                                    timeout=self.timeout, metadata=self._metadata)
+        except grpc.aio.AioRpcError as exc:
+            raise RoutemeshError.from_rpc_error(exc) from None
+        return reply.receipt
 
     async def close(self) -> None:
         await self._channel.close()

@@ -96,6 +96,27 @@ class AdminRequired(RoutemeshError):
     reason = "ADMIN_REQUIRED"
 
 
+class LedgerNotConfigured(RoutemeshError):
+    """Feedback without an outcome ledger (telemetry runs without --ledger-url)."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+    reason = "LEDGER_NOT_CONFIGURED"
+
+
+class LedgerUnavailable(RoutemeshError):
+    """The ledger's database (or telemetry, which holds it) does not answer now."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+    reason = "LEDGER_UNAVAILABLE"
+
+
+class FeedbackExists(RoutemeshError):
+    """A second feedback for one decision."""
+
+    code = grpc.StatusCode.ALREADY_EXISTS
+    reason = "FEEDBACK_EXISTS"
+
+
 class KeyNotAllowed(RoutemeshError):
     """The request's API key may not use the model or route it names."""
 

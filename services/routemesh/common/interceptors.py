@@ -46,6 +46,7 @@ CALLERS: dict[str, frozenset[str]] = {
     "/routemesh.v1.ExecutorService/Execute": frozenset({"router"}),
     "/routemesh.v1.ClassifierService/Classify": frozenset({"router"}),
     "/routemesh.v1.TelemetryService/Report": frozenset({"router", "executor"}),
+    "/routemesh.v1.TelemetryService/RecordFeedback": frozenset({"router"}),
     "/routemesh.v1.TelemetryService/WatchSnapshot": frozenset({"router"}),
     "/routemesh.v1.TelemetryService/GetSnapshot": frozenset({"router", "admin"}),
     "/routemesh.v1.TelemetryService/GetExperimentReport": frozenset({"admin"}),

@@ -133,6 +133,22 @@ class ChatHandler:
                 "decision": json_format.MessageToDict(reply.decision, preserving_proto_field_name=True)}
         return _json_response(200, body, routemesh_headers(reply.decision))
 
+    async def feedback(self, request: web.Request) -> web.Response:
+        """POST /v1/feedback: a score of one answer, by its response id, into the outcome ledger."""
+        try:
+            feedback = openai_api.parse_feedback(await _read_json(request, self.body_timeout_s))
+        except GatewayError as error:
+            return error_response(error)
+        try:
+            reply = await self.stub.SubmitFeedback(router_pb2.SubmitFeedbackRequest(feedback=feedback),
+                                                   timeout=min(self.timeout_s, 30.0), metadata=credentials(request))
+        except grpc.aio.AioRpcError as exc:
+            return error_response(http_error(exc, openai_api.feedback_param))
+        receipt = reply.receipt
+        return _json_response(200, {"object": "routemesh.feedback", "id": f"chatcmpl-{receipt.decision_id}",
+                                    "decision_id": receipt.decision_id, "score": receipt.score,
+                                    "model": receipt.model, "recorded_at": receipt.recorded_at_ms // 1000}, {})
+
     async def _opening(self, parsed: ParsedChat, events: AsyncIterator[router_pb2.ChatResponse],
                        answer: _Answer) -> GatewayError | None:
         """Read up to the first text (or the final): errors until then still get their own HTTP status."""

@@ -53,10 +53,14 @@ def http_error(error: grpc.RpcError, param_of: Callable[[str], str] = lambda f: 
         named = "; ".join(f"{param_of(f)}: {why}" for f, why in d.violations if why not in d.message)
         return GatewayError(400, f"{d.message} ({named})" if named else d.message, param=param, code="invalid_value")
     if code == grpc.StatusCode.NOT_FOUND:
-        not_found = "model_not_found" if reason in ("UNKNOWN_MODEL", "NOT_FOUND", "") else reason_code
-        return GatewayError(404, d.message, param=param or "model", code=not_found)
+        if reason in ("UNKNOWN_MODEL", "NOT_FOUND", ""):
+            return GatewayError(404, d.message, param=param or "model", code="model_not_found")
+        return GatewayError(404, d.message, param=param, code=reason_code)
     if code == grpc.StatusCode.FAILED_PRECONDITION:
-        return GatewayError(400, d.message, param=param, code="no_eligible_model")
+        return GatewayError(400, d.message, param=param,
+                            code="no_eligible_model" if reason in ("NO_ELIGIBLE_MODEL", "") else reason_code)
+    if code == grpc.StatusCode.ALREADY_EXISTS:
+        return GatewayError(409, d.message, param=param, code=reason_code)
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
         headers = {}
         if d.retry_after_s is not None:

@@ -366,6 +366,47 @@ class ParsedChat:
         return router_field
 
 
+_FEEDBACK_FIELDS = frozenset({"id", "decision_id", "score", "thumbs", "label", "comment"})
+_THUMBS = {"up": common_pb2.THUMBS_UP, "down": common_pb2.THUMBS_DOWN}
+
+
+def parse_feedback(body: Any) -> common_pb2.Feedback:
+    """POST /v1/feedback's body: {"id": "chatcmpl-..." (or "decision_id"), "score": 0..1 or "thumbs": "up"|"down",
+    "label", "comment"}. The router and telemetry check the rest (ranges, lengths, the id's existence)."""
+    if not isinstance(body, dict):
+        raise GatewayError(400, "the body must be a JSON object")
+    unknown = sorted(set(body) - _FEEDBACK_FIELDS)
+    if unknown:
+        raise GatewayError(400, f"unknown field {unknown[0]!r}; feedback takes {', '.join(sorted(_FEEDBACK_FIELDS))}",
+                           param=unknown[0], code="unknown_parameter")
+    ident = body.get("id", body.get("decision_id"))
+    if not isinstance(ident, str) or not ident:
+        raise GatewayError(400, "id is required: the chat completion's id (chatcmpl-...)", param="id",
+                           code="missing_required_parameter")
+    feedback = common_pb2.Feedback(decision_id=ident)
+    score, thumbs = body.get("score"), body.get("thumbs")
+    if score is not None:
+        if isinstance(score, bool) or not isinstance(score, (int, float)):
+            raise GatewayError(400, "score must be a number in [0, 1]", param="score", code="invalid_type")
+        feedback.score = float(score)
+    if thumbs is not None:
+        if thumbs not in _THUMBS:
+            raise GatewayError(400, 'thumbs must be "up" or "down"', param="thumbs", code="invalid_value")
+        feedback.thumbs = _THUMBS[thumbs]
+    for name in ("label", "comment"):
+        value = body.get(name, "")
+        if not isinstance(value, str):
+            raise GatewayError(400, f"{name} must be a string", param=name, code="invalid_type")
+        setattr(feedback, name, value)
+    return feedback
+
+
+def feedback_param(field: str) -> str:
+    """The body parameter a router field problem is about ("feedback.decision_id" is the body's "id")."""
+    name = field.removeprefix("feedback.")
+    return "id" if name == "decision_id" else name
+
+
 def parse_chat(body: Any) -> ParsedChat:
     """Check an OpenAI chat-completions body and build the ChatRequest; raise GatewayError (400)."""
     if not isinstance(body, dict):

@@ -145,6 +145,10 @@ async def explain(request: web.Request) -> web.Response:
     return await _gateway(request).chat.explain(request)
 
 
+async def feedback(request: web.Request) -> web.Response:
+    return await _gateway(request).chat.feedback(request)
+
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -188,6 +192,7 @@ def create_app(gateway: Gateway) -> web.Application:
     app.router.add_get("/v1/models/{model}", get_model)
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/v1/routemesh/explain", explain)
+    app.router.add_post("/v1/feedback", feedback)
     return app
 
 

@@ -17,6 +17,7 @@ from routemesh.router.admission.ratelimit import InMemoryRateLimiter, RedisRateL
 from routemesh.router.affinity import InMemoryAffinity, RedisAffinity
 from routemesh.router.clients.classifier import FeatureSource
 from routemesh.router.clients.executor import ExecutorClient
+from routemesh.router.clients.feedback import FeedbackClient
 from routemesh.router.clients.health import HealthSource, HealthWatch
 from routemesh.router.decision.compiled import RoutingPolicy
 from routemesh.router.key_usage import KeyUsageRecorder
@@ -96,17 +97,18 @@ async def build(args: argparse.Namespace) -> Service:
     keys = make_keys(args)
     # Each key's requests, tokens and spend, for `routemesh keys list` and `routemesh report --keys`.
     key_usage = KeyUsageRecorder(keys.store) if keys is not None else None
+    feedback = FeedbackClient(args.telemetry)
     pipeline = RequestPipeline(holder, features, health, affinity, spend, executor, reporter, keys=keys,
-                               key_usage=key_usage)
+                               key_usage=key_usage, feedback_sink=feedback)
 
     async def on_start() -> None:
-        for part in (watcher, reporter, health, features, executor):
+        for part in (watcher, reporter, health, features, executor, feedback):
             part.start()
         if key_usage is not None:
             key_usage.start()
 
     async def on_stop() -> None:
-        for part in (watcher, health, reporter, features, executor):
+        for part in (watcher, health, reporter, features, executor, feedback):
             await part.stop()
         await spend.close()
         await affinity.close()

@@ -14,8 +14,8 @@ from opentelemetry import trace
 from opentelemetry.trace import Span, Status, StatusCode
 
 from routemesh.common import semconv
-from routemesh.common.errors import NotReady, Unauthenticated
-from routemesh.common.keys import KeyCache, KeyUsage
+from routemesh.common.errors import LedgerNotConfigured, NotReady, Unauthenticated
+from routemesh.common.keys import KeyCache, KeyRecord, KeyUsage
 from routemesh.common.outcomes import REQUEST_ERROR_STATUSES, FinishStatus
 from routemesh.common.policy_watch import PolicyHolder
 from routemesh.common.reporter import TelemetryReporter
@@ -24,13 +24,14 @@ from routemesh.router.admission.guard import Admission, Admitted, KeyQuota, Spen
 from routemesh.router.affinity import ConversationAffinity
 from routemesh.router.clients.classifier import FALLBACK_SOURCE, FeatureSource
 from routemesh.router.clients.executor import ExecutorClient, execute_request
+from routemesh.router.clients.feedback import FeedbackClient
 from routemesh.router.clients.health import Health, HealthSource, HealthWatch
 from routemesh.router.decision.compiled import RoutingPolicy
 from routemesh.router.decision.planner import DecisionState, Plan, plan_request
 from routemesh.router.convert import decision_to_proto, final_to_proto
 from routemesh.router.key_usage import KeyUsageRecorder
 from routemesh.router.request import ChatInput, Classified, Decision, Delta, Finished, conversation_sha256, validate
-from routemesh.v1 import telemetry_pb2
+from routemesh.v1 import common_pb2, telemetry_pb2
 
 
 # Request metadata naming the API key a request was made with (set by the router, never trusted from callers).
@@ -85,11 +86,14 @@ class RequestPipeline:
     def __init__(self, holder: PolicyHolder[RoutingPolicy], features: FeatureSource, health: HealthSource | HealthWatch,
                  affinity: ConversationAffinity, spend: SpendGuard, executor: ExecutorClient,
                  reporter: TelemetryReporter | None = None, state: DecisionState | None = None,
-                 keys: KeyCache | None = None, key_usage: KeyUsageRecorder | None = None):
+                 keys: KeyCache | None = None, key_usage: KeyUsageRecorder | None = None,
+                 feedback_sink: FeedbackClient | None = None):
         self.holder = holder
         # With keys: every request needs an API key; its tenant, project and scope replace what the request says.
         self.keys = keys
         self.key_usage = key_usage
+        # Where callers' feedback goes (telemetry, which keeps the ledger); None: feedback is refused.
+        self.feedback_sink = feedback_sink
         self.features = features
         self.health = health
         self.affinity = affinity
@@ -154,10 +158,7 @@ class RequestPipeline:
         """
         if self.keys is None:
             return request
-        record = await self.keys.verify(request.api_key) if request.api_key else None
-        if record is None:
-            raise Unauthenticated("a valid API key is required (gRPC metadata authorization: Bearer rmk_...)"
-                                  if not request.api_key else "the API key is not valid (unknown, revoked or expired)")
+        record = await self.key_record(request.api_key)
         spec, keys = record.spec, policy.request_keys
         metadata = {**request.metadata, keys.tenant: spec.tenant, KEY_ID_METADATA: record.key_id}
         if spec.project:
@@ -168,6 +169,22 @@ class RequestPipeline:
                           key_routes=frozenset(spec.allowed_routes) or None)
         quota = KeyQuota(record.key_id, spec.rpm, spec.tpm, spec.budget_usd, spec.budget_period)  # type: ignore[arg-type]
         return replace(request, metadata=metadata, options=options, quota=quota)
+
+    async def key_record(self, api_key: str) -> KeyRecord:
+        """The active key `api_key` is (keys on); Unauthenticated when there is none or it is not valid."""
+        assert self.keys is not None
+        record = await self.keys.verify(api_key) if api_key else None
+        if record is None:
+            raise Unauthenticated("a valid API key is required (gRPC metadata authorization: Bearer rmk_...)"
+                                  if not api_key else "the API key is not valid (unknown, revoked or expired)")
+        return record
+
+    async def feedback(self, feedback: common_pb2.Feedback, api_key: str) -> common_pb2.FeedbackReceipt:
+        """Pass a caller's feedback to telemetry's ledger; with keys on, for its key's tenant's requests only."""
+        if self.feedback_sink is None:
+            raise LedgerNotConfigured("this router has no telemetry to keep feedback")
+        tenant = (await self.key_record(api_key)).spec.tenant if self.keys is not None else ""
+        return await self.feedback_sink.record(feedback, tenant)
 
     async def classify(self, policy: RoutingPolicy, request: ChatInput) -> tuple[Classified, DecisionInputs]:
         """The request's features; the decision's other inputs are gathered meanwhile (outside this stage)."""

@@ -24,6 +24,11 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
         decision = await self.pipeline.explain(chat_input(request, bearer(context.invocation_metadata())))
         return router_pb2.ExplainResponse(decision=decision_to_proto(decision))
 
+    async def SubmitFeedback(self, request: router_pb2.SubmitFeedbackRequest,
+                             context: grpc.aio.ServicerContext) -> router_pb2.SubmitFeedbackResponse:
+        receipt = await self.pipeline.feedback(request.feedback, bearer(context.invocation_metadata()))
+        return router_pb2.SubmitFeedbackResponse(receipt=receipt)
+
     async def Chat(self, request: router_pb2.ChatRequest,
                    context: grpc.aio.ServicerContext) -> AsyncIterator[router_pb2.ChatResponse]:
         decision: Decision | None = None

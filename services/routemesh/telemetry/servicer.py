@@ -14,6 +14,7 @@ from routemesh.common.errors import InvalidRequest, RoutemeshError
 from routemesh.common.outcomes import AttemptOutcome, FinishStatus, ObservationPhase
 from routemesh.common.policy_schema import CircuitSettings, Pricing
 from routemesh.common.policy_watch import PolicyHolder
+from routemesh.telemetry.ledger.feedback import FeedbackBook
 from routemesh.telemetry.ledger.rows import row_from_summary
 from routemesh.telemetry.ledger.writer import LedgerWriter
 from routemesh.telemetry.experiments import RequestSummaryRecord, VariantStatsRecord
@@ -214,6 +215,7 @@ class TelemetryServicer(telemetry_pb2_grpc.TelemetryServiceServicer):
                  ledger: LedgerWriter | None = None):
         # Each request summary also becomes a ledger row, buffered and written off this call (None: no ledger).
         self.ledger = ledger
+        self.feedback = FeedbackBook(ledger)
         # Observations reach the store only for models of the held policy (see PolicyScopedStore).
         self.store = store if isinstance(store, PolicyScopedStore) else PolicyScopedStore(store, holder)
         self.holder = holder
@@ -248,6 +250,12 @@ class TelemetryServicer(telemetry_pb2_grpc.TelemetryServiceServicer):
             if self.ledger is not None:
                 self.ledger.add([row_from_summary(summary) for summary in summaries if summary.decision_id])
         return telemetry_pb2.ReportResponse(accepted=len(observations) + len(summaries))
+
+    async def RecordFeedback(
+        self, request: telemetry_pb2.RecordFeedbackRequest, context: grpc.aio.ServicerContext
+    ) -> telemetry_pb2.RecordFeedbackResponse:
+        return telemetry_pb2.RecordFeedbackResponse(receipt=await self.feedback.record(request.feedback,
+                                                                                      request.tenant))
 
     async def GetSnapshot(
         self, request: telemetry_pb2.GetSnapshotRequest, context: grpc.aio.ServicerContext

@@ -79,6 +79,16 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ERROR_REASON_INVALID_API_KEY: _ClassVar[ErrorReason]
     ERROR_REASON_KEY_NOT_ALLOWED: _ClassVar[ErrorReason]
     ERROR_REASON_ADMIN_REQUIRED: _ClassVar[ErrorReason]
+    ERROR_REASON_LEDGER_NOT_CONFIGURED: _ClassVar[ErrorReason]
+    ERROR_REASON_LEDGER_UNAVAILABLE: _ClassVar[ErrorReason]
+    ERROR_REASON_FEEDBACK_EXISTS: _ClassVar[ErrorReason]
+    ERROR_REASON_UNKNOWN_DECISION: _ClassVar[ErrorReason]
+
+class Thumbs(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    THUMBS_UNSPECIFIED: _ClassVar[Thumbs]
+    THUMBS_UP: _ClassVar[Thumbs]
+    THUMBS_DOWN: _ClassVar[Thumbs]
 ROLE_UNSPECIFIED: Role
 ROLE_SYSTEM: Role
 ROLE_USER: Role
@@ -137,6 +147,13 @@ ERROR_REASON_KEYS_NOT_CONFIGURED: ErrorReason
 ERROR_REASON_INVALID_API_KEY: ErrorReason
 ERROR_REASON_KEY_NOT_ALLOWED: ErrorReason
 ERROR_REASON_ADMIN_REQUIRED: ErrorReason
+ERROR_REASON_LEDGER_NOT_CONFIGURED: ErrorReason
+ERROR_REASON_LEDGER_UNAVAILABLE: ErrorReason
+ERROR_REASON_FEEDBACK_EXISTS: ErrorReason
+ERROR_REASON_UNKNOWN_DECISION: ErrorReason
+THUMBS_UNSPECIFIED: Thumbs
+THUMBS_UP: Thumbs
+THUMBS_DOWN: Thumbs
 
 class Message(_message.Message):
     __slots__ = ("role", "content", "name", "tool_calls", "tool_call_id")
@@ -264,3 +281,29 @@ class Delta(_message.Message):
     text: str
     tool_calls: _containers.RepeatedCompositeFieldContainer[ToolCallDelta]
     def __init__(self, text: _Optional[str] = ..., tool_calls: _Optional[_Iterable[_Union[ToolCallDelta, _Mapping]]] = ...) -> None: ...
+
+class Feedback(_message.Message):
+    __slots__ = ("decision_id", "score", "thumbs", "label", "comment")
+    DECISION_ID_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    THUMBS_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    COMMENT_FIELD_NUMBER: _ClassVar[int]
+    decision_id: str
+    score: float
+    thumbs: Thumbs
+    label: str
+    comment: str
+    def __init__(self, decision_id: _Optional[str] = ..., score: _Optional[float] = ..., thumbs: _Optional[_Union[Thumbs, str]] = ..., label: _Optional[str] = ..., comment: _Optional[str] = ...) -> None: ...
+
+class FeedbackReceipt(_message.Message):
+    __slots__ = ("decision_id", "score", "model", "recorded_at_ms")
+    DECISION_ID_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    RECORDED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    decision_id: str
+    score: float
+    model: str
+    recorded_at_ms: int
+    def __init__(self, decision_id: _Optional[str] = ..., score: _Optional[float] = ..., model: _Optional[str] = ..., recorded_at_ms: _Optional[int] = ...) -> None: ...

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from routemesh.v1 import common_pb2 as routemesh_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19routemesh/v1/router.proto\x12\x0croutemesh.v1\x1a\x19routemesh/v1/common.proto\"\xef\x02\n\x0b\x43hatRequest\x12\'\n\x08messages\x18\x01 \x03(\x0b\x32\x15.routemesh.v1.Message\x12\r\n\x05model\x18\x02 \x01(\t\x12\x12\n\nmax_tokens\x18\x03 \x01(\x05\x12\x39\n\x08metadata\x18\x04 \x03(\x0b\x32\'.routemesh.v1.ChatRequest.MetadataEntry\x12\x18\n\x0btemperature\x18\x05 \x01(\x01H\x00\x88\x01\x01\x12-\n\x07routing\x18\x06 \x01(\x0b\x32\x1c.routemesh.v1.RoutingOptions\x12!\n\x05tools\x18\x07 \x03(\x0b\x32\x12.routemesh.v1.Tool\x12\x13\n\x0btool_choice\x18\x08 \x01(\t\x12\x17\n\x0fresponse_format\x18\t \x01(\t\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x0e\n\x0c_temperature\"\xcd\x01\n\x0eRoutingOptions\x12\x10\n\x08strategy\x18\x01 \x01(\t\x12\x19\n\x0cmax_cost_usd\x18\x02 \x01(\x01H\x00\x88\x01\x01\x12\x1e\n\x11latency_target_ms\x18\x03 \x01(\x01H\x01\x88\x01\x01\x12\x16\n\x0e\x61llow_fallback\x18\x04 \x01(\x08\x12\x10\n\x08provider\x18\x05 \x01(\t\x12\x1d\n\x15required_capabilities\x18\x06 \x03(\tB\x0f\n\r_max_cost_usdB\x14\n\x12_latency_target_ms\"\x8f\x01\n\x0c\x43hatResponse\x12*\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0b\x32\x16.routemesh.v1.DecisionH\x00\x12$\n\x05\x64\x65lta\x18\x02 \x01(\x0b\x32\x13.routemesh.v1.DeltaH\x00\x12$\n\x05\x66inal\x18\x03 \x01(\x0b\x32\x13.routemesh.v1.FinalH\x00\x42\x07\n\x05\x65vent\"\x83\x03\n\x08\x44\x65\x63ision\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x10\n\x08provider\x18\x03 \x01(\t\x12\x10\n\x08strategy\x18\x04 \x01(\t\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\r\n\x05route\x18\x06 \x01(\t\x12\x11\n\tfallbacks\x18\x07 \x03(\t\x12(\n\x08\x66\x65\x61tures\x18\x08 \x01(\x0b\x32\x16.routemesh.v1.Features\x12\x16\n\x0epolicy_version\x18\t \x01(\x03\x12\x10\n\x08trace_id\x18\n \x01(\t\x12\x0c\n\x04rule\x18\x0b \x01(\t\x12\x12\n\nexperiment\x18\x0c \x01(\t\x12\x0f\n\x07variant\x18\r \x01(\t\x12\x1a\n\x12\x65stimated_cost_usd\x18\x0e \x01(\x01\x12\x1b\n\x13\x62udget_soft_limited\x18\x0f \x01(\x08\x12+\n\ncandidates\x18\x10 \x03(\x0b\x32\x17.routemesh.v1.Candidate\x12\x10\n\x08\x64\x65graded\x18\x11 \x03(\t\"\x8e\x02\n\x05\x46inal\x12*\n\x06status\x18\x01 \x01(\x0e\x32\x1a.routemesh.v1.FinishStatus\x12\"\n\x05usage\x18\x02 \x01(\x0b\x32\x13.routemesh.v1.Usage\x12\x10\n\x08\x63ost_usd\x18\x03 \x01(\x01\x12\r\n\x05model\x18\x04 \x01(\t\x12\x10\n\x08provider\x18\x05 \x01(\t\x12\'\n\x08\x61ttempts\x18\x06 \x03(\x0b\x32\x15.routemesh.v1.Attempt\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x07 \x01(\t\x12\x10\n\x08trace_id\x18\x08 \x01(\t\x12\r\n\x05\x65rror\x18\t \x01(\t\x12\x12\n\nexperiment\x18\n \x01(\t\x12\x0f\n\x07variant\x18\x0b \x01(\t\"\xb6\x02\n\x0e\x45xplainRequest\x12\'\n\x08messages\x18\x01 \x03(\x0b\x32\x15.routemesh.v1.Message\x12\r\n\x05model\x18\x02 \x01(\t\x12\x12\n\nmax_tokens\x18\x03 \x01(\x05\x12<\n\x08metadata\x18\x04 \x03(\x0b\x32*.routemesh.v1.ExplainRequest.MetadataEntry\x12-\n\x07routing\x18\x05 \x01(\x0b\x32\x1c.routemesh.v1.RoutingOptions\x12!\n\x05tools\x18\x06 \x03(\x0b\x32\x12.routemesh.v1.Tool\x12\x17\n\x0fresponse_format\x18\x07 \x01(\t\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\";\n\x0f\x45xplainResponse\x12(\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0b\x32\x16.routemesh.v1.Decision\"\xf8\x01\n\tCandidate\x12\r\n\x05model\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\x10\n\x08\x65ligible\x18\x03 \x01(\x08\x12\x0c\n\x04rank\x18\x04 \x01(\x05\x12\x18\n\x10rejection_reason\x18\x05 \x01(\t\x12\r\n\x05score\x18\x06 \x01(\x01\x12\x1a\n\x12\x65stimated_cost_usd\x18\x07 \x01(\x01\x12\x35\n\x07\x66\x61\x63tors\x18\x08 \x03(\x0b\x32$.routemesh.v1.Candidate.FactorsEntry\x1a.\n\x0c\x46\x61\x63torsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x32\x98\x01\n\rRouterService\x12?\n\x04\x43hat\x12\x19.routemesh.v1.ChatRequest\x1a\x1a.routemesh.v1.ChatResponse0\x01\x12\x46\n\x07\x45xplain\x12\x1c.routemesh.v1.ExplainRequest\x1a\x1d.routemesh.v1.ExplainResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19routemesh/v1/router.proto\x12\x0croutemesh.v1\x1a\x19routemesh/v1/common.proto\"A\n\x15SubmitFeedbackRequest\x12(\n\x08\x66\x65\x65\x64\x62\x61\x63k\x18\x01 \x01(\x0b\x32\x16.routemesh.v1.Feedback\"H\n\x16SubmitFeedbackResponse\x12.\n\x07receipt\x18\x01 \x01(\x0b\x32\x1d.routemesh.v1.FeedbackReceipt\"\xef\x02\n\x0b\x43hatRequest\x12\'\n\x08messages\x18\x01 \x03(\x0b\x32\x15.routemesh.v1.Message\x12\r\n\x05model\x18\x02 \x01(\t\x12\x12\n\nmax_tokens\x18\x03 \x01(\x05\x12\x39\n\x08metadata\x18\x04 \x03(\x0b\x32\'.routemesh.v1.ChatRequest.MetadataEntry\x12\x18\n\x0btemperature\x18\x05 \x01(\x01H\x00\x88\x01\x01\x12-\n\x07routing\x18\x06 \x01(\x0b\x32\x1c.routemesh.v1.RoutingOptions\x12!\n\x05tools\x18\x07 \x03(\x0b\x32\x12.routemesh.v1.Tool\x12\x13\n\x0btool_choice\x18\x08 \x01(\t\x12\x17\n\x0fresponse_format\x18\t \x01(\t\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x0e\n\x0c_temperature\"\xcd\x01\n\x0eRoutingOptions\x12\x10\n\x08strategy\x18\x01 \x01(\t\x12\x19\n\x0cmax_cost_usd\x18\x02 \x01(\x01H\x00\x88\x01\x01\x12\x1e\n\x11latency_target_ms\x18\x03 \x01(\x01H\x01\x88\x01\x01\x12\x16\n\x0e\x61llow_fallback\x18\x04 \x01(\x08\x12\x10\n\x08provider\x18\x05 \x01(\t\x12\x1d\n\x15required_capabilities\x18\x06 \x03(\tB\x0f\n\r_max_cost_usdB\x14\n\x12_latency_target_ms\"\x8f\x01\n\x0c\x43hatResponse\x12*\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0b\x32\x16.routemesh.v1.DecisionH\x00\x12$\n\x05\x64\x65lta\x18\x02 \x01(\x0b\x32\x13.routemesh.v1.DeltaH\x00\x12$\n\x05\x66inal\x18\x03 \x01(\x0b\x32\x13.routemesh.v1.FinalH\x00\x42\x07\n\x05\x65vent\"\x83\x03\n\x08\x44\x65\x63ision\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x10\n\x08provider\x18\x03 \x01(\t\x12\x10\n\x08strategy\x18\x04 \x01(\t\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\r\n\x05route\x18\x06 \x01(\t\x12\x11\n\tfallbacks\x18\x07 \x03(\t\x12(\n\x08\x66\x65\x61tures\x18\x08 \x01(\x0b\x32\x16.routemesh.v1.Features\x12\x16\n\x0epolicy_version\x18\t \x01(\x03\x12\x10\n\x08trace_id\x18\n \x01(\t\x12\x0c\n\x04rule\x18\x0b \x01(\t\x12\x12\n\nexperiment\x18\x0c \x01(\t\x12\x0f\n\x07variant\x18\r \x01(\t\x12\x1a\n\x12\x65stimated_cost_usd\x18\x0e \x01(\x01\x12\x1b\n\x13\x62udget_soft_limited\x18\x0f \x01(\x08\x12+\n\ncandidates\x18\x10 \x03(\x0b\x32\x17.routemesh.v1.Candidate\x12\x10\n\x08\x64\x65graded\x18\x11 \x03(\t\"\x8e\x02\n\x05\x46inal\x12*\n\x06status\x18\x01 \x01(\x0e\x32\x1a.routemesh.v1.FinishStatus\x12\"\n\x05usage\x18\x02 \x01(\x0b\x32\x13.routemesh.v1.Usage\x12\x10\n\x08\x63ost_usd\x18\x03 \x01(\x01\x12\r\n\x05model\x18\x04 \x01(\t\x12\x10\n\x08provider\x18\x05 \x01(\t\x12\'\n\x08\x61ttempts\x18\x06 \x03(\x0b\x32\x15.routemesh.v1.Attempt\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x07 \x01(\t\x12\x10\n\x08trace_id\x18\x08 \x01(\t\x12\r\n\x05\x65rror\x18\t \x01(\t\x12\x12\n\nexperiment\x18\n \x01(\t\x12\x0f\n\x07variant\x18\x0b \x01(\t\"\xb6\x02\n\x0e\x45xplainRequest\x12\'\n\x08messages\x18\x01 \x03(\x0b\x32\x15.routemesh.v1.Message\x12\r\n\x05model\x18\x02 \x01(\t\x12\x12\n\nmax_tokens\x18\x03 \x01(\x05\x12<\n\x08metadata\x18\x04 \x03(\x0b\x32*.routemesh.v1.ExplainRequest.MetadataEntry\x12-\n\x07routing\x18\x05 \x01(\x0b\x32\x1c.routemesh.v1.RoutingOptions\x12!\n\x05tools\x18\x06 \x03(\x0b\x32\x12.routemesh.v1.Tool\x12\x17\n\x0fresponse_format\x18\x07 \x01(\t\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\";\n\x0f\x45xplainResponse\x12(\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0b\x32\x16.routemesh.v1.Decision\"\xf8\x01\n\tCandidate\x12\r\n\x05model\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\x10\n\x08\x65ligible\x18\x03 \x01(\x08\x12\x0c\n\x04rank\x18\x04 \x01(\x05\x12\x18\n\x10rejection_reason\x18\x05 \x01(\t\x12\r\n\x05score\x18\x06 \x01(\x01\x12\x1a\n\x12\x65stimated_cost_usd\x18\x07 \x01(\x01\x12\x35\n\x07\x66\x61\x63tors\x18\x08 \x03(\x0b\x32$.routemesh.v1.Candidate.FactorsEntry\x1a.\n\x0c\x46\x61\x63torsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x32\xf5\x01\n\rRouterService\x12?\n\x04\x43hat\x12\x19.routemesh.v1.ChatRequest\x1a\x1a.routemesh.v1.ChatResponse0\x01\x12\x46\n\x07\x45xplain\x12\x1c.routemesh.v1.ExplainRequest\x1a\x1d.routemesh.v1.ExplainResponse\x12[\n\x0eSubmitFeedback\x12#.routemesh.v1.SubmitFeedbackRequest\x1a$.routemesh.v1.SubmitFeedbackResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,28 +38,32 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EXPLAINREQUEST_METADATAENTRY']._serialized_options = b'8\001'
   _globals['_CANDIDATE_FACTORSENTRY']._loaded_options = None
   _globals['_CANDIDATE_FACTORSENTRY']._serialized_options = b'8\001'
-  _globals['_CHATREQUEST']._serialized_start=71
-  _globals['_CHATREQUEST']._serialized_end=438
-  _globals['_CHATREQUEST_METADATAENTRY']._serialized_start=375
-  _globals['_CHATREQUEST_METADATAENTRY']._serialized_end=422
-  _globals['_ROUTINGOPTIONS']._serialized_start=441
-  _globals['_ROUTINGOPTIONS']._serialized_end=646
-  _globals['_CHATRESPONSE']._serialized_start=649
-  _globals['_CHATRESPONSE']._serialized_end=792
-  _globals['_DECISION']._serialized_start=795
-  _globals['_DECISION']._serialized_end=1182
-  _globals['_FINAL']._serialized_start=1185
-  _globals['_FINAL']._serialized_end=1455
-  _globals['_EXPLAINREQUEST']._serialized_start=1458
-  _globals['_EXPLAINREQUEST']._serialized_end=1768
-  _globals['_EXPLAINREQUEST_METADATAENTRY']._serialized_start=375
-  _globals['_EXPLAINREQUEST_METADATAENTRY']._serialized_end=422
-  _globals['_EXPLAINRESPONSE']._serialized_start=1770
-  _globals['_EXPLAINRESPONSE']._serialized_end=1829
-  _globals['_CANDIDATE']._serialized_start=1832
-  _globals['_CANDIDATE']._serialized_end=2080
-  _globals['_CANDIDATE_FACTORSENTRY']._serialized_start=2034
-  _globals['_CANDIDATE_FACTORSENTRY']._serialized_end=2080
-  _globals['_ROUTERSERVICE']._serialized_start=2083
-  _globals['_ROUTERSERVICE']._serialized_end=2235
+  _globals['_SUBMITFEEDBACKREQUEST']._serialized_start=70
+  _globals['_SUBMITFEEDBACKREQUEST']._serialized_end=135
+  _globals['_SUBMITFEEDBACKRESPONSE']._serialized_start=137
+  _globals['_SUBMITFEEDBACKRESPONSE']._serialized_end=209
+  _globals['_CHATREQUEST']._serialized_start=212
+  _globals['_CHATREQUEST']._serialized_end=579
+  _globals['_CHATREQUEST_METADATAENTRY']._serialized_start=516
+  _globals['_CHATREQUEST_METADATAENTRY']._serialized_end=563
+  _globals['_ROUTINGOPTIONS']._serialized_start=582
+  _globals['_ROUTINGOPTIONS']._serialized_end=787
+  _globals['_CHATRESPONSE']._serialized_start=790
+  _globals['_CHATRESPONSE']._serialized_end=933
+  _globals['_DECISION']._serialized_start=936
+  _globals['_DECISION']._serialized_end=1323
+  _globals['_FINAL']._serialized_start=1326
+  _globals['_FINAL']._serialized_end=1596
+  _globals['_EXPLAINREQUEST']._serialized_start=1599
+  _globals['_EXPLAINREQUEST']._serialized_end=1909
+  _globals['_EXPLAINREQUEST_METADATAENTRY']._serialized_start=516
+  _globals['_EXPLAINREQUEST_METADATAENTRY']._serialized_end=563
+  _globals['_EXPLAINRESPONSE']._serialized_start=1911
+  _globals['_EXPLAINRESPONSE']._serialized_end=1970
+  _globals['_CANDIDATE']._serialized_start=1973
+  _globals['_CANDIDATE']._serialized_end=2221
+  _globals['_CANDIDATE_FACTORSENTRY']._serialized_start=2175
+  _globals['_CANDIDATE_FACTORSENTRY']._serialized_end=2221
+  _globals['_ROUTERSERVICE']._serialized_start=2224
+  _globals['_ROUTERSERVICE']._serialized_end=2469
 # @@protoc_insertion_point(module_scope)

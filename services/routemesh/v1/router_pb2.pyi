@@ -7,6 +7,18 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class SubmitFeedbackRequest(_message.Message):
+    __slots__ = ("feedback",)
+    FEEDBACK_FIELD_NUMBER: _ClassVar[int]
+    feedback: _common_pb2.Feedback
+    def __init__(self, feedback: _Optional[_Union[_common_pb2.Feedback, _Mapping]] = ...) -> None: ...
+
+class SubmitFeedbackResponse(_message.Message):
+    __slots__ = ("receipt",)
+    RECEIPT_FIELD_NUMBER: _ClassVar[int]
+    receipt: _common_pb2.FeedbackReceipt
+    def __init__(self, receipt: _Optional[_Union[_common_pb2.FeedbackReceipt, _Mapping]] = ...) -> None: ...
+
 class ChatRequest(_message.Message):
     __slots__ = ("messages", "model", "max_tokens", "metadata", "temperature", "routing", "tools", "tool_choice", "response_format")
     class MetadataEntry(_message.Message):

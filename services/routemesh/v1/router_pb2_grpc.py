@@ -45,6 +45,11 @@ class RouterServiceStub:
                 request_serializer=routemesh_dot_v1_dot_router__pb2.ExplainRequest.SerializeToString,
                 response_deserializer=routemesh_dot_v1_dot_router__pb2.ExplainResponse.FromString,
                 _registered_method=True)
+        self.SubmitFeedback = channel.unary_unary(
+                '/routemesh.v1.RouterService/SubmitFeedback',
+                request_serializer=routemesh_dot_v1_dot_router__pb2.SubmitFeedbackRequest.SerializeToString,
+                response_deserializer=routemesh_dot_v1_dot_router__pb2.SubmitFeedbackResponse.FromString,
+                _registered_method=True)
 
 
 class RouterServiceServicer:
@@ -65,6 +70,14 @@ class RouterServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SubmitFeedback(self, request, context):
+        """SubmitFeedback records a caller's score of one answer in the outcome ledger (with keys on, only for its
+        own tenant's requests).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RouterServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -77,6 +90,11 @@ def add_RouterServiceServicer_to_server(servicer, server):
                     servicer.Explain,
                     request_deserializer=routemesh_dot_v1_dot_router__pb2.ExplainRequest.FromString,
                     response_serializer=routemesh_dot_v1_dot_router__pb2.ExplainResponse.SerializeToString,
+            ),
+            'SubmitFeedback': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitFeedback,
+                    request_deserializer=routemesh_dot_v1_dot_router__pb2.SubmitFeedbackRequest.FromString,
+                    response_serializer=routemesh_dot_v1_dot_router__pb2.SubmitFeedbackResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -134,6 +152,33 @@ class RouterService:
             '/routemesh.v1.RouterService/Explain',
             routemesh_dot_v1_dot_router__pb2.ExplainRequest.SerializeToString,
             routemesh_dot_v1_dot_router__pb2.ExplainResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitFeedback(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/routemesh.v1.RouterService/SubmitFeedback',
+            routemesh_dot_v1_dot_router__pb2.SubmitFeedbackRequest.SerializeToString,
+            routemesh_dot_v1_dot_router__pb2.SubmitFeedbackResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -227,3 +227,17 @@ class VariantStats(_message.Message):
     cost_usd: float
     models: _containers.ScalarMap[str, int]
     def __init__(self, experiment: _Optional[str] = ..., variant: _Optional[str] = ..., requests: _Optional[int] = ..., errors: _Optional[int] = ..., ttft_p50_ms: _Optional[float] = ..., ttft_p95_ms: _Optional[float] = ..., duration_p50_ms: _Optional[float] = ..., duration_p95_ms: _Optional[float] = ..., cost_usd: _Optional[float] = ..., models: _Optional[_Mapping[str, int]] = ...) -> None: ...
+
+class RecordFeedbackRequest(_message.Message):
+    __slots__ = ("feedback", "tenant")
+    FEEDBACK_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    feedback: _common_pb2.Feedback
+    tenant: str
+    def __init__(self, feedback: _Optional[_Union[_common_pb2.Feedback, _Mapping]] = ..., tenant: _Optional[str] = ...) -> None: ...
+
+class RecordFeedbackResponse(_message.Message):
+    __slots__ = ("receipt",)
+    RECEIPT_FIELD_NUMBER: _ClassVar[int]
+    receipt: _common_pb2.FeedbackReceipt
+    def __init__(self, receipt: _Optional[_Union[_common_pb2.FeedbackReceipt, _Mapping]] = ...) -> None: ...

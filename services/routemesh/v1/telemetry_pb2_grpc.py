@@ -55,6 +55,11 @@ class TelemetryServiceStub:
                 request_serializer=routemesh_dot_v1_dot_telemetry__pb2.GetExperimentReportRequest.SerializeToString,
                 response_deserializer=routemesh_dot_v1_dot_telemetry__pb2.GetExperimentReportResponse.FromString,
                 _registered_method=True)
+        self.RecordFeedback = channel.unary_unary(
+                '/routemesh.v1.TelemetryService/RecordFeedback',
+                request_serializer=routemesh_dot_v1_dot_telemetry__pb2.RecordFeedbackRequest.SerializeToString,
+                response_deserializer=routemesh_dot_v1_dot_telemetry__pb2.RecordFeedbackResponse.FromString,
+                _registered_method=True)
 
 
 class TelemetryServiceServicer:
@@ -90,6 +95,13 @@ class TelemetryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RecordFeedback(self, request, context):
+        """RecordFeedback validates a feedback against the ledger and stores it (routers only).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TelemetryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -112,6 +124,11 @@ def add_TelemetryServiceServicer_to_server(servicer, server):
                     servicer.GetExperimentReport,
                     request_deserializer=routemesh_dot_v1_dot_telemetry__pb2.GetExperimentReportRequest.FromString,
                     response_serializer=routemesh_dot_v1_dot_telemetry__pb2.GetExperimentReportResponse.SerializeToString,
+            ),
+            'RecordFeedback': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordFeedback,
+                    request_deserializer=routemesh_dot_v1_dot_telemetry__pb2.RecordFeedbackRequest.FromString,
+                    response_serializer=routemesh_dot_v1_dot_telemetry__pb2.RecordFeedbackResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -223,6 +240,33 @@ class TelemetryService:
             '/routemesh.v1.TelemetryService/GetExperimentReport',
             routemesh_dot_v1_dot_telemetry__pb2.GetExperimentReportRequest.SerializeToString,
             routemesh_dot_v1_dot_telemetry__pb2.GetExperimentReportResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordFeedback(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/routemesh.v1.TelemetryService/RecordFeedback',
+            routemesh_dot_v1_dot_telemetry__pb2.RecordFeedbackRequest.SerializeToString,
+            routemesh_dot_v1_dot_telemetry__pb2.RecordFeedbackResponse.FromString,
             options,
             channel_credentials,
             insecure,

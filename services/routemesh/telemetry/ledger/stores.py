@@ -43,7 +43,18 @@ MIGRATIONS: tuple[tuple[int, str, Any], ...] = (
         f"CREATE INDEX IF NOT EXISTS {TABLE}_tenant ON {TABLE} (tenant, ended_at_ms)",
     ]),
 )
+FEEDBACK_TABLE = "ledger_feedback"
+_FEEDBACK_COLUMNS = "decision_id, score, label, comment, source, recorded_at_ms"
+MIGRATIONS = (*MIGRATIONS, (2, "feedback: a caller's score of one answer", lambda dialect: [
+    f"CREATE TABLE IF NOT EXISTS {FEEDBACK_TABLE} (decision_id TEXT PRIMARY KEY, "
+    f"score {_TYPES[dialect]['double']} NOT NULL, label {_TYPES[dialect]['text']}, "
+    f"comment {_TYPES[dialect]['text']}, source {_TYPES[dialect]['text']}, "
+    f"recorded_at_ms {_TYPES[dialect]['bigint']})",
+]))
 SCHEMA_VERSION = MIGRATIONS[-1][0]
+# What feedback needs of a request's row.
+RequestFacts = dict[str, Any]
+_FACT_COLUMNS = "tenant, serving_model, chosen_model, route, features"
 
 
 def schema_markdown() -> str:
@@ -66,6 +77,11 @@ class LedgerStore(Protocol):
     async def insert(self, rows: Sequence[tuple[Any, ...]]) -> None: ...
 
     async def count(self) -> int: ...
+
+    async def request_facts(self, decision_id: str) -> RequestFacts | None: ...
+
+    async def add_feedback(self, decision_id: str, score: float, label: str, comment: str, source: str,
+                           at_ms: int) -> bool: ...
 
     async def close(self) -> None: ...
 
@@ -117,6 +133,20 @@ class SqliteLedger:
         async with self._db.execute(f"SELECT count(*) FROM {TABLE}") as cursor:
             row = await cursor.fetchone()
         return int(row[0])
+
+    async def request_facts(self, decision_id: str) -> RequestFacts | None:
+        async with self._db.execute(f"SELECT {_FACT_COLUMNS} FROM {TABLE} WHERE decision_id = ?",
+                                    (decision_id,)) as cursor:
+            row = await cursor.fetchone()
+        return dict(zip(_FACT_COLUMNS.split(", "), row, strict=True)) if row else None
+
+    async def add_feedback(self, decision_id: str, score: float, label: str, comment: str, source: str,
+                           at_ms: int) -> bool:
+        cursor = await self._db.execute(f"INSERT OR IGNORE INTO {FEEDBACK_TABLE} ({_FEEDBACK_COLUMNS}) "
+                                        "VALUES (?, ?, ?, ?, ?, ?)",
+                                        (decision_id, score, label, comment, source, at_ms))
+        await self._db.commit()
+        return cursor.rowcount == 1
 
     async def close(self) -> None:
         if self._db is not None:
@@ -175,6 +205,19 @@ class PostgresLedger:
     async def count(self) -> int:
         async with self._pool.acquire() as conn:
             return int(await conn.fetchval(f"SELECT count(*) FROM {TABLE}"))
+
+    async def request_facts(self, decision_id: str) -> RequestFacts | None:
+        async with self._pool.acquire() as conn:
+            row = await conn.fetchrow(f"SELECT {_FACT_COLUMNS} FROM {TABLE} WHERE decision_id = $1", decision_id)
+        return dict(row) if row else None
+
+    async def add_feedback(self, decision_id: str, score: float, label: str, comment: str, source: str,
+                           at_ms: int) -> bool:
+        async with self._pool.acquire() as conn:
+            status = await conn.execute(f"INSERT INTO {FEEDBACK_TABLE} ({_FEEDBACK_COLUMNS}) "
+                                        "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (decision_id) DO NOTHING",
+                                        decision_id, score, label, comment, source, at_ms)
+        return status.endswith(" 1")
 
     async def close(self) -> None:
         if self._pool is not None:

@@ -70,6 +70,18 @@ class LedgerWriter:
         if len(self._rows) >= self.batch_rows:
             self._wake.set()
 
+    @property
+    def opened(self) -> bool:
+        """Whether the database has been reached (and migrated) since start."""
+        return self._opened
+
+    def pending(self, decision_id: str) -> tuple[Any, ...] | None:
+        """The row of `decision_id` if it is still buffered (newest first: feedback follows its answer closely)."""
+        for row in reversed(self._rows):
+            if row[0] == decision_id:
+                return row
+        return None
+
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="ledger-writer")
 
@@ -93,23 +105,23 @@ class LedgerWriter:
             log.warning("ledger: closing %s failed: %s", self.store.url_for_humans, exc)
 
     async def _run(self) -> None:
-        backoff = self.interval_s
+        backoff = min(self.interval_s, self.max_backoff_s)
         while True:
+            # Open (and migrate) first: feedback reads the database before any row needs writing.
+            if not self._opened and not await self._open():
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self.max_backoff_s)
+                continue
             if not self._rows:
                 self._wake.clear()
                 try:
                     await asyncio.wait_for(self._wake.wait(), self.interval_s)
                 except TimeoutError:
                     pass
-            if not self._opened:
-                if not await self._open():
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, self.max_backoff_s)
+                if not self._rows:
                     continue
-            if not self._rows:
-                continue
             if await self._write_once(self.write_timeout_s):
-                backoff = self.interval_s
+                backoff = min(self.interval_s, self.max_backoff_s)
                 if len(self._rows) < self.batch_rows:
                     await asyncio.sleep(self.interval_s)  # let a batch gather
             else:
