@@ -34,7 +34,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(from control, as admin)")
     control = os.environ.get("ROUTEMESH_CONTROL_ADDR") or DEFAULT_CONTROL
     parser.add_argument("--control", default=control,
-                        help=f"control address for --keys (env ROUTEMESH_CONTROL_ADDR, default {DEFAULT_CONTROL})")
+                        help=f"control address for --keys and the ledger's prices (env ROUTEMESH_CONTROL_ADDR, default "
+                             f"{DEFAULT_CONTROL})")
+    from routemesh.ledger_report import add_arguments as add_ledger_arguments
+
+    add_ledger_arguments(parser)
 
 
 def fetch(
@@ -134,6 +138,10 @@ def run(args: argparse.Namespace) -> int:
         from routemesh.keys_report import run as run_keys_report
 
         return run_keys_report(args)
+    if args.ledger or args.ledger_url:
+        from routemesh.ledger_report import run as run_ledger_report
+
+        return run_ledger_report(args)
     try:
         report = fetch(args.telemetry, args.experiment)
     except grpc.RpcError as exc:

@@ -154,3 +154,40 @@ def test_feedback_by_grpc_and_by_the_gateway_lands_in_the_ledger_once(ledger_mes
                                     ({"id": completion["id"], "score": 1, "extra": 1}, 400, "extra")):
             reply = http.post(f"{base}/feedback", json=body)
             assert (reply.status_code, reply.json()["error"]["param"]) == (status, param), reply.text
+
+
+def test_routemesh_report_reads_the_ledger(ledger_mesh, tmp_path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    with RouterClient(ledger_mesh.layout.address("router")) as client:
+        sent = [client.complete(PROMPT, metadata={"tenant": tenant}) for tenant in ("acme", "acme", "globex")]
+    telemetry_args = ledger_mesh.extra_args["telemetry"]
+    url = telemetry_args[telemetry_args.index("--ledger-url") + 1]
+    env = {**os.environ, "ROUTEMESH_CONTROL_ADDR": ledger_mesh.layout.address("control")}
+    deadline = time.monotonic() + 10
+    while True:
+        done = subprocess.run([sys.executable, "-m", "routemesh", "report", "--ledger-url", url, "--json",
+                               "--chart", str(tmp_path / "spend.png")], capture_output=True, text=True,
+                              timeout=60, env=env)
+        assert done.returncode == 0, done.stderr
+        report = json.loads(done.stdout)
+        if report["tenant"].get("globex", {}).get("requests") == 1 or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    assert report["tenant"]["globex"]["requests"] == 1 and report["tenant"]["acme"]["requests"] >= 2
+    acme_sent = sum(r.final.cost_usd for r in sent[:2])
+    assert report["tenant"]["globex"]["cost_usd"] == pytest.approx(sent[2].final.cost_usd)
+    assert report["tenant"]["acme"]["cost_usd"] >= acme_sent - 1e-12
+    assert report["total"]["all_strongest_usd"] >= report["total"]["cost_usd"] > 0
+    assert (tmp_path / "spend.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    table = subprocess.run([sys.executable, "-m", "routemesh", "report", "--ledger-url", url], capture_output=True,
+                           text=True, timeout=60, env=env)
+    assert table.returncode == 0 and "vs strongest" in table.stdout and "globex" in table.stdout
+    as_csv = subprocess.run([sys.executable, "-m", "routemesh", "report", "--ledger-url", url, "--format", "csv"],
+                            capture_output=True, text=True, timeout=60, env=env)
+    assert as_csv.stdout.startswith("dimension,key,requests,")
+    missing = subprocess.run([sys.executable, "-m", "routemesh", "report", "--ledger-url", "sqlite:///x.db",
+                              "--since", "yesterday"], capture_output=True, text=True, timeout=60, env=env)
+    assert missing.returncode == 1 and "--since must look like" in missing.stderr and "Traceback" not in missing.stderr

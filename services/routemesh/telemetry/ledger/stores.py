@@ -80,10 +80,19 @@ class LedgerStore(Protocol):
 
     async def request_facts(self, decision_id: str) -> RequestFacts | None: ...
 
+    async def rows(self, columns: Sequence[str], since_ms: int, until_ms: int) -> list[tuple[Any, ...]]: ...
+
     async def add_feedback(self, decision_id: str, score: float, label: str, comment: str, source: str,
                            at_ms: int) -> bool: ...
 
     async def close(self) -> None: ...
+
+
+def _select(columns: Sequence[str]) -> str:
+    unknown = set(columns) - set(NAMES)
+    if unknown:
+        raise ValueError(f"not ledger columns: {sorted(unknown)}")
+    return ", ".join(columns)
 
 
 def _placeholders(style: str) -> str:
@@ -133,6 +142,12 @@ class SqliteLedger:
         async with self._db.execute(f"SELECT count(*) FROM {TABLE}") as cursor:
             row = await cursor.fetchone()
         return int(row[0])
+
+    async def rows(self, columns: Sequence[str], since_ms: int, until_ms: int) -> list[tuple[Any, ...]]:
+        """`columns` of the requests that ended in [since_ms, until_ms), oldest first."""
+        async with self._db.execute(f"SELECT {_select(columns)} FROM {TABLE} WHERE ended_at_ms >= ? AND "
+                                    "ended_at_ms < ? ORDER BY ended_at_ms", (since_ms, until_ms)) as cursor:
+            return [tuple(row) for row in await cursor.fetchall()]
 
     async def request_facts(self, decision_id: str) -> RequestFacts | None:
         async with self._db.execute(f"SELECT {_FACT_COLUMNS} FROM {TABLE} WHERE decision_id = ?",
@@ -205,6 +220,12 @@ class PostgresLedger:
     async def count(self) -> int:
         async with self._pool.acquire() as conn:
             return int(await conn.fetchval(f"SELECT count(*) FROM {TABLE}"))
+
+    async def rows(self, columns: Sequence[str], since_ms: int, until_ms: int) -> list[tuple[Any, ...]]:
+        async with self._pool.acquire() as conn:
+            records = await conn.fetch(f"SELECT {_select(columns)} FROM {TABLE} WHERE ended_at_ms >= $1 AND "
+                                       "ended_at_ms < $2 ORDER BY ended_at_ms", since_ms, until_ms)
+        return [tuple(record) for record in records]
 
     async def request_facts(self, decision_id: str) -> RequestFacts | None:
         async with self._pool.acquire() as conn:
