@@ -18,7 +18,7 @@ from routemesh.common.serve import create_server
 from routemesh.telemetry.main import add_arguments, build, make_service
 from routemesh.telemetry.redis_store import RedisHealthStore
 from routemesh.telemetry.store import InMemoryHealthStore
-from routemesh.v1 import common_pb2, control_pb2, telemetry_pb2, telemetry_pb2_grpc
+from routemesh.v1 import common_pb2, control_pb2, router_pb2, telemetry_pb2, telemetry_pb2_grpc
 
 FINISHED = telemetry_pb2.OBSERVATION_PHASE_FINISHED
 STARTED = telemetry_pb2.OBSERVATION_PHASE_STARTED
@@ -260,3 +260,21 @@ async def test_router_health_watch_reads_pushed_health_and_goes_stale_without_it
     finally:
         await watch.stop()
         await running.server.stop(0)
+
+
+async def test_truncated_and_filtered_answers_are_quality_signals_of_zero_in_the_snapshot(telemetry):
+    stub, _ = telemetry
+    features = common_pb2.Features(task_type=common_pb2.TASK_TYPE_CODE)
+    summaries = [telemetry_pb2.RequestSummary(decision_id=f"{i:032x}", model=model, status=status,
+                                              decision=router_pb2.Decision(features=features))
+                 for i, (model, status) in enumerate([
+                     ("balanced", common_pb2.FINISH_STATUS_TRUNCATED_UPSTREAM),
+                     ("balanced", common_pb2.FINISH_STATUS_CONTENT_FILTER),
+                     ("balanced", common_pb2.FINISH_STATUS_COMPLETE),   # no signal: nothing to say
+                     ("balanced", common_pb2.FINISH_STATUS_FAILED),     # health, not quality
+                     ("made-up", common_pb2.FINISH_STATUS_TRUNCATED_UPSTREAM)])]  # not in the policy
+    await stub.Report(telemetry_pb2.ReportRequest(requests=summaries), timeout=5)
+    snapshot = await stub.GetSnapshot(telemetry_pb2.GetSnapshotRequest(), timeout=5)
+    signals = {h.model: dict(h.quality_signals) for h in snapshot.models}
+    assert {task: (s.score_sum, s.count) for task, s in signals["balanced"].items()} == {"code": (0.0, 2)}
+    assert all(not v for m, v in signals.items() if m != "balanced")

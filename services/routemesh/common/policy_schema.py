@@ -263,6 +263,20 @@ class Reliability(_Strict):
     continue_on_truncation: bool = False
 
 
+class Learning(_Strict):
+    """Online correction of a model's quality for a task by feedback and automatic signals (kept by telemetry).
+
+    The model's quality for the task (the static table's, or the quality predictor's success for the prompt) is
+    the prior, counting as `prior_weight` signals; each signal is a score in [0, 1]. The corrected quality is
+    the posterior mean; on an `exploration` share of requests it is a sample of the posterior (Thompson
+    sampling), so a model the feedback doubts still gets a bounded share of chances to prove otherwise.
+    """
+
+    enabled: bool = True
+    prior_weight: float = Field(20.0, ge=1, le=100_000)
+    exploration: float = Field(0.0, ge=0, le=0.5)
+
+
 class Route(_Strict):
     """A named pool of models: filters, rules, a strategy, fallbacks, and optionally an experiment."""
 
@@ -278,6 +292,7 @@ class Route(_Strict):
     # (0.95 = 95 %), judged by the quality predictor's thresholds calibrated for that share.
     quality_target: float = Field(0.95, gt=0, le=1)
     sticky: bool = Field(False, description="keep a conversation on the model chosen for its first request")
+    learning: Learning = Learning()
     reliability: Reliability = Reliability()
     experiment: Experiment | None = None
     # Expected output tokens per task type for cost estimates (capped by max_tokens); "default" for the rest.

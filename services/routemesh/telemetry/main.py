@@ -12,6 +12,8 @@ from routemesh.common.policy_watch import PolicyHolder, PolicyWatcher
 from routemesh.common.serve import Service
 from routemesh.telemetry.ledger.stores import ledger_store
 from routemesh.telemetry.ledger.writer import DEFAULT_BATCH_ROWS, DEFAULT_INTERVAL_S, DEFAULT_MAX_BUFFERED, LedgerWriter
+from routemesh.common.redis_client import create_client
+from routemesh.telemetry.quality_signals import InMemoryQualitySignals, QualitySignalStore, RedisQualitySignals
 from routemesh.telemetry.redis_store import RedisHealthStore
 from routemesh.telemetry.servicer import TelemetryServicer
 from routemesh.telemetry.store import DEFAULT_WINDOW_S, HealthStore, InMemoryHealthStore
@@ -70,13 +72,21 @@ def make_store(redis_url: str, prefix: str, window_s: int) -> HealthStore:
     return InMemoryHealthStore(window_s=window_s)
 
 
+def make_signals(redis_url: str, prefix: str) -> QualitySignalStore:
+    """Quality signals in Redis when a URL is given (replicas share them), otherwise memory."""
+    if redis_url:
+        return RedisQualitySignals(create_client(redis_url, timeout_s=0.5), prefix)
+    return InMemoryQualitySignals()
+
+
 def make_service(store: HealthStore, holder: PolicyHolder, watcher: PolicyWatcher | None = None,
-                 admin_auth: admin.AdminAuth | None = None, ledger: LedgerWriter | None = None) -> Service:
+                 admin_auth: admin.AdminAuth | None = None, ledger: LedgerWriter | None = None,
+                 signals: QualitySignalStore | None = None) -> Service:
     """The Service around a store and a policy holder; tests pass no watcher and fill the holder directly.
 
     With `admin_auth`, the operator's RPCs (GetSnapshot, GetExperimentReport) need its credential too.
     """
-    servicer = TelemetryServicer(store, holder, ledger=ledger)
+    servicer = TelemetryServicer(store, holder, ledger=ledger, signals=signals)
 
     def register(server: grpc.aio.Server) -> None:
         telemetry_pb2_grpc.add_TelemetryServiceServicer_to_server(servicer, server)
@@ -92,6 +102,7 @@ def make_service(store: HealthStore, holder: PolicyHolder, watcher: PolicyWatche
             await watcher.stop()
         if ledger is not None:
             await ledger.stop()  # writes what is buffered (SIGTERM drains the server first)
+        await servicer.signals.close()
         await store.close()
 
     return Service(
@@ -124,4 +135,5 @@ async def build(args: argparse.Namespace) -> Service:
                                   interval_s=args.ledger_interval_s)
         except ValueError as exc:
             raise SystemExit(f"telemetry: --ledger-url: {exc}") from None
-    return make_service(store, holder, PolicyWatcher(holder, args.control, SERVICE_NAME), admin_auth, ledger)
+    return make_service(store, holder, PolicyWatcher(holder, args.control, SERVICE_NAME), admin_auth, ledger,
+                        make_signals(args.redis_url, args.redis_prefix))

@@ -14,7 +14,8 @@ from routemesh.common.errors import InvalidRequest, RoutemeshError
 from routemesh.common.outcomes import AttemptOutcome, FinishStatus, ObservationPhase
 from routemesh.common.policy_schema import CircuitSettings, Pricing
 from routemesh.common.policy_watch import PolicyHolder
-from routemesh.telemetry.ledger.feedback import FeedbackBook
+from routemesh.telemetry.ledger.feedback import FeedbackBook, task_name
+from routemesh.telemetry.quality_signals import InMemoryQualitySignals, QualitySignalStore
 from routemesh.telemetry.ledger.rows import row_from_summary
 from routemesh.telemetry.ledger.writer import LedgerWriter
 from routemesh.telemetry.experiments import RequestSummaryRecord, VariantStatsRecord
@@ -165,6 +166,10 @@ def circuit_history_shortfalls(settings: CircuitSettings, window_s: int) -> list
     return problems
 
 
+# Statuses that are a quality signal of 0 for the serving model's task (a failure is health, not quality).
+AUTOMATIC_ZERO_STATUSES = frozenset({FinishStatus.TRUNCATED_UPSTREAM, FinishStatus.CONTENT_FILTER})
+
+
 def health_to_proto(stats: ModelStats, pricing: Pricing | None) -> telemetry_pb2.ModelHealth:
     """ModelHealth from store stats; prices are 0 for a model the policy does not define."""
     circuit = stats.circuit
@@ -212,10 +217,12 @@ class TelemetryServicer(telemetry_pb2_grpc.TelemetryServiceServicer):
     """Records what executors and routers report; answers with live health and experiment reports."""
 
     def __init__(self, store: HealthStore, holder: PolicyHolder, clock_ms: Callable[[], int] = wall_clock_ms,
-                 ledger: LedgerWriter | None = None):
+                 ledger: LedgerWriter | None = None, signals: QualitySignalStore | None = None):
         # Each request summary also becomes a ledger row, buffered and written off this call (None: no ledger).
         self.ledger = ledger
-        self.feedback = FeedbackBook(ledger)
+        # Feedback and automatic quality signals per (model, task), pushed to routers in the snapshot.
+        self.signals = signals or InMemoryQualitySignals()
+        self.feedback = FeedbackBook(ledger, self._signal)
         # Observations reach the store only for models of the held policy (see PolicyScopedStore).
         self.store = store if isinstance(store, PolicyScopedStore) else PolicyScopedStore(store, holder)
         self.holder = holder
@@ -249,7 +256,21 @@ class TelemetryServicer(telemetry_pb2_grpc.TelemetryServiceServicer):
             await self.store.record_requests([summary_from_proto(summary, now_ms) for summary in summaries])
             if self.ledger is not None:
                 self.ledger.add([row_from_summary(summary) for summary in summaries if summary.decision_id])
+            for summary in summaries:
+                # An answer cut short or filtered is a bad answer for its task, whoever asks.
+                if summary.model and summary.status in AUTOMATIC_ZERO_STATUSES:
+                    await self._signal(summary.model, task_name(summary.decision.features.task_type), 0.0)
         return telemetry_pb2.ReportResponse(accepted=len(observations) + len(summaries))
+
+    async def _signal(self, model: str, task: str, score: float) -> None:
+        """One quality signal, for a model of the policy in force (others are not routed to)."""
+        held = self.holder.current
+        if held is None or model not in held.policy.models:
+            return
+        try:
+            await self.signals.add(model, task, score)
+        except Exception as exc:  # noqa: BLE001 - a lost signal is a smaller correction, never a failed call
+            log.warning("quality signal for %s/%s not recorded: %s", model, task, exc)
 
     async def RecordFeedback(
         self, request: telemetry_pb2.RecordFeedbackRequest, context: grpc.aio.ServicerContext
@@ -296,11 +317,14 @@ class TelemetryServicer(telemetry_pb2_grpc.TelemetryServiceServicer):
         circuit = held.policy.health.circuit if held else DEFAULT_CIRCUIT
         self._check_history(circuit)
         stats = await self.store.snapshot(names, now_ms, circuit)
+        signals = await self.signals.signals([n for n in dict.fromkeys(names) if n in policy_models])
         entries = []
         for name in dict.fromkeys(names):
             model = policy_models.get(name)
-            entries.append(health_to_proto(stats.get(name) or ModelStats(model=name),
-                                           model.pricing if model else None))
+            entry = health_to_proto(stats.get(name) or ModelStats(model=name), model.pricing if model else None)
+            for task, (total, count) in signals.get(name, {}).items():
+                entry.quality_signals[task].CopyFrom(telemetry_pb2.QualitySignals(score_sum=total, count=count))
+            entries.append(entry)
         return telemetry_pb2.GetSnapshotResponse(
             models=entries,
             window_seconds=self.store.window_s,

@@ -138,7 +138,14 @@ class WatchSnapshotResponse(_message.Message):
     def __init__(self, snapshot: _Optional[_Union[GetSnapshotResponse, _Mapping]] = ...) -> None: ...
 
 class ModelHealth(_message.Message):
-    __slots__ = ("model", "samples", "ttft_p50_ms", "ttft_p90_ms", "ttft_p99_ms", "tpot_p50_ms", "tpot_p99_ms", "error_rate", "in_flight", "requests_per_minute", "tokens_per_minute", "input_price_per_mtok", "output_price_per_mtok", "spend_per_minute_usd", "spend_total_usd", "last_observation_ms", "stale", "circuit_state", "circuit_open_until_ms", "admit_fraction", "consecutive_failures")
+    __slots__ = ("model", "samples", "ttft_p50_ms", "ttft_p90_ms", "ttft_p99_ms", "tpot_p50_ms", "tpot_p99_ms", "error_rate", "in_flight", "requests_per_minute", "tokens_per_minute", "input_price_per_mtok", "output_price_per_mtok", "spend_per_minute_usd", "spend_total_usd", "last_observation_ms", "stale", "circuit_state", "circuit_open_until_ms", "admit_fraction", "consecutive_failures", "quality_signals")
+    class QualitySignalsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: QualitySignals
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[QualitySignals, _Mapping]] = ...) -> None: ...
     MODEL_FIELD_NUMBER: _ClassVar[int]
     SAMPLES_FIELD_NUMBER: _ClassVar[int]
     TTFT_P50_MS_FIELD_NUMBER: _ClassVar[int]
@@ -160,6 +167,7 @@ class ModelHealth(_message.Message):
     CIRCUIT_OPEN_UNTIL_MS_FIELD_NUMBER: _ClassVar[int]
     ADMIT_FRACTION_FIELD_NUMBER: _ClassVar[int]
     CONSECUTIVE_FAILURES_FIELD_NUMBER: _ClassVar[int]
+    QUALITY_SIGNALS_FIELD_NUMBER: _ClassVar[int]
     model: str
     samples: int
     ttft_p50_ms: float
@@ -181,7 +189,8 @@ class ModelHealth(_message.Message):
     circuit_open_until_ms: int
     admit_fraction: float
     consecutive_failures: int
-    def __init__(self, model: _Optional[str] = ..., samples: _Optional[int] = ..., ttft_p50_ms: _Optional[float] = ..., ttft_p90_ms: _Optional[float] = ..., ttft_p99_ms: _Optional[float] = ..., tpot_p50_ms: _Optional[float] = ..., tpot_p99_ms: _Optional[float] = ..., error_rate: _Optional[float] = ..., in_flight: _Optional[int] = ..., requests_per_minute: _Optional[int] = ..., tokens_per_minute: _Optional[int] = ..., input_price_per_mtok: _Optional[float] = ..., output_price_per_mtok: _Optional[float] = ..., spend_per_minute_usd: _Optional[float] = ..., spend_total_usd: _Optional[float] = ..., last_observation_ms: _Optional[int] = ..., stale: _Optional[bool] = ..., circuit_state: _Optional[_Union[CircuitState, str]] = ..., circuit_open_until_ms: _Optional[int] = ..., admit_fraction: _Optional[float] = ..., consecutive_failures: _Optional[int] = ...) -> None: ...
+    quality_signals: _containers.MessageMap[str, QualitySignals]
+    def __init__(self, model: _Optional[str] = ..., samples: _Optional[int] = ..., ttft_p50_ms: _Optional[float] = ..., ttft_p90_ms: _Optional[float] = ..., ttft_p99_ms: _Optional[float] = ..., tpot_p50_ms: _Optional[float] = ..., tpot_p99_ms: _Optional[float] = ..., error_rate: _Optional[float] = ..., in_flight: _Optional[int] = ..., requests_per_minute: _Optional[int] = ..., tokens_per_minute: _Optional[int] = ..., input_price_per_mtok: _Optional[float] = ..., output_price_per_mtok: _Optional[float] = ..., spend_per_minute_usd: _Optional[float] = ..., spend_total_usd: _Optional[float] = ..., last_observation_ms: _Optional[int] = ..., stale: _Optional[bool] = ..., circuit_state: _Optional[_Union[CircuitState, str]] = ..., circuit_open_until_ms: _Optional[int] = ..., admit_fraction: _Optional[float] = ..., consecutive_failures: _Optional[int] = ..., quality_signals: _Optional[_Mapping[str, QualitySignals]] = ...) -> None: ...
 
 class GetExperimentReportRequest(_message.Message):
     __slots__ = ("experiment",)
@@ -241,3 +250,11 @@ class RecordFeedbackResponse(_message.Message):
     RECEIPT_FIELD_NUMBER: _ClassVar[int]
     receipt: _common_pb2.FeedbackReceipt
     def __init__(self, receipt: _Optional[_Union[_common_pb2.FeedbackReceipt, _Mapping]] = ...) -> None: ...
+
+class QualitySignals(_message.Message):
+    __slots__ = ("score_sum", "count")
+    SCORE_SUM_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    score_sum: float
+    count: int
+    def __init__(self, score_sum: _Optional[float] = ..., count: _Optional[int] = ...) -> None: ...

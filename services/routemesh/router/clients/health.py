@@ -32,6 +32,8 @@ def health_view(h: telemetry_pb2.ModelHealth) -> ModelHealthView:
         # An older telemetry leaves the field unset (0): that says nothing, so admit everything.
         admit_fraction=h.admit_fraction if h.circuit_state else 1.0,
         circuit_half_open=h.circuit_state == CircuitState.HALF_OPEN,
+        quality_signals={task: (q.score_sum, q.count) for task, q in h.quality_signals.items()} if h.quality_signals
+        else {},
     )
 
 

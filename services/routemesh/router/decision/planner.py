@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from routemesh.common.errors import NoEligibleModel
+from routemesh.common.policy_schema import Learning
 from routemesh.quality.serving import PolicyQuality
 from routemesh.router.decision.compiled import RoutingPolicy
 from routemesh.router.decision.filters import RequestView, RoutingFeatures, RoutingOptionsView, problem_of
@@ -100,8 +101,21 @@ class _Evaluated:
     scored: dict[str, Scored]
 
 
+def learned_quality(prior: float, signals: tuple[float, int] | None, learning: Learning,
+                    rng: random.Random | None = None) -> float:
+    """`prior` corrected by (score sum, count) of quality signals: the Beta posterior's mean, or a sample of it
+    (`rng`: Thompson sampling). The prior counts as learning.prior_weight signals."""
+    if rng is None and (signals is None or not signals[1]):
+        return prior
+    total, count = signals or (0.0, 0)
+    alpha = prior * learning.prior_weight + total
+    beta = (1.0 - prior) * learning.prior_weight + (count - total)
+    alpha, beta = max(alpha, 1e-6), max(beta, 1e-6)
+    return rng.betavariate(alpha, beta) if rng is not None else alpha / (alpha + beta)
+
+
 def evaluate(policy: RoutingPolicy, sel: Selection, request: RequestView, health: Mapping[str, ModelHealthView],
-             now_ms: int) -> _Evaluated:
+             now_ms: int, rng: random.Random | None = None) -> _Evaluated:
     """Filter and price every model the selection may use: its pool, then fallbacks, then the route's models."""
     route, options = sel.route, request.options
     pin_strict = bool(sel.pinned or options.provider) and not options.allow_fallback
@@ -112,6 +126,10 @@ def evaluate(policy: RoutingPolicy, sel: Selection, request: RequestView, health
     models_by_name, task, input_tokens = policy.models, features.task_type, features.input_tokens
     predicted = features.predicted_success
     latency = LatencyParams.of(route.latency)
+    learning = route.learning
+    # An exploration share of requests ranks by a sample of each model's posterior quality (Thompson).
+    sampler = rng if learning.enabled and learning.exploration and rng is not None and \
+        rng.random() < learning.exploration else None
     pool_set = set(sel.pool)
     evaluations: dict[str, CandidateEvaluation] = {}
     scored: dict[str, Scored] = {}
@@ -126,8 +144,16 @@ def evaluate(policy: RoutingPolicy, sel: Selection, request: RequestView, health
         # The quality predictor's success for this prompt where it has one, else the policy's static table.
         prediction = predicted.get(m)
         quality = model.quality_for(task) if prediction is None else prediction
-        factors = {"estimated_cost_usd": cost, "expected_ttft_ms": ttft, "expected_total_ms": total,
-                   "quality_score": quality}
+        signals = h.quality_signals.get(task) if h is not None and learning.enabled else None
+        factors = {"estimated_cost_usd": cost, "expected_ttft_ms": ttft, "expected_total_ms": total}
+        if (signals is not None and signals[1]) or sampler is not None:
+            factors["quality_prior"], factors["quality_signals"] = quality, signals[1] if signals else 0
+            quality = learned_quality(quality, signals, learning, sampler)
+            if sampler is not None:
+                factors["quality_sampled"] = 1.0
+            if prediction is not None:
+                prediction = quality
+        factors["quality_score"] = quality
         if prediction is not None:
             factors["predicted_success"] = prediction
         if h:
@@ -229,6 +255,7 @@ def plan_request(
                           tenant=metadata.get(keys.tenant, ""), data_class=metadata.get(keys.data_class, ""),
                           text=text)
     sel = select(policy, target, request, state.rng, budget_soft)
-    evaluated = evaluate(policy, sel, request, health, int(time.time() * 1000) if now_ms is None else now_ms)
+    evaluated = evaluate(policy, sel, request, health, int(time.time() * 1000) if now_ms is None else now_ms,
+                         state.rng)
     pool_order, notes = order(sel, evaluated.scored, health, state, sticky_model, policy.quality)
     return finish(sel, evaluated, pool_order, notes, max_tokens, budget_soft)

@@ -30,6 +30,8 @@ class ModelHealthView:
     # Share of eligible traffic to send: probes while the breaker is half-open, a ramp after it closes.
     admit_fraction: float = 1.0
     circuit_half_open: bool = False
+    # Quality signals (feedback, automatic) per task type: (score sum, count); see policy_schema.Learning.
+    quality_signals: Mapping[str, tuple[float, int]] = field(default_factory=dict)
 
 
 @dataclass(slots=True)

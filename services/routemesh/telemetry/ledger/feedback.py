@@ -4,9 +4,11 @@ stored once per decision."""
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import re
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from routemesh.common.errors import FeedbackExists, InvalidRequest, LedgerNotConfigured, LedgerUnavailable, NotFound
@@ -20,6 +22,7 @@ MAX_COMMENT_CHARS = 2000
 _LABEL = re.compile(r"^[A-Za-z0-9._:-]*$")
 _DECISION_ID = re.compile(r"^[0-9a-f]{32}$")
 _TENANT, _SERVING, _CHOSEN = NAMES.index("tenant"), NAMES.index("serving_model"), NAMES.index("chosen_model")
+_FEATURES = NAMES.index("features")
 DB_TIMEOUT_S = 2.0
 # Feedback may overtake its own request's summary (routers report in batches every 50 ms): an id not found yet
 # is looked for again for this long before it is NOT_FOUND.
@@ -54,11 +57,28 @@ def checked(feedback: common_pb2.Feedback) -> tuple[str, float]:
     return decision_id, score
 
 
-class FeedbackBook:
-    """Records feedback in the ledger the writer writes to."""
+def task_name(task_type: int) -> str:
+    """The policy's name of a TaskType ("code" for TASK_TYPE_CODE; the number for one this build lacks)."""
+    try:
+        return common_pb2.TaskType.Name(task_type).removeprefix("TASK_TYPE_").lower()
+    except ValueError:
+        return str(task_type)
 
-    def __init__(self, writer: LedgerWriter | None):
+
+def _task_of(features: Any) -> str:
+    """The task type in a row's features (JSON text, or a dict from a JSONB column)."""
+    document = json.loads(features) if isinstance(features, str) else features or {}
+    value = document.get("task_type", "TASK_TYPE_UNSPECIFIED") if isinstance(document, dict) else ""
+    return str(value).removeprefix("TASK_TYPE_").lower()
+
+
+class FeedbackBook:
+    """Records feedback in the ledger the writer writes to, and passes each score on as a quality signal."""
+
+    def __init__(self, writer: LedgerWriter | None,
+                 signal: Callable[[str, str, float], Awaitable[None]] | None = None):
         self.writer = writer
+        self.signal = signal
 
     async def record(self, feedback: common_pb2.Feedback, tenant: str = "") -> common_pb2.FeedbackReceipt:
         decision_id, score = checked(feedback)
@@ -86,8 +106,10 @@ class FeedbackBook:
         if not added:
             raise FeedbackExists(f"decision {decision_id} already has feedback",
                                  field_violations=[("feedback.decision_id", "already has feedback")])
-        return common_pb2.FeedbackReceipt(decision_id=decision_id, score=score, recorded_at_ms=now_ms,
-                                          model=facts["serving_model"] or facts["chosen_model"])
+        model = facts["serving_model"] or facts["chosen_model"]
+        if self.signal is not None and facts["serving_model"]:
+            await self.signal(model, _task_of(facts.get("features")), score)
+        return common_pb2.FeedbackReceipt(decision_id=decision_id, score=score, recorded_at_ms=now_ms, model=model)
 
     @staticmethod
     async def _facts(writer: LedgerWriter, decision_id: str) -> dict[str, Any] | None:
@@ -105,4 +127,5 @@ class FeedbackBook:
         pending = writer.pending(decision_id)
         if pending is None:
             return None
-        return {"tenant": pending[_TENANT], "serving_model": pending[_SERVING], "chosen_model": pending[_CHOSEN]}
+        return {"tenant": pending[_TENANT], "serving_model": pending[_SERVING], "chosen_model": pending[_CHOSEN],
+                "features": pending[_FEATURES]}
