@@ -99,8 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--concurrency", type=int, default=4)
     demo.add_argument("--sim-time-scale", type=float, default=0.5)
 
-    report = sub.add_parser("report", help="per-variant requests, latency, errors and cost of experiments")
+    report = sub.add_parser("report", help="per-variant requests, latency, errors and cost of experiments; "
+                                           "--keys: API keys; --ledger: the outcome ledger")
     importlib.import_module("routemesh.report").add_arguments(report)
+    replay = sub.add_parser("replay", help="what a policy would have done to recorded traffic (the ledger), "
+                                           "with no provider calls")
+    importlib.import_module("routemesh.replay").add_arguments(replay)
 
     bench = sub.add_parser("bench", help="measure routemesh against calling the provider directly")
     importlib.import_module("routemesh.bench.main").add_arguments(bench)
@@ -405,6 +409,8 @@ def main(argv: list[str] | None = None) -> int:
             return importlib.import_module("routemesh.quality.commands").run(args)
         if args.command == "report":
             return importlib.import_module("routemesh.report").run(args)
+        if args.command == "replay":
+            return importlib.import_module("routemesh.replay").run(args)
         if args.command == "keys":
             return importlib.import_module("routemesh.keys_cli").run(args)
         if args.command == "certs":

@@ -19,7 +19,7 @@ import os
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
@@ -192,13 +192,14 @@ def chart(report: dict[str, Any], path: str) -> None:
     plt.close(figure)
 
 
-async def read_rows(url: str, since_ms: int, until_ms: int) -> list[dict[str, Any]]:
+async def read_rows(url: str, since_ms: int, until_ms: int,
+                    columns: Sequence[str] = COLUMNS) -> list[dict[str, Any]]:
     from routemesh.telemetry.ledger.stores import ledger_store
 
     store = ledger_store(url)
     await store.open()
     try:
-        return [dict(zip(COLUMNS, row, strict=True)) for row in await store.rows(COLUMNS, since_ms, until_ms)]
+        return [dict(zip(columns, row, strict=True)) for row in await store.rows(columns, since_ms, until_ms)]
     finally:
         await store.close()
 
@@ -257,6 +258,7 @@ def _policy(args: argparse.Namespace) -> Policy:
 
 
 def ledger_url(args: argparse.Namespace) -> str:
+    """The ledger a command reads: --ledger-url, else $ROUTEMESH_LEDGER_URL, else routemesh up's (ValueError: none)."""
     if args.ledger_url:
         return args.ledger_url
     if os.environ.get("ROUTEMESH_LEDGER_URL"):

@@ -191,3 +191,49 @@ def test_routemesh_report_reads_the_ledger(ledger_mesh, tmp_path) -> None:
     missing = subprocess.run([sys.executable, "-m", "routemesh", "report", "--ledger-url", "sqlite:///x.db",
                               "--since", "yesterday"], capture_output=True, text=True, timeout=60, env=env)
     assert missing.returncode == 1 and "--since must look like" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_replay_decides_recorded_requests_again_under_another_policy(ledger_mesh, tmp_path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    from routemesh.common.policy import load_default_policy_text
+
+    prompts = [PROMPT, "Prove that there are infinitely many primes, step by step, rigorously.",
+               "What is 2 + 2?"]
+    with RouterClient(ledger_mesh.layout.address("router")) as client:
+        answers = [client.complete(p, metadata={"tenant": "replay"}) for p in prompts]
+    telemetry_args = ledger_mesh.extra_args["telemetry"]
+    url = telemetry_args[telemetry_args.index("--ledger-url") + 1]
+    deadline = time.monotonic() + 10
+    while not {a.decision.decision_id for a in answers} <= {r["decision_id"] for r in ledger_rows(
+            url.removeprefix("sqlite:///"))}:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    cheapest = yaml.safe_load(load_default_policy_text())
+    cheapest["routes"]["auto"] = {"strategy": "cost", "models": ["fast-cheap", "strong"]}
+    path = tmp_path / "cheapest.yaml"
+    path.write_text(yaml.safe_dump(cheapest))
+    done = subprocess.run([sys.executable, "-m", "routemesh", "replay", "--policy", str(path), "--ledger-url", url,
+                           "--route", "auto", "--json"], capture_output=True, text=True, timeout=60,
+                          env={**os.environ})
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    auto = result["routes"]["auto"]
+    assert auto["requests"] >= 3 and auto["refused"] == 0
+    # Everything goes to the cheapest model: whatever strong served moves, spend and expected quality fall.
+    assert all(move.endswith("-> fast-cheap") for move in auto["moves"]), auto["moves"]
+    assert sum(auto["moves"].values()) >= sum(a.final.model == "strong" for a in answers)
+    assert auto["new_cost_usd"] <= auto["old_cost_usd"] + 1e-12
+    assert auto["new_mean_quality"] <= auto["old_mean_quality"] + 1e-9
+    text = subprocess.run([sys.executable, "-m", "routemesh", "replay", "--policy", str(path), "--ledger-url", url],
+                          capture_output=True, text=True, timeout=60)
+    assert text.returncode == 0 and "route auto:" in text.stdout and "no provider calls" in text.stdout
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("routes: {}\n")
+    refused = subprocess.run([sys.executable, "-m", "routemesh", "replay", "--policy", str(bad), "--ledger-url", url],
+                             capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 1 and "invalid policy" in refused.stderr and "Traceback" not in refused.stderr
