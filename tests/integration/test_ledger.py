@@ -237,3 +237,40 @@ def test_replay_decides_recorded_requests_again_under_another_policy(ledger_mesh
     refused = subprocess.run([sys.executable, "-m", "routemesh", "replay", "--policy", str(bad), "--ledger-url", url],
                              capture_output=True, text=True, timeout=60)
     assert refused.returncode == 1 and "invalid policy" in refused.stderr and "Traceback" not in refused.stderr
+
+
+def test_a_route_that_opts_in_keeps_conversations_and_data_classes_are_honoured(tmp_path_factory) -> None:
+    import yaml
+
+    from routemesh.common.policy import load_default_policy_text
+
+    doc = yaml.safe_load(load_default_policy_text())
+    doc["routes"]["auto"]["store_text"] = {"retention_days": 7}
+    policy = tmp_path_factory.mktemp("texts") / "policy.yaml"
+    policy.write_text(yaml.safe_dump(doc))
+    path = tmp_path_factory.mktemp("texts-ledger") / "ledger.db"
+    mesh = Mesh(MeshLayout.free(), policy=str(policy), sim_time_scale=SIM_TIME_SCALE,
+                log_dir=tmp_path_factory.mktemp("texts-logs"),
+                extra_args={"telemetry": ["--ledger-url", f"sqlite:///{path}"]})
+    mesh.start()
+    try:
+        with RouterClient(mesh.layout.address("router")) as client:
+            kept = client.complete("Remember the zebra migration plan", metadata={})
+            confidential = client.complete("The merger closes Friday", metadata={"data_class": "confidential"})
+            pinned = client.complete("Pinned, so no route", model="fast-cheap")
+        deadline = time.monotonic() + 10
+        while len(ledger_rows(path)) < 3:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        time.sleep(0.5)
+        with sqlite3.connect(path) as db:
+            texts = dict(db.execute("SELECT decision_id, conversation FROM ledger_texts").fetchall())
+    finally:
+        mesh.stop()
+    assert set(texts) == {kept.decision.decision_id}
+    assert json.loads(texts[kept.decision.decision_id]) == [
+        {"role": "user", "content": "Remember the zebra migration plan"}]
+    assert confidential.decision.decision_id not in texts and pinned.decision.decision_id not in texts
+    # The text is in the ledger's text table only: spans and logs never carry it.
+    for log in mesh.log_dir.glob("*.log"):
+        assert "zebra migration" not in log.read_text(errors="replace"), log.name

@@ -89,10 +89,13 @@ class Flaky:
             raise ConnectionRefusedError("connection refused")
         await self.inner.open()
 
-    async def insert(self, rows) -> None:
+    async def insert(self, rows, texts=()) -> None:
         if self.down:
             raise ConnectionRefusedError("connection refused")
-        await self.inner.insert(rows)
+        await self.inner.insert(rows, texts)
+
+    async def purge_texts(self, now_ms: int) -> int:
+        return await self.inner.purge_texts(now_ms)
 
     async def count(self) -> int:
         return await self.inner.count()
@@ -204,3 +207,44 @@ async def test_feedback_needs_a_known_decision_of_the_callers_tenant_once(tmp_pa
     with sqlite3.connect(tmp_path / "ledger.db") as db:
         assert db.execute("SELECT decision_id, score, label FROM ledger_feedback ORDER BY score").fetchall() == [
             (buffered, 0.3, ""), (written, 1.0, "helpful")]
+
+
+async def test_kept_conversations_are_written_with_their_rows_and_deleted_after_retention(tmp_path) -> None:
+    from routemesh.telemetry.ledger.rows import texts_from_summaries
+
+    store = SqliteLedger(tmp_path / "ledger.db")
+    writer = LedgerWriter(store, interval_s=0.02)
+    writer.start()
+    kept = summary("k" * 32)
+    kept.conversation_json, kept.text_retention_days = '[{"role": "user", "content": "hi"}]', 1
+    now = 1_800_000_000_000
+    writer.add([row_from_summary(kept), row_from_summary(summary("n" * 32))],
+               texts_from_summaries([kept, summary("n" * 32)], now))
+    await eventually(lambda: writer.stats.written == 2)
+    await writer.stop()
+    with sqlite3.connect(tmp_path / "ledger.db") as db:
+        assert db.execute("SELECT decision_id, conversation, expires_at_ms FROM ledger_texts").fetchall() == [
+            ("k" * 32, '[{"role": "user", "content": "hi"}]', now + 86_400_000)]
+    await store.open()
+    assert await store.purge_texts(now + 86_400_000 - 1) == 0
+    assert await store.purge_texts(now + 86_400_000) == 1
+    await store.close()
+
+
+def test_text_is_kept_only_where_the_route_opts_in_and_the_data_class_allows() -> None:
+    import yaml
+
+    from routemesh.common.policy import PolicyVersion, load_default_policy_text, parse_policy
+    from routemesh.router.decision.compiled import RoutingPolicy
+    from routemesh.router.pipeline import stored_text
+
+    doc = yaml.safe_load(load_default_policy_text())
+    doc["routes"]["auto"]["store_text"] = {"retention_days": 14, "data_classes": ["internal"]}
+    policy = RoutingPolicy.compile(PolicyVersion(policy=parse_policy(yaml.safe_dump(doc)), version=1, digest="x"))
+    messages = [common_pb2.Message(role=common_pb2.ROLE_USER, content="héllo")]
+    kept = stored_text(policy, "auto", "", messages)
+    assert json.loads(kept["conversation_json"]) == [{"role": "user", "content": "héllo"}]
+    assert kept["text_retention_days"] == 14
+    assert stored_text(policy, "auto", "internal", messages)
+    assert stored_text(policy, "auto", "confidential", messages) == {}
+    assert stored_text(policy, "code", "", messages) == {} and stored_text(policy, "", "", messages) == {}

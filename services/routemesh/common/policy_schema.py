@@ -277,6 +277,17 @@ class Learning(_Strict):
     exploration: float = Field(0.0, ge=0, le=0.5)
 
 
+class StoreText(_Strict):
+    """Keep the conversation's text in the outcome ledger (for retraining), for `retention_days`.
+
+    Only requests with no data class, or one of `data_classes`, are kept: a confidential request is not, unless
+    its class is listed here. The text goes to the ledger's ledger_texts table, never to spans or logs.
+    """
+
+    retention_days: int = Field(30, ge=1, le=3650)
+    data_classes: tuple[str, ...] = ()
+
+
 class Route(_Strict):
     """A named pool of models: filters, rules, a strategy, fallbacks, and optionally an experiment."""
 
@@ -293,6 +304,8 @@ class Route(_Strict):
     quality_target: float = Field(0.95, gt=0, le=1)
     sticky: bool = Field(False, description="keep a conversation on the model chosen for its first request")
     learning: Learning = Learning()
+    # Opt-in: keep the text of this route's requests in the ledger (default: only a hash of it).
+    store_text: StoreText | None = None
     reliability: Reliability = Reliability()
     experiment: Experiment | None = None
     # Expected output tokens per task type for cost estimates (capped by max_tokens); "default" for the rest.

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -16,6 +17,7 @@ from opentelemetry.trace import Span, Status, StatusCode
 from routemesh.common import semconv
 from routemesh.common.errors import LedgerNotConfigured, NotReady, Unauthenticated
 from routemesh.common.keys import KeyCache, KeyRecord, KeyUsage
+from routemesh.common.messages import ROLE_NAMES
 from routemesh.common.outcomes import REQUEST_ERROR_STATUSES, FinishStatus
 from routemesh.common.policy_watch import PolicyHolder
 from routemesh.common.reporter import TelemetryReporter
@@ -72,6 +74,18 @@ class stage:  # noqa: N801 - used like a function: `with stage(name) as span`
             self.span.record_exception(exc)
             self.span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
         self.span.end()
+
+
+def stored_text(policy: RoutingPolicy, route: str, data_class: str,
+                messages: Sequence[common_pb2.Message]) -> dict[str, Any]:
+    """The summary fields that carry a conversation's text to the ledger: only where the route opts in and the
+    request's data class (none, or one the route lists) allows it; else nothing."""
+    settings = policy.routes[route].store_text if route in policy.routes else None
+    if settings is None or (data_class and data_class not in settings.data_classes):
+        return {}
+    conversation = [{"role": ROLE_NAMES.get(m.role, str(m.role)), "content": m.content} for m in messages]
+    return {"conversation_json": json.dumps(conversation, ensure_ascii=False),
+            "text_retention_days": settings.retention_days}
 
 
 class RequestPipeline:
@@ -309,6 +323,7 @@ class RequestPipeline:
             project=metadata.get(keys.project, ""), user=metadata.get(keys.user, ""),
             api_key_id=request.quota.key_id if request.quota is not None else "",
             prompt_sha256=conversation_sha256(request.messages),
+            **stored_text(policy, plan.route, metadata.get(keys.data_class, ""), request.messages),
         ))
 
     # ---- helpers ---------------------------------------------------------------------------------------

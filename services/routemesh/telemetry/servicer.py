@@ -16,7 +16,7 @@ from routemesh.common.policy_schema import CircuitSettings, Pricing
 from routemesh.common.policy_watch import PolicyHolder
 from routemesh.telemetry.ledger.feedback import FeedbackBook, task_name
 from routemesh.telemetry.quality_signals import InMemoryQualitySignals, QualitySignalStore
-from routemesh.telemetry.ledger.rows import row_from_summary
+from routemesh.telemetry.ledger.rows import row_from_summary, texts_from_summaries
 from routemesh.telemetry.ledger.writer import LedgerWriter
 from routemesh.telemetry.experiments import RequestSummaryRecord, VariantStatsRecord
 from routemesh.telemetry.policy_scope import PolicyScopedStore
@@ -255,7 +255,8 @@ class TelemetryServicer(telemetry_pb2_grpc.TelemetryServiceServicer):
         if summaries:
             await self.store.record_requests([summary_from_proto(summary, now_ms) for summary in summaries])
             if self.ledger is not None:
-                self.ledger.add([row_from_summary(summary) for summary in summaries if summary.decision_id])
+                self.ledger.add([row_from_summary(summary) for summary in summaries if summary.decision_id],
+                                texts_from_summaries(summaries, now_ms))
             for summary in summaries:
                 # An answer cut short or filtered is a bad answer for its task, whoever asks.
                 if summary.model and summary.status in AUTOMATIC_ZERO_STATUSES:

@@ -54,7 +54,7 @@ class Observation(_message.Message):
     def __init__(self, model: _Optional[str] = ..., provider: _Optional[str] = ..., phase: _Optional[_Union[ObservationPhase, str]] = ..., outcome: _Optional[_Union[_common_pb2.AttemptOutcome, str]] = ..., ttft_ms: _Optional[float] = ..., tpot_ms: _Optional[float] = ..., usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ..., cost_usd: _Optional[float] = ..., timestamp_ms: _Optional[int] = ..., decision_id: _Optional[str] = ...) -> None: ...
 
 class RequestSummary(_message.Message):
-    __slots__ = ("decision_id", "route", "experiment", "variant", "model", "status", "ttft_ms", "duration_ms", "cost_usd", "tenant", "timestamp_ms", "decision", "final", "project", "user", "api_key_id", "prompt_sha256")
+    __slots__ = ("decision_id", "route", "experiment", "variant", "model", "status", "ttft_ms", "duration_ms", "cost_usd", "tenant", "timestamp_ms", "decision", "final", "project", "user", "api_key_id", "prompt_sha256", "conversation_json", "text_retention_days")
     DECISION_ID_FIELD_NUMBER: _ClassVar[int]
     ROUTE_FIELD_NUMBER: _ClassVar[int]
     EXPERIMENT_FIELD_NUMBER: _ClassVar[int]
@@ -72,6 +72,8 @@ class RequestSummary(_message.Message):
     USER_FIELD_NUMBER: _ClassVar[int]
     API_KEY_ID_FIELD_NUMBER: _ClassVar[int]
     PROMPT_SHA256_FIELD_NUMBER: _ClassVar[int]
+    CONVERSATION_JSON_FIELD_NUMBER: _ClassVar[int]
+    TEXT_RETENTION_DAYS_FIELD_NUMBER: _ClassVar[int]
     decision_id: str
     route: str
     experiment: str
@@ -89,7 +91,9 @@ class RequestSummary(_message.Message):
     user: str
     api_key_id: str
     prompt_sha256: str
-    def __init__(self, decision_id: _Optional[str] = ..., route: _Optional[str] = ..., experiment: _Optional[str] = ..., variant: _Optional[str] = ..., model: _Optional[str] = ..., status: _Optional[_Union[_common_pb2.FinishStatus, str]] = ..., ttft_ms: _Optional[float] = ..., duration_ms: _Optional[float] = ..., cost_usd: _Optional[float] = ..., tenant: _Optional[str] = ..., timestamp_ms: _Optional[int] = ..., decision: _Optional[_Union[_router_pb2.Decision, _Mapping]] = ..., final: _Optional[_Union[_router_pb2.Final, _Mapping]] = ..., project: _Optional[str] = ..., user: _Optional[str] = ..., api_key_id: _Optional[str] = ..., prompt_sha256: _Optional[str] = ...) -> None: ...
+    conversation_json: str
+    text_retention_days: int
+    def __init__(self, decision_id: _Optional[str] = ..., route: _Optional[str] = ..., experiment: _Optional[str] = ..., variant: _Optional[str] = ..., model: _Optional[str] = ..., status: _Optional[_Union[_common_pb2.FinishStatus, str]] = ..., ttft_ms: _Optional[float] = ..., duration_ms: _Optional[float] = ..., cost_usd: _Optional[float] = ..., tenant: _Optional[str] = ..., timestamp_ms: _Optional[int] = ..., decision: _Optional[_Union[_router_pb2.Decision, _Mapping]] = ..., final: _Optional[_Union[_router_pb2.Final, _Mapping]] = ..., project: _Optional[str] = ..., user: _Optional[str] = ..., api_key_id: _Optional[str] = ..., prompt_sha256: _Optional[str] = ..., conversation_json: _Optional[str] = ..., text_retention_days: _Optional[int] = ...) -> None: ...
 
 class ReportRequest(_message.Message):
     __slots__ = ("observations", "requests")

@@ -6,6 +6,7 @@ COLUMNS is the schema's one source: the migrations create it, the stores insert 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from google.protobuf.json_format import MessageToDict
@@ -76,3 +77,10 @@ def row_from_summary(summary: telemetry_pb2.RequestSummary) -> tuple[Any, ...]:
         usage.input_tokens, usage.output_tokens, usage.cached_input_tokens, summary.cost_usd, summary.ttft_ms,
         summary.duration_ms, decision.trace_id or final.trace_id, final.error,
     )
+
+
+def texts_from_summaries(summaries: Sequence[telemetry_pb2.RequestSummary], now_ms: int) -> dict[str, tuple]:
+    """The conversations to keep, by decision id: (decision id, JSON, stored at, expires at) in milliseconds."""
+    return {s.decision_id: (s.decision_id, s.conversation_json, now_ms,
+                            now_ms + max(s.text_retention_days, 1) * 86_400_000)
+            for s in summaries if s.conversation_json and s.decision_id}

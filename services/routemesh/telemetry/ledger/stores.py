@@ -51,7 +51,17 @@ MIGRATIONS = (*MIGRATIONS, (2, "feedback: a caller's score of one answer", lambd
     f"comment {_TYPES[dialect]['text']}, source {_TYPES[dialect]['text']}, "
     f"recorded_at_ms {_TYPES[dialect]['bigint']})",
 ]))
+TEXTS_TABLE = "ledger_texts"
+_TEXT_COLUMNS = "decision_id, conversation, stored_at_ms, expires_at_ms"
+MIGRATIONS = (*MIGRATIONS, (3, "texts: conversations kept for retraining where a route opts in", lambda dialect: [
+    f"CREATE TABLE IF NOT EXISTS {TEXTS_TABLE} (decision_id TEXT PRIMARY KEY, "
+    f"conversation {_TYPES[dialect]['json']}, stored_at_ms {_TYPES[dialect]['bigint']}, "
+    f"expires_at_ms {_TYPES[dialect]['bigint']})",
+    f"CREATE INDEX IF NOT EXISTS {TEXTS_TABLE}_expiry ON {TEXTS_TABLE} (expires_at_ms)",
+]))
 SCHEMA_VERSION = MIGRATIONS[-1][0]
+# A kept conversation: (decision id, conversation JSON, stored at, expires at), milliseconds.
+TextRow = tuple[str, str, int, int]
 # What feedback needs of a request's row.
 RequestFacts = dict[str, Any]
 _FACT_COLUMNS = "tenant, serving_model, chosen_model, route, features"
@@ -74,7 +84,9 @@ class LedgerStore(Protocol):
 
     async def open(self) -> None: ...
 
-    async def insert(self, rows: Sequence[tuple[Any, ...]]) -> None: ...
+    async def insert(self, rows: Sequence[tuple[Any, ...]], texts: Sequence[TextRow] = ()) -> None: ...
+
+    async def purge_texts(self, now_ms: int) -> int: ...
 
     async def count(self) -> int: ...
 
@@ -134,9 +146,18 @@ class SqliteLedger:
             raise
         self._db = db
 
-    async def insert(self, rows: Sequence[tuple[Any, ...]]) -> None:
+    async def insert(self, rows: Sequence[tuple[Any, ...]], texts: Sequence[TextRow] = ()) -> None:
         await self._db.executemany(self._insert, rows)
+        if texts:
+            await self._db.executemany(f"INSERT OR IGNORE INTO {TEXTS_TABLE} ({_TEXT_COLUMNS}) VALUES (?, ?, ?, ?)",
+                                       texts)
         await self._db.commit()
+
+    async def purge_texts(self, now_ms: int) -> int:
+        """Delete the conversations past their retention; how many."""
+        cursor = await self._db.execute(f"DELETE FROM {TEXTS_TABLE} WHERE expires_at_ms <= ?", (now_ms,))
+        await self._db.commit()
+        return cursor.rowcount
 
     async def count(self) -> int:
         async with self._db.execute(f"SELECT count(*) FROM {TABLE}") as cursor:
@@ -213,9 +234,17 @@ class PostgresLedger:
             raise
         self._pool = pool
 
-    async def insert(self, rows: Sequence[tuple[Any, ...]]) -> None:
-        async with self._pool.acquire() as conn:
+    async def insert(self, rows: Sequence[tuple[Any, ...]], texts: Sequence[TextRow] = ()) -> None:
+        async with self._pool.acquire() as conn, conn.transaction():
             await conn.executemany(self._insert, rows)
+            if texts:
+                await conn.executemany(f"INSERT INTO {TEXTS_TABLE} ({_TEXT_COLUMNS}) VALUES ($1, $2, $3, $4) "
+                                       "ON CONFLICT (decision_id) DO NOTHING", texts)
+
+    async def purge_texts(self, now_ms: int) -> int:
+        async with self._pool.acquire() as conn:
+            status = await conn.execute(f"DELETE FROM {TEXTS_TABLE} WHERE expires_at_ms <= $1", now_ms)
+        return int(status.rpartition(" ")[2] or 0)
 
     async def count(self) -> int:
         async with self._pool.acquire() as conn:

@@ -12,17 +12,19 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from routemesh.common.tasks import cancel_and_wait
-from routemesh.telemetry.ledger.stores import LedgerStore
+from routemesh.telemetry.ledger.stores import LedgerStore, TextRow
 
 log = logging.getLogger(__name__)
 DEFAULT_MAX_BUFFERED = 100_000
 DEFAULT_BATCH_ROWS = 1000
 DEFAULT_INTERVAL_S = 0.2
+# How often kept conversations past their retention are deleted (also right after the first write).
+PURGE_EVERY_S = 600.0
 WARN_EVERY_S = 10.0
 
 
@@ -50,14 +52,17 @@ class LedgerWriter:
         self.write_timeout_s = write_timeout_s
         self.max_backoff_s = max_backoff_s
         self.stats = LedgerStats()
-        self._rows: deque[tuple[Any, ...]] = deque()
+        # Each buffered request: its row, and its kept conversation where its route stores text.
+        self._rows: deque[tuple[tuple[Any, ...], TextRow | None]] = deque()
+        self._purged_at = 0.0
         self._opened = False
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._last_warning = 0.0
 
-    def add(self, rows: Sequence[tuple[Any, ...]]) -> None:
-        """Queue rows for the database; rows past the buffer's bound are dropped and counted."""
+    def add(self, rows: Sequence[tuple[Any, ...]], texts: Mapping[str, TextRow] | None = None) -> None:
+        """Queue rows (and the conversations kept for some, by decision id) for the database; rows past the
+        buffer's bound are dropped and counted."""
         room = self.max_buffered - len(self._rows)
         if room < len(rows):
             dropped = len(rows) - max(room, 0)
@@ -65,7 +70,7 @@ class LedgerWriter:
             self._warn(f"ledger buffer full ({self.max_buffered:,} rows; database {self.store.url_for_humans}: "
                        f"{self.stats.last_error or 'slow'}): {self.stats.dropped:,} row(s) dropped so far")
             rows = rows[:max(room, 0)]
-        self._rows.extend(rows)
+        self._rows.extend((row, texts.get(row[0]) if texts else None) for row in rows)
         self.stats.buffered = len(self._rows)
         if len(self._rows) >= self.batch_rows:
             self._wake.set()
@@ -77,7 +82,7 @@ class LedgerWriter:
 
     def pending(self, decision_id: str) -> tuple[Any, ...] | None:
         """The row of `decision_id` if it is still buffered (newest first: feedback follows its answer closely)."""
-        for row in reversed(self._rows):
+        for row, _ in reversed(self._rows):
             if row[0] == decision_id:
                 return row
         return None
@@ -145,7 +150,8 @@ class LedgerWriter:
             return False
         batch = [self._rows.popleft() for _ in range(min(self.batch_rows, len(self._rows)))]
         try:
-            await asyncio.wait_for(self.store.insert(batch), timeout_s)
+            await asyncio.wait_for(self.store.insert([row for row, _ in batch],
+                                                     [text for _, text in batch if text is not None]), timeout_s)
         except Exception as exc:  # noqa: BLE001
             self._rows.extendleft(reversed(batch))
             self._failed(exc)
@@ -153,12 +159,27 @@ class LedgerWriter:
         finally:
             self.stats.buffered = len(self._rows)
         self.stats.written += len(batch)
+        await self._purge()
         if not self.stats.healthy:
             log.warning("ledger: %s answers again; %d row(s) still buffered", self.store.url_for_humans,
                         len(self._rows))
         self.stats.healthy = True
         self.stats.last_error = ""
         return True
+
+    async def _purge(self) -> None:
+        """Delete kept conversations past their retention, at most every PURGE_EVERY_S."""
+        if time.monotonic() - self._purged_at < PURGE_EVERY_S:
+            return
+        self._purged_at = time.monotonic()
+        try:
+            purged = await asyncio.wait_for(self.store.purge_texts(int(time.time() * 1000)), self.write_timeout_s)
+        except Exception as exc:  # noqa: BLE001 - retried at the next interval
+            log.warning("ledger: purging expired conversations failed: %s", exc)
+            self._purged_at = 0.0
+            return
+        if purged:
+            log.info("ledger: %d conversation(s) past their retention deleted", purged)
 
     def _failed(self, exc: BaseException) -> None:
         self.stats.healthy = False
