@@ -231,7 +231,8 @@ def since_ms(text: str, now: float | None = None) -> int:
     return int(day.timestamp() * 1000)
 
 
-def _policy(args: argparse.Namespace) -> Policy:
+def read_policy(args: argparse.Namespace) -> Policy:
+    """The policy --policy FILE names, else the one control serves (its ${VAR} URLs stand unexpanded)."""
     if args.policy:
         from routemesh.common.policy import parse_policy
 
@@ -275,7 +276,7 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     try:
         start = since_ms(args.since)
         url = ledger_url(args)
-        policy = _policy(args)
+        policy = read_policy(args)
         rows = asyncio.run(read_rows(url, start, int(time.time() * 1000) + 1))
     except (ValueError, RuntimeError, OSError) as exc:
         print(f"routemesh report: {exc}", file=sys.stderr)

@@ -258,6 +258,8 @@ def test_a_route_that_opts_in_keeps_conversations_and_data_classes_are_honoured(
             kept = client.complete("Remember the zebra migration plan", metadata={})
             confidential = client.complete("The merger closes Friday", metadata={"data_class": "confidential"})
             pinned = client.complete("Pinned, so no route", model="fast-cheap")
+            client.feedback(kept.decision.decision_id, thumbs="up")
+            client.feedback(pinned.decision.decision_id, thumbs="down")  # no text kept: teaches nothing
         deadline = time.monotonic() + 10
         while len(ledger_rows(path)) < 3:
             assert time.monotonic() < deadline
@@ -274,3 +276,19 @@ def test_a_route_that_opts_in_keeps_conversations_and_data_classes_are_honoured(
     # The text is in the ledger's text table only: spans and logs never carry it.
     for log in mesh.log_dir.glob("*.log"):
         assert "zebra migration" not in log.read_text(errors="replace"), log.name
+
+    # Retraining takes the kept conversation with its feedback on top of the shipped outcomes.
+    import subprocess
+    import sys
+
+    from routemesh.quality.artifact import load_artifact
+
+    out = path.parent / "predictor.json.gz"
+    trained = subprocess.run([sys.executable, "-m", "routemesh", "router", "train", "--from-ledger",
+                              "--ledger-url", f"sqlite:///{path}", "--policy", str(policy), "--out", str(out)],
+                             capture_output=True, text=True, timeout=300)
+    assert trained.returncode == 0, trained.stderr
+    served = {"fast-cheap": "weak", "strong": "strong"}.get(kept.final.model)
+    assert f"ledger: {1 if served else 0} requests with kept text and feedback" in trained.stdout
+    artifact = load_artifact(out)
+    assert artifact.training["ledger_rows"] == ({served: 1} if served else {})

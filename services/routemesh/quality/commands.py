@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -17,6 +18,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                       "default: the outcomes shipped with routemesh")
     train.add_argument("--out", required=True, help="where to write the predictor artifact (.json.gz)")
     train.add_argument("--seed", type=int, default=0, help="training seed (same seed, same artifact)")
+    train.add_argument("--from-ledger", action="store_true",
+                       help="add the outcome ledger's requests that kept their text (route store_text) and got "
+                            "feedback: the serving model's outcome is correct when the score is at least 0.5")
+    train.add_argument("--ledger-url", default="", help="with --from-ledger: the ledger (default: "
+                                                        "$ROUTEMESH_LEDGER_URL, else routemesh up's)")
+    train.add_argument("--policy", metavar="FILE", help="with --from-ledger: maps served models to the predictor's "
+                                                        "outputs (predicted_as); default: control's policy")
+    train.add_argument("--control", default=os.environ.get("ROUTEMESH_CONTROL_ADDR", "127.0.0.1:50055"),
+                       help="control address for the policy (env ROUTEMESH_CONTROL_ADDR)")
     evaluate = sub.add_parser("eval", help="strong-call share at 95 %% of the strong model's accuracy, APGR and "
                                            "the cost-quality curve, beside random and prompt-length routing")
     evaluate.add_argument("--data", help="outcomes CSV; default: the outcomes shipped with routemesh")
@@ -85,11 +95,42 @@ def run_eval(args: argparse.Namespace) -> int:
 def run_train(args: argparse.Namespace) -> int:
     from routemesh.quality.train import train_file
 
+    if args.from_ledger:
+        return _train_from_ledger(args)
     result = train_file(args.data or shipped_outcomes_path(), args.out, seed=args.seed)
     artifact = result.artifact
     print(f"artifact {args.out}: {Path(args.out).stat().st_size:,} bytes, sha256 {artifact.sha256}, "
           f"trained in {result.seconds:.1f} s")
     print(json.dumps({"validation": artifact.training["validation"], "fit": artifact.training["fit"]}, indent=1))
+    return 0
+
+
+def _train_from_ledger(args: argparse.Namespace) -> int:
+    import hashlib
+    from dataclasses import replace
+
+    from routemesh.ledger_report import ledger_url, read_policy
+    from routemesh.quality.artifact import save_artifact
+    from routemesh.quality.ledger import from_ledger
+    from routemesh.quality.train import TrainingSettings, train
+
+    try:
+        url = ledger_url(args)
+        policy = read_policy(args)
+    except (ValueError, RuntimeError, OSError) as exc:
+        print(f"routemesh router train: {exc}", file=sys.stderr)
+        return 2
+    table, taught = from_ledger(url, policy, load_outcomes(args.data or shipped_outcomes_path()))
+    print(f"ledger: {sum(taught.values()):,} requests with kept text and feedback "
+          f"({', '.join(f'{o} {n:,}' for o, n in sorted(taught.items())) or 'none'}); "
+          f"{len(table):,} training rows in all")
+    digest = hashlib.sha256(json.dumps([table.prompts, table.outcomes], sort_keys=True).encode()).hexdigest()
+    result = train(table, settings=TrainingSettings(seed=args.seed), data_sha256=digest)
+    artifact = replace(result.artifact, training={**result.artifact.training, "ledger_rows": dict(taught)})
+    sha256 = save_artifact(artifact, args.out)
+    print(f"artifact {args.out}: {Path(args.out).stat().st_size:,} bytes, sha256 {sha256}, "
+          f"trained in {result.seconds:.1f} s")
+    print(json.dumps({"validation": artifact.training["validation"], "ledger_rows": dict(taught)}, indent=1))
     return 0
 
 

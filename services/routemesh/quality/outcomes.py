@@ -12,6 +12,8 @@ from importlib import resources
 from pathlib import Path
 
 OUTCOME_SUFFIX = "_correct"
+# An outcome not known: a ledger row says only how the model that served it did (quality.ledger).
+UNKNOWN = -1
 # The share of prompts kept for validation: chosen by a hash of the prompt, so it never moves.
 VALIDATION_SHARE = 0.2
 # The outcomes shipped with routemesh (data/README.md gives their source and licence).
@@ -29,7 +31,7 @@ class OutcomesError(ValueError):
 
 @dataclass(frozen=True)
 class OutcomeTable:
-    """Prompts, their benchmark (`source`, optional) and one 0/1 outcome column per model."""
+    """Prompts, their benchmark (`source`, optional) and one outcome column per model: 0, 1, or UNKNOWN."""
 
     prompts: tuple[str, ...]
     sources: tuple[str, ...]
@@ -42,6 +44,12 @@ class OutcomeTable:
     def benchmark(self, i: int) -> str:
         """The benchmark of row i: the source up to its first '/' ("mmlu/anatomy" -> "mmlu")."""
         return self.sources[i].split("/", 1)[0] if self.sources[i] else "all"
+
+    def extended(self, other: OutcomeTable) -> OutcomeTable:
+        """This table with `other`'s rows after it (the same models)."""
+        return OutcomeTable(prompts=self.prompts + other.prompts, sources=self.sources + other.sources,
+                            models=self.models,
+                            outcomes={m: self.outcomes[m] + other.outcomes[m] for m in self.models})
 
     def subset(self, rows: Sequence[int]) -> OutcomeTable:
         return OutcomeTable(

@@ -15,7 +15,7 @@ from typing import Any
 from routemesh.classifier.features import classify
 from routemesh.quality.artifact import ModelWeights, QualityArtifact, ThresholdCurve, save_artifact, stored
 from routemesh.quality.features import DENSE_NAMES, FeatureSettings, NgramHasher, dense_features
-from routemesh.quality.outcomes import OutcomeTable, OutcomesError, load_outcomes, split
+from routemesh.quality.outcomes import UNKNOWN, OutcomeTable, OutcomesError, load_outcomes, split
 from routemesh.quality.predictor import QualityPredictor
 
 # Calibrated quality targets: 0.80, 0.81, ... 1.00 of the stronger model's accuracy.
@@ -89,14 +89,26 @@ def _check(table: OutcomeTable, validation: OutcomeTable, settings: TrainingSett
     if not len(validation):
         raise TrainingError("no row fell into the validation split; calibration needs some (add rows)")
     for model in table.models:
-        ones = sum(table.outcomes[model])
-        if ones in (0, len(table)):
+        known = [v for v in table.outcomes[model] if v != UNKNOWN]
+        ones = sum(known)
+        if ones in (0, len(known)):
             raise TrainingError(f"model {model!r}: every training outcome is {int(ones > 0)}; nothing to learn")
-        if min(ones, len(table) - ones) < settings.folds:
-            raise TrainingError(f"model {model!r}: {ones} training outcomes of 1 and {len(table) - ones} of 0; "
+        if min(ones, len(known) - ones) < settings.folds:
+            raise TrainingError(f"model {model!r}: {ones} training outcomes of 1 and {len(known) - ones} of 0; "
                                 f"cross-validation needs at least {settings.folds} of each")
+    if not _complete_rows(validation):
+        raise TrainingError("no validation row has every model's outcome; calibration needs some")
     if not settings.c_grid or min(settings.c_grid) <= 0 or settings.dense_scale <= 0:
         raise TrainingError("c_grid must be positive values and dense_scale positive")
+
+
+def _known(values: Sequence[int]) -> list[int]:
+    """Row numbers whose outcome is known (ledger rows know only the model that served them)."""
+    return [i for i, v in enumerate(values) if v != UNKNOWN]
+
+
+def _complete_rows(table: OutcomeTable) -> list[int]:
+    return [i for i in range(len(table)) if all(table.outcomes[m][i] != UNKNOWN for m in table.models)]
 
 
 def _regression(c: float, seed: int) -> Any:
@@ -163,12 +175,19 @@ def threshold_curve(scores: Sequence[float], weaker: Sequence[int], stronger: Se
 def _calibration(validation: OutcomeTable, predictions: dict[str, list[float]],
                  training: OutcomeTable) -> tuple[ThresholdCurve, ...]:
     """A threshold curve for every pair of models, weaker = lower accuracy on the training split."""
-    ranked = sorted(training.models, key=lambda m: sum(training.outcomes[m]))
+    def accuracy(model: str) -> float:
+        known = [v for v in training.outcomes[model] if v != UNKNOWN]
+        return sum(known) / len(known)
+
+    ranked = sorted(training.models, key=accuracy)
+    # Only prompts with every model's outcome say how much quality a cut keeps.
+    rows = _complete_rows(validation)
     curves = []
     for i, weaker in enumerate(ranked):
         for stronger in ranked[i + 1:]:
-            scores = [s - w for s, w in zip(predictions[stronger], predictions[weaker], strict=True)]
-            thresholds, shares = threshold_curve(scores, validation.outcomes[weaker], validation.outcomes[stronger])
+            scores = [predictions[stronger][r] - predictions[weaker][r] for r in rows]
+            thresholds, shares = threshold_curve(scores, [validation.outcomes[weaker][r] for r in rows],
+                                                 [validation.outcomes[stronger][r] for r in rows])
             curves.append(ThresholdCurve(weaker=weaker, stronger=stronger, targets=TARGETS,
                                          thresholds=tuple(thresholds), stronger_shares=tuple(shares)))
     return tuple(curves)
@@ -202,8 +221,9 @@ def train(table: OutcomeTable, features: FeatureSettings | None = None,
     x = sparse.hstack([ngrams, sparse.csr_matrix((dense - mean) / scale * settings.dense_scale)]).tocsr()
     models, chosen = {}, {}
     for model in table.models:
-        y = numpy.array(training.outcomes[model])
-        regression, c, loss = _fit(x, y, settings)
+        rows = _known(training.outcomes[model])
+        y = numpy.array([training.outcomes[model][r] for r in rows])
+        regression, c, loss = _fit(x[rows], y, settings)
         models[model] = _weights(regression, features.ngram_columns, mean, scale, settings)
         chosen[model] = {"c": c, "cv_log_loss": round(loss, 4), "buckets_kept": len(models[model].buckets)}
     uncalibrated = QualityArtifact(features=features, dense_names=DENSE_NAMES, models=models, calibration=(),
@@ -216,7 +236,9 @@ def train(table: OutcomeTable, features: FeatureSettings | None = None,
         "dense_scale": settings.dense_scale, "prune_below": settings.prune_below,
         "rows": len(table), "training_rows": len(training), "validation_rows": len(validation),
         "models": list(table.models), "fit": chosen, "scikit_learn": sklearn.__version__,
-        "validation": {m: _metrics(validation.outcomes[m], predictions[m]) for m in table.models},
+        "validation": {m: _metrics([validation.outcomes[m][r] for r in _known(validation.outcomes[m])],
+                                   [predictions[m][r] for r in _known(validation.outcomes[m])])
+                       for m in table.models},
     }
     artifact = QualityArtifact(features=features, dense_names=DENSE_NAMES, models=models,
                                calibration=_calibration(validation, predictions, training),

@@ -62,6 +62,11 @@ MIGRATIONS = (*MIGRATIONS, (3, "texts: conversations kept for retraining where a
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 # A kept conversation: (decision id, conversation JSON, stored at, expires at), milliseconds.
 TextRow = tuple[str, str, int, int]
+# Requests with a kept conversation and feedback: what `routemesh router train --from-ledger` learns from.
+EXAMPLES_SQL = (f"SELECT t.conversation, r.serving_model, f.score FROM {TEXTS_TABLE} t "
+                f"JOIN {FEEDBACK_TABLE} f ON f.decision_id = t.decision_id "
+                f"JOIN {TABLE} r ON r.decision_id = t.decision_id WHERE r.serving_model <> '' "
+                "ORDER BY r.ended_at_ms")
 # What feedback needs of a request's row.
 RequestFacts = dict[str, Any]
 _FACT_COLUMNS = "tenant, serving_model, chosen_model, route, features"
@@ -87,6 +92,8 @@ class LedgerStore(Protocol):
     async def insert(self, rows: Sequence[tuple[Any, ...]], texts: Sequence[TextRow] = ()) -> None: ...
 
     async def purge_texts(self, now_ms: int) -> int: ...
+
+    async def examples(self) -> list[tuple[str, str, float]]: ...
 
     async def count(self) -> int: ...
 
@@ -152,6 +159,11 @@ class SqliteLedger:
             await self._db.executemany(f"INSERT OR IGNORE INTO {TEXTS_TABLE} ({_TEXT_COLUMNS}) VALUES (?, ?, ?, ?)",
                                        texts)
         await self._db.commit()
+
+    async def examples(self) -> list[tuple[str, str, float]]:
+        """(conversation JSON, serving model, feedback score) of every kept conversation with feedback."""
+        async with self._db.execute(EXAMPLES_SQL) as cursor:
+            return [(str(c), str(m), float(s)) for c, m, s in await cursor.fetchall()]
 
     async def purge_texts(self, now_ms: int) -> int:
         """Delete the conversations past their retention; how many."""
@@ -240,6 +252,10 @@ class PostgresLedger:
             if texts:
                 await conn.executemany(f"INSERT INTO {TEXTS_TABLE} ({_TEXT_COLUMNS}) VALUES ($1, $2, $3, $4) "
                                        "ON CONFLICT (decision_id) DO NOTHING", texts)
+
+    async def examples(self) -> list[tuple[str, str, float]]:
+        async with self._pool.acquire() as conn:
+            return [(str(r[0]), str(r[1]), float(r[2])) for r in await conn.fetch(EXAMPLES_SQL)]
 
     async def purge_texts(self, now_ms: int) -> int:
         async with self._pool.acquire() as conn:
