@@ -92,6 +92,20 @@ def test_compose_runs_every_routemesh_service_with_mutual_tls():
         assert not {ENV_CERT, ENV_KEY, ENV_CA} & set(services[name].get("environment", {})), name
 
 
+def test_compose_keeps_the_ledger_in_postgres_with_a_generated_password():
+    document = yaml.safe_load((ROOT / "compose.yaml").read_text())
+    services = document["services"]
+    telemetry, postgres = services["telemetry"], services["postgres"]
+    assert telemetry["environment"]["ROUTEMESH_LEDGER_URL"].startswith("postgresql://routemesh@postgres:5432/")
+    assert telemetry["environment"]["PGPASSFILE"] == "/certs/pgpass"  # in telemetry's own certs directory
+    assert telemetry["depends_on"]["postgres"] == {"condition": "service_healthy"}
+    assert postgres["environment"]["POSTGRES_PASSWORD_FILE"].startswith("/run/ledger/")
+    assert "POSTGRES_PASSWORD" not in postgres["environment"], "no password in the file"
+    script = services["certs"]["command"][0]
+    assert "> /certs/telemetry/pgpass" in script and "chmod 600 /certs/telemetry/pgpass" in script
+    assert "ledger" in document["volumes"]
+
+
 def test_every_package_is_listed_in_pyproject():
     import tomllib
 
