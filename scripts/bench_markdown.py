@@ -32,7 +32,8 @@ ROWS = [
 ]
 MICRO = [("micro/decision_p99_us", "decision p99, 20 candidates (µs)"),
          ("micro/classifier_p99_us", "classifier p99, 2,000 tokens (µs)"),
-         ("micro/key_check_p99_us", "API-key check p99, verdict cached (µs)")]
+         ("micro/key_check_p99_us", "API-key check p99, verdict cached (µs)"),
+         ("micro/ledger_record_p99_us", "ledger record p99, router (µs)")]
 
 
 def cell(fig: dict | None) -> str:

@@ -55,6 +55,7 @@ def test_quick_bench_writes_every_figure(tmp_path):
     assert 0 < figures["micro/decision_p99_us"]["value"] < 100_000
     assert 0 < figures["micro/classifier_p99_us"]["value"] < 1_000_000
     assert 0 < figures["micro/key_check_p99_us"]["value"] < 100_000
+    assert figures["micro/ledger_record_p99_us"]["value"] < 100_000
 
     # Every measured request relayed the pinned model's 64 tokens in both arms.
     for phase in data["phases"]:

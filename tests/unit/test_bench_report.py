@@ -107,12 +107,15 @@ def test_staggered_streams_start_spread_over_the_given_time():
 
 
 def test_the_cached_key_check_is_a_micro_figure_with_its_50_us_target():
-    micro = {"key_check": {"p50_us": 6.0, "p99_us": 9.0}, "key_usage": {"p50_us": 2.0, "p99_us": 4.0}}
+    micro = {"key_check": {"p50_us": 6.0, "p99_us": 9.0}, "key_usage": {"p50_us": 2.0, "p99_us": 4.0},
+             "ledger_record": {"p50_us": 9.5, "p99_us": 60.0}}
     figures = build_figures([], micro, ["zero"], ["off"], [1])
     assert {"micro/key_check_p99_us", "micro/key_usage_p50_us"} <= set(expected_figure_keys(["zero"], ["off"], [1]))
     check = figures["micro/key_check_p99_us"]
     assert (check["value"], check["target"]["limit"], check["pass"]) == (9.0, 50, True)
     assert figures["micro/key_usage_p99_us"]["target"] is None
+    ledger = figures["micro/ledger_record_p99_us"]
+    assert (ledger["value"], ledger["target"]["limit"], ledger["pass"]) == (60.0, 50, False)
     out = io.StringIO()
     print_table({k: v for k, v in figures.items() if k.startswith("micro/")}, out)
     assert "key check (cached) p99 µs" in out.getvalue() and "≤ 50 µs" in out.getvalue()

@@ -199,10 +199,12 @@ def run_tracing(tracing: str, cfg: BenchConfig, sink: TraceSink | None, progress
 
 def run_micro(cfg: BenchConfig, progress: Progress) -> dict:
     """The in-process micro-benchmarks: one routing decision over 20 candidates, classify(), and the API-key
-    check with its verdict cached (with counting the key's usage)."""
+    check with its verdict cached (with counting the key's usage), and what recording a request for the ledger
+    adds to its summary."""
     from routemesh.classifier.bench import run_benchmark as classifier_benchmark
     from routemesh.router.bench import run_benchmark as decision_benchmark
     from routemesh.router.keys_bench import run_benchmark as keys_benchmark
+    from routemesh.router.ledger_bench import run_benchmark as ledger_benchmark
 
     progress.phase("micro-benchmark: decision (20 candidates)")
     decision = decision_benchmark(iterations=cfg.decision_iterations)
@@ -210,7 +212,9 @@ def run_micro(cfg: BenchConfig, progress: Progress) -> dict:
     classifier = classifier_benchmark(iterations=cfg.classifier_iterations)
     progress.phase("micro-benchmark: key check (cached)")
     keys = keys_benchmark(iterations=cfg.key_check_iterations)
-    return {"decision": decision, "classifier": classifier, **keys}
+    progress.phase("micro-benchmark: ledger record (the summary's added fields)")
+    ledger = ledger_benchmark(iterations=cfg.key_check_iterations)
+    return {"decision": decision, "classifier": classifier, **keys, **ledger}
 
 
 def run_all(cfg: BenchConfig, progress: Progress) -> tuple[dict, list[dict], dict]:

@@ -48,6 +48,7 @@ TARGETS = {
     "decision_p99_us": Target("<=", 200, "µs"),
     "classifier_p99_us": Target("<=", 1000, "µs"),
     "key_check_p99_us": Target("<=", 50, "µs"),  # the router's API-key check, verdict cached
+    "ledger_record_p99_us": Target("<=", 50, "µs"),  # the ledger's fields of a request summary, after the answer
 }
 
 # (figure id, label, modes it is reported for, "c1" for the lowest concurrency only or "each")
@@ -69,7 +70,7 @@ _LATENCY_FIGURES = [
 ]
 # (name in run_micro's result, label): each is reported at p50 and p99.
 _MICROS = [("decision", "decision"), ("classifier", "classifier"), ("key_check", "key check (cached)"),
-           ("key_usage", "key usage counted (in memory)")]
+           ("key_usage", "key usage counted (in memory)"), ("ledger_record", "ledger record (router)")]
 MICRO_FIGURES = [f"{name}_{q}_us" for name, _ in _MICROS for q in ("p50", "p99")]
 
 
