@@ -292,3 +292,23 @@ def test_a_route_that_opts_in_keeps_conversations_and_data_classes_are_honoured(
     assert f"ledger: {1 if served else 0} requests with kept text and feedback" in trained.stdout
     artifact = load_artifact(out)
     assert artifact.training["ledger_rows"] == ({served: 1} if served else {})
+
+
+def test_a_request_refused_before_its_decision_is_a_ledger_row_with_the_reason(ledger_mesh) -> None:
+    from routemesh.client import RoutemeshError
+    from routemesh.v1 import router_pb2
+
+    with RouterClient(ledger_mesh.layout.address("router")) as client:
+        with pytest.raises(RoutemeshError) as refused:
+            client.complete(PROMPT, metadata={"tenant": "thrifty"},
+                            routing=router_pb2.RoutingOptions(max_cost_usd=1e-12))
+    assert refused.value.reason == "NO_ELIGIBLE_MODEL"
+    telemetry_args = ledger_mesh.extra_args["telemetry"]
+    path = telemetry_args[telemetry_args.index("--ledger-url") + 1].removeprefix("sqlite:///")
+    deadline = time.monotonic() + 10
+    while not (rows := [r for r in ledger_rows(path) if r["tenant"] == "thrifty"]):
+        assert time.monotonic() < deadline, "no ledger row for the refused request"
+        time.sleep(0.2)
+    (row,) = rows
+    assert (row["status"], row["serving_model"], row["cost_usd"], row["route"]) == ("unspecified", "", 0.0, "auto")
+    assert row["error"].startswith("NO_ELIGIBLE_MODEL: ")

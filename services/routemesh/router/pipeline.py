@@ -15,7 +15,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Span, Status, StatusCode
 
 from routemesh.common import semconv
-from routemesh.common.errors import LedgerNotConfigured, NotReady, Unauthenticated
+from routemesh.common.errors import LedgerNotConfigured, NotReady, RoutemeshError, Unauthenticated
 from routemesh.common.keys import KeyCache, KeyRecord, KeyUsage
 from routemesh.common.messages import ROLE_NAMES
 from routemesh.common.outcomes import REQUEST_ERROR_STATUSES, FinishStatus
@@ -33,7 +33,7 @@ from routemesh.router.decision.planner import DecisionState, Plan, plan_request
 from routemesh.router.convert import decision_to_proto, final_to_proto
 from routemesh.router.key_usage import KeyUsageRecorder
 from routemesh.router.request import ChatInput, Classified, Decision, Delta, Finished, conversation_sha256, validate
-from routemesh.v1 import common_pb2, telemetry_pb2
+from routemesh.v1 import common_pb2, router_pb2, telemetry_pb2
 
 
 # Request metadata naming the API key a request was made with (set by the router, never trusted from callers).
@@ -135,11 +135,16 @@ class RequestPipeline:
         policy = self._policy()
         request = await self.authenticate(policy, request)
         finished: Finished | None = None
+        decision_id = uuid.uuid4().hex
         try:
-            decision_id = uuid.uuid4().hex
-            classified, inputs = await self.classify(policy, request)
-            plan = self.decide(policy, request, classified, inputs, decision_id)
-            admitted = await self.admit(policy, plan, classified, request)
+            try:
+                classified, inputs = await self.classify(policy, request)
+                plan = self.decide(policy, request, classified, inputs, decision_id)
+                admitted = await self.admit(policy, plan, classified, request)
+            except RoutemeshError as exc:
+                # Refused before any decision (no eligible model, a limit, a budget): a ledger row says why.
+                self.report_refused(policy, request, decision_id, exc, started)
+                raise
             decision = self._decision(decision_id, policy, admitted.plan, classified, inputs,
                                       tuple(admitted.admission.unchecked))
             first_at = 0.0
@@ -324,6 +329,23 @@ class RequestPipeline:
             api_key_id=request.quota.key_id if request.quota is not None else "",
             prompt_sha256=conversation_sha256(request.messages),
             **stored_text(policy, plan.route, metadata.get(keys.data_class, ""), request.messages),
+        ))
+
+    def report_refused(self, policy: RoutingPolicy, request: ChatInput, decision_id: str, error: RoutemeshError,
+                       started: float) -> None:
+        """Queue the summary of a request refused before its decision: no model, the reason as its error."""
+        if self.reporter is None:
+            return
+        keys, metadata = policy.request_keys, request.metadata
+        target = request.model or policy.default_route
+        self.reporter.report(telemetry_pb2.RequestSummary(
+            decision_id=decision_id, route=target if target in policy.routes else "",
+            status=FinishStatus.UNSPECIFIED, duration_ms=(time.monotonic() - started) * 1000,
+            tenant=metadata.get(keys.tenant, ""), timestamp_ms=int(time.time() * 1000),
+            final=router_pb2.Final(decision_id=decision_id, error=f"{error.reason}: {error.message}"[:500]),
+            project=metadata.get(keys.project, ""), user=metadata.get(keys.user, ""),
+            api_key_id=request.quota.key_id if request.quota is not None else "",
+            prompt_sha256=conversation_sha256(request.messages),
         ))
 
     # ---- helpers ---------------------------------------------------------------------------------------
