@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
 from collections import defaultdict
@@ -172,6 +173,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--route", default="", help="replay only requests recorded on this route")
     parser.add_argument("--top", type=int, default=10, help="list this many of the rows that change most")
     parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.add_argument("--execute", type=int, default=0, metavar="N",
+                        help="also re-run the newest N replayed requests whose text the ledger kept (route "
+                             "store_text) through a running router, pinned to the model the new policy chose, and "
+                             "compare status, cost and latency with what was recorded")
+    parser.add_argument("--router", default=os.environ.get("ROUTEMESH_ROUTER_ADDR", "127.0.0.1:50051"),
+                        help="the router --execute calls (env ROUTEMESH_ROUTER_ADDR; its key: ROUTEMESH_API_KEY)")
 
 
 def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
@@ -200,8 +207,65 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     state = DecisionState(seed=0)
     results = [replay_row(compiled, row, state) for row in rows]
     summary = summarize(results, args.top)
+    executed: list[dict[str, Any]] = []
+    if args.execute > 0:
+        try:
+            executed = execute_sample(ledger_url(args), rows, results, args.execute, args.router)
+        except Exception as exc:  # noqa: BLE001 - the ledger's or the router's trouble, in one line
+            print(f"routemesh replay --execute: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return 1
     if args.json:
-        print(json.dumps({"policy": args.policy, "requests": len(rows), **summary}, indent=2), file=out)
+        print(json.dumps({"policy": args.policy, "requests": len(rows), **summary,
+                          **({"executed": executed} if args.execute > 0 else {})}, indent=2), file=out)
     else:
         out.write(format_text(summary, args.policy, len(rows)))
+        if args.execute > 0:
+            out.write(format_executed(executed))
     return 0
+
+
+def execute_sample(url: str, rows: list[dict[str, Any]], results: list[Replayed], count: int,
+                   router: str) -> list[dict[str, Any]]:
+    """Re-run the newest `count` replayed requests with kept text, each pinned to its new model."""
+    from routemesh.client import RouterClient
+    from routemesh.client import RoutemeshError as ClientError
+    from routemesh.telemetry.ledger.stores import ledger_store
+
+    async def texts() -> dict[str, str]:
+        store = ledger_store(url)
+        await store.open()
+        try:
+            return await store.kept_texts([row["decision_id"] for row in rows])
+        finally:
+            await store.close()
+
+    kept = asyncio.run(texts())
+    chosen = [(row, r) for row, r in zip(rows, results, strict=True)
+              if row["decision_id"] in kept and r.new_model][-count:]
+    out = []
+    with RouterClient(router, timeout=120) as client:
+        for row, replayed in chosen:
+            messages = [(m["role"], m["content"]) for m in json.loads(kept[row["decision_id"]])]
+            entry: dict[str, Any] = {"decision_id": row["decision_id"], "old_model": replayed.old_model,
+                                     "old_cost_usd": row["cost_usd"], "new_model": replayed.new_model}
+            try:
+                answer = client.complete(messages, model=replayed.new_model, metadata={"replay_of": row["decision_id"]})
+                entry.update(new_status=answer.final.status, new_cost_usd=answer.final.cost_usd,
+                             new_output_tokens=answer.final.usage.output_tokens)
+            except ClientError as exc:
+                entry.update(new_status=-1, new_error=f"{exc.code.name}: {exc.message}"[:200])
+            out.append(entry)
+    return out
+
+
+def format_executed(executed: list[dict[str, Any]]) -> str:
+    if not executed:
+        return "executed: none (no replayed request has kept text: a route must opt in with store_text)\n"
+    ok = [e for e in executed if e.get("new_status", -1) >= 0 and "new_error" not in e]
+    old, new = sum(e["old_cost_usd"] for e in ok), sum(e["new_cost_usd"] for e in ok)
+    lines = [f"executed {len(executed)} recorded request(s) again: {len(ok)} answered, "
+             f"{len(executed) - len(ok)} failed; cost ${old:.6f} as recorded -> ${new:.6f} now"]
+    for e in executed:
+        after = e.get("new_error") or f"{e['new_model']} ${e['new_cost_usd']:.6f}, {e['new_output_tokens']} tokens out"
+        lines.append(f"    {e['decision_id']}: {e['old_model']} ${e['old_cost_usd']:.6f} -> {after}")
+    return "\n".join(lines) + "\n"

@@ -267,6 +267,18 @@ def test_a_route_that_opts_in_keeps_conversations_and_data_classes_are_honoured(
         time.sleep(0.5)
         with sqlite3.connect(path) as db:
             texts = dict(db.execute("SELECT decision_id, conversation FROM ledger_texts").fetchall())
+        # What-if with execution: the kept request runs again, pinned to the model the policy now picks.
+        import subprocess
+        import sys
+
+        rerun = subprocess.run([sys.executable, "-m", "routemesh", "replay", "--policy", str(policy),
+                                "--ledger-url", f"sqlite:///{path}", "--execute", "5", "--json",
+                                "--router", mesh.layout.address("router")], capture_output=True, text=True,
+                               timeout=120)
+        assert rerun.returncode == 0, rerun.stderr
+        executed = json.loads(rerun.stdout)["executed"]
+        assert [e["decision_id"] for e in executed] == [kept.decision.decision_id]
+        assert executed[0]["new_status"] == 1 and executed[0]["new_cost_usd"] > 0
     finally:
         mesh.stop()
     assert set(texts) == {kept.decision.decision_id}

@@ -95,6 +95,8 @@ class LedgerStore(Protocol):
 
     async def examples(self) -> list[tuple[str, str, float]]: ...
 
+    async def kept_texts(self, decision_ids: Sequence[str]) -> dict[str, str]: ...
+
     async def count(self) -> int: ...
 
     async def request_facts(self, decision_id: str) -> RequestFacts | None: ...
@@ -159,6 +161,17 @@ class SqliteLedger:
             await self._db.executemany(f"INSERT OR IGNORE INTO {TEXTS_TABLE} ({_TEXT_COLUMNS}) VALUES (?, ?, ?, ?)",
                                        texts)
         await self._db.commit()
+
+    async def kept_texts(self, decision_ids: Sequence[str]) -> dict[str, str]:
+        """The kept conversations (JSON) of those of `decision_ids` that have one."""
+        out: dict[str, str] = {}
+        for start in range(0, len(decision_ids), 500):
+            chunk = list(decision_ids[start:start + 500])
+            marks = ", ".join("?" * len(chunk))
+            async with self._db.execute(f"SELECT decision_id, conversation FROM {TEXTS_TABLE} "
+                                        f"WHERE decision_id IN ({marks})", chunk) as cursor:
+                out.update({str(d): str(c) for d, c in await cursor.fetchall()})
+        return out
 
     async def examples(self) -> list[tuple[str, str, float]]:
         """(conversation JSON, serving model, feedback score) of every kept conversation with feedback."""
@@ -252,6 +265,12 @@ class PostgresLedger:
             if texts:
                 await conn.executemany(f"INSERT INTO {TEXTS_TABLE} ({_TEXT_COLUMNS}) VALUES ($1, $2, $3, $4) "
                                        "ON CONFLICT (decision_id) DO NOTHING", texts)
+
+    async def kept_texts(self, decision_ids: Sequence[str]) -> dict[str, str]:
+        async with self._pool.acquire() as conn:
+            records = await conn.fetch(f"SELECT decision_id, conversation FROM {TEXTS_TABLE} "
+                                       "WHERE decision_id = ANY($1::text[])", list(decision_ids))
+        return {str(r[0]): str(r[1]) for r in records}
 
     async def examples(self) -> list[tuple[str, str, float]]:
         async with self._pool.acquire() as conn:
