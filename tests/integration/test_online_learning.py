@@ -12,6 +12,7 @@ import yaml
 from routemesh.client import RouterClient
 from routemesh.common.policy import load_default_policy_text
 from routemesh.mesh import Mesh, MeshLayout
+from routemesh.v1 import common_pb2
 from tests.integration.conftest import REDIS_URL, SIM_TIME_SCALE
 
 pytestmark = pytest.mark.integration
@@ -78,3 +79,27 @@ def test_bad_feedback_moves_a_tasks_traffic_away_and_exploration_keeps_to_its_bu
     # 3 standard deviations over the budget at 300 draws.
     assert sampled / 300 <= EXPLORATION + 3 * (EXPLORATION * (1 - EXPLORATION) / 300) ** 0.5
     assert 0 < back_on_strong <= sampled, (back_on_strong, sampled)
+
+
+def test_a_model_whose_answers_the_provider_cuts_short_loses_the_tasks_traffic_by_itself(mesh) -> None:
+    """No feedback here: the simulated provider cuts strong's streams, each cut answer is a 0 for its task."""
+    from tests.integration.conftest import SimAdmin
+
+    sim = SimAdmin(mesh.layout.sim_url)
+    prompt = "Write a short poem about the sea."
+    with RouterClient(mesh.layout.address("router")) as client:
+        task = client.explain(prompt, model="learn").decision.features.task_type
+        assert client.explain(prompt, model="learn").decision.model == "strong"
+        sim.patch("sim-strong", fault="cut", fault_rate=1.0)
+        try:
+            sent = 0
+            while client.explain(prompt, model="learn").decision.model == "strong":
+                sent += 1
+                assert sent <= 10, "strong still chosen after 10 answers cut short"
+                answer = client.complete(prompt, model="learn")
+                assert answer.final.model == "strong" and answer.final.status in (
+                    common_pb2.FINISH_STATUS_TRUNCATED_UPSTREAM, common_pb2.FINISH_STATUS_FAILED)
+                time.sleep(0.5)  # the signal reaches the router with the next pushed snapshot
+        finally:
+            sim.reset()
+    assert task != common_pb2.TASK_TYPE_UNSPECIFIED and 1 <= sent <= 10
