@@ -45,7 +45,12 @@ def render(snapshot: telemetry_pb2.GetSnapshotResponse) -> str:
     stale = "  (STALE: telemetry's store is unreachable)" if any(h.stale for h in snapshot.models) else ""
     header = (f"routemesh top — policy v{snapshot.policy_version}, window {snapshot.window_seconds}s, "
               f"{time.strftime('%H:%M:%S')}{stale}")
-    return "\n".join([header, "", *lines])
+    footer = []
+    if snapshot.HasField("ledger"):
+        ledger = snapshot.ledger
+        footer = ["", f"ledger: {ledger.written:,} rows written, {ledger.buffered:,} buffered, {ledger.dropped:,} "
+                      f"dropped" + ("" if ledger.healthy else f"; DATABASE NOT ANSWERING: {ledger.last_error}")]
+    return "\n".join([header, "", *lines, *footer])
 
 
 def run(args: argparse.Namespace) -> int:

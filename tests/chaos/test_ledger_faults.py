@@ -13,9 +13,11 @@ import time
 from urllib.parse import urlsplit
 
 import asyncpg
+import grpc
 import pytest
 
 from routemesh.client import RouterClient, RoutemeshError
+from routemesh.v1 import telemetry_pb2, telemetry_pb2_grpc
 from tests.chaos.conftest import FaultProxy
 
 pytestmark = [pytest.mark.chaos, pytest.mark.integration]
@@ -39,6 +41,12 @@ def ledger_totals(url: str) -> tuple[int, float]:
         return asyncio.run(query())
     except asyncpg.UndefinedTableError:
         return 0, 0.0
+
+
+def ledger_status(mesh) -> telemetry_pb2.LedgerStatus:
+    with grpc.insecure_channel(mesh.layout.address("telemetry")) as channel:
+        return telemetry_pb2_grpc.TelemetryServiceStub(channel).GetSnapshot(
+            telemetry_pb2.GetSnapshotRequest(), timeout=5).ledger
 
 
 def test_postgres_down_for_30_s_loses_no_request_and_no_row(mesh_factory, pg_ledger_url, figures) -> None:
@@ -66,7 +74,9 @@ def test_postgres_down_for_30_s_loses_no_request_and_no_row(mesh_factory, pg_led
             proxy.refuse()  # new connections refused, open ones reset: the database is gone
             went_down = time.monotonic()
             sent_before = len(results)
-            time.sleep(DOWN_S)
+            time.sleep(DOWN_S / 2)
+            while_down = ledger_status(mesh)
+            time.sleep(DOWN_S / 2)
             during = len(results) - sent_before
             proxy.passthrough()
             came_back = time.monotonic()
@@ -80,7 +90,11 @@ def test_postgres_down_for_30_s_loses_no_request_and_no_row(mesh_factory, pg_led
         while (totals := ledger_totals(pg_ledger_url))[0] < sent and time.monotonic() < deadline:
             time.sleep(0.2)
         drained = time.monotonic() - came_back
+    after = ledger_status(mesh)
     assert not failures, failures[:3]
+    # The writer's own account, as `routemesh top` shows it: rows waiting while down, none dropped.
+    assert not while_down.healthy and while_down.buffered > 0 and while_down.last_error
+    assert after.healthy and after.buffered == 0 and after.dropped == 0 and after.written >= sent
     assert during > 100, f"only {during} requests while the database was down"
     assert totals[0] == sent, f"{sent} requests sent, {totals[0]} ledger rows"
     assert totals[1] == pytest.approx(cost, rel=1e-9, abs=1e-9)

@@ -70,6 +70,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tls", action="store_true",
                         help="mutual TLS between the mesh's services (certificates from routemesh certs, made for the "
                              "run) and TLS from the bench to the router; compare with a run without it")
+    parser.add_argument("--ledger", metavar="sqlite|URL", default="",
+                        help="telemetry writes the outcome ledger (sqlite: a file of the run; or a postgresql:// URL); "
+                             "compare with a run without it")
     parser.add_argument("--json", metavar="PATH", default=None, help="write every figure and raw number here")
     parser.add_argument("--quick", action="store_true",
                         help="a smoke run for CI: both modes, tracing on, 2 rounds, concurrency 1,8, tiny counts, "
@@ -92,7 +95,7 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         modes=["zero", "realistic"] if args.mode == "both" else [args.mode],
         tracings=["off", "on"] if tracing == "both" else [tracing],
         rounds=pick("rounds"), requests=pick("requests"), realistic_requests=pick("realistic_requests"),
-        concurrency=pick("concurrency"), quick=args.quick, classifier=args.classifier, tls=args.tls, **extra,
+        concurrency=pick("concurrency"), quick=args.quick, classifier=args.classifier, tls=args.tls, ledger=args.ledger, **extra,
     )
     return cfg
 
@@ -104,7 +107,7 @@ def _config_json(cfg: BenchConfig) -> dict:
         "requests_per_phase": {mode: {str(c): cfg.requests_at(mode, c) for c in cfg.levels(mode)}
                                for mode in cfg.modes},
         "stagger_s": {mode: STAGGER_S[mode] for mode in cfg.modes},
-        "settle_s": cfg.settle_s, "quick": cfg.quick, "classifier": cfg.classifier, "tls": cfg.tls,
+        "settle_s": cfg.settle_s, "quick": cfg.quick, "classifier": cfg.classifier, "tls": cfg.tls, "ledger": cfg.ledger,
         "pinned_model": PINNED_MODEL, "upstream_model": UPSTREAM_MODEL, "max_tokens": MAX_TOKENS,
         "sim_profiles": {mode: PROFILES[mode] for mode in cfg.modes},
         "decision_iterations": cfg.decision_iterations, "classifier_iterations": cfg.classifier_iterations,

@@ -62,6 +62,7 @@ class BenchConfig:
     quick: bool = False
     classifier: str = "service"  # or "local": the router classifies in-process
     tls: bool = False  # mutual TLS between the services, and TLS from the bench to the router
+    ledger: str = ""  # "sqlite": telemetry writes the outcome ledger to a SQLite file in the run's directory; or a URL
 
     def requests_at(self, mode: str, concurrency: int) -> int:
         if mode == "zero":
@@ -172,8 +173,10 @@ def run_tracing(tracing: str, cfg: BenchConfig, sink: TraceSink | None, progress
     env["ROUTEMESH_GRACE_S"] = "2"
     if cfg.classifier == "local":
         env["ROUTEMESH_CLASSIFIER_ADDR"] = "local"
+    ledger = f"sqlite:///{log_dir / 'ledger.db'}" if cfg.ledger == "sqlite" else cfg.ledger
     mesh = Mesh(MeshLayout.free(), sim_time_scale=TIME_SCALES[cfg.modes[0]], log_dir=log_dir, extra_env=env,
-                tls_dir=log_dir / "certs" if cfg.tls else None)
+                tls_dir=log_dir / "certs" if cfg.tls else None,
+                extra_args={"telemetry": ["--ledger-url", ledger]} if ledger else None)
     progress.phase(f"[tracing {tracing}] starting a private mesh")
     phases: list[dict] = []
     ok = False

@@ -326,11 +326,15 @@ class TelemetryServicer(telemetry_pb2_grpc.TelemetryServiceServicer):
             for task, (total, count) in signals.get(name, {}).items():
                 entry.quality_signals[task].CopyFrom(telemetry_pb2.QualitySignals(score_sum=total, count=count))
             entries.append(entry)
+        ledger = self.ledger.stats if self.ledger is not None else None
         return telemetry_pb2.GetSnapshotResponse(
             models=entries,
             window_seconds=self.store.window_s,
             taken_at_ms=now_ms,
             policy_version=held.version if held else 0,
+            ledger=telemetry_pb2.LedgerStatus(written=ledger.written, buffered=ledger.buffered,
+                                              dropped=ledger.dropped, healthy=ledger.healthy,
+                                              last_error=ledger.last_error) if ledger is not None else None,
         )
 
     def _check_history(self, circuit: CircuitSettings) -> None:

@@ -26,7 +26,7 @@ from routemesh.v1 import common_pb2 as routemesh_dot_v1_dot_common__pb2
 from routemesh.v1 import router_pb2 as routemesh_dot_v1_dot_router__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1croutemesh/v1/telemetry.proto\x12\x0croutemesh.v1\x1a\x19routemesh/v1/common.proto\x1a\x19routemesh/v1/router.proto\"\x8f\x02\n\x0bObservation\x12\r\n\x05model\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12-\n\x05phase\x18\x03 \x01(\x0e\x32\x1e.routemesh.v1.ObservationPhase\x12-\n\x07outcome\x18\x04 \x01(\x0e\x32\x1c.routemesh.v1.AttemptOutcome\x12\x0f\n\x07ttft_ms\x18\x05 \x01(\x01\x12\x0f\n\x07tpot_ms\x18\x06 \x01(\x01\x12\"\n\x05usage\x18\x07 \x01(\x0b\x32\x13.routemesh.v1.Usage\x12\x10\n\x08\x63ost_usd\x18\x08 \x01(\x01\x12\x14\n\x0ctimestamp_ms\x18\t \x01(\x03\x12\x13\n\x0b\x64\x65\x63ision_id\x18\n \x01(\t\"\xc2\x03\n\x0eRequestSummary\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x01 \x01(\t\x12\r\n\x05route\x18\x02 \x01(\t\x12\x12\n\nexperiment\x18\x03 \x01(\t\x12\x0f\n\x07variant\x18\x04 \x01(\t\x12\r\n\x05model\x18\x05 \x01(\t\x12*\n\x06status\x18\x06 \x01(\x0e\x32\x1a.routemesh.v1.FinishStatus\x12\x0f\n\x07ttft_ms\x18\x07 \x01(\x01\x12\x13\n\x0b\x64uration_ms\x18\x08 \x01(\x01\x12\x10\n\x08\x63ost_usd\x18\t \x01(\x01\x12\x0e\n\x06tenant\x18\n \x01(\t\x12\x14\n\x0ctimestamp_ms\x18\x0b \x01(\x03\x12(\n\x08\x64\x65\x63ision\x18\x0c \x01(\x0b\x32\x16.routemesh.v1.Decision\x12\"\n\x05\x66inal\x18\r \x01(\x0b\x32\x13.routemesh.v1.Final\x12\x0f\n\x07project\x18\x0e \x01(\t\x12\x0c\n\x04user\x18\x0f \x01(\t\x12\x12\n\napi_key_id\x18\x10 \x01(\t\x12\x15\n\rprompt_sha256\x18\x11 \x01(\t\x12\x19\n\x11\x63onversation_json\x18\x12 \x01(\t\x12\x1b\n\x13text_retention_days\x18\x13 \x01(\x05\"p\n\rReportRequest\x12/\n\x0cobservations\x18\x01 \x03(\x0b\x32\x19.routemesh.v1.Observation\x12.\n\x08requests\x18\x02 \x03(\x0b\x32\x1c.routemesh.v1.RequestSummary\"\"\n\x0eReportResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x05\"$\n\x12GetSnapshotRequest\x12\x0e\n\x06models\x18\x01 \x03(\t\"\x85\x01\n\x13GetSnapshotResponse\x12)\n\x06models\x18\x01 \x03(\x0b\x32\x19.routemesh.v1.ModelHealth\x12\x16\n\x0ewindow_seconds\x18\x02 \x01(\x05\x12\x13\n\x0btaken_at_ms\x18\x03 \x01(\x03\x12\x16\n\x0epolicy_version\x18\x04 \x01(\x03\";\n\x14WatchSnapshotRequest\x12\x0e\n\x06models\x18\x01 \x03(\t\x12\x13\n\x0binterval_ms\x18\x02 \x01(\x05\"L\n\x15WatchSnapshotResponse\x12\x33\n\x08snapshot\x18\x01 \x01(\x0b\x32!.routemesh.v1.GetSnapshotResponse\"\xba\x05\n\x0bModelHealth\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07samples\x18\x02 \x01(\x03\x12\x13\n\x0bttft_p50_ms\x18\x03 \x01(\x01\x12\x13\n\x0bttft_p90_ms\x18\x04 \x01(\x01\x12\x13\n\x0bttft_p99_ms\x18\x05 \x01(\x01\x12\x13\n\x0btpot_p50_ms\x18\x06 \x01(\x01\x12\x13\n\x0btpot_p99_ms\x18\x07 \x01(\x01\x12\x12\n\nerror_rate\x18\x08 \x01(\x01\x12\x11\n\tin_flight\x18\t \x01(\x03\x12\x1b\n\x13requests_per_minute\x18\n \x01(\x03\x12\x19\n\x11tokens_per_minute\x18\x0b \x01(\x03\x12\x1c\n\x14input_price_per_mtok\x18\x0c \x01(\x01\x12\x1d\n\x15output_price_per_mtok\x18\r \x01(\x01\x12\x1c\n\x14spend_per_minute_usd\x18\x0e \x01(\x01\x12\x17\n\x0fspend_total_usd\x18\x0f \x01(\x01\x12\x1b\n\x13last_observation_ms\x18\x10 \x01(\x03\x12\r\n\x05stale\x18\x11 \x01(\x08\x12\x31\n\rcircuit_state\x18\x12 \x01(\x0e\x32\x1a.routemesh.v1.CircuitState\x12\x1d\n\x15\x63ircuit_open_until_ms\x18\x13 \x01(\x03\x12\x16\n\x0e\x61\x64mit_fraction\x18\x14 \x01(\x01\x12\x1c\n\x14\x63onsecutive_failures\x18\x15 \x01(\x03\x12\x46\n\x0fquality_signals\x18\x16 \x03(\x0b\x32-.routemesh.v1.ModelHealth.QualitySignalsEntry\x1aS\n\x13QualitySignalsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12+\n\x05value\x18\x02 \x01(\x0b\x32\x1c.routemesh.v1.QualitySignals:\x02\x38\x01\"0\n\x1aGetExperimentReportRequest\x12\x12\n\nexperiment\x18\x01 \x01(\t\"c\n\x1bGetExperimentReportResponse\x12,\n\x08variants\x18\x01 \x03(\x0b\x32\x1a.routemesh.v1.VariantStats\x12\x16\n\x0ewindow_seconds\x18\x02 \x01(\x05\"\xaa\x02\n\x0cVariantStats\x12\x12\n\nexperiment\x18\x01 \x01(\t\x12\x0f\n\x07variant\x18\x02 \x01(\t\x12\x10\n\x08requests\x18\x03 \x01(\x03\x12\x0e\n\x06\x65rrors\x18\x04 \x01(\x03\x12\x13\n\x0bttft_p50_ms\x18\x05 \x01(\x01\x12\x13\n\x0bttft_p95_ms\x18\x06 \x01(\x01\x12\x17\n\x0f\x64uration_p50_ms\x18\x07 \x01(\x01\x12\x17\n\x0f\x64uration_p95_ms\x18\x08 \x01(\x01\x12\x10\n\x08\x63ost_usd\x18\t \x01(\x01\x12\x36\n\x06models\x18\n \x03(\x0b\x32&.routemesh.v1.VariantStats.ModelsEntry\x1a-\n\x0bModelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"Q\n\x15RecordFeedbackRequest\x12(\n\x08\x66\x65\x65\x64\x62\x61\x63k\x18\x01 \x01(\x0b\x32\x16.routemesh.v1.Feedback\x12\x0e\n\x06tenant\x18\x02 \x01(\t\"H\n\x16RecordFeedbackResponse\x12.\n\x07receipt\x18\x01 \x01(\x0b\x32\x1d.routemesh.v1.FeedbackReceipt\"2\n\x0eQualitySignals\x12\x11\n\tscore_sum\x18\x01 \x01(\x01\x12\r\n\x05\x63ount\x18\x02 \x01(\x03*t\n\x10ObservationPhase\x12!\n\x1dOBSERVATION_PHASE_UNSPECIFIED\x10\x00\x12\x1d\n\x19OBSERVATION_PHASE_STARTED\x10\x01\x12\x1e\n\x1aOBSERVATION_PHASE_FINISHED\x10\x02*|\n\x0c\x43ircuitState\x12\x1d\n\x19\x43IRCUIT_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x43IRCUIT_STATE_CLOSED\x10\x01\x12\x16\n\x12\x43IRCUIT_STATE_OPEN\x10\x02\x12\x1b\n\x17\x43IRCUIT_STATE_HALF_OPEN\x10\x03\x32\xd0\x03\n\x10TelemetryService\x12\x43\n\x06Report\x12\x1b.routemesh.v1.ReportRequest\x1a\x1c.routemesh.v1.ReportResponse\x12R\n\x0bGetSnapshot\x12 .routemesh.v1.GetSnapshotRequest\x1a!.routemesh.v1.GetSnapshotResponse\x12Z\n\rWatchSnapshot\x12\".routemesh.v1.WatchSnapshotRequest\x1a#.routemesh.v1.WatchSnapshotResponse0\x01\x12j\n\x13GetExperimentReport\x12(.routemesh.v1.GetExperimentReportRequest\x1a).routemesh.v1.GetExperimentReportResponse\x12[\n\x0eRecordFeedback\x12#.routemesh.v1.RecordFeedbackRequest\x1a$.routemesh.v1.RecordFeedbackResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1croutemesh/v1/telemetry.proto\x12\x0croutemesh.v1\x1a\x19routemesh/v1/common.proto\x1a\x19routemesh/v1/router.proto\"\x8f\x02\n\x0bObservation\x12\r\n\x05model\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12-\n\x05phase\x18\x03 \x01(\x0e\x32\x1e.routemesh.v1.ObservationPhase\x12-\n\x07outcome\x18\x04 \x01(\x0e\x32\x1c.routemesh.v1.AttemptOutcome\x12\x0f\n\x07ttft_ms\x18\x05 \x01(\x01\x12\x0f\n\x07tpot_ms\x18\x06 \x01(\x01\x12\"\n\x05usage\x18\x07 \x01(\x0b\x32\x13.routemesh.v1.Usage\x12\x10\n\x08\x63ost_usd\x18\x08 \x01(\x01\x12\x14\n\x0ctimestamp_ms\x18\t \x01(\x03\x12\x13\n\x0b\x64\x65\x63ision_id\x18\n \x01(\t\"\xc2\x03\n\x0eRequestSummary\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x01 \x01(\t\x12\r\n\x05route\x18\x02 \x01(\t\x12\x12\n\nexperiment\x18\x03 \x01(\t\x12\x0f\n\x07variant\x18\x04 \x01(\t\x12\r\n\x05model\x18\x05 \x01(\t\x12*\n\x06status\x18\x06 \x01(\x0e\x32\x1a.routemesh.v1.FinishStatus\x12\x0f\n\x07ttft_ms\x18\x07 \x01(\x01\x12\x13\n\x0b\x64uration_ms\x18\x08 \x01(\x01\x12\x10\n\x08\x63ost_usd\x18\t \x01(\x01\x12\x0e\n\x06tenant\x18\n \x01(\t\x12\x14\n\x0ctimestamp_ms\x18\x0b \x01(\x03\x12(\n\x08\x64\x65\x63ision\x18\x0c \x01(\x0b\x32\x16.routemesh.v1.Decision\x12\"\n\x05\x66inal\x18\r \x01(\x0b\x32\x13.routemesh.v1.Final\x12\x0f\n\x07project\x18\x0e \x01(\t\x12\x0c\n\x04user\x18\x0f \x01(\t\x12\x12\n\napi_key_id\x18\x10 \x01(\t\x12\x15\n\rprompt_sha256\x18\x11 \x01(\t\x12\x19\n\x11\x63onversation_json\x18\x12 \x01(\t\x12\x1b\n\x13text_retention_days\x18\x13 \x01(\x05\"p\n\rReportRequest\x12/\n\x0cobservations\x18\x01 \x03(\x0b\x32\x19.routemesh.v1.Observation\x12.\n\x08requests\x18\x02 \x03(\x0b\x32\x1c.routemesh.v1.RequestSummary\"\"\n\x0eReportResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x05\"$\n\x12GetSnapshotRequest\x12\x0e\n\x06models\x18\x01 \x03(\t\"\xb1\x01\n\x13GetSnapshotResponse\x12)\n\x06models\x18\x01 \x03(\x0b\x32\x19.routemesh.v1.ModelHealth\x12\x16\n\x0ewindow_seconds\x18\x02 \x01(\x05\x12\x13\n\x0btaken_at_ms\x18\x03 \x01(\x03\x12\x16\n\x0epolicy_version\x18\x04 \x01(\x03\x12*\n\x06ledger\x18\x05 \x01(\x0b\x32\x1a.routemesh.v1.LedgerStatus\"g\n\x0cLedgerStatus\x12\x0f\n\x07written\x18\x01 \x01(\x03\x12\x10\n\x08\x62uffered\x18\x02 \x01(\x03\x12\x0f\n\x07\x64ropped\x18\x03 \x01(\x03\x12\x0f\n\x07healthy\x18\x04 \x01(\x08\x12\x12\n\nlast_error\x18\x05 \x01(\t\";\n\x14WatchSnapshotRequest\x12\x0e\n\x06models\x18\x01 \x03(\t\x12\x13\n\x0binterval_ms\x18\x02 \x01(\x05\"L\n\x15WatchSnapshotResponse\x12\x33\n\x08snapshot\x18\x01 \x01(\x0b\x32!.routemesh.v1.GetSnapshotResponse\"\xba\x05\n\x0bModelHealth\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07samples\x18\x02 \x01(\x03\x12\x13\n\x0bttft_p50_ms\x18\x03 \x01(\x01\x12\x13\n\x0bttft_p90_ms\x18\x04 \x01(\x01\x12\x13\n\x0bttft_p99_ms\x18\x05 \x01(\x01\x12\x13\n\x0btpot_p50_ms\x18\x06 \x01(\x01\x12\x13\n\x0btpot_p99_ms\x18\x07 \x01(\x01\x12\x12\n\nerror_rate\x18\x08 \x01(\x01\x12\x11\n\tin_flight\x18\t \x01(\x03\x12\x1b\n\x13requests_per_minute\x18\n \x01(\x03\x12\x19\n\x11tokens_per_minute\x18\x0b \x01(\x03\x12\x1c\n\x14input_price_per_mtok\x18\x0c \x01(\x01\x12\x1d\n\x15output_price_per_mtok\x18\r \x01(\x01\x12\x1c\n\x14spend_per_minute_usd\x18\x0e \x01(\x01\x12\x17\n\x0fspend_total_usd\x18\x0f \x01(\x01\x12\x1b\n\x13last_observation_ms\x18\x10 \x01(\x03\x12\r\n\x05stale\x18\x11 \x01(\x08\x12\x31\n\rcircuit_state\x18\x12 \x01(\x0e\x32\x1a.routemesh.v1.CircuitState\x12\x1d\n\x15\x63ircuit_open_until_ms\x18\x13 \x01(\x03\x12\x16\n\x0e\x61\x64mit_fraction\x18\x14 \x01(\x01\x12\x1c\n\x14\x63onsecutive_failures\x18\x15 \x01(\x03\x12\x46\n\x0fquality_signals\x18\x16 \x03(\x0b\x32-.routemesh.v1.ModelHealth.QualitySignalsEntry\x1aS\n\x13QualitySignalsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12+\n\x05value\x18\x02 \x01(\x0b\x32\x1c.routemesh.v1.QualitySignals:\x02\x38\x01\"0\n\x1aGetExperimentReportRequest\x12\x12\n\nexperiment\x18\x01 \x01(\t\"c\n\x1bGetExperimentReportResponse\x12,\n\x08variants\x18\x01 \x03(\x0b\x32\x1a.routemesh.v1.VariantStats\x12\x16\n\x0ewindow_seconds\x18\x02 \x01(\x05\"\xaa\x02\n\x0cVariantStats\x12\x12\n\nexperiment\x18\x01 \x01(\t\x12\x0f\n\x07variant\x18\x02 \x01(\t\x12\x10\n\x08requests\x18\x03 \x01(\x03\x12\x0e\n\x06\x65rrors\x18\x04 \x01(\x03\x12\x13\n\x0bttft_p50_ms\x18\x05 \x01(\x01\x12\x13\n\x0bttft_p95_ms\x18\x06 \x01(\x01\x12\x17\n\x0f\x64uration_p50_ms\x18\x07 \x01(\x01\x12\x17\n\x0f\x64uration_p95_ms\x18\x08 \x01(\x01\x12\x10\n\x08\x63ost_usd\x18\t \x01(\x01\x12\x36\n\x06models\x18\n \x03(\x0b\x32&.routemesh.v1.VariantStats.ModelsEntry\x1a-\n\x0bModelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"Q\n\x15RecordFeedbackRequest\x12(\n\x08\x66\x65\x65\x64\x62\x61\x63k\x18\x01 \x01(\x0b\x32\x16.routemesh.v1.Feedback\x12\x0e\n\x06tenant\x18\x02 \x01(\t\"H\n\x16RecordFeedbackResponse\x12.\n\x07receipt\x18\x01 \x01(\x0b\x32\x1d.routemesh.v1.FeedbackReceipt\"2\n\x0eQualitySignals\x12\x11\n\tscore_sum\x18\x01 \x01(\x01\x12\r\n\x05\x63ount\x18\x02 \x01(\x03*t\n\x10ObservationPhase\x12!\n\x1dOBSERVATION_PHASE_UNSPECIFIED\x10\x00\x12\x1d\n\x19OBSERVATION_PHASE_STARTED\x10\x01\x12\x1e\n\x1aOBSERVATION_PHASE_FINISHED\x10\x02*|\n\x0c\x43ircuitState\x12\x1d\n\x19\x43IRCUIT_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x43IRCUIT_STATE_CLOSED\x10\x01\x12\x16\n\x12\x43IRCUIT_STATE_OPEN\x10\x02\x12\x1b\n\x17\x43IRCUIT_STATE_HALF_OPEN\x10\x03\x32\xd0\x03\n\x10TelemetryService\x12\x43\n\x06Report\x12\x1b.routemesh.v1.ReportRequest\x1a\x1c.routemesh.v1.ReportResponse\x12R\n\x0bGetSnapshot\x12 .routemesh.v1.GetSnapshotRequest\x1a!.routemesh.v1.GetSnapshotResponse\x12Z\n\rWatchSnapshot\x12\".routemesh.v1.WatchSnapshotRequest\x1a#.routemesh.v1.WatchSnapshotResponse0\x01\x12j\n\x13GetExperimentReport\x12(.routemesh.v1.GetExperimentReportRequest\x1a).routemesh.v1.GetExperimentReportResponse\x12[\n\x0eRecordFeedback\x12#.routemesh.v1.RecordFeedbackRequest\x1a$.routemesh.v1.RecordFeedbackResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,10 +37,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MODELHEALTH_QUALITYSIGNALSENTRY']._serialized_options = b'8\001'
   _globals['_VARIANTSTATS_MODELSENTRY']._loaded_options = None
   _globals['_VARIANTSTATS_MODELSENTRY']._serialized_options = b'8\001'
-  _globals['_OBSERVATIONPHASE']._serialized_start=2652
-  _globals['_OBSERVATIONPHASE']._serialized_end=2768
-  _globals['_CIRCUITSTATE']._serialized_start=2770
-  _globals['_CIRCUITSTATE']._serialized_end=2894
+  _globals['_OBSERVATIONPHASE']._serialized_start=2801
+  _globals['_OBSERVATIONPHASE']._serialized_end=2917
+  _globals['_CIRCUITSTATE']._serialized_start=2919
+  _globals['_CIRCUITSTATE']._serialized_end=3043
   _globals['_OBSERVATION']._serialized_start=101
   _globals['_OBSERVATION']._serialized_end=372
   _globals['_REQUESTSUMMARY']._serialized_start=375
@@ -52,29 +52,31 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETSNAPSHOTREQUEST']._serialized_start=977
   _globals['_GETSNAPSHOTREQUEST']._serialized_end=1013
   _globals['_GETSNAPSHOTRESPONSE']._serialized_start=1016
-  _globals['_GETSNAPSHOTRESPONSE']._serialized_end=1149
-  _globals['_WATCHSNAPSHOTREQUEST']._serialized_start=1151
-  _globals['_WATCHSNAPSHOTREQUEST']._serialized_end=1210
-  _globals['_WATCHSNAPSHOTRESPONSE']._serialized_start=1212
-  _globals['_WATCHSNAPSHOTRESPONSE']._serialized_end=1288
-  _globals['_MODELHEALTH']._serialized_start=1291
-  _globals['_MODELHEALTH']._serialized_end=1989
-  _globals['_MODELHEALTH_QUALITYSIGNALSENTRY']._serialized_start=1906
-  _globals['_MODELHEALTH_QUALITYSIGNALSENTRY']._serialized_end=1989
-  _globals['_GETEXPERIMENTREPORTREQUEST']._serialized_start=1991
-  _globals['_GETEXPERIMENTREPORTREQUEST']._serialized_end=2039
-  _globals['_GETEXPERIMENTREPORTRESPONSE']._serialized_start=2041
-  _globals['_GETEXPERIMENTREPORTRESPONSE']._serialized_end=2140
-  _globals['_VARIANTSTATS']._serialized_start=2143
-  _globals['_VARIANTSTATS']._serialized_end=2441
-  _globals['_VARIANTSTATS_MODELSENTRY']._serialized_start=2396
-  _globals['_VARIANTSTATS_MODELSENTRY']._serialized_end=2441
-  _globals['_RECORDFEEDBACKREQUEST']._serialized_start=2443
-  _globals['_RECORDFEEDBACKREQUEST']._serialized_end=2524
-  _globals['_RECORDFEEDBACKRESPONSE']._serialized_start=2526
-  _globals['_RECORDFEEDBACKRESPONSE']._serialized_end=2598
-  _globals['_QUALITYSIGNALS']._serialized_start=2600
-  _globals['_QUALITYSIGNALS']._serialized_end=2650
-  _globals['_TELEMETRYSERVICE']._serialized_start=2897
-  _globals['_TELEMETRYSERVICE']._serialized_end=3361
+  _globals['_GETSNAPSHOTRESPONSE']._serialized_end=1193
+  _globals['_LEDGERSTATUS']._serialized_start=1195
+  _globals['_LEDGERSTATUS']._serialized_end=1298
+  _globals['_WATCHSNAPSHOTREQUEST']._serialized_start=1300
+  _globals['_WATCHSNAPSHOTREQUEST']._serialized_end=1359
+  _globals['_WATCHSNAPSHOTRESPONSE']._serialized_start=1361
+  _globals['_WATCHSNAPSHOTRESPONSE']._serialized_end=1437
+  _globals['_MODELHEALTH']._serialized_start=1440
+  _globals['_MODELHEALTH']._serialized_end=2138
+  _globals['_MODELHEALTH_QUALITYSIGNALSENTRY']._serialized_start=2055
+  _globals['_MODELHEALTH_QUALITYSIGNALSENTRY']._serialized_end=2138
+  _globals['_GETEXPERIMENTREPORTREQUEST']._serialized_start=2140
+  _globals['_GETEXPERIMENTREPORTREQUEST']._serialized_end=2188
+  _globals['_GETEXPERIMENTREPORTRESPONSE']._serialized_start=2190
+  _globals['_GETEXPERIMENTREPORTRESPONSE']._serialized_end=2289
+  _globals['_VARIANTSTATS']._serialized_start=2292
+  _globals['_VARIANTSTATS']._serialized_end=2590
+  _globals['_VARIANTSTATS_MODELSENTRY']._serialized_start=2545
+  _globals['_VARIANTSTATS_MODELSENTRY']._serialized_end=2590
+  _globals['_RECORDFEEDBACKREQUEST']._serialized_start=2592
+  _globals['_RECORDFEEDBACKREQUEST']._serialized_end=2673
+  _globals['_RECORDFEEDBACKRESPONSE']._serialized_start=2675
+  _globals['_RECORDFEEDBACKRESPONSE']._serialized_end=2747
+  _globals['_QUALITYSIGNALS']._serialized_start=2749
+  _globals['_QUALITYSIGNALS']._serialized_end=2799
+  _globals['_TELEMETRYSERVICE']._serialized_start=3046
+  _globals['_TELEMETRYSERVICE']._serialized_end=3510
 # @@protoc_insertion_point(module_scope)

@@ -116,16 +116,32 @@ class GetSnapshotRequest(_message.Message):
     def __init__(self, models: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class GetSnapshotResponse(_message.Message):
-    __slots__ = ("models", "window_seconds", "taken_at_ms", "policy_version")
+    __slots__ = ("models", "window_seconds", "taken_at_ms", "policy_version", "ledger")
     MODELS_FIELD_NUMBER: _ClassVar[int]
     WINDOW_SECONDS_FIELD_NUMBER: _ClassVar[int]
     TAKEN_AT_MS_FIELD_NUMBER: _ClassVar[int]
     POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
+    LEDGER_FIELD_NUMBER: _ClassVar[int]
     models: _containers.RepeatedCompositeFieldContainer[ModelHealth]
     window_seconds: int
     taken_at_ms: int
     policy_version: int
-    def __init__(self, models: _Optional[_Iterable[_Union[ModelHealth, _Mapping]]] = ..., window_seconds: _Optional[int] = ..., taken_at_ms: _Optional[int] = ..., policy_version: _Optional[int] = ...) -> None: ...
+    ledger: LedgerStatus
+    def __init__(self, models: _Optional[_Iterable[_Union[ModelHealth, _Mapping]]] = ..., window_seconds: _Optional[int] = ..., taken_at_ms: _Optional[int] = ..., policy_version: _Optional[int] = ..., ledger: _Optional[_Union[LedgerStatus, _Mapping]] = ...) -> None: ...
+
+class LedgerStatus(_message.Message):
+    __slots__ = ("written", "buffered", "dropped", "healthy", "last_error")
+    WRITTEN_FIELD_NUMBER: _ClassVar[int]
+    BUFFERED_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_FIELD_NUMBER: _ClassVar[int]
+    HEALTHY_FIELD_NUMBER: _ClassVar[int]
+    LAST_ERROR_FIELD_NUMBER: _ClassVar[int]
+    written: int
+    buffered: int
+    dropped: int
+    healthy: bool
+    last_error: str
+    def __init__(self, written: _Optional[int] = ..., buffered: _Optional[int] = ..., dropped: _Optional[int] = ..., healthy: _Optional[bool] = ..., last_error: _Optional[str] = ...) -> None: ...
 
 class WatchSnapshotRequest(_message.Message):
     __slots__ = ("models", "interval_ms")
