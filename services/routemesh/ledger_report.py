@@ -134,8 +134,8 @@ _TABLE = [("requests", "{:,}", "requests"), ("spend", "${:.4f}", "cost_usd"), ("
           ("out tok", "{:,}", "output_tokens"), ("ttft p50", "{:.0f} ms", "ttft_p50_ms"),
           ("ttft p99", "{:.0f} ms", "ttft_p99_ms"), ("dur p50", "{:.0f} ms", "duration_p50_ms"),
           ("dur p99", "{:.0f} ms", "duration_p99_ms"), ("errors", "{:.1%}", "error_rate"),
-          ("failover", "{:.1%}", "failover_rate"), ("vs strongest", "{:.0%}", "saved_vs_strongest"),
-          ("vs first", "{:.0%}", "saved_vs_first")]
+          ("failover", "{:.1%}", "failover_rate"), ("saved vs strongest", "{:.0%}", "saved_vs_strongest"),
+          ("saved vs first", "{:.0%}", "saved_vs_first")]
 
 
 def format_tables(report: dict[str, Any]) -> str:
@@ -291,8 +291,8 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     elif args.format == "csv":
         out.write(format_csv(report))
     else:
-        print(f"ledger: {len(rows):,} requests since {args.since} (UTC days); savings are against every request "
-              "of a route on its strongest model, and on its first model", file=out)
+        print(f"ledger: {len(rows):,} requests since {args.since} (UTC days); saved: spend below every request of "
+              "a route on its strongest model, and on its first model (negative: spent more)", file=out)
         out.write(format_tables(report))
     if args.chart:
         try:
