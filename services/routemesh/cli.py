@@ -9,6 +9,7 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 SERVICES = ("router", "classifier", "executor", "telemetry", "control", "gateway")
 
@@ -178,6 +179,37 @@ def _sim(args: argparse.Namespace) -> int:
     return 0
 
 
+class Supervisor:
+    """Restarts a service of `routemesh up` that exits, as compose's `restart:` would: after a backoff that
+    doubles with each quick death (0.5 s up to 30 s) and resets once the service has lived a minute."""
+
+    MIN_BACKOFF_S, MAX_BACKOFF_S, STABLE_S = 0.5, 30.0, 60.0
+
+    def __init__(self, mesh: Any):
+        self.mesh = mesh
+        self.failures: dict[str, int] = {}
+        self.started_at: dict[str, float] = {}
+        self.due: dict[str, float] = {}  # service -> when to start it again
+
+    def tick(self, now: float) -> None:
+        for service in self.mesh.dead():
+            if service in self.due:
+                continue
+            lived = now - self.started_at.get(service, now - self.STABLE_S)
+            self.failures[service] = 1 if lived >= self.STABLE_S else self.failures.get(service, 0) + 1
+            backoff = min(self.MIN_BACKOFF_S * 2 ** (self.failures[service] - 1), self.MAX_BACKOFF_S)
+            code = self.mesh.processes[service].returncode
+            print(f"routemesh up: {service} exited (code {code}); restarting it in {backoff:g} s", file=sys.stderr,
+                  flush=True)
+            self.due[service] = now + backoff
+        for service, when in list(self.due.items()):
+            if now >= when:
+                del self.due[service]
+                self.mesh.start_service(service)
+                self.started_at[service] = now
+                print(f"routemesh up: {service} restarted", file=sys.stderr, flush=True)
+
+
 def default_ledger_path() -> Path:
     """Where `routemesh up` keeps its ledger when told nothing: the user's state directory (XDG)."""
     state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
@@ -217,18 +249,14 @@ def _up(args: argparse.Namespace) -> int:
           f"(telemetry: {'redis ' + args.redis_url if args.redis_url else 'in-process store'}; "
           f"ledger: {_ledger_label(ledger)}); Ctrl-C stops it", flush=True)
     print(security_hint(), flush=True)
-    code = 0
+    supervisor = Supervisor(mesh)
     while not stop["now"]:
-        dead = mesh.dead()
-        if dead:
-            print(f"routemesh up: {', '.join(dead)} exited; stopping the mesh", file=sys.stderr)
-            code = 1
-            break
+        supervisor.tick(time.monotonic())
         time.sleep(0.2)
     print("stopping...", flush=True)
     mesh.stop()
     print("stopped", flush=True)
-    return code
+    return 0
 
 
 def _meta(pairs: list[str]) -> dict[str, str]:

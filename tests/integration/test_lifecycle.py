@@ -253,6 +253,60 @@ def test_up_starts_every_service_and_stops_them_on_sigint(tmp_path):
             proc.kill()
 
 
+def test_up_restarts_a_service_that_dies(tmp_path):
+    """SIGKILL routemesh up's only executor: it comes back, and a new chat completes within 15 s of the kill."""
+    import os
+    import signal
+
+    base = _free_port_base()
+    env = {**os.environ, "XDG_STATE_HOME": str(tmp_path)}
+    proc = subprocess.Popen([sys.executable, "-m", "routemesh", "up", "--port-base", str(base), "--ledger-url", "off"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while "routemesh is up" not in proc.stdout.readline():
+            assert time.monotonic() < deadline and proc.poll() is None
+        executor = _pid_listening(f"127.0.0.1:{base + 4}", "executor")
+        os.kill(executor, signal.SIGKILL)
+        killed = time.monotonic()
+        answered = None
+        while answered is None and time.monotonic() - killed < 15:
+            try:
+                with RouterClient(f"127.0.0.1:{base + 1}", timeout=5) as client:
+                    result = client.complete(FAQ)
+                if result.final.status == common_pb2.FINISH_STATUS_COMPLETE:
+                    answered = time.monotonic() - killed
+            except Exception:  # noqa: BLE001 - refused while the executor is away: try again
+                time.sleep(0.2)
+        assert answered is not None, "no chat completed within 15 s of killing the executor"
+        print(f"\n[up] a chat completed {answered:.1f} s after the executor was killed")
+        assert proc.poll() is None, "routemesh up stopped"
+        assert _pid_listening(f"127.0.0.1:{base + 4}", "executor") != executor
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+        assert "executor exited (code -9); restarting it in 0.5 s" in err and "executor restarted" in err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def _pid_listening(listen: str, service: str) -> int:
+    """The pid of the `routemesh serve SERVICE --listen LISTEN` process."""
+    import os
+
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as handle:
+                args = handle.read().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if "serve" in args and service in args and listen in args:
+            return int(pid)
+    raise AssertionError(f"no {service} process listening on {listen}")
+
+
 def test_top_shows_every_model(mesh, router_address):
     with RouterClient(router_address) as client:
         client.complete(FAQ)
