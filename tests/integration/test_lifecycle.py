@@ -290,6 +290,54 @@ def test_up_restarts_a_service_that_dies(tmp_path):
             proc.kill()
 
 
+def test_streams_cut_by_a_killed_executor_all_end_honestly(tmp_path):
+    """100 long streams through routemesh up; SIGKILL its only executor mid-stream: each stream ends with a
+    final status or an error status, none silent, none hung."""
+    import asyncio
+    import os
+    import signal
+
+    from routemesh.client import AsyncRouterClient, RoutemeshError
+
+    base = _free_port_base()
+    env = {**os.environ, "XDG_STATE_HOME": str(tmp_path)}
+    proc = subprocess.Popen([sys.executable, "-m", "routemesh", "up", "--port-base", str(base), "--ledger-url", "off",
+                             "--sim-time-scale", "3"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env)
+
+    async def streams() -> list[str]:
+        async with AsyncRouterClient(f"127.0.0.1:{base + 1}", timeout=60) as client:
+            async def one() -> str:
+                try:
+                    result = await client.complete("Write a long story about a lighthouse keeper.", max_tokens=200)
+                except RoutemeshError as exc:
+                    return f"error {exc.code.name}"
+                return f"final {result.final.status}"
+
+            tasks = [asyncio.create_task(one()) for _ in range(100)]
+            await asyncio.sleep(1.5)  # every stream is under way
+            os.kill(_pid_listening(f"127.0.0.1:{base + 4}", "executor"), signal.SIGKILL)
+            return await asyncio.wait_for(asyncio.gather(*tasks), 45)
+
+    try:
+        deadline = time.monotonic() + 60
+        while "routemesh is up" not in proc.stdout.readline():
+            assert time.monotonic() < deadline and proc.poll() is None
+        outcomes = asyncio.run(streams())
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    assert len(outcomes) == 100
+    ended = {o for o in outcomes}
+    print(f"\n[up] 100 streams, executor killed mid-stream: {sorted(ended)}")
+    # Every stream said how it ended; some were cut (not all completed before the kill).
+    assert all(o.startswith(("final ", "error ")) for o in outcomes)
+    assert any(o != f"final {common_pb2.FINISH_STATUS_COMPLETE}" for o in outcomes)
+
+
 def _pid_listening(listen: str, service: str) -> int:
     """The pid of the `routemesh serve SERVICE --listen LISTEN` process."""
     import os
