@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import grpc
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
+from routemesh.client import RoutemeshError as ClientError
 from routemesh.common.channels import TracedChannel, call_timeout, open_channel
 from routemesh.common.errors import LedgerUnavailable, RoutemeshError
 from routemesh.v1 import common_pb2, telemetry_pb2, telemetry_pb2_grpc
@@ -18,19 +17,13 @@ def relayed(exc: grpc.aio.AioRpcError) -> RoutemeshError:
 
     A telemetry that does not answer is LEDGER_UNAVAILABLE (the caller may retry), not telemetry's transport text.
     """
-    status = rpc_status.from_call(exc)
-    reason, metadata, violations = "", {}, []
-    for detail in status.details if status else ():
-        info, bad = error_details_pb2.ErrorInfo(), error_details_pb2.BadRequest()
-        if detail.Unpack(info):
-            reason, metadata = info.reason, dict(info.metadata)
-        elif detail.Unpack(bad):
-            violations = [(v.field, v.description) for v in bad.field_violations]
-    if not reason:
+    parsed = ClientError.from_rpc_error(exc)  # the client library's reading of routemesh's rich statuses
+    if not parsed.reason:
         return LedgerUnavailable(f"telemetry, which keeps the ledger, did not answer ({exc.code().name}); "
                                  "retry later", retry_after_s=1.0)
-    error = RoutemeshError(exc.details() or reason, reason=reason, metadata=metadata, field_violations=violations)
-    error.code = exc.code()
+    error = RoutemeshError(parsed.message or parsed.reason, reason=parsed.reason, metadata=parsed.metadata,
+                           field_violations=parsed.field_violations)
+    error.code = parsed.code
     return error
 
 
