@@ -113,19 +113,19 @@ class FeedbackBook:
 
     @staticmethod
     async def _facts(writer: LedgerWriter, decision_id: str) -> dict[str, Any] | None:
+        """What feedback needs of the decision's row: from the database, else from the writer's buffer (feedback
+        can arrive before its row is written: rows are batched); None when neither has it."""
         try:
             facts = await asyncio.wait_for(writer.store.request_facts(decision_id), DB_TIMEOUT_S)
-        except Exception:  # noqa: BLE001
-            facts = None
-            pending = writer.pending(decision_id)
-            if pending is None:
-                raise LedgerUnavailable("the ledger's database does not answer; retry later",
-                                        retry_after_s=1.0) from None
+            database_down = False
+        except Exception:  # noqa: BLE001 - the database's trouble: the buffer may still answer
+            facts, database_down = None, True
         if facts is not None:
             return facts
-        # Feedback can arrive before its row is written (rows are batched): the buffered row answers then.
         pending = writer.pending(decision_id)
-        if pending is None:
-            return None
-        return {"tenant": pending[_TENANT], "serving_model": pending[_SERVING], "chosen_model": pending[_CHOSEN],
-                "features": pending[_FEATURES]}
+        if pending is not None:
+            return {"tenant": pending[_TENANT], "serving_model": pending[_SERVING], "chosen_model": pending[_CHOSEN],
+                    "features": pending[_FEATURES]}
+        if database_down:
+            raise LedgerUnavailable("the ledger's database does not answer; retry later", retry_after_s=1.0)
+        return None
