@@ -50,6 +50,10 @@ CALLERS: dict[str, frozenset[str]] = {
     "/routemesh.v1.TelemetryService/WatchSnapshot": frozenset({"router"}),
     "/routemesh.v1.TelemetryService/GetSnapshot": frozenset({"router", "admin"}),
     "/routemesh.v1.TelemetryService/GetExperimentReport": frozenset({"admin"}),
+    # The console (served by the gateway) reads these with the operator's admin credential.
+    "/routemesh.v1.TelemetryService/ListAlerts": frozenset({"admin", "gateway"}),
+    "/routemesh.v1.TelemetryService/ListRecentRequests": frozenset({"admin", "gateway"}),
+    "/routemesh.v1.TelemetryService/GetLedgerReport": frozenset({"admin", "gateway"}),
     "/routemesh.v1.ControlPlaneService/WatchPolicy": frozenset({"router", "executor", "classifier", "telemetry",
                                                                 "gateway"}),
     "/routemesh.v1.ControlPlaneService/GetPolicy": frozenset({"admin"}),

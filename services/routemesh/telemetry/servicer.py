@@ -6,15 +6,18 @@ import asyncio
 import logging
 import math
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 
 import grpc
 
-from routemesh.common.errors import InvalidRequest, RoutemeshError
+from routemesh.common.errors import InvalidRequest, LedgerNotConfigured, RoutemeshError
 from routemesh.common.outcomes import AttemptOutcome, FinishStatus, ObservationPhase
 from routemesh.common.policy_schema import CircuitSettings, Pricing
 from routemesh.common.policy_watch import PolicyHolder
+from routemesh.telemetry.alerts import AlertEngine
 from routemesh.telemetry.ledger.feedback import FeedbackBook, task_name
+from routemesh.telemetry.ledger.report import ledger_report_json
 from routemesh.telemetry.quality_signals import InMemoryQualitySignals, QualitySignalStore
 from routemesh.telemetry.ledger.rows import row_from_summary, texts_from_summaries
 from routemesh.telemetry.ledger.writer import LedgerWriter
@@ -50,6 +53,10 @@ MAX_NAME_LENGTH = MAX_MODEL_NAME_LENGTH
 DEFAULT_WATCH_INTERVAL_MS = 250
 MIN_WATCH_INTERVAL_MS = 50
 MAX_WATCH_INTERVAL_MS = 60_000
+# ListRecentRequests: summaries kept in memory, and how many an empty limit returns.
+MAX_RECENT_REQUESTS = 500
+DEFAULT_RECENT_REQUESTS = 50
+DEFAULT_RESOLVED_ALERTS = 50
 
 
 class TelemetryStoreUnavailable(RoutemeshError):
@@ -228,6 +235,10 @@ class TelemetryServicer(telemetry_pb2_grpc.TelemetryServiceServicer):
         self.holder = holder
         self.clock_ms = clock_ms
         self._checked_circuit: CircuitSettings | None = None
+        # The newest request summaries, for ListRecentRequests (the console's recent decisions).
+        self.recent: deque[telemetry_pb2.RequestSummary] = deque(maxlen=MAX_RECENT_REQUESTS)
+        # The policy's alert rules, evaluated off the request path (None: no alerting in this replica).
+        self.alerts: AlertEngine | None = None
         # Set when the server drains: watch streams end, so a stop does not wait out its grace period on them.
         self._stopping = asyncio.Event()
 
@@ -253,6 +264,9 @@ class TelemetryServicer(telemetry_pb2_grpc.TelemetryServiceServicer):
         if observations:
             await self.store.record([record_from_proto(obs, now_ms) for obs in observations])
         if summaries:
+            self.recent.extend(summaries)
+            if self.alerts is not None:
+                self.alerts.observe_requests(summaries)
             await self.store.record_requests([summary_from_proto(summary, now_ms) for summary in summaries])
             if self.ledger is not None:
                 self.ledger.add([row_from_summary(summary) for summary in summaries if summary.decision_id],
@@ -278,6 +292,40 @@ class TelemetryServicer(telemetry_pb2_grpc.TelemetryServiceServicer):
     ) -> telemetry_pb2.RecordFeedbackResponse:
         return telemetry_pb2.RecordFeedbackResponse(receipt=await self.feedback.record(request.feedback,
                                                                                       request.tenant))
+
+    async def ListRecentRequests(
+        self, request: telemetry_pb2.ListRecentRequestsRequest, context: grpc.aio.ServicerContext
+    ) -> telemetry_pb2.ListRecentRequestsResponse:
+        if not 0 <= request.limit <= MAX_RECENT_REQUESTS:
+            raise InvalidRequest("limit out of range", field_violations=[
+                ("limit", f"must be 0 to {MAX_RECENT_REQUESTS} (0 means {DEFAULT_RECENT_REQUESTS})")])
+        limit = request.limit or DEFAULT_RECENT_REQUESTS
+        reply = telemetry_pb2.ListRecentRequestsResponse()
+        for summary in reversed(self.recent):
+            if request.decision_id and summary.decision_id != request.decision_id:
+                continue
+            kept = reply.requests.add()
+            kept.CopyFrom(summary)
+            kept.ClearField("conversation_json")  # the text stays in the ledger, where the route opted in
+            if len(reply.requests) >= limit:
+                break
+        return reply
+
+    async def ListAlerts(
+        self, request: telemetry_pb2.ListAlertsRequest, context: grpc.aio.ServicerContext
+    ) -> telemetry_pb2.ListAlertsResponse:
+        if self.alerts is None:
+            return telemetry_pb2.ListAlertsResponse()
+        return self.alerts.list(request.resolved_limit or DEFAULT_RESOLVED_ALERTS)
+
+    async def GetLedgerReport(
+        self, request: telemetry_pb2.GetLedgerReportRequest, context: grpc.aio.ServicerContext
+    ) -> telemetry_pb2.GetLedgerReportResponse:
+        if self.ledger is None:
+            raise LedgerNotConfigured("this telemetry replica keeps no ledger (start it with --ledger-url)")
+        since_ms = request.since_ms or self.clock_ms() - 24 * 3600 * 1000
+        return telemetry_pb2.GetLedgerReportResponse(
+            report_json=await ledger_report_json(self.ledger, self.holder, since_ms))
 
     async def GetSnapshot(
         self, request: telemetry_pb2.GetSnapshotRequest, context: grpc.aio.ServicerContext

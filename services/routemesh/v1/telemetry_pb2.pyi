@@ -21,6 +21,12 @@ class CircuitState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CIRCUIT_STATE_CLOSED: _ClassVar[CircuitState]
     CIRCUIT_STATE_OPEN: _ClassVar[CircuitState]
     CIRCUIT_STATE_HALF_OPEN: _ClassVar[CircuitState]
+
+class AlertState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ALERT_STATE_UNSPECIFIED: _ClassVar[AlertState]
+    ALERT_STATE_FIRING: _ClassVar[AlertState]
+    ALERT_STATE_RESOLVED: _ClassVar[AlertState]
 OBSERVATION_PHASE_UNSPECIFIED: ObservationPhase
 OBSERVATION_PHASE_STARTED: ObservationPhase
 OBSERVATION_PHASE_FINISHED: ObservationPhase
@@ -28,6 +34,9 @@ CIRCUIT_STATE_UNSPECIFIED: CircuitState
 CIRCUIT_STATE_CLOSED: CircuitState
 CIRCUIT_STATE_OPEN: CircuitState
 CIRCUIT_STATE_HALF_OPEN: CircuitState
+ALERT_STATE_UNSPECIFIED: AlertState
+ALERT_STATE_FIRING: AlertState
+ALERT_STATE_RESOLVED: AlertState
 
 class Observation(_message.Message):
     __slots__ = ("model", "provider", "phase", "outcome", "ttft_ms", "tpot_ms", "usage", "cost_usd", "timestamp_ms", "decision_id")
@@ -278,3 +287,69 @@ class QualitySignals(_message.Message):
     score_sum: float
     count: int
     def __init__(self, score_sum: _Optional[float] = ..., count: _Optional[int] = ...) -> None: ...
+
+class Alert(_message.Message):
+    __slots__ = ("rule", "kind", "severity", "subject", "state", "value", "threshold", "started_at_ms", "resolved_at_ms", "summary", "fingerprint")
+    RULE_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    SEVERITY_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    RESOLVED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    rule: str
+    kind: str
+    severity: str
+    subject: str
+    state: AlertState
+    value: float
+    threshold: float
+    started_at_ms: int
+    resolved_at_ms: int
+    summary: str
+    fingerprint: str
+    def __init__(self, rule: _Optional[str] = ..., kind: _Optional[str] = ..., severity: _Optional[str] = ..., subject: _Optional[str] = ..., state: _Optional[_Union[AlertState, str]] = ..., value: _Optional[float] = ..., threshold: _Optional[float] = ..., started_at_ms: _Optional[int] = ..., resolved_at_ms: _Optional[int] = ..., summary: _Optional[str] = ..., fingerprint: _Optional[str] = ...) -> None: ...
+
+class ListAlertsRequest(_message.Message):
+    __slots__ = ("resolved_limit",)
+    RESOLVED_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    resolved_limit: int
+    def __init__(self, resolved_limit: _Optional[int] = ...) -> None: ...
+
+class ListAlertsResponse(_message.Message):
+    __slots__ = ("firing", "resolved")
+    FIRING_FIELD_NUMBER: _ClassVar[int]
+    RESOLVED_FIELD_NUMBER: _ClassVar[int]
+    firing: _containers.RepeatedCompositeFieldContainer[Alert]
+    resolved: _containers.RepeatedCompositeFieldContainer[Alert]
+    def __init__(self, firing: _Optional[_Iterable[_Union[Alert, _Mapping]]] = ..., resolved: _Optional[_Iterable[_Union[Alert, _Mapping]]] = ...) -> None: ...
+
+class ListRecentRequestsRequest(_message.Message):
+    __slots__ = ("limit", "decision_id")
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    DECISION_ID_FIELD_NUMBER: _ClassVar[int]
+    limit: int
+    decision_id: str
+    def __init__(self, limit: _Optional[int] = ..., decision_id: _Optional[str] = ...) -> None: ...
+
+class ListRecentRequestsResponse(_message.Message):
+    __slots__ = ("requests",)
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    requests: _containers.RepeatedCompositeFieldContainer[RequestSummary]
+    def __init__(self, requests: _Optional[_Iterable[_Union[RequestSummary, _Mapping]]] = ...) -> None: ...
+
+class GetLedgerReportRequest(_message.Message):
+    __slots__ = ("since_ms",)
+    SINCE_MS_FIELD_NUMBER: _ClassVar[int]
+    since_ms: int
+    def __init__(self, since_ms: _Optional[int] = ...) -> None: ...
+
+class GetLedgerReportResponse(_message.Message):
+    __slots__ = ("report_json",)
+    REPORT_JSON_FIELD_NUMBER: _ClassVar[int]
+    report_json: str
+    def __init__(self, report_json: _Optional[str] = ...) -> None: ...

@@ -60,6 +60,21 @@ class TelemetryServiceStub:
                 request_serializer=routemesh_dot_v1_dot_telemetry__pb2.RecordFeedbackRequest.SerializeToString,
                 response_deserializer=routemesh_dot_v1_dot_telemetry__pb2.RecordFeedbackResponse.FromString,
                 _registered_method=True)
+        self.ListAlerts = channel.unary_unary(
+                '/routemesh.v1.TelemetryService/ListAlerts',
+                request_serializer=routemesh_dot_v1_dot_telemetry__pb2.ListAlertsRequest.SerializeToString,
+                response_deserializer=routemesh_dot_v1_dot_telemetry__pb2.ListAlertsResponse.FromString,
+                _registered_method=True)
+        self.ListRecentRequests = channel.unary_unary(
+                '/routemesh.v1.TelemetryService/ListRecentRequests',
+                request_serializer=routemesh_dot_v1_dot_telemetry__pb2.ListRecentRequestsRequest.SerializeToString,
+                response_deserializer=routemesh_dot_v1_dot_telemetry__pb2.ListRecentRequestsResponse.FromString,
+                _registered_method=True)
+        self.GetLedgerReport = channel.unary_unary(
+                '/routemesh.v1.TelemetryService/GetLedgerReport',
+                request_serializer=routemesh_dot_v1_dot_telemetry__pb2.GetLedgerReportRequest.SerializeToString,
+                response_deserializer=routemesh_dot_v1_dot_telemetry__pb2.GetLedgerReportResponse.FromString,
+                _registered_method=True)
 
 
 class TelemetryServiceServicer:
@@ -102,6 +117,29 @@ class TelemetryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListAlerts(self, request, context):
+        """ListAlerts returns the alerts firing now and the ones resolved lately (the policy's alert rules).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListRecentRequests(self, request, context):
+        """ListRecentRequests returns the newest request summaries this replica received, newest first, with their
+        decisions (never the conversation's text): the console's recent decisions.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetLedgerReport(self, request, context):
+        """GetLedgerReport returns the ledger's report (requests, spend, latency and savings by tenant, route,
+        model and day), as `routemesh report --ledger --format json` prints it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TelemetryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -129,6 +167,21 @@ def add_TelemetryServiceServicer_to_server(servicer, server):
                     servicer.RecordFeedback,
                     request_deserializer=routemesh_dot_v1_dot_telemetry__pb2.RecordFeedbackRequest.FromString,
                     response_serializer=routemesh_dot_v1_dot_telemetry__pb2.RecordFeedbackResponse.SerializeToString,
+            ),
+            'ListAlerts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAlerts,
+                    request_deserializer=routemesh_dot_v1_dot_telemetry__pb2.ListAlertsRequest.FromString,
+                    response_serializer=routemesh_dot_v1_dot_telemetry__pb2.ListAlertsResponse.SerializeToString,
+            ),
+            'ListRecentRequests': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRecentRequests,
+                    request_deserializer=routemesh_dot_v1_dot_telemetry__pb2.ListRecentRequestsRequest.FromString,
+                    response_serializer=routemesh_dot_v1_dot_telemetry__pb2.ListRecentRequestsResponse.SerializeToString,
+            ),
+            'GetLedgerReport': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetLedgerReport,
+                    request_deserializer=routemesh_dot_v1_dot_telemetry__pb2.GetLedgerReportRequest.FromString,
+                    response_serializer=routemesh_dot_v1_dot_telemetry__pb2.GetLedgerReportResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -267,6 +320,87 @@ class TelemetryService:
             '/routemesh.v1.TelemetryService/RecordFeedback',
             routemesh_dot_v1_dot_telemetry__pb2.RecordFeedbackRequest.SerializeToString,
             routemesh_dot_v1_dot_telemetry__pb2.RecordFeedbackResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAlerts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/routemesh.v1.TelemetryService/ListAlerts',
+            routemesh_dot_v1_dot_telemetry__pb2.ListAlertsRequest.SerializeToString,
+            routemesh_dot_v1_dot_telemetry__pb2.ListAlertsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRecentRequests(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/routemesh.v1.TelemetryService/ListRecentRequests',
+            routemesh_dot_v1_dot_telemetry__pb2.ListRecentRequestsRequest.SerializeToString,
+            routemesh_dot_v1_dot_telemetry__pb2.ListRecentRequestsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetLedgerReport(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/routemesh.v1.TelemetryService/GetLedgerReport',
+            routemesh_dot_v1_dot_telemetry__pb2.GetLedgerReportRequest.SerializeToString,
+            routemesh_dot_v1_dot_telemetry__pb2.GetLedgerReportResponse.FromString,
             options,
             channel_credentials,
             insecure,
