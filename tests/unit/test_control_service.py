@@ -92,6 +92,22 @@ async def test_get_policy(control: Control) -> None:
     assert policy_from_json(json.dumps(public)) == current.policy
 
 
+async def test_get_policy_by_version_reads_kept_versions_and_says_which_are_kept(control: Control) -> None:
+    await control.apply(CHEAPER_TEXT)
+    current = await control.stub.GetPolicy(control_pb2.GetPolicyRequest(), timeout=5)
+    before = await control.stub.GetPolicy(control_pb2.GetPolicyRequest(version=1), timeout=5)
+    assert (current.policy.version, before.policy.version) == (2, 1)
+    assert "0.08" in current.policy.policy_json and "0.08" not in before.policy.policy_json
+    assert "${ROUTEMESH_SIM_URL" in before.policy.policy_json  # the operator's view, as for the current one
+    for version, code in ((3, grpc.StatusCode.NOT_FOUND), (-1, grpc.StatusCode.INVALID_ARGUMENT)):
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await control.stub.GetPolicy(control_pb2.GetPolicyRequest(version=version), timeout=5)
+        assert caught.value.code() == code
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await control.stub.GetPolicy(control_pb2.GetPolicyRequest(version=7), timeout=5)
+    assert "control keeps the last 20 versions (versions 1 to 2 now)" in caught.value.details()
+
+
 async def test_get_and_apply_never_return_expanded_values_or_url_passwords(control: Control,
                                                                            monkeypatch) -> None:
     monkeypatch.setenv("ROUTEMESH_POLICY_SIM_URL", "http://canary-host-1234.internal:8080/v1")

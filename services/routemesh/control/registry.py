@@ -49,6 +49,15 @@ class PolicyRegistry:
         """The policy in force, or None before the first load."""
         return self._history[-1] if self._history else None
 
+    @property
+    def history_size(self) -> int:
+        """How many versions are kept."""
+        return self._history.maxlen or 0
+
+    def version(self, version: int) -> PolicyVersionRecord | None:
+        """The kept version `version`, or None (older than the history reaches, or never made)."""
+        return next((record for record in self._history if record.version == version), None)
+
     def history(self) -> list[PolicyVersionRecord]:
         """The retained versions, oldest first."""
         return list(self._history)

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import grpc
 
 from routemesh.common.admin import ADMIN_ACTOR
-from routemesh.common.errors import InvalidRequest, NotReady
+from routemesh.common.errors import InvalidRequest, NotFound, NotReady
 from routemesh.common.policy import PolicyError
 from routemesh.common.tls import peer_identity
 from routemesh.control.keys_api import KeysApi
@@ -62,7 +62,17 @@ class ControlPlaneServicer(control_pb2_grpc.ControlPlaneServiceServicer):
     async def GetPolicy(
         self, request: control_pb2.GetPolicyRequest, context: grpc.aio.ServicerContext
     ) -> control_pb2.GetPolicyResponse:
-        return control_pb2.GetPolicyResponse(policy=policy_message(self._current(), public=True))
+        if request.version < 0:
+            raise InvalidRequest("version must not be negative",
+                                 field_violations=[("version", f"got {request.version}; 0 means the policy in force")])
+        record = self._current() if request.version == 0 else self.registry.version(request.version)
+        if record is None:
+            kept = self.registry.history()
+            held = f"versions {kept[0].version} to {kept[-1].version}" if kept else "no version"
+            raise NotFound(f"policy version {request.version} is not kept here: control keeps the last "
+                           f"{self.registry.history_size} versions ({held} now)",
+                           field_violations=[("version", "not kept")])
+        return control_pb2.GetPolicyResponse(policy=policy_message(record, public=True))
 
     async def WatchPolicy(
         self, request: control_pb2.WatchPolicyRequest, context: grpc.aio.ServicerContext

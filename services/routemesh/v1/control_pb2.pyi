@@ -21,8 +21,10 @@ class Policy(_message.Message):
     def __init__(self, version: _Optional[int] = ..., digest: _Optional[str] = ..., policy_json: _Optional[str] = ..., source: _Optional[str] = ..., created_at_ms: _Optional[int] = ...) -> None: ...
 
 class GetPolicyRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("version",)
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    def __init__(self, version: _Optional[int] = ...) -> None: ...
 
 class GetPolicyResponse(_message.Message):
     __slots__ = ("policy",)

@@ -82,8 +82,8 @@ class ControlPlaneServiceServicer:
     """
 
     def GetPolicy(self, request, context):
-        """GetPolicy returns the policy in force as an operator may read it (admin only): a base_url that a ${VAR}
-        expanded shows as written, and a password in a URL as ***.
+        """GetPolicy returns the policy in force (or a kept earlier version) as an operator may read it (admin and the
+        gateway's console): a base_url that a ${VAR} expanded shows as written, and a password in a URL as ***.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
