@@ -95,7 +95,7 @@ def test_mesh_identities_call_only_what_they_need(tls_mesh, identity, service, c
 
 
 def test_an_admin_credential_admits_a_mesh_identity_to_admin_rpcs(tls_mesh) -> None:
-    with as_identity(tls_mesh, "gateway", "control") as channel:
+    with as_identity(tls_mesh, "executor", "control") as channel:
         stub = control_pb2_grpc.ControlPlaneServiceStub(channel)
         reply = stub.GetPolicy(control_pb2.GetPolicyRequest(), timeout=3,
                                metadata=[("authorization", f"Bearer {ADMIN_KEY}")])

@@ -360,7 +360,7 @@ def test_the_connection_table_is_the_documented_one():
         by_target.setdefault(target, set()).add(source)
     assert by_target == {
         "router": {ANYONE}, "gateway": {ANYONE},
-        "classifier": {"router"}, "executor": {"router"}, "telemetry": {"router", "executor"},
+        "classifier": {"router"}, "executor": {"router"}, "telemetry": {"router", "executor", "gateway"},
         "control": {"router", "classifier", "executor", "telemetry", "gateway"},
         "redis": {"router", "telemetry", "control"}, "sim": {"executor"},
         "jaeger": {ANYONE, *SERVE_COMMANDS},

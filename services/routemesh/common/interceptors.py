@@ -48,17 +48,18 @@ CALLERS: dict[str, frozenset[str]] = {
     "/routemesh.v1.TelemetryService/Report": frozenset({"router", "executor"}),
     "/routemesh.v1.TelemetryService/RecordFeedback": frozenset({"router"}),
     "/routemesh.v1.TelemetryService/WatchSnapshot": frozenset({"router"}),
-    "/routemesh.v1.TelemetryService/GetSnapshot": frozenset({"router", "admin"}),
+    "/routemesh.v1.TelemetryService/GetSnapshot": frozenset({"router", "admin", "gateway"}),
     "/routemesh.v1.TelemetryService/GetExperimentReport": frozenset({"admin"}),
-    # The console (served by the gateway) reads these with the operator's admin credential.
+    # The console (served by the gateway) reads these, and GetSnapshot, GetPolicy and ListPolicyChanges, once the
+    # gateway has checked the operator's admin credential (gateway.console.auth), which it passes on.
     "/routemesh.v1.TelemetryService/ListAlerts": frozenset({"admin", "gateway"}),
     "/routemesh.v1.TelemetryService/ListRecentRequests": frozenset({"admin", "gateway"}),
     "/routemesh.v1.TelemetryService/GetLedgerReport": frozenset({"admin", "gateway"}),
     "/routemesh.v1.ControlPlaneService/WatchPolicy": frozenset({"router", "executor", "classifier", "telemetry",
                                                                 "gateway"}),
-    "/routemesh.v1.ControlPlaneService/GetPolicy": frozenset({"admin"}),
+    "/routemesh.v1.ControlPlaneService/GetPolicy": frozenset({"admin", "gateway"}),
     "/routemesh.v1.ControlPlaneService/ApplyPolicy": frozenset({"admin"}),
-    "/routemesh.v1.ControlPlaneService/ListPolicyChanges": frozenset({"admin"}),
+    "/routemesh.v1.ControlPlaneService/ListPolicyChanges": frozenset({"admin", "gateway"}),
     "/routemesh.v1.ControlPlaneService/CreateKey": frozenset({"admin"}),
     "/routemesh.v1.ControlPlaneService/ListKeys": frozenset({"admin"}),
     "/routemesh.v1.ControlPlaneService/RevokeKey": frozenset({"admin"}),
