@@ -21,10 +21,13 @@ import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from routemesh.common.policy import Policy
 from routemesh.common.stats import percentile
+
+if TYPE_CHECKING:
+    from routemesh.telemetry.ledger.stores import LedgerStore
 
 COLUMNS = ("ended_at_ms", "tenant", "route", "serving_model", "chosen_model", "status", "attempts",
            "input_tokens", "output_tokens", "cost_usd", "ttft_ms", "duration_ms")
@@ -192,6 +195,12 @@ def chart(report: dict[str, Any], path: str) -> None:
     plt.close(figure)
 
 
+async def store_rows(store: LedgerStore, since_ms: int, until_ms: int,
+                     columns: Sequence[str] = COLUMNS) -> list[dict[str, Any]]:
+    """`columns` of the requests an open store holds that ended in [since_ms, until_ms), oldest first."""
+    return [dict(zip(columns, row, strict=True)) for row in await store.rows(columns, since_ms, until_ms)]
+
+
 async def read_rows(url: str, since_ms: int, until_ms: int,
                     columns: Sequence[str] = COLUMNS) -> list[dict[str, Any]]:
     from routemesh.telemetry.ledger.stores import ledger_store
@@ -199,9 +208,20 @@ async def read_rows(url: str, since_ms: int, until_ms: int,
     store = ledger_store(url)
     await store.open()
     try:
-        return [dict(zip(columns, row, strict=True)) for row in await store.rows(columns, since_ms, until_ms)]
+        return await store_rows(store, since_ms, until_ms, columns)
     finally:
         await store.close()
+
+
+def ledger_report(rows: Iterable[dict[str, Any]], policy: Policy, since: str) -> dict[str, Any]:
+    """The whole report, as `--format json` prints it and telemetry's GetLedgerReport returns it."""
+    report = aggregate(rows, Pricer(policy))
+    report["since"] = since
+    return report
+
+
+def report_json(report: dict[str, Any]) -> str:
+    return json.dumps(report, indent=2)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -284,10 +304,9 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     except Exception as exc:  # noqa: BLE001 - a database's error, said in one line
         print(f"routemesh report: cannot read the ledger: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
-    report = aggregate(rows, Pricer(policy))
-    report["since"] = args.since
+    report = ledger_report(rows, policy, args.since)
     if args.format == "json" or getattr(args, "json", False):
-        print(json.dumps(report, indent=2), file=out)
+        print(report_json(report), file=out)
     elif args.format == "csv":
         out.write(format_csv(report))
     else:
