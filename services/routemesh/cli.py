@@ -54,6 +54,10 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
                            help="control-plane address (env ROUTEMESH_CONTROL_ADDR)")
         p.add_argument("--grace-s", type=float, default=float(_env("ROUTEMESH_GRACE_S", "30")),
                        help="seconds in-flight streams get to finish on SIGTERM")
+        metrics_env = f"ROUTEMESH_{name.upper()}_METRICS_LISTEN"
+        p.add_argument("--metrics-listen", default=_env(metrics_env, ""), metavar="HOST:PORT",
+                       help=f"serve Prometheus metrics at http://HOST:PORT/metrics (env {metrics_env}; "
+                            "default: off, and nothing is recorded)")
         module.add_arguments(p)
 
 
@@ -157,7 +161,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     async def run() -> None:
         service = await module.build(args)
-        await serve(service, args.listen, grace_s=args.grace_s)
+        await serve(service, args.listen, grace_s=args.grace_s, metrics_listen=args.metrics_listen)
 
     try:
         run_loop(run())

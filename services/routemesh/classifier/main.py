@@ -6,7 +6,9 @@ import argparse
 
 import grpc
 
+from routemesh.classifier.metrics import ClassifierMetrics
 from routemesh.classifier.servicer import ClassifierServicer
+from routemesh.common.metrics import new_registry
 from routemesh.common.policy import PolicyVersion
 from routemesh.common.policy_watch import PolicyHolder, PolicyWatcher
 from routemesh.common.serve import Service
@@ -30,7 +32,10 @@ async def build(args: argparse.Namespace) -> Service:
     """The classifier service, ready for routemesh.common.serve.serve(): serving once it holds a policy."""
     holder: PolicyHolder[PolicyQuality | None] = PolicyHolder(compile=_quality)
     watcher = PolicyWatcher(holder, args.control, "classifier")
-    servicer = ClassifierServicer(quality=lambda: holder.current)
+    registry = new_registry() if getattr(args, "metrics_listen", "") else None
+    metrics = ClassifierMetrics(registry, lambda: holder.current_version.version if holder.current_version else 0) \
+        if registry is not None else None
+    servicer = ClassifierServicer(quality=lambda: holder.current, classified=metrics.classified if metrics else None)
 
     def register(server: grpc.aio.Server) -> None:
         classifier_pb2_grpc.add_ClassifierServiceServicer_to_server(servicer, server)
@@ -39,4 +44,5 @@ async def build(args: argparse.Namespace) -> Service:
         watcher.start()
 
     return Service(name="classifier", register=register, grpc_services=[GRPC_SERVICE_NAME],
-                   on_start=on_start, on_stop=watcher.stop, ready=lambda: holder.current_version is not None)
+                   on_start=on_start, on_stop=watcher.stop, ready=lambda: holder.current_version is not None,
+                   metrics=registry)

@@ -12,9 +12,11 @@ from dataclasses import dataclass, field
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from prometheus_client import CollectorRegistry
 
 from routemesh.common.admin import AdminAuth
 from routemesh.common.interceptors import ServerInterceptor
+from routemesh.common.metrics import MetricsServer
 from routemesh.common.tls import TlsFiles, server_credentials
 
 log = logging.getLogger(__name__)
@@ -53,6 +55,8 @@ class Service:
     external: bool = False
     # What admits an operator to the admin RPCs besides the admin certificate (common.admin); None: nothing.
     admin: AdminAuth | None = None
+    # Its Prometheus registry when metrics are on (common.metrics); serve() exposes it on `metrics_listen`.
+    metrics: CollectorRegistry | None = None
 
 
 @dataclass
@@ -112,8 +116,24 @@ def tune_gc() -> None:
     gc.set_threshold(10_000, 10, 10)
 
 
-async def serve(service: Service, address: str, *, grace_s: float = 30.0) -> None:
-    """Run `service` on `address` until SIGTERM or SIGINT, then drain in-flight RPCs for up to grace_s."""
+async def serve(service: Service, address: str, *, grace_s: float = 30.0, metrics_listen: str = "") -> None:
+    """Run `service` on `address` until SIGTERM or SIGINT, then drain in-flight RPCs for up to grace_s.
+
+    With a registry and `metrics_listen` (HOST:PORT), its /metrics is served there from start to the end.
+    """
+    exporter = MetricsServer(service.metrics, metrics_listen, f"routemesh {service.name}") \
+        if service.metrics is not None and metrics_listen else None
+    if exporter is not None:
+        exporter.start()
+        print(f"routemesh {service.name} metrics on {exporter.url}", flush=True)
+    try:
+        await _serve(service, address, grace_s)
+    finally:
+        if exporter is not None:
+            exporter.stop()
+
+
+async def _serve(service: Service, address: str, grace_s: float) -> None:
     if service.on_start:
         await service.on_start()
     running = await create_server(service, address)

@@ -12,10 +12,12 @@ import grpc
 from routemesh.common import admin
 from routemesh.common.serve import Service
 from routemesh.common.keys import KeyConfigError, KeyStore, pepper_from_env
+from routemesh.common.metrics import new_registry
 from routemesh.common.redis_client import create_client
 from routemesh.control.audit import AuditLog
 from routemesh.control.keys_api import KeysApi
 from routemesh.control.file_source import PolicyFileSource
+from routemesh.control.metrics import register_control_metrics
 from routemesh.control.registry import PolicyRegistry
 from routemesh.control.servicer import ControlPlaneServicer
 from routemesh.v1 import control_pb2_grpc
@@ -112,4 +114,7 @@ async def build(args: argparse.Namespace) -> Service:
         except KeyConfigError as exc:
             log.warning("API key management is off: %s", exc)
     service, _ = control_service(registry, file_source, keys, admin.from_args(SERVICE_NAME, args, keys))
+    if getattr(args, "metrics_listen", ""):
+        service.metrics = new_registry()
+        register_control_metrics(service.metrics, registry)
     return service

@@ -40,6 +40,8 @@ class PolicyRegistry:
             raise ValueError("history_size must be at least 1")
         # Every applied or refused load() is recorded here (dry runs are not: they change nothing).
         self.audit = audit or AuditLog()
+        # load()s applied and refused since start (routemesh_policy_changes_total); an unchanged one is neither.
+        self.changes: dict[str, int] = {APPLIED: 0, REFUSED: 0}
         self._history: deque[PolicyVersionRecord] = deque(maxlen=history_size)
         # Replaced on every change so each waiter wakes once per version (set() then a fresh Event).
         self._changed = asyncio.Event()
@@ -78,6 +80,7 @@ class PolicyRegistry:
         try:
             candidate, changed = self.dry_run(text, source)
         except PolicyError as exc:
+            self.changes[REFUSED] += 1
             self.audit.record(actor or source, REFUSED, current.version if current else 0, "",
                               f"{len(exc.violations)} problem(s)")
             raise
@@ -95,6 +98,7 @@ class PolicyRegistry:
             public_json=candidate.public_json,
         )
         self._history.append(record)
+        self.changes[APPLIED] += 1
         self.audit.record(actor or source, APPLIED, version, record.digest,
                           summarize_change(current.policy if current else None, record.policy))
         log.info("policy version %d in force from %s (%s)", version, source, record.digest[:12])

@@ -96,6 +96,7 @@ class ExecutionInput:
 
 
 Observer = Callable[[AttemptRecord, bool, str], None]  # (record, finished, decision_id)
+AttemptsDone = Callable[[Sequence[AttemptRecord]], None]  # an execution's attempts, all final
 
 
 def plan_limit(policy: PolicyVersion) -> int:
@@ -133,8 +134,11 @@ class ExecutionEngine:
     from callers); an execution looks its version up once, so a rollout in mid-answer changes nothing in it."""
 
     def __init__(self, holder: PolicyHolder[PolicyVersion], client: HttpClient, observe: Observer,
-                 environ: Mapping[str, str] | None = None, rng: random.Random | None = None):
+                 environ: Mapping[str, str] | None = None, rng: random.Random | None = None,
+                 attempts_done: AttemptsDone | None = None):
         self.holder = holder
+        # Called with each execution's attempts when it ends (the metrics; None: nothing to call).
+        self.attempts_done = attempts_done
         self.versions = PolicyVersions(holder)
         self.client = client
         self.environ = os.environ if environ is None else environ
@@ -425,3 +429,5 @@ class _Execution:
             await runner.wait()
         self.running.clear()
         self.abandoned.clear()
+        if self.engine.attempts_done is not None:
+            self.engine.attempts_done(self.attempts)

@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import os
 
+from routemesh.common.metrics import new_registry
 from routemesh.common.policy import PolicyVersion
 from routemesh.common.policy_watch import PolicyHolder, PolicyWatcher
 from routemesh.common.reporter import TelemetryReporter
 from routemesh.common.serve import Service
 from routemesh.executor.engine import AttemptRecord, ExecutionEngine
 from routemesh.executor.http import HttpClient
+from routemesh.executor.metrics import ExecutorMetrics
 from routemesh.executor.policy_versions import POLICY_VERSIONS_KEPT
 from routemesh.executor.servicer import ExecutorServicer, observation_of
 from routemesh.v1 import executor_pb2_grpc
@@ -34,7 +36,13 @@ async def build(args: argparse.Namespace) -> Service:
     def observe(record: AttemptRecord, finished: bool, decision_id: str) -> None:
         reporter.report(observation_of(record, finished, decision_id))
 
-    engine = ExecutionEngine(holder, client, observe)
+    registry = new_registry() if getattr(args, "metrics_listen", "") else None
+    metrics = ExecutorMetrics(registry, lambda: holder.current.version if holder.current is not None else 0) \
+        if registry is not None else None
+    engine = ExecutionEngine(holder, client, observe, attempts_done=metrics.attempts_done if metrics else None)
+    servicer = ExecutorServicer(engine)
+    if metrics is not None:
+        metrics.watch_streams(lambda: servicer.streams)
 
     async def on_start() -> None:
         watcher.start()
@@ -47,9 +55,9 @@ async def build(args: argparse.Namespace) -> Service:
 
     return Service(
         name="executor",
-        register=lambda server: executor_pb2_grpc.add_ExecutorServiceServicer_to_server(
-            ExecutorServicer(engine), server),
+        register=lambda server: executor_pb2_grpc.add_ExecutorServiceServicer_to_server(servicer, server),
         grpc_services=["routemesh.v1.ExecutorService"],
         on_start=on_start, on_stop=on_stop,
         ready=lambda: holder.current is not None,
+        metrics=registry,
     )

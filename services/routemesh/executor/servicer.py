@@ -150,9 +150,12 @@ class ExecutorServicer(executor_pb2_grpc.ExecutorServiceServicer):
 
     def __init__(self, engine: ExecutionEngine):
         self.engine = engine
+        # Execute streams in progress (routemesh_executor_inflight_streams reads it at scrape time).
+        self.streams = 0
 
     async def Execute(self, request: executor_pb2.ExecuteRequest,
                       context: grpc.aio.ServicerContext) -> AsyncIterator[executor_pb2.ExecuteResponse]:
+        self.streams += 1
         try:
             async for response in self._execute(request, context):
                 yield response
@@ -160,6 +163,8 @@ class ExecutorServicer(executor_pb2_grpc.ExecutorServiceServicer):
             error = detached(exc)
         else:
             return
+        finally:
+            self.streams -= 1
         # Raised outside the except block, so that nothing chains to it, and from a frame that no longer holds
         # the request: this frame lives on in the error's traceback (see detached).
         del request

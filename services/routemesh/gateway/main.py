@@ -7,6 +7,7 @@ import asyncio
 import os
 import signal
 
+from routemesh.common.metrics import MetricsServer, new_registry
 from routemesh.common.tasks import split_listen
 from routemesh.common.tracing import init_tracing, shutdown_tracing
 from routemesh.gateway.server import (
@@ -55,6 +56,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
               help="control-plane address, for the model list (env ROUTEMESH_CONTROL_ADDR)")
     _add_once(parser, "--grace-s", type=float, default=float(env("ROUTEMESH_GRACE_S", "30")),
               help="seconds in-flight streams get to finish on SIGTERM")
+    _add_once(parser, "--metrics-listen", default=env("ROUTEMESH_GATEWAY_METRICS_LISTEN", ""), metavar="HOST:PORT",
+              help="serve Prometheus metrics at http://HOST:PORT/metrics (env ROUTEMESH_GATEWAY_METRICS_LISTEN; "
+                   "default: off)")
     parser.add_argument("--timeout-s", type=float, default=float(env("ROUTEMESH_GATEWAY_TIMEOUT_S", "300")),
                         help="upper bound of one chat, streaming included (env ROUTEMESH_GATEWAY_TIMEOUT_S)")
     parser.add_argument("--header-timeout-s", type=_positive,
@@ -76,15 +80,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 async def run(args: argparse.Namespace) -> None:
     """Serve until SIGTERM or SIGINT; then stop accepting and give in-flight requests up to --grace-s."""
     host, port = split_listen(args.listen, "routemesh gateway")
+    registry = new_registry() if args.metrics_listen else None
+    exporter = MetricsServer(registry, args.metrics_listen, "routemesh gateway") if registry is not None else None
     init_tracing("routemesh-gateway")
     try:
         try:
             server = await start_gateway(args.router, host, port, control_address=args.control,
                                          grace_s=args.grace_s, timeout_s=args.timeout_s,
                                          header_timeout_s=args.header_timeout_s, body_timeout_s=args.body_timeout_s,
-                                         max_connections=args.max_connections)
+                                         max_connections=args.max_connections, metrics=registry)
         except OSError as err:
             raise SystemExit(f"routemesh gateway: cannot listen on {args.listen}: {err.strerror or err}") from None
+        if exporter is not None:
+            exporter.start()
+            print(f"routemesh gateway metrics on {exporter.url}", flush=True)
         print(f"routemesh gateway listening on {server.url}", flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -97,4 +106,6 @@ async def run(args: argparse.Namespace) -> None:
                 loop.remove_signal_handler(sig)
             await server.close()
     finally:
+        if exporter is not None:
+            exporter.stop()
         shutdown_tracing()

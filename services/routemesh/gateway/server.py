@@ -17,6 +17,7 @@ from aiohttp import web
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from opentelemetry import propagate
 from opentelemetry.trace import SpanKind, Status, StatusCode
+from prometheus_client import CollectorRegistry
 
 from routemesh.common import semconv
 from routemesh.common.channels import open_channel
@@ -25,6 +26,7 @@ from routemesh.common.policy_watch import PolicyHolder, PolicyWatcher
 from routemesh.common.tls import ReloadingSslContext, TlsFiles
 from routemesh.common.tracing import tracer
 from routemesh.gateway.chat import ChatHandler, error_response
+from routemesh.gateway.metrics import GatewayMetrics
 from routemesh.gateway.openai_api import GatewayError
 from routemesh.v1 import router_pb2_grpc
 
@@ -184,8 +186,9 @@ async def openai_middleware(request: web.Request, handler: Handler) -> web.Strea
 
 
 
-def create_app(gateway: Gateway) -> web.Application:
-    app = web.Application(middlewares=[openai_middleware], client_max_size=MAX_BODY_BYTES)
+def create_app(gateway: Gateway, metrics: GatewayMetrics | None = None) -> web.Application:
+    middlewares = [metrics.middleware, openai_middleware] if metrics is not None else [openai_middleware]
+    app = web.Application(middlewares=middlewares, client_max_size=MAX_BODY_BYTES)
     app[GATEWAY] = gateway
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/v1/models", list_models)
@@ -283,15 +286,17 @@ async def start_gateway(router_address: str, host: str = "127.0.0.1", port: int 
                         control_address: str | None = None, grace_s: float = 30.0,
                         timeout_s: float = 300.0, header_timeout_s: float = HEADER_TIMEOUT_S,
                         body_timeout_s: float = BODY_TIMEOUT_S,
-                        max_connections: int = MAX_CONNECTIONS) -> GatewayServer:
+                        max_connections: int = MAX_CONNECTIONS,
+                        metrics: CollectorRegistry | None = None) -> GatewayServer:
     """Start the gateway on host:port (0 picks a free port) in the running loop; `timeout_s` bounds each chat.
 
     `header_timeout_s` bounds the wait for a whole request line and headers, from the connection's opening
     or its previous answer; `body_timeout_s` the wait for a whole body; `max_connections` (0: none) caps
-    the open connections.
+    the open connections; with `metrics`, requests are counted there (gateway.metrics).
     """
     control = control_address or os.environ.get("ROUTEMESH_CONTROL_ADDR", DEFAULT_CONTROL)
     gateway = Gateway(router_address, control, timeout_s, body_timeout_s)
+    recorder = GatewayMetrics(metrics, gateway.policy) if metrics is not None else None
     # handler_cancellation: a caller that hangs up cancels its handler, which cancels the router call.
     # keepalive_timeout is the header timeout: aiohttp starts it when a connection opens and again after
     # each answer, and closes the connection when it fires while no whole request head has arrived, however
@@ -299,7 +304,7 @@ async def start_gateway(router_address: str, host: str = "127.0.0.1", port: int 
     # after as long, which clients' pools expect (httpx keeps idle connections 5 s). The start at opening
     # came with aio-libs/aiohttp#13681 (in the 3.14.5 this is tested on); before it, a first request head
     # was waited for without bound. tests/integration/test_gateway_inputs.py fails on such a version.
-    runner = web.AppRunner(create_app(gateway), handle_signals=False, access_log=None,
+    runner = web.AppRunner(create_app(gateway, recorder), handle_signals=False, access_log=None,
                            handler_cancellation=True, shutdown_timeout=grace_s, keepalive_timeout=header_timeout_s)
     await runner.setup()
     try:

@@ -6,6 +6,7 @@ import argparse
 import os
 
 from routemesh.common.keys import KeyCache, KeyConfigError, KeyStore, pepper_from_env
+from routemesh.common.metrics import FunctionCollector, LoopReadings, new_registry
 from routemesh.common.policy_watch import PolicyHolder, PolicyWatcher
 from routemesh.common.redis_client import create_client
 from routemesh.common.reporter import TelemetryReporter
@@ -15,12 +16,14 @@ from routemesh.router.admission.budget_redis import RedisBudgetLedger
 from routemesh.router.admission.guard import SpendGuard
 from routemesh.router.admission.ratelimit import InMemoryRateLimiter, RedisRateLimiter
 from routemesh.router.affinity import InMemoryAffinity, RedisAffinity
+from routemesh.router.budget_metrics import BudgetReadings
 from routemesh.router.clients.classifier import FeatureSource
 from routemesh.router.clients.executor import ExecutorClient
 from routemesh.router.clients.feedback import FeedbackClient
 from routemesh.router.clients.health import HealthSource, HealthWatch
 from routemesh.router.decision.compiled import RoutingPolicy
 from routemesh.router.key_usage import KeyUsageRecorder
+from routemesh.router.metrics import RouterMetrics
 from routemesh.router.pipeline import RequestPipeline
 from routemesh.router.servicer import RouterServicer
 from routemesh.v1 import router_pb2_grpc
@@ -54,6 +57,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--budget-fail-open", action="store_true",
                         default=env("ROUTEMESH_BUDGET_FAIL_OPEN", "") == "true",
                         help="when Redis is down, allow requests without budget checks (default: refuse)")
+    parser.add_argument("--metrics-max-tenants", type=int, default=int(env("ROUTEMESH_METRICS_MAX_TENANTS", "100")),
+                        help="metrics: tenants the policy does not name that get series of their own; later ones "
+                             "are counted as 'other' (env ROUTEMESH_METRICS_MAX_TENANTS)")
 
 
 def make_spend_guard(args: argparse.Namespace) -> SpendGuard:
@@ -98,16 +104,30 @@ async def build(args: argparse.Namespace) -> Service:
     # Each key's requests, tokens and spend, for `routemesh keys list` and `routemesh report --keys`.
     key_usage = KeyUsageRecorder(keys.store) if keys is not None else None
     feedback = FeedbackClient(args.telemetry)
+    registry = new_registry() if getattr(args, "metrics_listen", "") else None
+    metrics = RouterMetrics(registry, holder, args.metrics_max_tenants) if registry is not None else None
     pipeline = RequestPipeline(holder, features, health, affinity, spend, executor, reporter, keys=keys,
-                               key_usage=key_usage, feedback_sink=feedback)
+                               key_usage=key_usage, feedback_sink=feedback, metrics=metrics)
+    servicer = RouterServicer(pipeline)
+    readings = None
+    if registry is not None and metrics is not None:
+        metrics.watch_streams(lambda: servicer.streams)
+        metrics.watch_breakers(registry, lambda: health.last)
+        budgets = BudgetReadings(holder, spend.ledger, metrics.accounts)
+        readings = LoopReadings({"budgets": budgets.read})
+        registry.register(FunctionCollector("budgets", budgets.collect))
 
     async def on_start() -> None:
         for part in (watcher, reporter, health, features, executor, feedback):
             part.start()
         if key_usage is not None:
             key_usage.start()
+        if readings is not None:
+            readings.start()
 
     async def on_stop() -> None:
+        if readings is not None:
+            await readings.stop()
         for part in (watcher, health, reporter, features, executor, feedback):
             await part.stop()
         await spend.close()
@@ -119,9 +139,10 @@ async def build(args: argparse.Namespace) -> Service:
 
     return Service(
         name="router",
-        register=lambda server: router_pb2_grpc.add_RouterServiceServicer_to_server(RouterServicer(pipeline), server),
+        register=lambda server: router_pb2_grpc.add_RouterServiceServicer_to_server(servicer, server),
         grpc_services=["routemesh.v1.RouterService"],
         on_start=on_start, on_stop=on_stop,
         ready=lambda: holder.current is not None and health.ready(),
         external=True,  # applications call it: with TLS on, no mesh certificate is asked of them
+        metrics=registry,
     )

@@ -32,6 +32,7 @@ from routemesh.router.decision.compiled import RoutingPolicy
 from routemesh.router.decision.planner import DecisionState, Plan, plan_request
 from routemesh.router.convert import decision_to_proto, final_to_proto
 from routemesh.router.key_usage import KeyUsageRecorder
+from routemesh.router.metrics import RouterMetrics
 from routemesh.router.request import ChatInput, Classified, Decision, Delta, Finished, conversation_sha256, validate
 from routemesh.v1 import common_pb2, router_pb2, telemetry_pb2
 
@@ -101,8 +102,10 @@ class RequestPipeline:
                  affinity: ConversationAffinity, spend: SpendGuard, executor: ExecutorClient,
                  reporter: TelemetryReporter | None = None, state: DecisionState | None = None,
                  keys: KeyCache | None = None, key_usage: KeyUsageRecorder | None = None,
-                 feedback_sink: FeedbackClient | None = None):
+                 feedback_sink: FeedbackClient | None = None, metrics: RouterMetrics | None = None):
         self.holder = holder
+        # Prometheus instruments (router.metrics), recorded once per request after its answer; None: metrics off.
+        self.metrics = metrics
         # With keys: every request needs an API key; its tenant, project and scope replace what the request says.
         self.keys = keys
         self.key_usage = key_usage
@@ -131,9 +134,15 @@ class RequestPipeline:
     async def chat(self, request: ChatInput) -> AsyncIterator[Decision | Delta | Finished]:
         """The Decision, then Deltas, then one Finished; errors before the decision raise."""
         started = time.monotonic()
-        validate(request)
-        policy = self._policy()
-        request = await self.authenticate(policy, request)
+        policy: RoutingPolicy | None = None
+        try:
+            validate(request)
+            policy = self._policy()
+            request = await self.authenticate(policy, request)
+        except RoutemeshError as exc:
+            if self.metrics is not None:  # before its key was checked, a request's tenant is only a claim
+                self.metrics.rejected(policy, request if self.keys is None else replace(request, metadata={}), exc)
+            raise
         finished: Finished | None = None
         decision_id = uuid.uuid4().hex
         try:
@@ -144,10 +153,13 @@ class RequestPipeline:
             except RoutemeshError as exc:
                 # Refused before any decision (no eligible model, a limit, a budget): a ledger row says why.
                 self.report_refused(policy, request, decision_id, exc, started)
+                if self.metrics is not None:
+                    self.metrics.rejected(policy, request, exc)
                 raise
             decision = self._decision(decision_id, policy, admitted.plan, classified, inputs,
                                       tuple(admitted.admission.unchecked))
             first_at = 0.0
+            failure: BaseException | None = None
             try:
                 async for event in self.execute(policy, request, decision):
                     if isinstance(event, Finished):
@@ -159,9 +171,15 @@ class RequestPipeline:
                     elif not first_at:
                         first_at = time.monotonic()
                     yield event
+            except BaseException as exc:  # what ended it, for the metrics; raised on unchanged
+                failure = exc
+                raise
             finally:
                 await self.settle(admitted.admission, finished)
                 self.report(policy, request, decision, finished, started, first_at)
+                if self.metrics is not None:
+                    self.metrics.served(policy, request, decision, finished, time.monotonic() - started,
+                                        first_at - started if first_at else None, failure)
         finally:
             # Refused requests (a limit, a budget, a model the key may not use) count too, as errors.
             self.count_key_usage(request, finished)

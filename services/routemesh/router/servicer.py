@@ -18,6 +18,8 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
 
     def __init__(self, pipeline: RequestPipeline):
         self.pipeline = pipeline
+        # Chat streams in progress (routemesh_inflight_streams reads it at scrape time).
+        self.streams = 0
 
     async def Explain(self, request: router_pb2.ExplainRequest,
                       context: grpc.aio.ServicerContext) -> router_pb2.ExplainResponse:
@@ -32,13 +34,18 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
     async def Chat(self, request: router_pb2.ChatRequest,
                    context: grpc.aio.ServicerContext) -> AsyncIterator[router_pb2.ChatResponse]:
         decision: Decision | None = None
-        async for event in self.pipeline.chat(chat_input(request, bearer(context.invocation_metadata()))):
-            if type(event) is Delta:
-                yield router_pb2.ChatResponse(delta=common_pb2.Delta(text=event.text, tool_calls=event.tool_calls))
-            elif type(event) is Decision:
-                decision = event
-                yield router_pb2.ChatResponse(decision=decision_to_proto(event))
-            else:
-                assert decision is not None
-                yield router_pb2.ChatResponse(final=final_to_proto(event, decision))
+        self.streams += 1
+        try:
+            async for event in self.pipeline.chat(chat_input(request, bearer(context.invocation_metadata()))):
+                if type(event) is Delta:
+                    yield router_pb2.ChatResponse(delta=common_pb2.Delta(text=event.text,
+                                                                         tool_calls=event.tool_calls))
+                elif type(event) is Decision:
+                    decision = event
+                    yield router_pb2.ChatResponse(decision=decision_to_proto(event))
+                else:
+                    assert decision is not None
+                    yield router_pb2.ChatResponse(final=final_to_proto(event, decision))
+        finally:
+            self.streams -= 1
 

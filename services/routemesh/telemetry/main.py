@@ -6,18 +6,21 @@ import argparse
 import os
 
 import grpc
+from prometheus_client import CollectorRegistry
 
 from routemesh.common import admin
+from routemesh.common.metrics import new_registry
 from routemesh.common.policy_watch import PolicyHolder, PolicyWatcher
 from routemesh.common.serve import Service
 from routemesh.telemetry.ledger.stores import ledger_store
+from routemesh.telemetry.metrics import register_telemetry_metrics
 from routemesh.telemetry.ledger.writer import DEFAULT_BATCH_ROWS, DEFAULT_INTERVAL_S, DEFAULT_MAX_BUFFERED, LedgerWriter
 from routemesh.common.redis_client import create_client
 from routemesh.telemetry.quality_signals import InMemoryQualitySignals, QualitySignalStore, RedisQualitySignals
 from routemesh.telemetry.redis_store import RedisHealthStore
 from routemesh.telemetry.servicer import TelemetryServicer
 from routemesh.telemetry.store import DEFAULT_WINDOW_S, HealthStore, InMemoryHealthStore
-from routemesh.v1 import telemetry_pb2_grpc
+from routemesh.v1 import telemetry_pb2, telemetry_pb2_grpc
 
 SERVICE_NAME = "telemetry"
 GRPC_SERVICE = "routemesh.v1.TelemetryService"
@@ -81,12 +84,17 @@ def make_signals(redis_url: str, prefix: str) -> QualitySignalStore:
 
 def make_service(store: HealthStore, holder: PolicyHolder, watcher: PolicyWatcher | None = None,
                  admin_auth: admin.AdminAuth | None = None, ledger: LedgerWriter | None = None,
-                 signals: QualitySignalStore | None = None) -> Service:
+                 signals: QualitySignalStore | None = None, metrics: CollectorRegistry | None = None) -> Service:
     """The Service around a store and a policy holder; tests pass no watcher and fill the holder directly.
 
-    With `admin_auth`, the operator's RPCs (GetSnapshot, GetExperimentReport) need its credential too.
+    With `admin_auth`, the operator's RPCs (GetSnapshot, GetExperimentReport) need its credential too; with
+    `metrics`, its collectors are registered there.
     """
     servicer = TelemetryServicer(store, holder, ledger=ledger, signals=signals)
+    readings = register_telemetry_metrics(
+        metrics, lambda: holder.current.version if holder.current is not None else 0,
+        lambda: ledger.stats if ledger is not None else None,
+        lambda: servicer.GetSnapshot(telemetry_pb2.GetSnapshotRequest(), None)) if metrics is not None else None
 
     def register(server: grpc.aio.Server) -> None:
         telemetry_pb2_grpc.add_TelemetryServiceServicer_to_server(servicer, server)
@@ -96,8 +104,12 @@ def make_service(store: HealthStore, holder: PolicyHolder, watcher: PolicyWatche
             watcher.start()
         if ledger is not None:
             ledger.start()
+        if readings is not None:
+            readings.start()
 
     async def on_stop() -> None:
+        if readings is not None:
+            await readings.stop()
         if watcher:
             await watcher.stop()
         if ledger is not None:
@@ -114,6 +126,7 @@ def make_service(store: HealthStore, holder: PolicyHolder, watcher: PolicyWatche
         on_drain=servicer.stop,
         ready=lambda: holder.current is not None,
         admin=admin_auth,
+        metrics=metrics,
     )
 
 
@@ -136,4 +149,5 @@ async def build(args: argparse.Namespace) -> Service:
         except ValueError as exc:
             raise SystemExit(f"telemetry: --ledger-url: {exc}") from None
     return make_service(store, holder, PolicyWatcher(holder, args.control, SERVICE_NAME), admin_auth, ledger,
-                        make_signals(args.redis_url, args.redis_prefix))
+                        make_signals(args.redis_url, args.redis_prefix),
+                        new_registry() if getattr(args, "metrics_listen", "") else None)
