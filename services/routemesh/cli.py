@@ -84,6 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--redis-url", default=_env("ROUTEMESH_REDIS_URL", ""),
                     help="share telemetry through Redis (default: in-process store)")
     up.add_argument("--sim-time-scale", type=float, default=1.0, help="scale simulated latencies (0 = none)")
+    up.add_argument("--replicas", default=_env("ROUTEMESH_REPLICAS", ""), metavar="SERVICE=N,...",
+                    help="run several replicas of executor, router, classifier or telemetry (with --redis-url), "
+                    "e.g. executor=2,router=2: each on its own port; the router balances over executors and "
+                    "classifiers, the gateway over routers (env ROUTEMESH_REPLICAS)")
     up.add_argument("--log-dir", help="write each service's log to DIR/SERVICE.log instead of the terminal")
     up.add_argument("--ledger-url", default=_env("ROUTEMESH_LEDGER_URL", ""),
                     help="the outcome ledger, one row per request (env ROUTEMESH_LEDGER_URL; default: SQLite in "
@@ -228,10 +232,32 @@ def _ledger_label(url: str) -> str:
     return url.partition("://")[0] + " (" + url.rpartition("@")[2].partition("?")[0] + ")"
 
 
+def _replica_counts(args: argparse.Namespace) -> dict[str, int]:
+    """--replicas as counts; SystemExit with the problem when it cannot be run."""
+    from routemesh.mesh import parse_replicas
+
+    try:
+        counts = parse_replicas(args.replicas)
+    except ValueError as exc:
+        raise SystemExit(f"routemesh up: --replicas {exc}") from None
+    if counts.get("telemetry", 1) > 1 and not args.redis_url:
+        raise SystemExit("routemesh up: --replicas telemetry=N needs --redis-url: replicas share health through Redis")
+    return counts
+
+
+def replica_warnings(counts: dict[str, int], redis_url: str) -> list[str]:
+    """What an operator should know about the replicas asked for."""
+    if counts.get("router", 1) > 1 and not redis_url:
+        return ["routemesh up: without --redis-url each router replica keeps its own rate limits and budgets "
+                "(each admits up to the limit)"]
+    return []
+
+
 def _up(args: argparse.Namespace) -> int:
     from routemesh.mesh import Mesh, MeshError, MeshLayout
 
-    layout = MeshLayout.from_base(args.port_base, args.host)
+    counts = _replica_counts(args)
+    layout = MeshLayout.from_base(args.port_base, args.host, replicas=counts)
     ledger = "" if args.ledger_url == "off" else args.ledger_url or f"sqlite:///{default_ledger_path()}"
     mesh = Mesh(layout, policy=args.policy or None, redis_url=args.redis_url or None,
                 sim_time_scale=args.sim_time_scale, log_dir=Path(args.log_dir) if args.log_dir else None,
@@ -248,11 +274,14 @@ def _up(args: argparse.Namespace) -> int:
     except MeshError as exc:
         print(f"routemesh up: {exc}", file=sys.stderr)
         return 1
-    print(f"routemesh is up: router at {layout.address('router')}, OpenAI-compatible endpoint at "
+    routers = " and ".join(layout.address(name) for name in layout.replicas("router"))
+    print(f"routemesh is up: router at {routers}, OpenAI-compatible endpoint at "
           f"http://{layout.address('gateway')}/v1 "
           f"(telemetry: {'redis ' + args.redis_url if args.redis_url else 'in-process store'}; "
           f"ledger: {_ledger_label(ledger)}); Ctrl-C stops it", flush=True)
     print(security_hint(), flush=True)
+    for warning in replica_warnings(counts, args.redis_url):
+        print(warning, file=sys.stderr, flush=True)
     supervisor = Supervisor(mesh)
     while not stop["now"]:
         supervisor.tick(time.monotonic())

@@ -28,36 +28,77 @@ def free_port(host: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
+# Services `routemesh up --replicas` can run several of: the router balances over executors and classifiers
+# (round_robin over every replica's address), the gateway over routers. Telemetry replicas share health only
+# through Redis; control is one process (it owns the policy file).
+REPLICABLE = ("executor", "router", "classifier", "telemetry")
+# `from_base` puts replica N (N >= 2) of each service here, in REPLICABLE order: base + 20, base + 21...
+REPLICA_PORT_OFFSET = 20
+
+
+def parse_replicas(text: str) -> dict[str, int]:
+    """`executor=2,router=2` as {"executor": 2, "router": 2}; ValueError says what is wrong."""
+    counts: dict[str, int] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, sep, value = item.partition("=")
+        name = name.strip()
+        if not sep or name not in REPLICABLE:
+            raise ValueError(f"{item!r}: expected SERVICE=COUNT with SERVICE one of {', '.join(REPLICABLE)}")
+        try:
+            count = int(value)
+        except ValueError:
+            raise ValueError(f"{item!r}: COUNT must be a whole number") from None
+        if not 1 <= count <= 16:
+            raise ValueError(f"{item!r}: COUNT must be 1 to 16")
+        counts[name] = count
+    return counts
+
+
 @dataclass
 class MeshLayout:
-    """Where every service of one mesh listens."""
+    """Where every service of one mesh listens; replica N (N >= 2) of a service is named "service-N"."""
 
     host: str = "127.0.0.1"
     ports: dict[str, int] = field(default_factory=dict)
 
     @classmethod
-    def from_base(cls, base: int = DEFAULT_PORT_BASE, host: str = "127.0.0.1") -> MeshLayout:
-        return cls(host=host, ports={name: base + off for name, off in PORT_OFFSETS.items()})
+    def from_base(cls, base: int = DEFAULT_PORT_BASE, host: str = "127.0.0.1",
+                  replicas: dict[str, int] | None = None) -> MeshLayout:
+        ports = {name: base + off for name, off in PORT_OFFSETS.items()}
+        extra = [f"{name}-{i}" for name in REPLICABLE for i in range(2, (replicas or {}).get(name, 1) + 1)]
+        ports.update({name: base + REPLICA_PORT_OFFSET + i for i, name in enumerate(extra)})
+        return cls(host=host, ports=ports)
 
     @classmethod
-    def free(cls, host: str = "127.0.0.1", executors: int = 1) -> MeshLayout:
-        """Free ports for every service; with executors > 1, extra replicas named executor-2, executor-3..."""
-        names = [*PORT_OFFSETS, *(f"executor-{i}" for i in range(2, executors + 1))]
+    def free(cls, host: str = "127.0.0.1", executors: int = 1, replicas: dict[str, int] | None = None) -> MeshLayout:
+        """Free ports for every service; with executors > 1 (or `replicas`), extra replicas executor-2..."""
+        counts = {"executor": executors, **(replicas or {})}
+        names = [*PORT_OFFSETS, *(f"{name}-{i}" for name in REPLICABLE for i in range(2, counts.get(name, 1) + 1))]
         return cls(host=host, ports={name: free_port(host) for name in names})
+
+    def replicas(self, service: str) -> list[str]:
+        """A service's replicas: "executor", then "executor-2"... in number order."""
+        extra = [n for n in self.ports if n.startswith(f"{service}-") and n.rpartition("-")[2].isdigit()]
+        return [service, *sorted(extra, key=lambda n: int(n.rpartition("-")[2]))]
 
     @property
     def executors(self) -> list[str]:
         """The executor replicas: "executor", then "executor-2"...."""
-        return ["executor", *sorted(n for n in self.ports if n.startswith("executor-"))]
+        return self.replicas("executor")
 
     def address(self, service: str) -> str:
         return f"{self.host}:{self.ports[service]}"
 
+    def target(self, service: str) -> str:
+        """A client's target for a service: one address, or every replica's for round_robin."""
+        names = self.replicas(service)
+        if len(names) == 1:
+            return self.address(service)
+        return "ipv4:" + ",".join(self.address(n) for n in names)
+
     def executor_target(self) -> str:
         """The router's executor target: one address, or every replica for round_robin."""
-        if len(self.executors) == 1:
-            return self.address("executor")
-        return "ipv4:" + ",".join(self.address(n) for n in self.executors)
+        return self.target("executor")
 
     @property
     def sim_url(self) -> str:
@@ -67,11 +108,11 @@ class MeshLayout:
         """The variables every process of the mesh gets."""
         return {
             "ROUTEMESH_CONTROL_ADDR": self.address("control"),
-            "ROUTEMESH_TELEMETRY_ADDR": self.address("telemetry"),
-            "ROUTEMESH_CLASSIFIER_ADDR": self.address("classifier"),
-            "ROUTEMESH_EXECUTOR_ADDR": self.executor_target(),
+            "ROUTEMESH_TELEMETRY_ADDR": self.target("telemetry"),
+            "ROUTEMESH_CLASSIFIER_ADDR": self.target("classifier"),
+            "ROUTEMESH_EXECUTOR_ADDR": self.target("executor"),
             "ROUTEMESH_SIM_URL": self.sim_url,
-            "ROUTEMESH_ROUTER_ADDR": self.address("router"),
+            "ROUTEMESH_ROUTER_ADDR": self.target("router"),
         }
 
 
@@ -105,9 +146,8 @@ class Mesh:
         self.sim_seed = sim_seed
         self.log_dir = log_dir
         self.extra_env = extra_env or {}
-        # Replicas start right after the first executor, before the router.
-        self.services = services or tuple(
-            name for base in SERVICE_ORDER for name in (layout.executors if base == "executor" else [base]))
+        # Replicas start right after their first, before the services that call them.
+        self.services = services or tuple(name for base in SERVICE_ORDER for name in layout.replicas(base))
         self.extra_args = extra_args or {}
         # Mutual TLS between the services, each with its own certificate from here (`routemesh certs`; made
         # by start() when missing); this process checks health as "admin".

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 
 import grpc
 import pytest
@@ -336,6 +337,107 @@ def test_streams_cut_by_a_killed_executor_all_end_honestly(tmp_path):
     # Every stream said how it ended; some were cut (not all completed before the kill).
     assert all(o.startswith(("final ", "error ")) for o in outcomes)
     assert any(o != f"final {common_pb2.FINISH_STATUS_COMPLETE}" for o in outcomes)
+
+
+def _start_up(base: int, tmp_path, *extra: str) -> tuple[subprocess.Popen, list[str]]:
+    """`routemesh up` on ports from `base`, returned once it says it is up, with what it printed."""
+    import os
+
+    env = {**os.environ, "XDG_STATE_HOME": str(tmp_path)}
+    proc = subprocess.Popen([sys.executable, "-m", "routemesh", "up", "--port-base", str(base), "--ledger-url", "off",
+                             *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    lines: list[str] = []
+    deadline = time.monotonic() + 90
+    while not lines or "routemesh is up" not in lines[-1]:
+        lines.append(proc.stdout.readline())
+        assert time.monotonic() < deadline and proc.poll() is None, "".join(lines) + proc.stderr.read()
+    return proc, lines
+
+
+ANSWERED = ("FINISH_STATUS_COMPLETE", "FINISH_STATUS_LENGTH")
+
+
+def test_up_replicas_balance_and_lose_no_uncommitted_request(tmp_path):
+    """`routemesh up --replicas executor=2,router=2`: every replica on its own port. SIGKILL one executor under
+    60 streams: each stream that had no token before the kill is answered (by the other executor), each cut one
+    ends with a status. SIGKILL one router: the gateway's requests go to the other."""
+    import asyncio
+    import os
+    import signal
+
+    import httpx
+
+    from routemesh.client import AsyncRouterClient
+
+    base = _free_port_base(span=24)
+    proc, lines = _start_up(base, tmp_path, "--replicas", "executor=2,router=2", "--sim-time-scale", "1")
+    routers = [f"127.0.0.1:{base + 1}", f"127.0.0.1:{base + 21}"]
+    executors = [f"127.0.0.1:{base + 4}", f"127.0.0.1:{base + 20}"]
+    try:
+        printed = "".join(lines)
+        assert f"executor-2  healthy at {executors[1]}" in printed, printed
+        assert f"router-2    healthy at {routers[1]}" in printed, printed
+        assert f"router at {routers[0]} and {routers[1]}" in lines[-1]
+
+        async def streams() -> list[tuple[bool, str]]:
+            killed = asyncio.Event()
+            async with AsyncRouterClient(routers[0], timeout=60) as client:
+                async def one(i: int) -> tuple[bool, str]:
+                    """(whether a token arrived before the kill, how the stream ended)"""
+                    if i >= 30:  # half start at once, half arrive in the second after the kill
+                        await killed.wait()
+                        await asyncio.sleep((i - 30) * 0.03)
+                    committed = False
+                    try:
+                        async for event in client.chat(f"Tell me a fact about the number {i}.", max_tokens=40):
+                            kind = event.WhichOneof("event")
+                            committed |= kind == "delta" and not killed.is_set()
+                            if kind == "final":
+                                return committed, common_pb2.FinishStatus.Name(event.final.status)
+                    except RoutemeshError as exc:
+                        return committed, f"error {exc.code.name}"
+                    return committed, "no final event"
+
+                tasks = [asyncio.create_task(one(i)) for i in range(60)]
+                await asyncio.sleep(0.6)
+                os.kill(_pid_listening(executors[1], "executor"), signal.SIGKILL)
+                killed.set()
+                return await asyncio.wait_for(asyncio.gather(*tasks), 45)
+
+        outcomes = asyncio.run(streams())
+        uncommitted = sum(not committed for committed, _ in outcomes)
+        print(f"\n[up --replicas] 60 streams, executor-2 killed: "
+              f"{sorted(Counter(status for _, status in outcomes).items())}; "
+              f"{uncommitted} had no token before the kill, all answered")
+        assert uncommitted >= 30
+        for committed, status in outcomes:
+            assert status.startswith(("FINISH_STATUS_", "error ")), status
+            if not committed:  # no token had come from the killed executor: the other one serves it
+                assert status in ANSWERED, status
+        assert any(status not in ANSWERED for _, status in outcomes), "no stream was cut: the kill hit nothing"
+
+        os.kill(_pid_listening(routers[1], "router"), signal.SIGKILL)
+        with httpx.Client(base_url=f"http://127.0.0.1:{base + 7}/v1", timeout=30) as http:
+            codes = [http.post("/chat/completions", json={"model": "auto", "messages": [
+                {"role": "user", "content": f"{FAQ} ({i})"}]}).status_code for i in range(10)]
+        assert codes == [200] * 10
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            _, err = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+    assert "executor-2 exited (code -9)" in err and "router-2 exited (code -9)" in err
+
+
+def test_up_refuses_replicas_it_cannot_run(tmp_path):
+    for value, problem in (("gateway=2", "SERVICE one of executor"), ("executor=0", "COUNT must be 1 to 16"),
+                           ("telemetry=2", "needs --redis-url")):
+        result = subprocess.run([sys.executable, "-m", "routemesh", "up", "--replicas", value],
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode != 0 and problem in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr
 
 
 def _pid_listening(listen: str, service: str) -> int:
