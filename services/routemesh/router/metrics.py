@@ -115,6 +115,7 @@ class RouterMetrics:
                               registry=registry)
         policy_version_gauge(registry, lambda: holder.current.version if holder.current is not None else 0)
         self._series: dict[tuple[str, str, str], _Series] = {}
+        self._counted: dict[tuple[tuple[str, str, str], str], Counter] = {}
 
     def watch_streams(self, count: Callable[[], int]) -> None:
         """Read routemesh_inflight_streams from `count` at scrape time (the servicer counts its streams)."""
@@ -173,7 +174,10 @@ class RouterMetrics:
             self._failovers(route, relayed_attempts(failure)[:-1])
             return
         status = FinishStatus.label_of(finished.status)
-        self.requests.labels(route, model, status, tenant).inc()
+        counted = self._counted.get((key, status))
+        if counted is None:
+            counted = self._counted[(key, status)] = self.requests.labels(route, model, status, tenant)
+        counted.inc()
         usage = finished.usage
         if usage is not None:
             series.input_tokens.observe(usage.input_tokens)
