@@ -14,6 +14,7 @@ from urllib.parse import urlsplit, urlunsplit
 import yaml
 from pydantic import ValidationError
 
+from routemesh.common.policy_alerts import env_names, masked_header, masked_url
 from routemesh.common.policy_schema import (
     AUTO,
     CAPABILITIES,
@@ -216,15 +217,25 @@ def parse_policy(text: str, environ: dict[str, str] | None = None,
         raise PolicyError(env_problems + found) from None
     if env_problems:
         raise PolicyError(env_problems)
-    hosts = _provider_host_problems(policy, os.environ if environ is None else environ)
-    if hosts:
-        raise PolicyError(hosts)
+    env = os.environ if environ is None else environ
+    problems = _provider_host_problems(policy, env) + _webhook_env_problems(policy, env)
+    if problems:
+        raise PolicyError(problems)
     return policy
+
+
+def _webhook_env_problems(policy: Policy, env: Mapping[str, str]) -> list[tuple[str, str]]:
+    """Webhook ${VAR}s are expanded by telemetry when it sends; control refuses names the operator does not allow."""
+    allow = _listed(env, ENV_ALLOW_VAR) or DEFAULT_ENV_ALLOW
+    return [(f"alerts.webhooks.{hook.name}", f"environment variable {name} may not be read by a policy; the "
+                                              f"operator allows {', '.join(allow)} ({ENV_ALLOW_VAR})")
+            for hook in policy.alerts.webhooks for name in env_names(hook) if not env_allowed(name, allow)]
 
 
 def public_json(policy: Policy, templates: Mapping[str, str]) -> str:
     """The policy as an operator may read it back (GetPolicy): canonical JSON where each base_url a ${VAR}
-    expanded shows as written, and a password in any base_url as ***. Only the data plane gets the rest."""
+    expanded shows as written, and a password in any base_url as ***. Only the data plane gets the rest.
+    Webhooks keep their ${VAR}s (telemetry expands them); literal secrets in them are hidden (masked_url)."""
     document = policy.model_dump(mode="json")
     for name, provider in (document.get("providers") or {}).items():
         url = templates.get(name, provider.get("base_url", ""))
@@ -233,6 +244,9 @@ def public_json(policy: Policy, templates: Mapping[str, str]) -> str:
             host = parts.netloc.rpartition("@")[2]
             url = urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
         provider["base_url"] = url
+    for hook in (document.get("alerts") or {}).get("webhooks") or ():
+        hook["url"] = masked_url(hook["url"])
+        hook["headers"] = {name: masked_header(value) for name, value in hook["headers"].items()}
     return json.dumps(document, sort_keys=True, separators=(",", ":"))
 
 

@@ -8,6 +8,8 @@ from typing import Literal
 import re2
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from routemesh.common.policy_alerts import Alerts, reference_problems
+
 TASK_TYPES = (
     "chat",
     "code",
@@ -411,6 +413,7 @@ class Policy(_Strict):
     tenants: dict[str, Tenant] = {}
     budgets: tuple[Budget, ...] = ()
     quality_predictor: QualityPredictorRef | None = None
+    alerts: Alerts = Alerts()
 
     @model_validator(mode="after")
     def _references(self) -> Policy:
@@ -449,6 +452,7 @@ class Policy(_Strict):
         names = [b.name for b in self.budgets]
         for name in {n for n in names if names.count(n) > 1}:
             problems.append(f"budgets: the name {name!r} is used twice")
+        problems += reference_problems(self.alerts, set(self.models), set(self.routes), set(names))
         if self.defaults.route not in self.routes:
             problems.append(f"defaults.route: unknown route {self.defaults.route!r}; defined: {sorted(self.routes)}")
         if problems:

@@ -17,7 +17,7 @@ DEFAULT_KEPT = 500
 APPLIED, REFUSED = "applied", "refused"
 # Sections whose entries are named (a diff lists the names); the rest are compared whole.
 _NAMED = ("providers", "models", "routes", "tenants")
-_WHOLE = ("defaults", "health", "request_keys", "budgets", "quality_predictor")
+_WHOLE = ("defaults", "health", "request_keys", "budgets", "quality_predictor", "alerts")
 
 
 @dataclass(frozen=True)

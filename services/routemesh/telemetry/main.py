@@ -16,6 +16,9 @@ from routemesh.telemetry.ledger.stores import ledger_store
 from routemesh.telemetry.metrics import register_telemetry_metrics
 from routemesh.telemetry.ledger.writer import DEFAULT_BATCH_ROWS, DEFAULT_INTERVAL_S, DEFAULT_MAX_BUFFERED, LedgerWriter
 from routemesh.common.redis_client import create_client
+from routemesh.telemetry.alerting.claims import LocalClaims, RedisClaims
+from routemesh.telemetry.alerting.spend import SharedSpend
+from routemesh.telemetry.alerts import AlertEngine
 from routemesh.telemetry.quality_signals import InMemoryQualitySignals, QualitySignalStore, RedisQualitySignals
 from routemesh.telemetry.redis_store import RedisHealthStore
 from routemesh.telemetry.servicer import TelemetryServicer
@@ -84,13 +87,16 @@ def make_signals(redis_url: str, prefix: str) -> QualitySignalStore:
 
 def make_service(store: HealthStore, holder: PolicyHolder, watcher: PolicyWatcher | None = None,
                  admin_auth: admin.AdminAuth | None = None, ledger: LedgerWriter | None = None,
-                 signals: QualitySignalStore | None = None, metrics: CollectorRegistry | None = None) -> Service:
+                 signals: QualitySignalStore | None = None, metrics: CollectorRegistry | None = None,
+                 alerts: AlertEngine | None = None) -> Service:
     """The Service around a store and a policy holder; tests pass no watcher and fill the holder directly.
 
     With `admin_auth`, the operator's RPCs (GetSnapshot, GetExperimentReport) need its credential too; with
-    `metrics`, its collectors are registered there.
+    `metrics`, its collectors are registered there; with `alerts`, the policy's alert rules are evaluated
+    and notified while the service runs.
     """
     servicer = TelemetryServicer(store, holder, ledger=ledger, signals=signals)
+    servicer.alerts = alerts
     readings = register_telemetry_metrics(
         metrics, lambda: holder.current.version if holder.current is not None else 0,
         lambda: ledger.stats if ledger is not None else None,
@@ -104,6 +110,8 @@ def make_service(store: HealthStore, holder: PolicyHolder, watcher: PolicyWatche
             watcher.start()
         if ledger is not None:
             ledger.start()
+        if alerts is not None:
+            alerts.start()
         if readings is not None:
             readings.start()
 
@@ -112,6 +120,8 @@ def make_service(store: HealthStore, holder: PolicyHolder, watcher: PolicyWatche
             await readings.stop()
         if watcher:
             await watcher.stop()
+        if alerts is not None:
+            await alerts.stop()  # queued notifications get a short drain
         if ledger is not None:
             await ledger.stop()  # writes what is buffered (SIGTERM drains the server first)
         await servicer.signals.close()
@@ -150,4 +160,13 @@ async def build(args: argparse.Namespace) -> Service:
             raise SystemExit(f"telemetry: --ledger-url: {exc}") from None
     return make_service(store, holder, PolicyWatcher(holder, args.control, SERVICE_NAME), admin_auth, ledger,
                         make_signals(args.redis_url, args.redis_prefix),
-                        new_registry() if getattr(args, "metrics_listen", "") else None)
+                        new_registry() if getattr(args, "metrics_listen", "") else None,
+                        make_alerts(holder, store, args.redis_url, args.redis_prefix))
+
+
+def make_alerts(holder: PolicyHolder, store: HealthStore, redis_url: str, prefix: str) -> AlertEngine:
+    """The policy's alert rules: with Redis, replicas claim each notification there and read the routers'
+    budget ledger; without, this replica notifies every transition and sums spend from its own reports."""
+    if redis_url:
+        return AlertEngine(holder, store, claims=RedisClaims(redis_url, prefix), spend=SharedSpend(redis_url, prefix))
+    return AlertEngine(holder, store, claims=LocalClaims())

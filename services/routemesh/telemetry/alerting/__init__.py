@@ -1,0 +1,1 @@
+"""Alerting: rules read from the policy, evaluated in telemetry, delivered to webhooks."""
