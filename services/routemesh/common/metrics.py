@@ -130,7 +130,8 @@ class LoopReadings:
     """Refreshes readings that need the event loop (an await) every `interval_s`, for collectors to read.
 
     Runs as a task on the service's loop between start() and stop(); each reading's last value stays in
-    `values` (None until its first success), so a scrape reads memory only.
+    `values` (absent until its first success), so a scrape reads memory only. A reading that returns None has
+    nothing to read yet (no policy held): it is asked again within half a second rather than an interval.
     """
 
     def __init__(self, readings: dict[str, Callable[[], Awaitable[object]]], interval_s: float = REFRESH_S):
@@ -145,17 +146,25 @@ class LoopReadings:
     async def stop(self) -> None:
         await cancel_and_wait(self._task)
 
-    async def refresh(self) -> None:
+    async def refresh(self) -> bool:
+        """Read everything once; whether every reading had something to read."""
+        ready = True
         for name, read in self.readings.items():
             try:
-                self.values[name] = await read()
+                value = await read()
             except Exception as exc:  # noqa: BLE001 - keep the last value; say why once per refresh
                 log.warning("metrics reading %s failed: %s", name, exc)
+                continue
+            if value is None:
+                ready = False
+            else:
+                self.values[name] = value
+        return ready
 
     async def _run(self) -> None:
         while True:
-            await self.refresh()
-            await asyncio.sleep(self.interval_s)
+            ready = await self.refresh()
+            await asyncio.sleep(self.interval_s if ready else min(0.5, self.interval_s))
 
 
 class MetricsServer:

@@ -41,10 +41,11 @@ class BudgetReadings:
                 found.setdefault(scope.account, scope)
         return list(found.values())
 
-    async def read(self) -> dict[str, tuple[float, float]]:
+    async def read(self) -> dict[str, tuple[float, float]] | None:
+        """Each budget's (limit, least remaining); None before the router holds a policy."""
         policy = self.holder.current
         if policy is None:
-            return self.last
+            return None
         scopes = self.scopes(policy)
         statuses = await self.ledger.status(scopes) if scopes else {}
         self.last = remaining_by_budget(policy.budgets, scopes, statuses)

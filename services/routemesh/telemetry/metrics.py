@@ -50,7 +50,11 @@ def register_telemetry_metrics(registry: CollectorRegistry, policy_version: Call
                                snapshot: Callable[[], Awaitable[telemetry_pb2.GetSnapshotResponse]]) -> LoopReadings:
     """Register the collectors; the returned readings (the snapshot) run on the loop from start to stop."""
     policy_version_gauge(registry, policy_version)
-    readings = LoopReadings({"snapshot": snapshot})
+    async def read() -> telemetry_pb2.GetSnapshotResponse | None:
+        # Before the policy arrives a snapshot names no model: read again shortly instead of an interval later.
+        return await snapshot() if policy_version() else None
+
+    readings = LoopReadings({"snapshot": read})
 
     def collect() -> list:
         stats = ledger()
