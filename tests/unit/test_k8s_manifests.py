@@ -22,6 +22,9 @@ BASE = ROOT / "deploy" / "k8s" / "base"
 GRPC_SERVICES = {"router": 50051, "classifier": 50052, "telemetry": 50053, "executor": 50054, "control": 50055}
 HTTP_SERVICES = {"sim": 50056, "gateway": 50057}
 HEADLESS = {"classifier", "executor", "telemetry"}
+# Each routemesh service's Prometheus metrics port (docs/metrics.md).
+METRICS_PORTS = {"router": 50061, "classifier": 50062, "telemetry": 50063, "executor": 50064, "control": 50065,
+                 "gateway": 50067}
 # Deployments that run with a mesh certificate: every `routemesh serve` service (sim is a plain HTTP provider).
 TLS_SERVICES = set(SERVE_COMMANDS)
 TLS_MOUNT = "/certs"
@@ -123,7 +126,7 @@ def test_grpc_services_are_probed_with_routemesh_health_on_their_port():
     # every mesh certificate names.
     for name, port in GRPC_SERVICES.items():
         spec = container(objects("Deployment")[name])
-        assert ports_of(objects("Deployment")[name]) == {"grpc": port}
+        assert ports_of(objects("Deployment")[name]) == {"grpc": port, "metrics": METRICS_PORTS[name]}
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
             command = spec[probe]["exec"]["command"]
             assert command == ["routemesh", "health", f"127.0.0.1:{port}"], f"{name} {probe}"
@@ -333,6 +336,8 @@ def needed_connections() -> set[tuple[str, str, int]]:
         needed.add((name, "jaeger", otlp_port))
     # Providers (the sim among them) are called by the executor alone.
     needed.add(("executor", "sim", HTTP_SERVICES["sim"]))
+    # Prometheus, from whichever namespace it runs in, scrapes every routemesh service.
+    needed |= {(ANYONE, name, port) for name, port in METRICS_PORTS.items()}
     # A port open to anyone needs no rule for each caller (the gateway dials the router).
     return {(s, t, p) for s, t, p in needed if s == ANYONE or (ANYONE, t, p) not in needed}
 
@@ -358,10 +363,11 @@ def test_the_connection_table_is_the_documented_one():
     by_target: dict[str, set[str]] = {}
     for source, target, _ in needed_connections():
         by_target.setdefault(target, set()).add(source)
-    assert by_target == {
+    assert by_target == {  # ANYONE everywhere in the mesh: Prometheus, on the metrics port only
         "router": {ANYONE}, "gateway": {ANYONE},
-        "classifier": {"router"}, "executor": {"router"}, "telemetry": {"router", "executor", "gateway"},
-        "control": {"router", "classifier", "executor", "telemetry", "gateway"},
+        "classifier": {"router", ANYONE}, "executor": {"router", ANYONE},
+        "telemetry": {"router", "executor", "gateway", ANYONE},
+        "control": {"router", "classifier", "executor", "telemetry", "gateway", ANYONE},
         "redis": {"router", "telemetry", "control"}, "sim": {"executor"},
         "jaeger": {ANYONE, *SERVE_COMMANDS},
     }
@@ -377,3 +383,16 @@ def test_the_router_requires_api_keys_and_shares_the_pepper_with_control():
         assert any(m["name"] == "key-pepper" and m["mountPath"] == "/key-pepper"
                    for m in container(deployments[name])["volumeMounts"])
     assert "routemesh-key-pepper" in (ROOT / "README.md").read_text()
+
+
+def test_every_routemesh_service_serves_metrics_where_its_annotations_say():
+    compose = yaml.safe_load((ROOT / "compose.yaml").read_text())["services"]
+    for name, port in METRICS_PORTS.items():
+        deployment = objects("Deployment")[name]
+        annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+        assert annotations == {"prometheus.io/scrape": "true", "prometheus.io/port": str(port),
+                               "prometheus.io/path": "/metrics"}, name
+        assert ports_of(deployment)["metrics"] == port
+        variable = f"ROUTEMESH_{name.upper()}_METRICS_LISTEN"
+        assert env_of(deployment)[variable] == f"0.0.0.0:{port}", name
+        assert compose[name]["environment"][variable] == f"0.0.0.0:{port}", name
