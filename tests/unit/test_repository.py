@@ -118,6 +118,20 @@ def test_every_package_is_listed_in_pyproject():
     assert found - {"routemesh.client"} <= listed, f"add to pyproject: {sorted(found - listed)}"
 
 
+def test_the_consoles_page_is_package_data():
+    """A non-editable install has the console's HTML, script and style (gateway/console/static)."""
+    import fnmatch
+    import tomllib
+
+    data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    patterns = data.get("routemesh.gateway.console", [])
+    folder = ROOT / "services/routemesh/gateway/console"
+    files = [p.relative_to(folder).as_posix() for p in (folder / "static").rglob("*") if p.is_file()]
+    assert files, "the console's static folder is empty"
+    missing = [f for f in files if not any(fnmatch.fnmatch(f, pattern) for pattern in patterns)]
+    assert not missing, f"add to [tool.setuptools.package-data] routemesh.gateway.console: {missing}"
+
+
 def test_ruff_is_clean():
     ruff = shutil.which("ruff") or str(pathlib.Path(sys.executable).parent / "ruff")
     result = subprocess.run([ruff, "check", "--output-format", "concise", "services", "clients", "tests"],

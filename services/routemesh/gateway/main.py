@@ -7,12 +7,14 @@ import asyncio
 import os
 import signal
 
+from routemesh.common.keys import KeyConfigError
 from routemesh.common.metrics import MetricsServer, new_registry
 from routemesh.common.tasks import split_listen
 from routemesh.common.tracing import init_tracing, shutdown_tracing
 from routemesh.gateway.server import (
     BODY_TIMEOUT_S,
     DEFAULT_CONTROL,
+    DEFAULT_TELEMETRY,
     HEADER_TIMEOUT_S,
     MAX_CONNECTIONS,
     GatewayServer,
@@ -54,6 +56,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
               help=f"HOST:PORT to serve HTTP on (env ROUTEMESH_GATEWAY_LISTEN, default {DEFAULT_LISTEN})")
     _add_once(parser, "--control", default=env("ROUTEMESH_CONTROL_ADDR", DEFAULT_CONTROL),
               help="control-plane address, for the model list (env ROUTEMESH_CONTROL_ADDR)")
+    parser.add_argument("--telemetry", default=env("ROUTEMESH_TELEMETRY_ADDR", DEFAULT_TELEMETRY),
+                        help="telemetry address, for the console (env ROUTEMESH_TELEMETRY_ADDR)")
+    _add_once(parser, "--redis-url", default=env("ROUTEMESH_REDIS_URL", ""),
+              help="where API keys are kept (env ROUTEMESH_REDIS_URL): with ROUTEMESH_KEY_PEPPER, the console "
+                   "admits admin API keys; without, only the bootstrap key ROUTEMESH_ADMIN_KEY")
+    _add_once(parser, "--redis-prefix", default=env("ROUTEMESH_REDIS_PREFIX", "") or "routemesh:",
+              help="prefix of every Redis key (env ROUTEMESH_REDIS_PREFIX; default routemesh:)")
     _add_once(parser, "--grace-s", type=float, default=float(env("ROUTEMESH_GRACE_S", "30")),
               help="seconds in-flight streams get to finish on SIGTERM")
     _add_once(parser, "--metrics-listen", default=env("ROUTEMESH_GATEWAY_METRICS_LISTEN", ""), metavar="HOST:PORT",
@@ -88,13 +97,17 @@ async def run(args: argparse.Namespace) -> None:
             server = await start_gateway(args.router, host, port, control_address=args.control,
                                          grace_s=args.grace_s, timeout_s=args.timeout_s,
                                          header_timeout_s=args.header_timeout_s, body_timeout_s=args.body_timeout_s,
-                                         max_connections=args.max_connections, metrics=registry)
+                                         max_connections=args.max_connections, metrics=registry,
+                                         telemetry_address=args.telemetry, redis_url=args.redis_url,
+                                         redis_prefix=args.redis_prefix)
         except OSError as err:
             raise SystemExit(f"routemesh gateway: cannot listen on {args.listen}: {err.strerror or err}") from None
+        except KeyConfigError as err:
+            raise SystemExit(f"routemesh gateway: {err}") from None
         if exporter is not None:
             exporter.start()
             print(f"routemesh gateway metrics on {exporter.url}", flush=True)
-        print(f"routemesh gateway listening on {server.url}", flush=True)
+        print(f"routemesh gateway listening on {server.url} (console: {server.url}/console)", flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -26,6 +26,8 @@ from routemesh.common.policy_watch import PolicyHolder, PolicyWatcher
 from routemesh.common.tls import ReloadingSslContext, TlsFiles
 from routemesh.common.tracing import tracer
 from routemesh.gateway.chat import ChatHandler, error_response
+from routemesh.gateway.console.console import Console, build_console
+from routemesh.gateway.console.routes import add_console
 from routemesh.gateway.metrics import GatewayMetrics
 from routemesh.gateway.openai_api import GatewayError
 from routemesh.v1 import router_pb2_grpc
@@ -33,6 +35,7 @@ from routemesh.v1 import router_pb2_grpc
 log = logging.getLogger(__name__)
 
 DEFAULT_CONTROL = "127.0.0.1:50055"
+DEFAULT_TELEMETRY = "127.0.0.1:50053"
 HEALTH_CACHE_S = 1.0
 # Long prompts are legitimate; the router accepts 64 MiB messages too.
 MAX_BODY_BYTES = 64 * 1024 * 1024
@@ -63,6 +66,8 @@ class Gateway:
         self.policy = PolicyHolder()
         self.watcher = PolicyWatcher(self.policy, control_address, "gateway")
         self.chat = ChatHandler(self.router, timeout_s, body_timeout_s)
+        # The operator's console (/console), set by start_gateway.
+        self.console: Console | None = None
         self.draining = False
         self.started = int(time.time())
         self._serving = False
@@ -84,6 +89,8 @@ class Gateway:
 
     async def close(self) -> None:
         await self.watcher.stop()
+        if self.console is not None:
+            await self.console.close()
         await self.channel.close()
 
 
@@ -196,6 +203,8 @@ def create_app(gateway: Gateway, metrics: GatewayMetrics | None = None) -> web.A
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/v1/routemesh/explain", explain)
     app.router.add_post("/v1/feedback", feedback)
+    if gateway.console is not None:
+        add_console(app, gateway.console)
     return app
 
 
@@ -287,15 +296,24 @@ async def start_gateway(router_address: str, host: str = "127.0.0.1", port: int 
                         timeout_s: float = 300.0, header_timeout_s: float = HEADER_TIMEOUT_S,
                         body_timeout_s: float = BODY_TIMEOUT_S,
                         max_connections: int = MAX_CONNECTIONS,
-                        metrics: CollectorRegistry | None = None) -> GatewayServer:
+                        metrics: CollectorRegistry | None = None, telemetry_address: str | None = None,
+                        redis_url: str = "", redis_prefix: str = "routemesh:") -> GatewayServer:
     """Start the gateway on host:port (0 picks a free port) in the running loop; `timeout_s` bounds each chat.
 
     `header_timeout_s` bounds the wait for a whole request line and headers, from the connection's opening
     or its previous answer; `body_timeout_s` the wait for a whole body; `max_connections` (0: none) caps
-    the open connections; with `metrics`, requests are counted there (gateway.metrics).
+    the open connections; with `metrics`, requests are counted there (gateway.metrics). The console reads
+    telemetry at `telemetry_address` and checks admin API keys in `redis_url` (gateway.console.auth).
     """
     control = control_address or os.environ.get("ROUTEMESH_CONTROL_ADDR", DEFAULT_CONTROL)
     gateway = Gateway(router_address, control, timeout_s, body_timeout_s)
+    telemetry = telemetry_address or os.environ.get("ROUTEMESH_TELEMETRY_ADDR", DEFAULT_TELEMETRY)
+    try:
+        gateway.console = build_console(telemetry, control, lambda: gateway.policy.current, redis_url=redis_url,
+                                        redis_prefix=redis_prefix)
+    except BaseException:
+        await gateway.close()
+        raise
     recorder = GatewayMetrics(metrics, gateway.policy) if metrics is not None else None
     # handler_cancellation: a caller that hangs up cancels its handler, which cancels the router call.
     # keepalive_timeout is the header timeout: aiohttp starts it when a connection opens and again after
