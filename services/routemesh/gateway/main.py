@@ -58,11 +58,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
               help="control-plane address, for the model list (env ROUTEMESH_CONTROL_ADDR)")
     parser.add_argument("--telemetry", default=env("ROUTEMESH_TELEMETRY_ADDR", DEFAULT_TELEMETRY),
                         help="telemetry address, for the console (env ROUTEMESH_TELEMETRY_ADDR)")
-    _add_once(parser, "--redis-url", default=env("ROUTEMESH_REDIS_URL", ""),
-              help="where API keys are kept (env ROUTEMESH_REDIS_URL): with ROUTEMESH_KEY_PEPPER, the console "
-                   "admits admin API keys; without, only the bootstrap key ROUTEMESH_ADMIN_KEY")
-    _add_once(parser, "--redis-prefix", default=env("ROUTEMESH_REDIS_PREFIX", "") or "routemesh:",
-              help="prefix of every Redis key (env ROUTEMESH_REDIS_PREFIX; default routemesh:)")
+    # Not --redis-url: the gateway keeps nothing in Redis; it only reads API keys there, and only with the pepper.
+    parser.add_argument("--keys-redis-url", default=env("ROUTEMESH_REDIS_URL", ""),
+                        help="the Redis control keeps API keys in (env ROUTEMESH_REDIS_URL): with "
+                             "ROUTEMESH_KEY_PEPPER set too, the console admits admin API keys; otherwise only the "
+                             "bootstrap key ROUTEMESH_ADMIN_KEY")
+    parser.add_argument("--keys-redis-prefix", default=env("ROUTEMESH_REDIS_PREFIX", "") or "routemesh:",
+                        help="the key prefix control uses in that Redis (env ROUTEMESH_REDIS_PREFIX; default "
+                             "routemesh:)")
     _add_once(parser, "--grace-s", type=float, default=float(env("ROUTEMESH_GRACE_S", "30")),
               help="seconds in-flight streams get to finish on SIGTERM")
     _add_once(parser, "--metrics-listen", default=env("ROUTEMESH_GATEWAY_METRICS_LISTEN", ""), metavar="HOST:PORT",
@@ -98,8 +101,8 @@ async def run(args: argparse.Namespace) -> None:
                                          grace_s=args.grace_s, timeout_s=args.timeout_s,
                                          header_timeout_s=args.header_timeout_s, body_timeout_s=args.body_timeout_s,
                                          max_connections=args.max_connections, metrics=registry,
-                                         telemetry_address=args.telemetry, redis_url=args.redis_url,
-                                         redis_prefix=args.redis_prefix)
+                                         telemetry_address=args.telemetry, redis_url=args.keys_redis_url,
+                                         redis_prefix=args.keys_redis_prefix)
         except OSError as err:
             raise SystemExit(f"routemesh gateway: cannot listen on {args.listen}: {err.strerror or err}") from None
         except KeyConfigError as err:

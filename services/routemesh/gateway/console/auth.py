@@ -5,7 +5,7 @@ bootstrap admin key, no API keys (ROUTEMESH_REQUIRE_KEYS, or a key pepper to mak
 ROUTEMESH_REQUIRE_ADMIN, no mutual TLS. That is `routemesh up`'s default, where the CLI's admin commands
 are open too. Otherwise every /console/api call needs `Authorization: Bearer <credential>`, checked here as
 the services check it (common.admin.AdminAuth): the bootstrap key by digest in constant time, an admin API
-key in the key store when the gateway can reach it (--redis-url and ROUTEMESH_KEY_PEPPER). The gateway's own
+key in the key store when the gateway can reach it (--keys-redis-url and ROUTEMESH_KEY_PEPPER). The gateway's own
 certificate admits it to the console's RPCs, so this check is the one that counts; the credential is passed
 on as well, for services run with --require-admin.
 """
@@ -82,7 +82,7 @@ class ConsoleAuth:
         keys = key_store(redis_url, redis_prefix) if redis_url else None
         if not bootstrap and keys is None:
             log.warning("the console needs an admin credential (%s) but the gateway can check none: set %s, or "
-                        "give the gateway --redis-url and %s for admin API keys", "; ".join(reasons), ADMIN_KEY_ENV,
+                        "give the gateway --keys-redis-url and %s for admin API keys", "; ".join(reasons), ADMIN_KEY_ENV,
                         PEPPER_ENV)
             return cls(reasons)
         return cls(reasons, AdminAuth.create(KeyCache(keys) if keys is not None else None, bootstrap))
@@ -98,13 +98,13 @@ class ConsoleAuth:
         why = "; ".join(self.reasons)
         if self.admin is None:
             return Verdict(401, f"the console needs an admin credential ({why}), but this gateway can check none: "
-                                f"set {ADMIN_KEY_ENV}, or give it --redis-url and {PEPPER_ENV} for admin API keys")
+                                f"set {ADMIN_KEY_ENV}, or give it --keys-redis-url and {PEPPER_ENV} for admin API keys")
         token = bearer_of(authorization)
         if not token:
             return Verdict(401, f"the console needs an admin credential ({why}): sign in with "
                                 f"{self.admin.describe()}")
         if token.startswith(TOKEN_PREFIX) and self.admin.keys is None:
-            return Verdict(401, "this gateway cannot check API keys (give it --redis-url and "
+            return Verdict(401, "this gateway cannot check API keys (give it --keys-redis-url and "
                                 f"{PEPPER_ENV}); sign in with {ADMIN_KEY_ENV}")
         try:
             actor = await self.admin.actor([("authorization", f"Bearer {token}")])
