@@ -78,7 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     up = sub.add_parser("up", help="run the whole mesh on this machine until Ctrl-C")
     up.add_argument("--port-base", type=int, default=int(_env("ROUTEMESH_PORT_BASE", "50050")),
-                    help="router on BASE+1, classifier +2, telemetry +3, executor +4, control +5, sim +6")
+                    help="router on BASE+1, classifier +2, telemetry +3, executor +4, control +5, sim +6, gateway +7; "
+                         "their Prometheus metrics on BASE+11 (router) to +17 (gateway)")
     up.add_argument("--host", default="127.0.0.1")
     up.add_argument("--policy", default=_env("ROUTEMESH_POLICY", ""), help="policy YAML (default: built-in)")
     up.add_argument("--redis-url", default=_env("ROUTEMESH_REDIS_URL", ""),
@@ -270,7 +271,9 @@ def _up(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
     try:
-        mesh.start(progress=lambda s: print(f"  {s:<11} healthy at {layout.address(s)}", flush=True))
+        mesh.start(progress=lambda s: print(f"  {s:<11} healthy at {layout.address(s)}"
+                                            + (f", metrics at {layout.metrics_url(s)}" if layout.metrics_url(s) else ""),
+                                            flush=True))
     except MeshError as exc:
         print(f"routemesh up: {exc}", file=sys.stderr)
         return 1

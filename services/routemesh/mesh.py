@@ -19,6 +19,10 @@ SERVICE_ORDER = ("control", "sim", "telemetry", "classifier", "executor", "route
 PORT_OFFSETS = {"router": 1, "classifier": 2, "telemetry": 3, "executor": 4, "control": 5, "sim": 6, "gateway": 7}
 HTTP_SERVICES = ("sim", "gateway")
 DEFAULT_PORT_BASE = 50050
+# Each routemesh service's Prometheus metrics port, from_base: BASE + METRICS_PORT_OFFSET + its offset (router
+# 50061 ... gateway 50067); replicas' metrics, and every port of MeshLayout.free, are free ports.
+METRICS_PORT_OFFSET = 10
+METERED = ("router", "classifier", "telemetry", "executor", "control", "gateway")
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -60,6 +64,8 @@ class MeshLayout:
 
     host: str = "127.0.0.1"
     ports: dict[str, int] = field(default_factory=dict)
+    # Where each routemesh service (replicas too) serves Prometheus metrics; the sim has none.
+    metrics_ports: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def from_base(cls, base: int = DEFAULT_PORT_BASE, host: str = "127.0.0.1",
@@ -67,14 +73,22 @@ class MeshLayout:
         ports = {name: base + off for name, off in PORT_OFFSETS.items()}
         extra = [f"{name}-{i}" for name in REPLICABLE for i in range(2, (replicas or {}).get(name, 1) + 1)]
         ports.update({name: base + REPLICA_PORT_OFFSET + i for i, name in enumerate(extra)})
-        return cls(host=host, ports=ports)
+        metrics = {name: base + METRICS_PORT_OFFSET + PORT_OFFSETS[name] for name in METERED}
+        metrics.update({name: free_port(host) for name in extra})
+        return cls(host=host, ports=ports, metrics_ports=metrics)
 
     @classmethod
     def free(cls, host: str = "127.0.0.1", executors: int = 1, replicas: dict[str, int] | None = None) -> MeshLayout:
         """Free ports for every service; with executors > 1 (or `replicas`), extra replicas executor-2..."""
         counts = {"executor": executors, **(replicas or {})}
         names = [*PORT_OFFSETS, *(f"{name}-{i}" for name in REPLICABLE for i in range(2, counts.get(name, 1) + 1))]
-        return cls(host=host, ports={name: free_port(host) for name in names})
+        return cls(host=host, ports={name: free_port(host) for name in names},
+                   metrics_ports={name: free_port(host) for name in names if name != "sim"})
+
+    def metrics_url(self, service: str) -> str:
+        """Where a service's Prometheus metrics are ("" when it has no metrics port)."""
+        port = self.metrics_ports.get(service)
+        return f"http://{self.host}:{port}/metrics" if port else ""
 
     def replicas(self, service: str) -> list[str]:
         """A service's replicas: "executor", then "executor-2"... in number order."""
@@ -137,6 +151,7 @@ class Mesh:
         services: tuple[str, ...] | None = None,
         extra_args: dict[str, list[str]] | None = None,
         tls_dir: Path | None = None,
+        metrics: bool = True,
     ):
         self.layout = layout
         self.policy = policy
@@ -152,6 +167,8 @@ class Mesh:
         # Mutual TLS between the services, each with its own certificate from here (`routemesh certs`; made
         # by start() when missing); this process checks health as "admin".
         self.tls_dir = tls_dir
+        # Each service serves Prometheus metrics on its layout's metrics port (False: none, and none recorded).
+        self.metrics = metrics
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self._logs: dict[str, object] = {}
 
@@ -164,6 +181,8 @@ class Mesh:
             return [*base, "sim", "--listen", listen, "--seed", str(self.sim_seed),
                     "--time-scale", str(self.sim_time_scale), *extra]
         cmd = [*base, "serve", service.split("-")[0], "--listen", listen]
+        if self.metrics and service in self.layout.metrics_ports:
+            cmd += ["--metrics-listen", f"{self.layout.host}:{self.layout.metrics_ports[service]}"]
         if service == "control" and self.policy:
             cmd += ["--policy", self.policy]
         # Control keeps API keys there (when ROUTEMESH_KEY_PEPPER is set too).

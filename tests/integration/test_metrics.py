@@ -11,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from routemesh.cli import SERVICES
 from routemesh.client import RouterClient, RoutemeshError
-from routemesh.mesh import Mesh, MeshLayout, free_port
+from routemesh.mesh import Mesh, MeshLayout
 from tests.integration.conftest import SIM_TIME_SCALE
 
 pytestmark = pytest.mark.integration
@@ -22,15 +22,14 @@ Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 @pytest.fixture(scope="module")
 def metered(tmp_path_factory) -> Iterator[tuple[Mesh, dict[str, int]]]:
-    """A mesh with metrics on every service (and telemetry's ledger in SQLite, for the ledger's metrics)."""
-    ports = {name: free_port() for name in SERVICES}
+    """A mesh with metrics on every service (as Mesh runs it: its layout's metrics ports), and telemetry's ledger
+    in SQLite for the ledger's metrics."""
     ledger = tmp_path_factory.mktemp("metrics-ledger") / "ledger.db"
-    extra = {name: ["--metrics-listen", f"127.0.0.1:{port}"] for name, port in ports.items()}
-    extra["telemetry"] += ["--ledger-url", f"sqlite:///{ledger}"]
     mesh = Mesh(MeshLayout.free(), sim_time_scale=SIM_TIME_SCALE, log_dir=tmp_path_factory.mktemp("metrics-logs"),
-                extra_args=extra)
+                extra_args={"telemetry": ["--ledger-url", f"sqlite:///{ledger}"]})
+    assert set(mesh.layout.metrics_ports) == set(SERVICES)
     mesh.start()
-    yield mesh, ports
+    yield mesh, mesh.layout.metrics_ports
     mesh.stop()
 
 
@@ -127,3 +126,4 @@ def test_every_service_exposes_the_contracts_metrics_with_the_chats_values(meter
         samples = scrape(port)
         assert samples[("routemesh_policy_version", frozenset())] == 1, name
         assert samples[("process_cpu_seconds_total", frozenset())] > 0, name
+

@@ -123,3 +123,16 @@ async def test_the_gateway_counts_requests_by_route_pattern_and_code():
     assert sample("routemesh_http_requests_total", {"path": "/v1/models/{model}", "code": "200"}) == 2
     assert sample("routemesh_http_requests_total", {"path": "other", "code": "404"}) == 1
     assert sample("routemesh_http_inflight_requests") == 0
+
+
+def test_a_mesh_passes_each_service_its_metrics_port_unless_told_not_to() -> None:
+    from routemesh.mesh import Mesh, MeshLayout
+
+    layout = MeshLayout.free()
+    assert "--metrics-listen" not in Mesh(layout, metrics=False).command("router")
+    assert Mesh(layout).command("router")[-2:] == ["--metrics-listen", f"127.0.0.1:{layout.metrics_ports['router']}"]
+    assert "--metrics-listen" not in Mesh(layout).command("sim")
+    base = MeshLayout.from_base(50050, replicas={"executor": 2})
+    assert [base.metrics_ports[s] for s in ("router", "classifier", "telemetry", "executor", "control", "gateway")] \
+        == [50061, 50062, 50063, 50064, 50065, 50067]
+    assert base.metrics_ports["executor-2"] not in base.ports.values()
