@@ -271,3 +271,25 @@ async def test_no_rules_cost_nothing_per_report():
     engine.observe_requests(summaries("cheap", 100, 2, tenant="acme", cost=1.0))
     assert engine.failovers.routes() == [] and engine.spend_tally.pairs == set()
     assert await engine.evaluate() == []
+
+
+async def test_metrics_show_alerts_firing_per_rule_and_deliveries_by_outcome():
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from routemesh.telemetry.alerting.delivery import WebhookSender
+    from routemesh.telemetry.alerting.metrics import register_alert_metrics
+
+    engine, _, clock, store = engine_with([{"name": "down", "kind": "outage", "severity": "critical"},
+                                           {"name": "errors", "kind": "error_rate"}])
+    engine.sender = WebhookSender()  # counts only; nothing is submitted before the scrape
+    registry = CollectorRegistry()
+    register_alert_metrics(registry, engine)
+    await fail(store, "strong", 5, clock.ms)
+    engine.sender.counts["retried"] += 2
+    engine.sender.submit = lambda *args: True  # type: ignore[method-assign]
+    await engine.evaluate()
+    text = generate_latest(registry).decode()
+    assert 'routemesh_alerts_firing{rule="down",severity="critical"} 1.0' in text
+    assert 'routemesh_alerts_firing{rule="errors",severity="warning"} 0.0' in text
+    assert 'routemesh_alert_deliveries_total{outcome="retried"} 2.0' in text
+    assert 'routemesh_alert_deliveries_total{outcome="delivered"} 0.0' in text

@@ -69,6 +69,8 @@ class AlertEngine:
         self.failovers = FailoverTally()
         self.spend_tally = SpendTally()
         self.evaluations = 0
+        # (rule, severity) -> alerts firing, replaced whole after each evaluation (read by metrics' thread).
+        self.firing_counts: dict[tuple[str, str], int] = {}
         self._task: asyncio.Task[None] | None = None
 
     def observe_requests(self, summaries: Sequence[telemetry_pb2.RequestSummary]) -> None:
@@ -136,6 +138,10 @@ class AlertEngine:
         sent += await self._adopt(settings, measured, now_ms)
         for transition in sent:
             self._notify(transition, settings)
+        counts = {(rule.name, rule.severity): 0 for rule in settings.rules}
+        for alert in self.tracker.firing():
+            counts[(alert.rule, alert.severity)] = counts.get((alert.rule, alert.severity), 0) + 1
+        self.firing_counts = counts
         return sent
 
     async def _measure(self, policy: Policy, settings: Alerts, now_ms: int) -> dict[str, list[Reading] | None]:

@@ -17,6 +17,7 @@ from routemesh.telemetry.metrics import register_telemetry_metrics
 from routemesh.telemetry.ledger.writer import DEFAULT_BATCH_ROWS, DEFAULT_INTERVAL_S, DEFAULT_MAX_BUFFERED, LedgerWriter
 from routemesh.common.redis_client import create_client
 from routemesh.telemetry.alerting.claims import LocalClaims, RedisClaims
+from routemesh.telemetry.alerting.metrics import register_alert_metrics
 from routemesh.telemetry.alerting.spend import SharedSpend
 from routemesh.telemetry.alerts import AlertEngine
 from routemesh.telemetry.quality_signals import InMemoryQualitySignals, QualitySignalStore, RedisQualitySignals
@@ -97,6 +98,8 @@ def make_service(store: HealthStore, holder: PolicyHolder, watcher: PolicyWatche
     """
     servicer = TelemetryServicer(store, holder, ledger=ledger, signals=signals)
     servicer.alerts = alerts
+    if metrics is not None and alerts is not None:
+        register_alert_metrics(metrics, alerts)
     readings = register_telemetry_metrics(
         metrics, lambda: holder.current.version if holder.current is not None else 0,
         lambda: ledger.stats if ledger is not None else None,
