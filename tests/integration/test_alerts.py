@@ -16,7 +16,7 @@ import yaml
 
 from routemesh.client import AsyncRouterClient
 from routemesh.common.policy import load_default_policy_text
-from routemesh.mesh import Mesh, MeshLayout, free_port
+from routemesh.mesh import Mesh, MeshLayout
 from routemesh.v1 import telemetry_pb2, telemetry_pb2_grpc
 from tests.chaos.conftest import policy_text
 from tests.integration.conftest import REDIS_URL, SIM_TIME_SCALE, SimAdmin
@@ -79,13 +79,10 @@ def receiver() -> Iterator[WebhookReceiver]:
 def alert_mesh(tmp_path_factory, redis_prefix, receiver) -> Iterator[Mesh]:
     path = tmp_path_factory.mktemp("alerts-policy") / "policy.yaml"
     path.write_text(policy_text(alert_policy(receiver.url)))
-    metrics_port = free_port()
     mesh = Mesh(MeshLayout.free(), policy=str(path), redis_url=REDIS_URL, redis_prefix=f"{redis_prefix}alerts:",
                 sim_time_scale=SIM_TIME_SCALE, log_dir=tmp_path_factory.mktemp("alerts-logs"),
                 extra_env={"ROUTEMESH_GRACE_S": "2", "ROUTEMESH_POLICY_TOKEN": TOKEN},
-                extra_args={"telemetry": ["--window-s", str(WINDOW_S),
-                                          "--metrics-listen", f"127.0.0.1:{metrics_port}"]})
-    mesh.metrics_port = metrics_port  # type: ignore[attr-defined]
+                extra_args={"telemetry": ["--window-s", str(WINDOW_S)]})
     mesh.start()
     yield mesh
     mesh.stop()
@@ -182,7 +179,7 @@ async def test_faults_fire_and_resolve_each_alert_once_in_both_shapes(alert_mesh
     print("[alerts] from the faults to firing (telemetry's start time): " + ", ".join(
         f"{a.rule} {(a.started_at_ms - fault_wall_ms) / 1000:.1f} s" for a in sorted(listed.firing,
                                                                                   key=lambda a: a.started_at_ms)))
-    scraped = httpx.get(f"http://127.0.0.1:{alert_mesh.metrics_port}/metrics", timeout=5).text
+    scraped = httpx.get(alert_mesh.layout.metrics_url("telemetry"), timeout=5).text
     assert 'routemesh_alerts_firing{rule="down",severity="critical"} 1.0' in scraped
     assert 'routemesh_alert_deliveries_total{outcome="retried"}' in scraped
 
