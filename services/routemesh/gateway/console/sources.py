@@ -22,7 +22,7 @@ T = TypeVar("T")
 CALL_TIMEOUT_S = 3.0
 LEDGER_TIMEOUT_S = 12.0
 CACHE_S = 1.0
-LEDGER_CACHE_S = 15.0
+LEDGER_CACHE_S = 5.0
 RECENT_LIMIT = 500
 Metadata = Sequence[tuple[str, str]]
 
