@@ -124,6 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     top = sub.add_parser("top", help="live per-model health, latency, errors, circuits and spend (refreshing)")
     importlib.import_module("routemesh.top").add_arguments(top)
+    alerts = sub.add_parser("alerts", help="the alerts firing now and those resolved lately (the policy's alert rules)")
+    importlib.import_module("routemesh.alerts_cli").add_arguments(alerts)
 
     keys = sub.add_parser("keys", help="caller API keys: create, list, revoke, rotate (through control, as admin)")
     importlib.import_module("routemesh.keys_cli").add_arguments(keys)
@@ -469,6 +471,8 @@ def main(argv: list[str] | None = None) -> int:
             return importlib.import_module("routemesh.bench.main").run(args)
         if args.command == "top":
             return importlib.import_module("routemesh.top").run(args)
+        if args.command == "alerts":
+            return importlib.import_module("routemesh.alerts_cli").run(args)
         if args.command == "router":
             return importlib.import_module("routemesh.quality.commands").run(args)
         if args.command == "report":

@@ -9,6 +9,7 @@ import time
 
 import grpc
 
+from routemesh.alerts_cli import footer as alert_footer
 from routemesh.clitext import print_rpc_error
 from routemesh.common.tls import blocking_channel
 from routemesh.v1 import telemetry_pb2, telemetry_pb2_grpc
@@ -26,8 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--once", action="store_true", help="print one snapshot and exit")
 
 
-def render(snapshot: telemetry_pb2.GetSnapshotResponse) -> str:
-    """The snapshot as an aligned table."""
+def render(snapshot: telemetry_pb2.GetSnapshotResponse, alerts: telemetry_pb2.ListAlertsResponse | None = None) -> str:
+    """The snapshot as an aligned table, with the alerts firing below it."""
     rows = [_COLUMNS]
     for h in sorted(snapshot.models, key=lambda m: m.model):
         admit = f" {h.admit_fraction:.0%}" if h.circuit_state != telemetry_pb2.CIRCUIT_STATE_OPEN and \
@@ -50,7 +51,16 @@ def render(snapshot: telemetry_pb2.GetSnapshotResponse) -> str:
         ledger = snapshot.ledger
         footer = ["", f"ledger: {ledger.written:,} rows written, {ledger.buffered:,} buffered, {ledger.dropped:,} "
                       f"dropped" + ("" if ledger.healthy else f"; DATABASE NOT ANSWERING: {ledger.last_error}")]
+    if alerts is not None:
+        footer += alert_footer(alerts)
     return "\n".join([header, "", *lines, *footer])
+
+
+def _alerts(stub: telemetry_pb2_grpc.TelemetryServiceStub) -> telemetry_pb2.ListAlertsResponse | None:
+    try:
+        return stub.ListAlerts(telemetry_pb2.ListAlertsRequest(resolved_limit=1), timeout=2)
+    except grpc.RpcError:  # an older telemetry, or one refusing: the table is what top is for
+        return None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -70,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
                         return 1
                     time.sleep(args.interval)
                     continue
-                table = render(snapshot)
+                table = render(snapshot, _alerts(stub))
                 if args.once:
                     print(table)
                     return 0

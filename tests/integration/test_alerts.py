@@ -14,6 +14,7 @@ import httpx
 import pytest
 import yaml
 
+from routemesh.cli import main
 from routemesh.client import AsyncRouterClient
 from routemesh.common.policy import load_default_policy_text
 from routemesh.mesh import Mesh, MeshLayout
@@ -149,7 +150,7 @@ def p50(values: list[float]) -> float:
     return statistics.median(values) if values else 0.0
 
 
-async def test_faults_fire_and_resolve_each_alert_once_in_both_shapes(alert_mesh, receiver):
+async def test_faults_fire_and_resolve_each_alert_once_in_both_shapes(alert_mesh, receiver, capsys):
     sim = SimAdmin(alert_mesh.layout.sim_url)
     traffic = Traffic(alert_mesh.layout.address("router"))
     # A clean start: the flaky model's own faults are part of this test's script.
@@ -216,6 +217,9 @@ async def test_faults_fire_and_resolve_each_alert_once_in_both_shapes(alert_mesh
                                                                               timeout=5)
     assert {(a.rule, a.subject) for a in listed.firing} == {("budget", "budget=tiny/tenant=budgeted")}
     assert {(a.rule, a.subject) for a in listed.resolved} >= RESOLVING
+    assert main(["alerts", "--telemetry", alert_mesh.layout.address("telemetry")]) == 0
+    printed = capsys.readouterr().out
+    assert "firing: 1\n  WARNING  budget [budget=tiny/tenant=budgeted]" in printed and "resolved lately:" in printed
 
     # Chats never waited on deliveries: the control route as fast while the receiver was slow as before.
     slow_receiver = traffic.control_ms[recovery_start:]

@@ -293,3 +293,23 @@ async def test_metrics_show_alerts_firing_per_rule_and_deliveries_by_outcome():
     assert 'routemesh_alerts_firing{rule="errors",severity="warning"} 0.0' in text
     assert 'routemesh_alert_deliveries_total{outcome="retried"} 2.0' in text
     assert 'routemesh_alert_deliveries_total{outcome="delivered"} 0.0' in text
+
+
+def test_the_cli_lists_firing_then_resolved_alerts_and_top_shows_the_firing_ones():
+    from routemesh.alerts_cli import render
+    from routemesh.top import render as render_top
+
+    reply = telemetry_pb2.ListAlertsResponse(
+        firing=[telemetry_pb2.Alert(rule="down", severity="critical", subject="model=strong", started_at_ms=T0,
+                                    summary="strong: circuit breaker open")],
+        resolved=[telemetry_pb2.Alert(rule="slow", subject="model=balanced", started_at_ms=T0 - 600_000,
+                                      resolved_at_ms=T0 - 60_000, summary="balanced: TTFT p90 2500 ms")])
+    assert render(reply, T0 + 90_000).splitlines() == [
+        "firing: 1",
+        "  CRITICAL down [model=strong] for 90s: strong: circuit breaker open",
+        "",
+        "resolved lately:",
+        "  slow [model=balanced] 2m ago, after 9m: balanced: TTFT p90 2500 ms"]
+    table = render_top(telemetry_pb2.GetSnapshotResponse(), reply)
+    assert table.endswith("alerts firing: 1\n  critical: strong: circuit breaker open")
+    assert "alerts" not in render_top(telemetry_pb2.GetSnapshotResponse(), telemetry_pb2.ListAlertsResponse())
