@@ -13,7 +13,7 @@ import threading
 import time
 from pathlib import Path
 
-from routemesh.bench.measure import STAGGER_S, BenchConfig, BenchError, run_all
+from routemesh.bench.measure import METRICS_SCRAPE_S, STAGGER_S, BenchConfig, BenchError, run_all
 from routemesh.bench.progress import Progress
 from routemesh.bench.report import TARGETS, build_figures, print_table
 from routemesh.bench.workload import MAX_TOKENS, PINNED_MODEL, PROFILES, UPSTREAM_MODEL
@@ -73,6 +73,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ledger", metavar="sqlite|URL", default="",
                         help="telemetry writes the outcome ledger (sqlite: a file of the run; or a postgresql:// URL); "
                              "compare with a run without it")
+    parser.add_argument("--metrics", choices=("on", "off"), default="on",
+                        help="every mesh service serves Prometheus metrics, scraped every "
+                             f"{METRICS_SCRAPE_S:g} s as a Prometheus would (default on, as deployed); run pairs "
+                             "with off to measure what they cost")
     parser.add_argument("--json", metavar="PATH", default=None, help="write every figure and raw number here")
     parser.add_argument("--quick", action="store_true",
                         help="a smoke run for CI: both modes, tracing on, 2 rounds, concurrency 1,8, tiny counts, "
@@ -95,7 +99,8 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         modes=["zero", "realistic"] if args.mode == "both" else [args.mode],
         tracings=["off", "on"] if tracing == "both" else [tracing],
         rounds=pick("rounds"), requests=pick("requests"), realistic_requests=pick("realistic_requests"),
-        concurrency=pick("concurrency"), quick=args.quick, classifier=args.classifier, tls=args.tls, ledger=args.ledger, **extra,
+        concurrency=pick("concurrency"), quick=args.quick, classifier=args.classifier, tls=args.tls, ledger=args.ledger,
+        metrics=args.metrics, **extra,
     )
     return cfg
 
@@ -108,6 +113,7 @@ def _config_json(cfg: BenchConfig) -> dict:
                                for mode in cfg.modes},
         "stagger_s": {mode: STAGGER_S[mode] for mode in cfg.modes},
         "settle_s": cfg.settle_s, "quick": cfg.quick, "classifier": cfg.classifier, "tls": cfg.tls, "ledger": cfg.ledger,
+        "metrics": cfg.metrics, "metrics_scrape_s": METRICS_SCRAPE_S,
         "pinned_model": PINNED_MODEL, "upstream_model": UPSTREAM_MODEL, "max_tokens": MAX_TOKENS,
         "sim_profiles": {mode: PROFILES[mode] for mode in cfg.modes},
         "decision_iterations": cfg.decision_iterations, "classifier_iterations": cfg.classifier_iterations,

@@ -15,7 +15,7 @@ import httpx
 from routemesh.bench.progress import Progress
 from routemesh.bench.report import mode_levels
 from routemesh.bench.stats import summarize
-from routemesh.bench.system import TRACING_OFF_ENV, CpuMeter, TraceSink
+from routemesh.bench.system import TRACING_OFF_ENV, CpuMeter, MetricsScraper, TraceSink
 from routemesh.bench.workload import (
     MAX_TOKENS,
     PROFILES,
@@ -33,6 +33,8 @@ from routemesh.mesh import Mesh, MeshError, MeshLayout
 # Errors kept per phase in the JSON: enough to diagnose, bounded however many requests fail.
 _ERRORS_KEPT = 3
 _TIMEOUTS_S = {"zero": 30.0, "realistic": 60.0}
+# With metrics on, every service's /metrics is scraped this often during the run (a common Prometheus setting).
+METRICS_SCRAPE_S = 15.0
 # Realistic mode: streams start spread over one answer's duration (TTFT, then a token every 20 ms), as
 # independent callers do; started together they stay in lockstep and every request of a wave lands in the
 # same millisecond, which measures a thundering herd, not the overhead per stream.
@@ -63,6 +65,7 @@ class BenchConfig:
     classifier: str = "service"  # or "local": the router classifies in-process
     tls: bool = False  # mutual TLS between the services, and TLS from the bench to the router
     ledger: str = ""  # "sqlite": telemetry writes the outcome ledger to a SQLite file in the run's directory; or a URL
+    metrics: str = "on"  # "off": no service serves (or records) Prometheus metrics
 
     def requests_at(self, mode: str, concurrency: int) -> int:
         if mode == "zero":
@@ -176,12 +179,15 @@ def run_tracing(tracing: str, cfg: BenchConfig, sink: TraceSink | None, progress
     ledger = f"sqlite:///{log_dir / 'ledger.db'}" if cfg.ledger == "sqlite" else cfg.ledger
     mesh = Mesh(MeshLayout.free(), sim_time_scale=TIME_SCALES[cfg.modes[0]], log_dir=log_dir, extra_env=env,
                 tls_dir=log_dir / "certs" if cfg.tls else None,
-                extra_args={"telemetry": ["--ledger-url", ledger]} if ledger else None)
+                extra_args={"telemetry": ["--ledger-url", ledger]} if ledger else None, metrics=cfg.metrics == "on")
     progress.phase(f"[tracing {tracing}] starting a private mesh")
     phases: list[dict] = []
     ok = False
+    scraper = MetricsScraper([mesh.layout.metrics_url(s) for s in mesh.layout.metrics_ports], METRICS_SCRAPE_S)
     try:
         mesh.start(progress=lambda s: progress.phase(f"[tracing {tracing}] starting a private mesh: {s} is up"))
+        if cfg.metrics == "on":
+            scraper.start()
         for mode in cfg.modes:
             if mesh.sim_time_scale != TIME_SCALES[mode]:
                 progress.phase(f"[tracing {tracing}] restarting the sim for {mode} mode")
@@ -191,6 +197,9 @@ def run_tracing(tracing: str, cfg: BenchConfig, sink: TraceSink | None, progress
     except MeshError as exc:
         raise BenchError(str(exc)) from None
     finally:
+        scraper.stop()
+        if scraper.failures:
+            progress.note(f"warning: {scraper.failures} metrics scrape(s) failed")
         progress.phase(f"[tracing {tracing}] stopping the mesh")
         mesh.stop(timeout_s=10)
         if ok:

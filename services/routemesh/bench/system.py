@@ -138,3 +138,36 @@ class TraceSink:
 
 
 TRACING_OFF_ENV = {"OTEL_SDK_DISABLED": "true", "OTEL_TRACES_EXPORTER": "none"}
+
+
+class MetricsScraper:
+    """Scrapes every service's /metrics every `interval_s` from a thread, as Prometheus would, so the services
+    pay for exposition as deployed; the bench process's share is the client's, as a Prometheus's would be apart."""
+
+    def __init__(self, urls: list[str], interval_s: float):
+        self.urls = urls
+        self.interval_s = interval_s
+        self.scrapes = self.failures = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="metrics-scraper", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        import urllib.request
+
+        while not self._stop.wait(self.interval_s):
+            for url in self.urls:
+                try:
+                    with urllib.request.urlopen(url, timeout=5) as response:
+                        response.read()
+                    self.scrapes += 1
+                except OSError:
+                    self.failures += 1
