@@ -81,11 +81,17 @@ class AlertEngine:
         now_ms = self.clock_ms()
         now_s, now = now_ms // 1000, utc(now_ms)
         policy = held.policy
+        costs: dict[tuple[str, str], float] = {}
         for summary in summaries:
             if summary.route:
                 self.failovers.add(summary.route, len(summary.final.attempts) > 1, now_s)
-            if summary.tenant and policy.budgets:
-                self.spend_tally.add(policy, summary.tenant, summary.project, summary.cost_usd, now)
+            if summary.tenant:
+                pair = (summary.tenant, summary.project)
+                costs[pair] = costs.get(pair, 0.0) + summary.cost_usd
+        if policy.budgets:
+            # Per tenant and project once per report: finding a request's budget accounts is the costly part.
+            for (tenant, project), cost in costs.items():
+                self.spend_tally.add(policy, tenant, project, cost, now)
 
     def list(self, resolved_limit: int) -> telemetry_pb2.ListAlertsResponse:
         """Alerts firing now, and the newest `resolved_limit` resolved ones."""
