@@ -7,7 +7,7 @@
   var SLOW_MS = 30000;
   var KEY_ITEM = "routemesh.console.key";
   var COLORS = ["#2f6fde", "#e8833a", "#1f9d55", "#b546c9", "#d64545", "#12a4b6", "#8a6d3b", "#5b6b8c",
-                "#c2185b", "#7cb342"];
+                "#c2185b", "#7cb342", "#00897b", "#f4511e", "#6d4c41", "#3949ab"];
   var state = { policyVersion: null, policyAt: 0, ledgerAt: 0, selected: null, timer: null, colors: {} };
 
   // --- small DOM helpers --------------------------------------------------------------------------------------
@@ -228,25 +228,33 @@
       var models = Object.keys(r.models).map(function (m) { return m + " " + r.models[m]; }).join(", ");
       body.appendChild(el("tr", { "data-route": r.route },
         td(r.route), td(num(r.requests), "num"), td(usd(r.spend_usd), "num"), td(ms(r.ttft_p50_ms), "num"),
-        td(ms(r.ttft_p90_ms), "num"), td(pct(r.error_rate), "num"), td(models)));
+        td(ms(r.ttft_p90_ms), "num"), td(pct(r.error_rate), "num"), td(models, "wrap")));
     });
     $("routes-note").textContent = "over the newest " + data.recent_requests + " requests";
   }
 
   // --- charts: inline SVG ---------------------------------------------------------------------------------------
+  function niceStep(raw) {  // 1, 2, 2.5 or 5 times a power of ten, at least `raw`
+    var power = Math.pow(10, Math.floor(Math.log(raw) / Math.LN10));
+    var fraction = raw / power;
+    return (fraction <= 1 ? 1 : fraction <= 2 ? 2 : fraction <= 2.5 ? 2.5 : fraction <= 5 ? 5 : 10) * power;
+  }
+
   function lineChart(box, times, series, format) {
     var W = 400, H = 150, L = 46, R = 8, T = 8, B = 20;
     clear(box);
     var root = svg("svg", { viewBox: "0 0 " + W + " " + H, role: "img" });
     var max = 0;
     series.forEach(function (s) { s.values.forEach(function (v) { if (v !== null && v > max) { max = v; } }); });
-    max = max > 0 ? max * 1.15 : 1;
+    var step = niceStep(max > 0 ? max / 3 : 1 / 3);
+    var steps = Math.max(1, Math.ceil(max / step - 1e-9));
+    max = steps * step;
     var t0 = times.length ? times[0] : 0, t1 = times.length ? times[times.length - 1] : 1;
     if (t1 === t0) { t0 = t1 - 1; }
     function x(t) { return L + (t - t0) / (t1 - t0) * (W - L - R); }
     function y(v) { return T + (1 - v / max) * (H - T - B); }
-    for (var g = 0; g <= 3; g++) {
-      var value = max * g / 3;
+    for (var g = 0; g <= steps; g++) {
+      var value = step * g;
       root.appendChild(svg("line", { x1: L, x2: W - R, y1: y(value), y2: y(value), "class": "axis" }));
       var label = svg("text", { x: L - 4, y: y(value) + 3, "text-anchor": "end", "class": "tick" });
       label.textContent = format(value);
