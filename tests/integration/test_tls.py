@@ -145,6 +145,21 @@ def test_a_renewed_certificate_is_served_to_new_connections_without_a_restart(tl
         assert client.complete("Say hi").final.status == common_pb2.FINISH_STATUS_COMPLETE
 
 
+def test_the_console_reads_the_mesh_over_mutual_tls_for_an_admin_only(tls_mesh) -> None:
+    import httpx
+
+    base = f"https://{tls_mesh.layout.address('gateway')}/console/api"
+    with httpx.Client(verify=ssl.create_default_context(cafile=str(tls_mesh.tls_dir / "ca.pem")), timeout=30) as http:
+        refused = http.get(f"{base}/overview")
+        assert refused.status_code == 401 and "mutual TLS" in refused.json()["error"]["message"]
+        admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
+        # The gateway's certificate admits it to telemetry's and control's reads; the key admitted the caller.
+        for path in ("overview", "decisions", "policy", "alerts", "ledger"):
+            answer = http.get(f"{base}/{path}", headers=admin)
+            assert answer.status_code == 200, (path, answer.text)
+        assert http.get(f"{base}/overview", headers=admin).json()["models"]
+
+
 def test_the_gateway_serves_https_with_its_certificate(tls_mesh) -> None:
     import httpx
 
