@@ -176,9 +176,11 @@ def test_json_answers_cannot_be_read_as_html_and_the_page_is_packaged() -> None:
     assert "<" not in text and ">" not in text and "&" not in text
     assert json.loads(text) == {"tenant": XSS + " & more"}
     files = static_files()
-    assert {"index.html", "console.js", "console.css"} <= set(files)
+    assert {"index.html", "console.js", "chart.js", "dom.js", "console.css"} <= set(files)
     page = files["index.html"][0].decode()
     assert "<script>" not in page and 'src="/console/static/console.js"' in page and " style=" not in page
-    assert "innerHTML" not in files["console.js"][0].decode()  # text only: strings never become markup
+    for name in ("console.js", "chart.js", "dom.js"):  # text only: strings never become markup
+        script = files[name][0].decode()
+        assert "innerHTML" not in script and "insertAdjacentHTML" not in script and "eval(" not in script, name
     assert "script-src 'self'" in SECURITY_HEADERS["Content-Security-Policy"]
     assert "unsafe-inline" not in SECURITY_HEADERS["Content-Security-Policy"]
