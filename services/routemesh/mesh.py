@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -20,7 +21,8 @@ PORT_OFFSETS = {"router": 1, "classifier": 2, "telemetry": 3, "executor": 4, "co
 HTTP_SERVICES = ("sim", "gateway")
 DEFAULT_PORT_BASE = 50050
 # Each routemesh service's Prometheus metrics port, from_base: BASE + METRICS_PORT_OFFSET + its offset (router
-# 50061 ... gateway 50067); replicas' metrics, and every port of MeshLayout.free, are free ports.
+# 50061 ... gateway 50067); replicas' metrics, and every port of MeshLayout.free, are free ports (metrics ports
+# below the ephemeral range: free_quiet_port).
 METRICS_PORT_OFFSET = 10
 METERED = ("router", "classifier", "telemetry", "executor", "control", "gateway")
 
@@ -30,6 +32,30 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
         sock.bind((host, 0))
         return sock.getsockname()[1]
+
+
+def ephemeral_low() -> int:
+    """The lowest port the kernel hands out by itself (a connect()'s source port, a bind to port 0)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def free_quiet_port(host: str = "127.0.0.1", attempts: int = 100) -> int:
+    """A port free right now, below the kernel's ephemeral range, so that nothing is handed it by accident
+    before the service that was told it binds it (services start one after another, seconds apart, while
+    the ones up already open connections). Metrics ports come from here; free_port() if none is found."""
+    low = ephemeral_low()
+    for _ in range(attempts):
+        port = random.randrange(max(1024, low - 12_000), low)
+        with socket.socket() as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+        return port
+    return free_port(host)
 
 
 # Services `routemesh up --replicas` can run several of: the router balances over executors and classifiers
@@ -74,7 +100,7 @@ class MeshLayout:
         extra = [f"{name}-{i}" for name in REPLICABLE for i in range(2, (replicas or {}).get(name, 1) + 1)]
         ports.update({name: base + REPLICA_PORT_OFFSET + i for i, name in enumerate(extra)})
         metrics = {name: base + METRICS_PORT_OFFSET + PORT_OFFSETS[name] for name in METERED}
-        metrics.update({name: free_port(host) for name in extra})
+        metrics.update({name: free_quiet_port(host) for name in extra})
         return cls(host=host, ports=ports, metrics_ports=metrics)
 
     @classmethod
@@ -83,7 +109,7 @@ class MeshLayout:
         counts = {"executor": executors, **(replicas or {})}
         names = [*PORT_OFFSETS, *(f"{name}-{i}" for name in REPLICABLE for i in range(2, counts.get(name, 1) + 1))]
         return cls(host=host, ports={name: free_port(host) for name in names},
-                   metrics_ports={name: free_port(host) for name in names if name != "sim"})
+                   metrics_ports={name: free_quiet_port(host) for name in names if name != "sim"})
 
     def metrics_url(self, service: str) -> str:
         """Where a service's Prometheus metrics are ("" when it has no metrics port)."""

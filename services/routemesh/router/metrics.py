@@ -38,6 +38,8 @@ from routemesh.router.decision.strategies import ModelHealthView
 from routemesh.router.request import ChatInput, Decision, Finished
 
 REJECTED = "rejected"
+# Budget accounts (tenant, project) whose remaining budget the budget gauges follow, at most.
+MAX_BUDGET_ACCOUNTS = 1000
 # Attempts that did not fail: one followed by another is not a failover.
 NOT_FAILURES = frozenset({AttemptOutcome.SUCCESS, AttemptOutcome.HEDGE_LOST, AttemptOutcome.CANCELLED,
                           AttemptOutcome.UNSPECIFIED})
@@ -130,21 +132,21 @@ class RouterMetrics:
         policy = self.holder.current
         return policy.tenants if policy is not None else ()
 
-    def _request_labels(self, policy: RoutingPolicy | None, request: ChatInput) -> tuple[str, str]:
-        """(tenant as a label, the raw tenant); notes the request's budget account when the policy has budgets."""
+    def _tenant(self, policy: RoutingPolicy | None, request: ChatInput) -> str:
+        """The request's tenant as a label; notes its budget account when the policy has budgets."""
         if policy is None:
-            return "", ""
+            return ""
         keys, metadata = policy.request_keys, request.metadata
         tenant = metadata.get(keys.tenant, "")
-        if policy.budgets and tenant and len(self.accounts) < 1000:
+        if policy.budgets and tenant and len(self.accounts) < MAX_BUDGET_ACCOUNTS:
             self.accounts.add((tenant, metadata.get(keys.project, "")))
-        return self.tenants(tenant), tenant
+        return self.tenants(tenant)
 
     def rejected(self, policy: RoutingPolicy | None, request: ChatInput, error: BaseException) -> None:
         """A request refused before any model served it (validation, keys, no eligible model, limits, budgets)."""
         target = request.model or (policy.default_route if policy is not None else "")
         route = target if policy is not None and target in policy.routes else ""
-        tenant, _ = self._request_labels(policy, request)
+        tenant = self._tenant(policy, request)
         self.requests.labels(route, "", REJECTED, tenant).inc()
         self.rejections.labels(error_reason(error), route, tenant).inc()
 
@@ -156,7 +158,7 @@ class RouterMetrics:
         away, every candidate failing before the first token).
         """
         route = decision.plan.route
-        tenant, _ = self._request_labels(policy, request)
+        tenant = self._tenant(policy, request)
         model = finished.model if finished is not None else ""
         key = (route, model, tenant)
         series = self._series.get(key)
