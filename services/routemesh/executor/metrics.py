@@ -32,6 +32,8 @@ class ExecutorMetrics:
         self.inflight = Gauge("routemesh_executor_inflight_streams", "Execute streams in progress in this executor",
                               registry=registry)
         policy_version_gauge(registry, policy_version)
+        # (provider, model, outcome) -> its counter child and duration child (None: not timed); labels() once.
+        self._children: dict[tuple[str, str, AttemptOutcome], tuple[Counter, Histogram | None]] = {}
 
     def watch_streams(self, count: Callable[[], int]) -> None:
         self.inflight.set_function(lambda: float(count()))
@@ -39,8 +41,17 @@ class ExecutorMetrics:
     def attempts_done(self, attempts: Sequence[AttemptRecord]) -> None:
         """One execution's attempts, each final (the engine calls this once it has awaited them all)."""
         for record in attempts:
-            outcome = record.outcome_label or "unspecified"
-            self.attempts.labels(record.provider, record.model, outcome).inc()
-            if record.outcome not in NOT_CALLED:
-                error_type = "" if record.outcome == AttemptOutcome.SUCCESS else outcome
-                self.duration.labels(record.provider, record.model, error_type).observe(record.duration_ms / 1000)
+            key = (record.provider, record.model, record.outcome)
+            children = self._children.get(key)
+            if children is None:
+                children = self._children[key] = self._labelled(*key)
+            counted, timed = children
+            counted.inc()
+            if timed is not None:
+                timed.observe(record.duration_ms / 1000)
+
+    def _labelled(self, provider: str, model: str, outcome: AttemptOutcome) -> tuple[Counter, Histogram | None]:
+        label = outcome.label if outcome else "unspecified"
+        error_type = "" if outcome == AttemptOutcome.SUCCESS else label
+        return (self.attempts.labels(provider, model, label),
+                None if outcome in NOT_CALLED else self.duration.labels(provider, model, error_type))
