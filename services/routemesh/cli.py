@@ -281,7 +281,7 @@ def _up(args: argparse.Namespace) -> int:
         return 1
     routers = " and ".join(layout.address(name) for name in layout.replicas("router"))
     print(f"routemesh is up: router at {routers}, OpenAI-compatible endpoint at "
-          f"http://{layout.address('gateway')}/v1 "
+          f"http://{layout.address('gateway')}/v1, console at http://{layout.address('gateway')}/console "
           f"(telemetry: {'redis ' + args.redis_url if args.redis_url else 'in-process store'}; "
           f"ledger: {_ledger_label(ledger)}); Ctrl-C stops it", flush=True)
     print(security_hint(), flush=True)

@@ -216,6 +216,11 @@ class Mesh:
             cmd += ["--redis-url", self.redis_url]
             if self.redis_prefix:
                 cmd += ["--redis-prefix", self.redis_prefix]
+        # The gateway reads API keys there to admit an admin key to the console.
+        if service.startswith("gateway") and self.redis_url:
+            cmd += ["--keys-redis-url", self.redis_url]
+            if self.redis_prefix:
+                cmd += ["--keys-redis-prefix", self.redis_prefix]
         return cmd + extra
 
     def _env(self, service: str = "") -> dict[str, str]:

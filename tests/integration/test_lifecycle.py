@@ -233,6 +233,13 @@ def test_up_starts_every_service_and_stops_them_on_sigint(tmp_path):
         assert f"router at 127.0.0.1:{base + 1}" in lines[-1]
         ledger = tmp_path / "routemesh" / "ledger.db"
         assert f"ledger: SQLite {ledger}" in lines[-1]
+        console = f"http://127.0.0.1:{base + 7}/console"
+        assert f"console at {console}" in lines[-1]
+        import httpx
+
+        page = httpx.get(console, timeout=10)
+        assert page.status_code == 200 and "routemesh" in page.text
+        assert f"metrics at http://127.0.0.1:{base + 11}/metrics" in "".join(lines)
         with RouterClient(f"127.0.0.1:{base + 1}") as client:
             result = client.complete(FAQ)
             assert result.final.status == common_pb2.FINISH_STATUS_COMPLETE

@@ -136,3 +136,13 @@ def test_a_mesh_passes_each_service_its_metrics_port_unless_told_not_to() -> Non
     assert [base.metrics_ports[s] for s in ("router", "classifier", "telemetry", "executor", "control", "gateway")] \
         == [50061, 50062, 50063, 50064, 50065, 50067]
     assert base.metrics_ports["executor-2"] not in base.ports.values()
+
+
+def test_a_mesh_with_redis_gives_the_gateway_the_key_store_for_console_sign_in() -> None:
+    from routemesh.mesh import Mesh, MeshLayout
+
+    layout = MeshLayout.free()
+    command = Mesh(layout, redis_url="redis://127.0.0.1:6379/0", redis_prefix="t:").command("gateway")
+    assert command[command.index("--keys-redis-url") + 1] == "redis://127.0.0.1:6379/0"
+    assert command[command.index("--keys-redis-prefix") + 1] == "t:"
+    assert "--keys-redis-url" not in Mesh(layout).command("gateway")
