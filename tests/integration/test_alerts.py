@@ -229,3 +229,20 @@ async def test_faults_fire_and_resolve_each_alert_once_in_both_shapes(alert_mesh
                                                                                    key=lambda kv: kv[1])))
     assert p50(slow_receiver) < p50(baseline) * 2 + 100
     assert not {k: v for k, v in traffic.failures.items() if not k.startswith("budget-route")}, traffic.failures
+
+
+def test_after_the_faults_every_service_together_exposes_the_whole_metric_contract(alert_mesh):
+    """The names deploy/'s rules and dashboard read are what a real mesh serves: after the faults above (errors,
+    failovers, budget refusals, alerts), the union of every service's /metrics misses only what this mesh never
+    did: it keeps no ledger, nobody called its gateway, and every request ended well on a fallback
+    (routemesh_errors_total; tests/unit/test_metrics.py records it)."""
+    from tests.metric_contract import missing_from_scrape
+
+    lines: list[str] = []
+    for service in alert_mesh.layout.metrics_ports:
+        lines += httpx.get(alert_mesh.layout.metrics_url(service), timeout=5).text.splitlines()
+    no_ledger = {"routemesh_ledger_backlog_rows", "routemesh_ledger_dropped_rows_total",
+                 "routemesh_ledger_written_rows_total", "routemesh_ledger_healthy"}
+    assert missing_from_scrape(lines) <= no_ledger | {"routemesh_http_requests_total", "routemesh_errors_total"}
+    assert {"routemesh_failovers_total", "routemesh_rejections_total", "routemesh_alerts_firing",
+            "routemesh_alert_deliveries_total"}.isdisjoint(missing_from_scrape(lines))
