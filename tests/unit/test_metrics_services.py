@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import asyncio
 
 import pytest
@@ -146,3 +147,15 @@ def test_a_mesh_with_redis_gives_the_gateway_the_key_store_for_console_sign_in()
     assert command[command.index("--keys-redis-url") + 1] == "redis://127.0.0.1:6379/0"
     assert command[command.index("--keys-redis-prefix") + 1] == "t:"
     assert "--keys-redis-url" not in Mesh(layout).command("gateway")
+
+
+def test_idle_bench_reads_a_process_cpu_time() -> None:
+    import os
+
+    from routemesh.bench.idle import cpu_s
+
+    start = cpu_s(os.getpid())
+    deadline = time.process_time() + 0.05
+    while time.process_time() < deadline:
+        pass
+    assert cpu_s(os.getpid()) - start >= 0.03

@@ -223,6 +223,56 @@ async def test_watch_snapshot_pushes_at_once_then_every_interval(telemetry):
     call.cancel()
 
 
+async def test_watch_snapshot_is_quiet_without_reports_and_prompt_after_one(telemetry):
+    """Idle, a watch pushes once a heartbeat; a report brings the next push within the interval."""
+    stub, _ = telemetry
+    call = stub.WatchSnapshot(telemetry_pb2.WatchSnapshotRequest(models=["balanced"], interval_ms=50,
+                                                                 heartbeat_ms=600))
+    await call.read()
+    started = time.monotonic()
+    await call.read()
+    quiet = time.monotonic() - started
+    assert 0.55 <= quiet < 1.5, f"with no report the next push came after {quiet:.2f} s, not the 0.6 s heartbeat"
+    await asyncio.sleep(0.1)
+    reported = time.monotonic()
+    await stub.Report(telemetry_pb2.ReportRequest(observations=[
+        observation("balanced", ttft=80.0, outcome=common_pb2.ATTEMPT_OUTCOME_SUCCESS)]))
+    pushed = await call.read()
+    assert time.monotonic() - reported < 0.3, "a report must bring a push within the interval, not the heartbeat"
+    assert pushed.snapshot.models[0].samples >= 1
+    call.cancel()
+
+
+async def test_watch_snapshot_refuses_a_heartbeat_shorter_than_its_interval(telemetry):
+    stub, _ = telemetry
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.WatchSnapshot(telemetry_pb2.WatchSnapshotRequest(interval_ms=500, heartbeat_ms=100)).read()
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert field_violations(caught.value) == ["heartbeat_ms"]
+
+
+async def test_a_silent_watch_is_reopened():
+    """A stream that stops sending (a frozen peer whose connection stays up) is given up after `silence_s`."""
+    from routemesh.common.watch import WatchStream
+
+    opened, lost, received = [], [], []
+
+    async def stream(_channel):
+        opened.append(time.monotonic())
+        yield len(opened)
+        await asyncio.sleep(3600)  # silent from here on
+
+    watch = WatchStream("test", "127.0.0.1:9", stream, received.append, lost.append, silence_s=0.2)
+    watch.start()
+    try:
+        while len(opened) < 2:
+            await asyncio.sleep(0.02)
+    finally:
+        await watch.stop()
+    assert received[:2] == [1, 2] and lost[0] == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert 0.2 <= opened[1] - opened[0] < 1.0
+
+
 async def test_watch_snapshot_refuses_a_bad_interval(telemetry):
     stub, _ = telemetry
     for interval in (10, 60_001, -5):

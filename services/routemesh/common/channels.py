@@ -49,13 +49,19 @@ _SERVICE_CONFIG = {
     ],
 }
 
+# A call's channel pings the peer this often while the call is open: a frozen executor is noticed in ~1.5 s.
+CALL_KEEPALIVE_MS = 1_000
+# A watch's channel (policy, health) pings seldom: its stream is open all the time, and a ping a second on
+# each would be most of an idle mesh's CPU; the health watch notices a silent telemetry by its heartbeat.
+WATCH_KEEPALIVE_MS = 30_000
+
 CHANNEL_OPTIONS: list[tuple[str, object]] = [
     ("grpc.service_config", json.dumps(_SERVICE_CONFIG)),
     ("grpc.enable_retries", 1),
     ("grpc.max_receive_message_length", 64 * 1024 * 1024),
     ("grpc.max_send_message_length", 64 * 1024 * 1024),
     # A frozen peer is noticed within ~1.5 s while a call is open.
-    ("grpc.keepalive_time_ms", 1_000),
+    ("grpc.keepalive_time_ms", CALL_KEEPALIVE_MS),
     ("grpc.keepalive_timeout_ms", 500),
     # grpcio 1.85 times a keepalive ping out by this (default 60 s), not by keepalive_timeout_ms: without
     # it a frozen executor holds its streams for a minute.
@@ -173,13 +179,14 @@ class TracedChannel:
     The service that opens a channel owns it and closes it (`close()`) when it stops.
     """
 
-    def __init__(self, address: str):
+    def __init__(self, address: str, keepalive_ms: int = CALL_KEEPALIVE_MS):
+        options = CHANNEL_OPTIONS if keepalive_ms == CALL_KEEPALIVE_MS else [
+            (name, keepalive_ms if name == "grpc.keepalive_time_ms" else value) for name, value in CHANNEL_OPTIONS]
         files = client_files()
         if files is None:
-            self.channel = grpc.aio.insecure_channel(target_of(address), options=CHANNEL_OPTIONS)
+            self.channel = grpc.aio.insecure_channel(target_of(address), options=options)
         else:  # mutual TLS: the server checked against the mesh CA, this service's certificate presented
-            self.channel = grpc.aio.secure_channel(target_of(address), channel_credentials(files),
-                                                   options=CHANNEL_OPTIONS)
+            self.channel = grpc.aio.secure_channel(target_of(address), channel_credentials(files), options=options)
 
     def unary_unary(self, method: str, *args: Any, **kwargs: Any) -> Any:
         call = self.channel.unary_unary(method, *args, **kwargs)
@@ -199,6 +206,10 @@ class TracedChannel:
         await self.channel.close(grace)
 
 
-def open_channel(address: str) -> TracedChannel:
-    """The channel every routemesh service uses to call another (create inside the running loop)."""
-    return TracedChannel(address)
+def open_channel(address: str, keepalive_ms: int | None = None) -> TracedChannel:
+    """The channel every routemesh service uses to call another (create inside the running loop).
+
+    `keepalive_ms`: how often an open call is pinged (default CALL_KEEPALIVE_MS, for calls a frozen peer must
+    not hold); channels of long-lived watches ping seldom (WATCH_KEEPALIVE_MS) and check their own messages.
+    """
+    return TracedChannel(address, CALL_KEEPALIVE_MS if keepalive_ms is None else keepalive_ms)

@@ -8,7 +8,7 @@ from typing import Generic, TypeVar
 
 import grpc
 
-from routemesh.common.channels import TracedChannel, open_channel
+from routemesh.common.channels import WATCH_KEEPALIVE_MS, TracedChannel, open_channel
 from routemesh.common.tasks import cancel_and_wait
 
 Message = TypeVar("Message")
@@ -28,8 +28,11 @@ class WatchStream(Generic[Message]):
     def __init__(self, name: str, address: str,
                  open_stream: Callable[[TracedChannel], AsyncIterator[Message]],
                  on_message: Callable[[Message], None],
-                 on_lost: Callable[[grpc.StatusCode], None] | None = None):
+                 on_lost: Callable[[grpc.StatusCode], None] | None = None, silence_s: float | None = None):
         self.name = name
+        # A stream with no message for this long is given up and opened again (None: only the channel's
+        # keepalive ends it): the health watch's heartbeat makes silence mean a frozen or lost peer.
+        self.silence_s = silence_s
         self.address = address
         self._open_stream = open_stream
         self._on_message = on_message
@@ -45,17 +48,24 @@ class WatchStream(Generic[Message]):
 
     async def _run(self) -> None:
         backoff = INITIAL_BACKOFF_S
-        channel = open_channel(self.address)
+        channel = open_channel(self.address, WATCH_KEEPALIVE_MS)
+        loop = asyncio.get_running_loop()
         try:
             while True:
                 try:
-                    async for message in self._open_stream(channel):
-                        self.connected = True
-                        backoff = INITIAL_BACKOFF_S
-                        self._on_message(message)
+                    async with asyncio.timeout(None) as silence:
+                        async for message in self._open_stream(channel):
+                            self.connected = True
+                            backoff = INITIAL_BACKOFF_S
+                            self._on_message(message)
+                            if self.silence_s is not None:
+                                silence.reschedule(loop.time() + self.silence_s)
                 except grpc.aio.AioRpcError as exc:
                     if self._on_lost is not None:
                         self._on_lost(exc.code())
+                except TimeoutError:
+                    if self._on_lost is not None:
+                        self._on_lost(grpc.StatusCode.DEADLINE_EXCEEDED)
                 self.connected = False
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_S)

@@ -20,7 +20,7 @@ from routemesh.router.budget_metrics import BudgetReadings
 from routemesh.router.clients.classifier import FeatureSource
 from routemesh.router.clients.executor import ExecutorClient
 from routemesh.router.clients.feedback import FeedbackClient
-from routemesh.router.clients.health import HealthSource, HealthWatch
+from routemesh.router.clients.health import DEFAULT_HEARTBEAT_MS, HealthSource, HealthWatch
 from routemesh.router.decision.compiled import RoutingPolicy
 from routemesh.router.key_usage import KeyUsageRecorder
 from routemesh.router.metrics import RouterMetrics
@@ -47,8 +47,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="watch: telemetry pushes health and decisions read it in-process (no RPC per "
                              "request); query: ask telemetry on every request (env ROUTEMESH_HEALTH_SOURCE)")
     parser.add_argument("--health-interval-ms", type=int, default=int(env("ROUTEMESH_HEALTH_INTERVAL_MS", "250")),
-                        help="watch: milliseconds between pushed snapshots, 50 to 60000 "
-                             "(env ROUTEMESH_HEALTH_INTERVAL_MS)")
+                        help="watch: at most one pushed snapshot per this many milliseconds while reports "
+                             "arrive, 50 to 60000 (env ROUTEMESH_HEALTH_INTERVAL_MS)")
+    parser.add_argument("--health-heartbeat-ms", type=int,
+                        default=int(env("ROUTEMESH_HEALTH_HEARTBEAT_MS", str(DEFAULT_HEARTBEAT_MS))),
+                        help="watch: a snapshot at least this often when nothing changes, interval to 60000 "
+                             "(env ROUTEMESH_HEALTH_HEARTBEAT_MS); health is stale, and the watch reopened, "
+                             "after a heartbeat and a second without a push")
     parser.add_argument("--require-keys", action="store_true",
                         default=env("ROUTEMESH_REQUIRE_KEYS", "") == "true",
                         help="every request needs an API key (metadata authorization: Bearer rmk_...; routemesh keys "
@@ -87,8 +92,9 @@ def make_health(args: argparse.Namespace) -> HealthSource | HealthWatch:
         return HealthSource(args.telemetry)
     if not 50 <= args.health_interval_ms <= 60_000:
         raise SystemExit("router: --health-interval-ms must be 50 to 60000")
-    # Stale after several missed pushes (at least 2 s): decisions then say "telemetry" is degraded.
-    return HealthWatch(args.telemetry, args.health_interval_ms, max_age_s=max(2.0, 4 * args.health_interval_ms / 1000))
+    if not args.health_interval_ms <= args.health_heartbeat_ms <= 60_000:
+        raise SystemExit("router: --health-heartbeat-ms must be --health-interval-ms to 60000")
+    return HealthWatch(args.telemetry, args.health_interval_ms, heartbeat_ms=args.health_heartbeat_ms)
 
 
 async def build(args: argparse.Namespace) -> Service:

@@ -49,8 +49,11 @@ MAX_REQUESTED_MODELS = 256
 MAX_OFF_POLICY_MODELS = 32
 MAX_MODEL_NAME_LENGTH = 256
 MAX_NAME_LENGTH = MAX_MODEL_NAME_LENGTH
-# WatchSnapshot: a router's health is at most one interval (plus the store's 0.2 s cache) old.
+# WatchSnapshot: while reports arrive, a router's health is at most one interval (plus the store's 0.2 s cache)
+# old; with none since the last push, the next comes after a heartbeat (what changes with time alone, a
+# breaker going half-open or samples leaving the window, and other replicas' reports, are that late at most).
 DEFAULT_WATCH_INTERVAL_MS = 250
+DEFAULT_WATCH_HEARTBEAT_MS = 2_000
 MIN_WATCH_INTERVAL_MS = 50
 MAX_WATCH_INTERVAL_MS = 60_000
 # ListRecentRequests: summaries kept in memory, and how many an empty limit returns.
@@ -241,10 +244,20 @@ class TelemetryServicer(telemetry_pb2_grpc.TelemetryServiceServicer):
         self.alerts: AlertEngine | None = None
         # Set when the server drains: watch streams end, so a stop does not wait out its grace period on them.
         self._stopping = asyncio.Event()
+        # Bumped by every report and feedback: a watch pushes again soon after one, else only on its heartbeat.
+        self._changes = 0
+        self._changed = asyncio.Event()
 
     def stop(self) -> None:
         """End every WatchSnapshot stream now (for shutdown: routers reconnect to another replica)."""
         self._stopping.set()
+        self._changed.set()
+
+    def _note_change(self) -> None:
+        """Wake the watches waiting for a change (each waits on the event current when it started)."""
+        self._changes += 1
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
 
     async def Report(
         self, request: telemetry_pb2.ReportRequest, context: grpc.aio.ServicerContext
@@ -275,6 +288,8 @@ class TelemetryServicer(telemetry_pb2_grpc.TelemetryServiceServicer):
                 # An answer cut short or filtered is a bad answer for its task, whoever asks.
                 if summary.model and summary.status in AUTOMATIC_ZERO_STATUSES:
                     await self._signal(summary.model, task_name(summary.decision.features.task_type), 0.0)
+        if observations or summaries:
+            self._note_change()
         return telemetry_pb2.ReportResponse(accepted=len(observations) + len(summaries))
 
     async def _signal(self, model: str, task: str, score: float) -> None:
@@ -290,8 +305,9 @@ class TelemetryServicer(telemetry_pb2_grpc.TelemetryServiceServicer):
     async def RecordFeedback(
         self, request: telemetry_pb2.RecordFeedbackRequest, context: grpc.aio.ServicerContext
     ) -> telemetry_pb2.RecordFeedbackResponse:
-        return telemetry_pb2.RecordFeedbackResponse(receipt=await self.feedback.record(request.feedback,
-                                                                                      request.tenant))
+        receipt = await self.feedback.record(request.feedback, request.tenant)
+        self._note_change()
+        return telemetry_pb2.RecordFeedbackResponse(receipt=receipt)
 
     async def ListRecentRequests(
         self, request: telemetry_pb2.ListRecentRequestsRequest, context: grpc.aio.ServicerContext
@@ -342,11 +358,29 @@ class TelemetryServicer(telemetry_pb2_grpc.TelemetryServiceServicer):
             raise InvalidRequest("watch interval out of range", field_violations=[(
                 "interval_ms", f"must be {MIN_WATCH_INTERVAL_MS} to {MAX_WATCH_INTERVAL_MS} (got {interval_ms}); "
                                f"0 means {DEFAULT_WATCH_INTERVAL_MS}")])
+        heartbeat_ms = request.heartbeat_ms or max(DEFAULT_WATCH_HEARTBEAT_MS, interval_ms)
+        if not interval_ms <= heartbeat_ms <= MAX_WATCH_INTERVAL_MS:
+            raise InvalidRequest("watch heartbeat out of range", field_violations=[(
+                "heartbeat_ms", f"must be interval_ms ({interval_ms}) to {MAX_WATCH_INTERVAL_MS} (got {heartbeat_ms}); "
+                                f"0 means {DEFAULT_WATCH_HEARTBEAT_MS}")])
+        loop = asyncio.get_running_loop()
         while not self._stopping.is_set():
+            seen, pushed_at = self._changes, loop.time()
             # Watchers share the store's snapshot cache, so many routers cost about as much as one.
             yield telemetry_pb2.WatchSnapshotResponse(snapshot=await self._snapshot(request.models))
+            await self._until_next_push(seen, pushed_at + interval_ms / 1000, pushed_at + heartbeat_ms / 1000)
+
+    async def _until_next_push(self, seen: int, earliest: float, heartbeat_at: float) -> None:
+        """Wait until `earliest` (at most one push per interval), then until a change since `seen` or the heartbeat;
+        sooner when the server stops. Idle, a watch wakes once a heartbeat."""
+        loop = asyncio.get_running_loop()
+        while not self._stopping.is_set():
+            now = loop.time()
+            if now >= heartbeat_at or (now >= earliest and self._changes != seen):
+                return
+            wake_at = earliest if self._changes != seen else heartbeat_at
             try:
-                await asyncio.wait_for(self._stopping.wait(), interval_ms / 1000)
+                await asyncio.wait_for(self._changed.wait(), wake_at - now)
             except TimeoutError:
                 pass
 

@@ -153,12 +153,14 @@ class LedgerStatus(_message.Message):
     def __init__(self, written: _Optional[int] = ..., buffered: _Optional[int] = ..., dropped: _Optional[int] = ..., healthy: _Optional[bool] = ..., last_error: _Optional[str] = ...) -> None: ...
 
 class WatchSnapshotRequest(_message.Message):
-    __slots__ = ("models", "interval_ms")
+    __slots__ = ("models", "interval_ms", "heartbeat_ms")
     MODELS_FIELD_NUMBER: _ClassVar[int]
     INTERVAL_MS_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_MS_FIELD_NUMBER: _ClassVar[int]
     models: _containers.RepeatedScalarFieldContainer[str]
     interval_ms: int
-    def __init__(self, models: _Optional[_Iterable[str]] = ..., interval_ms: _Optional[int] = ...) -> None: ...
+    heartbeat_ms: int
+    def __init__(self, models: _Optional[_Iterable[str]] = ..., interval_ms: _Optional[int] = ..., heartbeat_ms: _Optional[int] = ...) -> None: ...
 
 class WatchSnapshotResponse(_message.Message):
     __slots__ = ("snapshot",)

@@ -89,24 +89,33 @@ class HealthSource:
         return True
 
 
+# Telemetry pushes health at least this often when nothing changes (milliseconds): an idle mesh stays quiet.
+DEFAULT_HEARTBEAT_MS = 2_000
+
 class HealthWatch:
     """Holds the latest snapshot telemetry pushes; decisions read it without awaiting anything.
 
-    Fresh while the newest push is at most `max_age_s` old; after that decisions still use it, flagged
-    degraded ("telemetry"), while the watch reconnects with backoff.
+    Telemetry pushes at most every `interval_ms` while reports arrive, and a heartbeat every `heartbeat_ms`
+    when nothing does. Fresh while the newest push is at most `max_age_s` old (default: a heartbeat and a
+    second); after that decisions still use it, flagged degraded ("telemetry"), and the watch is reopened
+    (with backoff) — a silent telemetry is a frozen or lost one.
     """
 
     mode = "watch"
 
-    def __init__(self, address: str, interval_ms: int = 250, max_age_s: float = 2.0):
+    def __init__(self, address: str, interval_ms: int = 250, max_age_s: float | None = None,
+                 heartbeat_ms: int = DEFAULT_HEARTBEAT_MS):
         self.address = address
         self.interval_ms = interval_ms
-        self.max_age_s = max_age_s
+        if max_age_s is not None:  # at least two heartbeats within it, or the watch would flap
+            heartbeat_ms = min(heartbeat_ms, int(max_age_s * 500))
+        self.heartbeat_ms = max(heartbeat_ms, interval_ms)
+        self.max_age_s = max_age_s if max_age_s is not None else max(2.0, self.heartbeat_ms / 1000 + 1.0)
         self.last: Health = {}
         self.last_at = 0.0
         self.pushes = 0
         self._started_at = time.monotonic()
-        self._watch = WatchStream("health", address, self._open, self._take, self._lost)
+        self._watch = WatchStream("health", address, self._open, self._take, self._lost, silence_s=self.max_age_s)
 
     def start(self) -> None:
         self._started_at = time.monotonic()
@@ -130,7 +139,7 @@ class HealthWatch:
         return time.monotonic() - self.last_at if self.last_at else None
 
     def _open(self, channel: TracedChannel) -> AsyncIterator[telemetry_pb2.WatchSnapshotResponse]:
-        request = telemetry_pb2.WatchSnapshotRequest(interval_ms=self.interval_ms)
+        request = telemetry_pb2.WatchSnapshotRequest(interval_ms=self.interval_ms, heartbeat_ms=self.heartbeat_ms)
         return telemetry_pb2_grpc.TelemetryServiceStub(channel).WatchSnapshot(request, wait_for_ready=True)
 
     def _take(self, response: telemetry_pb2.WatchSnapshotResponse) -> None:
