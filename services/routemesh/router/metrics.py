@@ -41,8 +41,8 @@ REJECTED = "rejected"
 # Budget accounts (tenant, project) whose remaining budget the budget gauges follow, at most.
 MAX_BUDGET_ACCOUNTS = 1000
 # Attempts that did not fail: one followed by another is not a failover.
-NOT_FAILURES = frozenset({AttemptOutcome.SUCCESS, AttemptOutcome.HEDGE_LOST, AttemptOutcome.CANCELLED,
-                          AttemptOutcome.UNSPECIFIED})
+NOT_FAILURES = frozenset(AttemptOutcome.label_of(outcome) for outcome in (
+    AttemptOutcome.SUCCESS, AttemptOutcome.HEDGE_LOST, AttemptOutcome.CANCELLED, AttemptOutcome.UNSPECIFIED)) | {""}
 
 
 def breaker_value(view: ModelHealthView) -> int:
@@ -192,10 +192,10 @@ class RouterMetrics:
             self.errors.labels(route, model, status).inc()
         attempts = finished.attempts
         if len(attempts) > 1:
-            self._failovers(route, [AttemptOutcome.label_of(a.outcome) for a in attempts[:-1]
-                                    if a.outcome not in NOT_FAILURES])
+            self._failovers(route, [AttemptOutcome.label_of(a.outcome) for a in attempts[:-1]])
 
     def _failovers(self, route: str, outcomes: Sequence[str]) -> None:
+        """One failover per failed attempt (by its outcome label) that another attempt followed."""
         for outcome in outcomes:
-            if outcome not in ("success", "hedge_lost", "cancelled", ""):
+            if outcome not in NOT_FAILURES:
                 self.failovers.labels(route, outcome).inc()

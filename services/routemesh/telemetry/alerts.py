@@ -25,7 +25,9 @@ from routemesh.v1 import telemetry_pb2
 
 log = logging.getLogger(__name__)
 
-# Evaluation waits this long for a policy, and between evaluations when the policy has no rules.
+# Evaluation waits this long for a policy; once it holds one, `alerts.evaluate_every_s` (10 s by default) even
+# when the policy has no rules (an evaluation then only resolves what stopped replicas left claimed), so a
+# quiet mesh without rules is not woken every second, nor Redis asked.
 IDLE_S = 1.0
 # A claimed alert no replica has said it still sees for this many evaluation intervals (plus a margin) is
 # resolved by any replica whose own reading says it no longer holds (its replica stopped).
@@ -122,7 +124,7 @@ class AlertEngine:
                 await self.evaluate()
             except Exception:  # the next evaluation may succeed; alerting must not die with one bad one
                 log.exception("alert evaluation failed")
-            await asyncio.sleep(settings.evaluate_every_s if settings is not None and settings.rules else IDLE_S)
+            await asyncio.sleep(settings.evaluate_every_s if settings is not None else IDLE_S)
 
     async def evaluate(self) -> list[Transition]:
         """One evaluation of every rule; the transitions it notified (tests call this directly)."""
