@@ -42,13 +42,17 @@ def ephemeral_low() -> int:
         return 32768
 
 
-def free_quiet_port(host: str = "127.0.0.1", attempts: int = 100) -> int:
+def free_quiet_port(host: str = "127.0.0.1", attempts: int = 100,
+                    taken: frozenset[int] | set[int] = frozenset()) -> int:
     """A port free right now, below the kernel's ephemeral range, so that nothing is handed it by accident
     before the service that was told it binds it (services start one after another, seconds apart, while
-    the ones up already open connections). Metrics ports come from here; free_port() if none is found."""
+    the ones up already open connections), and not in `taken`. MeshLayout.free's ports come from here;
+    free_port() if none is found."""
     low = ephemeral_low()
     for _ in range(attempts):
         port = random.randrange(max(1024, low - 12_000), low)
+        if port in taken:
+            continue
         with socket.socket() as sock:
             try:
                 sock.bind((host, port))
@@ -56,6 +60,17 @@ def free_quiet_port(host: str = "127.0.0.1", attempts: int = 100) -> int:
                 continue
         return port
     return free_port(host)
+
+
+def free_quiet_ports(host: str, count: int) -> list[int]:
+    """`count` distinct free_quiet_port()s."""
+    ports: set[int] = set()
+    out = []
+    for _ in range(count):
+        port = free_quiet_port(host, taken=ports)
+        ports.add(port)
+        out.append(port)
+    return out
 
 
 # Services `routemesh up --replicas` can run several of: the router balances over executors and classifiers
@@ -100,7 +115,7 @@ class MeshLayout:
         extra = [f"{name}-{i}" for name in REPLICABLE for i in range(2, (replicas or {}).get(name, 1) + 1)]
         ports.update({name: base + REPLICA_PORT_OFFSET + i for i, name in enumerate(extra)})
         metrics = {name: base + METRICS_PORT_OFFSET + PORT_OFFSETS[name] for name in METERED}
-        metrics.update({name: free_quiet_port(host) for name in extra})
+        metrics.update(zip(extra, free_quiet_ports(host, len(extra)), strict=True))
         return cls(host=host, ports=ports, metrics_ports=metrics)
 
     @classmethod
@@ -108,8 +123,12 @@ class MeshLayout:
         """Free ports for every service; with executors > 1 (or `replicas`), extra replicas executor-2..."""
         counts = {"executor": executors, **(replicas or {})}
         names = [*PORT_OFFSETS, *(f"{name}-{i}" for name in REPLICABLE for i in range(2, counts.get(name, 1) + 1))]
-        return cls(host=host, ports={name: free_port(host) for name in names},
-                   metrics_ports={name: free_quiet_port(host) for name in names if name != "sim"})
+        metered = [name for name in names if name != "sim"]
+        # Below the ephemeral range, all distinct: a port picked from it could be some connection's source
+        # port by the time its service binds it (a gateway once found its port taken so).
+        ports = free_quiet_ports(host, len(names) + len(metered))
+        return cls(host=host, ports=dict(zip(names, ports[:len(names)], strict=True)),
+                   metrics_ports=dict(zip(metered, ports[len(names):], strict=True)))
 
     def metrics_url(self, service: str) -> str:
         """Where a service's Prometheus metrics are ("" when it has no metrics port)."""

@@ -159,3 +159,13 @@ def test_idle_bench_reads_a_process_cpu_time() -> None:
     while time.process_time() < deadline:
         pass
     assert cpu_s(os.getpid()) - start >= 0.03
+
+
+def test_a_free_layout_has_distinct_ports_below_the_ephemeral_range() -> None:
+    from routemesh.mesh import MeshLayout, ephemeral_low
+
+    for _ in range(20):
+        layout = MeshLayout.free(replicas={"executor": 3, "router": 2})
+        ports = [*layout.ports.values(), *layout.metrics_ports.values()]
+        assert len(set(ports)) == len(ports)
+        assert all(port < ephemeral_low() for port in ports)
