@@ -119,3 +119,78 @@ def test_the_cached_key_check_is_a_micro_figure_with_its_50_us_target():
     out = io.StringIO()
     print_table({k: v for k, v in figures.items() if k.startswith("micro/")}, out)
     assert "key check (cached) p99 µs" in out.getvalue() and "≤ 50 µs" in out.getvalue()
+
+
+def test_gateway_and_compared_arms_get_their_own_figures_and_the_gateway_is_held_to_grpc_plus_1_ms():
+    phases = []
+    for r in (1, 2, 3):
+        phases.append(_phase("zero", r, 1, "direct", 1.0, 2.0, 0.01, 640, {"sim": 10.0, "compare": 0.0}))
+        phases.append(_phase("zero", r, 1, "through", 3.0, 5.0, 0.02, 10, {"router": 30.0, "compare": 1.0}))
+        phases.append(_phase("zero", r, 1, "gateway", 3.5 + r, 6.0, 0.02, 10,
+                             {"router": 30.0, "gateway": 5.0 + 10 * r, "compare": 1.0}))
+        # The compared proxy's CPU is its own process's; routemesh's idle processes are not charged to it.
+        phases.append(_phase("zero", r, 1, "compare", 9.0, 12.0, 0.05, 640, {"router": 2.0, "compare": 80.0}))
+    figures = build_figures(phases, {}, ["zero"], ["off"], [1])
+    assert set(expected_figure_keys(["zero"], ["off"], [1], arms=("through", "gateway", "compare"))) <= set(figures)
+    ttft = figures["tracing=off/zero/c=1/gateway_added_ttft_p50_ms"]
+    assert (ttft["value"], ttft["spread"], ttft["target"]["limit"], ttft["pass"]) == (2.5, [1.5, 3.5], 1, False)
+    cpu = figures["tracing=off/zero/c=1/gateway_added_cpu_ms_per_request"]
+    assert cpu["value"] == 2.5 and cpu["pass"] is False  # the gateway process: 15, 25, 35 ms over 10 requests
+    assert figures["tracing=off/zero/c=1/cpu_ms_per_request"]["value"] == 3.0  # gRPC: not charged the proxy
+    assert figures["tracing=off/zero/via=compare/c=1/cpu_ms_per_request"]["value"] == 8.0
+    assert figures["tracing=off/zero/via=compare/c=1/added_ttft_p50_ms"]["value"] == 8.0
+    assert figures["tracing=off/zero/via=compare/c=1/added_ttft_p50_ms"]["target"] is None
+    out = io.StringIO()
+    print_table(figures, out)
+    assert "compared proxy" in out.getvalue() and "gateway against gRPC" in out.getvalue()
+
+
+def test_issue_16_targets_local_classifier_and_throughput_only_figures():
+    from routemesh.bench.report import targets_for
+
+    assert targets_for("service")["added_ttft_p50_ms"].limit == 2.5
+    assert targets_for("local")["added_ttft_p50_ms"].limit == 2
+    phases = [_phase("realistic", 1, c, arm, 200.0, 1460.0 * (1.5 if arm == "through" else 1), 1.5, 640, {})
+              for c in (1, 64, 256) for arm in ("direct", "through")]
+    phases += [_phase("zero", 1, c, arm, 1.0, 2.0, 0.01, 640, {"router": 10.0}) for c in (16, 64)
+               for arm in ("direct", "through")]
+    figures = build_figures(phases, {}, ["zero", "realistic"], ["off"], [1, 16, 64, 256], classifier="local")
+    assert figures["tracing=off/realistic/c=64/total_duration_ratio"]["target"]["limit"] == 1.01
+    assert figures["tracing=off/realistic/c=256/total_duration_ratio"]["target"] is None  # retired on 2 cores
+    assert figures["tracing=off/zero/c=64/cpu_ms_per_token"]["target"]["limit"] == 0.04
+    assert figures["tracing=off/zero/c=16/cpu_ms_per_token"]["target"] is None
+    assert figures["tracing=off/realistic/c=1/added_ttft_p50_ms"]["target"]["limit"] == 2
+
+
+def test_pinning_parses_cpu_lists_and_moves_every_thread_of_a_process():
+    import os
+    import subprocess
+    import sys
+
+    import pytest
+
+    from routemesh.bench.system import Pinning
+
+    pin = Pinning.parse("0-1:2,3", available={0, 1, 2, 3})
+    assert (pin.load, pin.sut) == ({0, 1}, {2, 3})
+    auto = Pinning.parse("auto", available={0, 1})
+    assert (auto.load, auto.sut) == ({0}, {1})
+    for bad, message in (("0", "expected auto or LOAD:SUT"), ("0:0", "share"), ("0:9", "not available"),
+                         ("a:1", "not a CPU"), (":1", "empty")):
+        with pytest.raises(ValueError, match=message):
+            Pinning.parse(bad, available={0, 1})
+    cpus = sorted(os.sched_getaffinity(0))
+    assert len(cpus) >= 2, "every machine of ours has 2 CPUs or more"
+    child = subprocess.Popen([sys.executable, "-c", "import threading, time\n"
+                              "threading.Thread(target=time.sleep, args=(30,)).start(); time.sleep(30)"])
+    try:
+        import time
+
+        time.sleep(0.5)
+        Pinning({cpus[0]}, {cpus[1]}).place(child.pid, load=False)
+        tasks = os.listdir(f"/proc/{child.pid}/task")
+        assert len(tasks) >= 2
+        assert all(os.sched_getaffinity(int(t)) == {cpus[1]} for t in tasks)
+    finally:
+        child.kill()
+        child.wait()

@@ -13,9 +13,10 @@ import threading
 import time
 from pathlib import Path
 
-from routemesh.bench.measure import METRICS_SCRAPE_S, STAGGER_S, BenchConfig, BenchError, run_all
+from routemesh.bench.measure import METRICS_SCRAPE_S, STAGGER_S, BenchConfig, BenchError, arm_names, run_all
 from routemesh.bench.progress import Progress
-from routemesh.bench.report import TARGETS, build_figures, print_table
+from routemesh.bench.report import build_figures, print_table, targets_for
+from routemesh.bench.system import Pinning
 from routemesh.bench.workload import MAX_TOKENS, PINNED_MODEL, PROFILES, UPSTREAM_MODEL
 
 SCHEMA = "routemesh-bench/1"
@@ -39,10 +40,31 @@ def _concurrency_list(text: str) -> list[int]:
 
 
 def _positive(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
     return value
+
+
+def _port(text: str) -> int:
+    value = _positive(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError("must be a port number, 1 to 65535")
+    return value
+
+
+_VIAS = ("grpc", "gateway")
+
+
+def _via_list(text: str) -> list[str]:
+    values = [part.strip() for part in text.split(",") if part.strip()]
+    unknown = [v for v in values if v not in _VIAS]
+    if not values or unknown:
+        raise argparse.ArgumentTypeError(f"expected a comma-separated list of {', '.join(_VIAS)}, got {text!r}")
+    return [v for v in _VIAS if v in values]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -77,6 +99,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="every mesh service serves Prometheus metrics, scraped every "
                              f"{METRICS_SCRAPE_S:g} s as a Prometheus would (default on, as deployed); run pairs "
                              "with off to measure what they cost")
+    parser.add_argument("--via", type=_via_list, default=None,
+                        help="routemesh's arms, a comma-separated list: grpc (the router, as the SDKs call it) and "
+                             "gateway (the OpenAI-compatible HTTP gateway in front of it) (default grpc,gateway)")
+    parser.add_argument("--compare-url", metavar="URL", default="",
+                        help="one more arm: any OpenAI-compatible proxy (its base URL, such as "
+                             "http://127.0.0.1:4000/v1), configured to serve --compare-model from the bench's sim at "
+                             "http://127.0.0.1:<--sim-port>/v1; ROUTEMESH_COMPARE_KEY, when set, is sent as its "
+                             "bearer key. The proxy is yours to start before the bench and to stop after it")
+    parser.add_argument("--compare-model", metavar="NAME", default=UPSTREAM_MODEL,
+                        help=f"the model the compared proxy is asked for; it must reach the sim's {UPSTREAM_MODEL} "
+                             f"(default {UPSTREAM_MODEL})")
+    parser.add_argument("--compare-pid", metavar="PID", type=_positive, default=None,
+                        help="the compared proxy's process: its CPU (with its children's) is measured, and --pin "
+                             "moves it to the system-under-test cores")
+    parser.add_argument("--sim-port", metavar="PORT", type=_port, default=None,
+                        help="the simulated provider listens here (default: a free port); needed with --compare-url")
+    parser.add_argument("--pin", metavar="auto|LOAD:SUT", nargs="?", const="auto", default=None,
+                        help="give the load generator (this process and the sim) and the system under test "
+                             "(routemesh's processes, the compared proxy) their own CPUs: auto splits the CPUs in "
+                             "half (0:1 on two cores), or name them, such as 0:1 or 0-1:2-3 (Linux)")
     parser.add_argument("--json", metavar="PATH", default=None, help="write every figure and raw number here")
     parser.add_argument("--quick", action="store_true",
                         help="a smoke run for CI: both modes, tracing on, 2 rounds, concurrency 1,8, tiny counts, "
@@ -84,7 +126,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> BenchConfig:
-    """The run's settings: explicit options, else --quick's, else the defaults."""
+    """The run's settings: explicit options, else --quick's, else the defaults; ValueError on a bad combination."""
     base = {**_DEFAULTS, **(_QUICK if args.quick else {})}
 
     def pick(name: str):
@@ -102,6 +144,24 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         concurrency=pick("concurrency"), quick=args.quick, classifier=args.classifier, tls=args.tls, ledger=args.ledger,
         metrics=args.metrics, **extra,
     )
+    if args.via is not None:
+        cfg.via = args.via
+    if args.compare_url:
+        if not args.compare_url.startswith(("http://", "https://")):
+            raise ValueError(f"--compare-url {args.compare_url!r}: expected an http:// or https:// base URL")
+        if args.sim_port is None:
+            raise ValueError("--compare-url needs --sim-port: the compared proxy must call the bench's sim, at "
+                             "http://127.0.0.1:<PORT>/v1")
+        cfg.compare_url, cfg.compare_model = args.compare_url, args.compare_model
+        cfg.compare_key = os.environ.get("ROUTEMESH_COMPARE_KEY", "")
+    elif args.compare_pid is not None:
+        raise ValueError("--compare-pid goes with --compare-url")
+    cfg.compare_pid = args.compare_pid or 0
+    if args.compare_pid is not None and not Path(f"/proc/{args.compare_pid}").exists():
+        raise ValueError(f"--compare-pid {args.compare_pid}: no such process")
+    cfg.sim_port = args.sim_port or 0
+    if args.pin is not None:
+        cfg.pin = Pinning.parse(args.pin)
     return cfg
 
 
@@ -118,6 +178,10 @@ def _config_json(cfg: BenchConfig) -> dict:
         "sim_profiles": {mode: PROFILES[mode] for mode in cfg.modes},
         "decision_iterations": cfg.decision_iterations, "classifier_iterations": cfg.classifier_iterations,
         "key_check_iterations": cfg.key_check_iterations,
+        "via": cfg.via, "arms": arm_names(cfg),
+        "compare": {"url": cfg.compare_url, "model": cfg.compare_model, "cpu_measured": bool(cfg.compare_pid)}
+        if cfg.compare_url else None,
+        "pin": cfg.pin.describe() if cfg.pin else None,
     }
 
 
@@ -127,7 +191,11 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = config_from_args(args)
+    try:
+        cfg = config_from_args(args)
+    except ValueError as exc:
+        print(f"routemesh bench: {exc}", file=sys.stderr)
+        return 2
     progress = Progress()
     started = datetime.datetime.now(datetime.UTC)
     load_before = os.getloadavg()
@@ -150,7 +218,7 @@ def run(args: argparse.Namespace) -> int:
         if in_main_thread:
             signal.signal(signal.SIGTERM, previous)
     progress.close()
-    figures = build_figures(phases, micro, cfg.modes, cfg.tracings, cfg.concurrency, cfg.sweep)
+    figures = build_figures(phases, micro, cfg.modes, cfg.tracings, cfg.concurrency, cfg.sweep, cfg.classifier)
     print_table(figures, sys.stdout)
     failed = sum(p["failed"] for p in phases)
     if "on" in cfg.tracings:
@@ -167,7 +235,8 @@ def run(args: argparse.Namespace) -> int:
                         "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
                         "python": platform.python_version(), "platform": platform.platform()},
             "config": _config_json(cfg),
-            "targets": {fid: {"op": t.op, "limit": t.limit, "unit": t.unit} for fid, t in TARGETS.items()},
+            "targets": {fid: {"op": t.op, "limit": t.limit, "unit": t.unit}
+                        for fid, t in targets_for(cfg.classifier).items()},
             "figures": figures,
             "micro": micro,
             "trace_sink": sink,

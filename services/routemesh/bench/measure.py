@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
 import shutil
+import socket
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -15,16 +17,18 @@ import httpx
 from routemesh.bench.progress import Progress
 from routemesh.bench.report import mode_levels
 from routemesh.bench.stats import summarize
-from routemesh.bench.system import TRACING_OFF_ENV, CpuMeter, MetricsScraper, TraceSink
+from routemesh.bench.system import TRACING_OFF_ENV, CpuMeter, MetricsScraper, Pinning, TraceSink
 from routemesh.bench.workload import (
     MAX_TOKENS,
     PROFILES,
     REALISTIC_PROFILE,
     TIME_SCALES,
     UPSTREAM_MODEL,
-    DirectArm,
+    OpenAIArm,
     PhaseRun,
     ThroughArm,
+    direct_arm,
+    gateway_arm,
     run_phase,
 )
 from routemesh.common.loop import run as run_loop
@@ -66,6 +70,14 @@ class BenchConfig:
     tls: bool = False  # mutual TLS between the services, and TLS from the bench to the router
     ledger: str = ""  # "sqlite": telemetry writes the outcome ledger to a SQLite file in the run's directory; or a URL
     metrics: str = "on"  # "off": no service serves (or records) Prometheus metrics
+    via: list[str] = field(default_factory=lambda: ["grpc", "gateway"])  # routemesh's arms: router, gateway
+    # A proxy of the user's, OpenAI-compatible, serving the sim's model (see `routemesh bench --help`).
+    compare_url: str = ""
+    compare_model: str = UPSTREAM_MODEL
+    compare_key: str = ""
+    compare_pid: int = 0  # its CPU is measured (with its children's) when given; pinned with the mesh
+    sim_port: int = 0  # 0: a free port; a proxy to compare must know where the sim listens
+    pin: Pinning | None = None  # the load generator (and the sim) on some cores, the system under test on others
 
     def requests_at(self, mode: str, concurrency: int) -> int:
         if mode == "zero":
@@ -80,8 +92,41 @@ class BenchError(RuntimeError):
     """The benchmark cannot go on (a mesh process died, nothing answers)."""
 
 
-def _cpu_groups(mesh: Mesh) -> dict[str, int]:
-    return {name: proc.pid for name, proc in mesh.processes.items()}
+def _cpu_groups(mesh: Mesh, cfg: BenchConfig) -> dict[str, int]:
+    groups = {name: proc.pid for name, proc in mesh.processes.items()}
+    if cfg.compare_pid:
+        groups["compare"] = cfg.compare_pid
+    return groups
+
+
+def arm_names(cfg: BenchConfig) -> list[str]:
+    """The arms of a run, as phases name them."""
+    return ["direct", *(["through"] if "grpc" in cfg.via else []), *(["gateway"] if "gateway" in cfg.via else []),
+            *(["compare"] if cfg.compare_url else [])]
+
+
+def _arms(mesh: Mesh, cfg: BenchConfig, timeout: float) -> list[OpenAIArm | ThroughArm]:
+    """direct first, then routemesh's arms, then the compared proxy's."""
+    tls_ca = str(mesh.tls_dir / "ca.pem") if mesh.tls_dir is not None else None
+    arms: list[OpenAIArm | ThroughArm] = [direct_arm(mesh.layout.sim_url, timeout)]
+    if "grpc" in cfg.via:
+        arms.append(ThroughArm(mesh.layout.address("router"), timeout, tls_ca))
+    if "gateway" in cfg.via:
+        scheme = "https" if tls_ca else "http"
+        arms.append(gateway_arm(f"{scheme}://{mesh.layout.address('gateway')}/v1", timeout, tls_ca))
+    if cfg.compare_url:
+        arms.append(OpenAIArm("compare", cfg.compare_url, cfg.compare_model, timeout, api_key=cfg.compare_key))
+    return arms
+
+
+def _pin(mesh: Mesh, cfg: BenchConfig) -> None:
+    """The sim with the load generator, every routemesh process (and the compared proxy) on the other cores."""
+    if cfg.pin is None:
+        return
+    for name, proc in mesh.processes.items():
+        cfg.pin.place(proc.pid, load=name == "sim")
+    if cfg.compare_pid:
+        cfg.pin.place(cfg.compare_pid, load=False)
 
 
 def phase_record(tracing: str, mode: str, round_no: int, concurrency: int, arm: str, run: PhaseRun,
@@ -117,27 +162,27 @@ async def measure_mode(mesh: Mesh, mode: str, tracing: str, cfg: BenchConfig, si
     """Warm up, then `rounds` rounds; in each, every concurrency runs both arms, alternating which goes first."""
     await _set_profile(mesh, mode)
     timeout = _TIMEOUTS_S[mode]
-    direct = DirectArm(mesh.layout.sim_url, timeout)
-    tls_ca = str(mesh.tls_dir / "ca.pem") if mesh.tls_dir is not None else None
-    through = ThroughArm(mesh.layout.address("router"), timeout, tls_ca)
+    arms = _arms(mesh, cfg, timeout)
     phases: list[dict] = []
     try:
         top = max(cfg.levels(mode))
-        for arm in (direct, through):
+        for arm in arms:
             progress.phase(f"[tracing {tracing}, {mode}] warm-up, {arm.name}")
             run = await run_phase(arm, top, top, timeout, lambda d: progress.count(d, top))
             if not any(s.ok for s in run.samples):
                 raise BenchError(f"{arm.name} arm: no request succeeded in warm-up: {run.samples[0].error}")
         for round_no in range(1, cfg.rounds + 1):
             for index, concurrency in enumerate(cfg.levels(mode)):
-                # Alternating the order cancels slow drift (thermal, other load) between the two arms.
-                order = (direct, through) if (round_no + index) % 2 else (through, direct)
+                # Rotating the order (alternating, with two arms) cancels slow drift (thermal, other load)
+                # between the arms.
+                shift = (round_no + index) % len(arms)
+                order = arms[shift:] + arms[:shift]
                 for arm in order:
                     n = cfg.requests_at(mode, concurrency)
                     progress.phase(f"[tracing {tracing}, {mode}] round {round_no}/{cfg.rounds}, "
                                    f"c={concurrency}, {arm.name}")
                     gc.collect()
-                    meter = CpuMeter(_cpu_groups(mesh))
+                    meter = CpuMeter(_cpu_groups(mesh, cfg))
                     exports_before = sink.counts() if sink else (0, 0)
                     meter.start()
                     run = await run_phase(arm, n, concurrency, timeout, lambda d, n=n: progress.count(d, n),
@@ -155,17 +200,36 @@ async def measure_mode(mesh: Mesh, mode: str, tracing: str, cfg: BenchConfig, si
                     if dead:
                         raise BenchError(f"mesh process(es) exited: {', '.join(dead)}")
     finally:
-        await direct.aclose()
-        await through.aclose()
+        for arm in arms:
+            await arm.aclose()
     return phases
 
 
-def _restart_sim(mesh: Mesh, time_scale: float) -> None:
-    """Switch provider mode: the sim's time scale is a start-up flag, so the sim alone is restarted."""
+def _restart_sim(mesh: Mesh, time_scale: float, cfg: BenchConfig) -> None:
+    """Switch provider mode: the sim's time scale is a start-up flag, so the sim alone is restarted (on its port)."""
     mesh.stop_service("sim", timeout_s=10)
     mesh.sim_time_scale = time_scale
     mesh.start_service("sim")
     mesh.wait_healthy("sim", time.monotonic() + 30)
+    if cfg.pin is not None:
+        cfg.pin.place(mesh.processes["sim"].pid, load=True)
+
+
+def layout_for(cfg: BenchConfig) -> MeshLayout:
+    """Free ports for the mesh; the sim on `--sim-port` when given, where a compared proxy is told to call it."""
+    if not cfg.sim_port:
+        return MeshLayout.free()
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", cfg.sim_port))
+        except OSError as exc:
+            raise BenchError(f"--sim-port {cfg.sim_port}: cannot listen there ({exc.strerror})") from None
+    for _ in range(10):
+        layout = MeshLayout.free()
+        if cfg.sim_port not in (*layout.ports.values(), *layout.metrics_ports.values()):
+            layout.ports["sim"] = cfg.sim_port
+            return layout
+    raise BenchError(f"--sim-port {cfg.sim_port}: no free ports for the rest of the mesh around it")
 
 
 def run_tracing(tracing: str, cfg: BenchConfig, sink: TraceSink | None, progress: Progress) -> list[dict]:
@@ -177,7 +241,7 @@ def run_tracing(tracing: str, cfg: BenchConfig, sink: TraceSink | None, progress
     if cfg.classifier == "local":
         env["ROUTEMESH_CLASSIFIER_ADDR"] = "local"
     ledger = f"sqlite:///{log_dir / 'ledger.db'}" if cfg.ledger == "sqlite" else cfg.ledger
-    mesh = Mesh(MeshLayout.free(), sim_time_scale=TIME_SCALES[cfg.modes[0]], log_dir=log_dir, extra_env=env,
+    mesh = Mesh(layout_for(cfg), sim_time_scale=TIME_SCALES[cfg.modes[0]], log_dir=log_dir, extra_env=env,
                 tls_dir=log_dir / "certs" if cfg.tls else None,
                 extra_args={"telemetry": ["--ledger-url", ledger]} if ledger else None, metrics=cfg.metrics == "on")
     progress.phase(f"[tracing {tracing}] starting a private mesh")
@@ -186,12 +250,13 @@ def run_tracing(tracing: str, cfg: BenchConfig, sink: TraceSink | None, progress
     scraper = MetricsScraper([mesh.layout.metrics_url(s) for s in mesh.layout.metrics_ports], METRICS_SCRAPE_S)
     try:
         mesh.start(progress=lambda s: progress.phase(f"[tracing {tracing}] starting a private mesh: {s} is up"))
+        _pin(mesh, cfg)
         if cfg.metrics == "on":
             scraper.start()
         for mode in cfg.modes:
             if mesh.sim_time_scale != TIME_SCALES[mode]:
                 progress.phase(f"[tracing {tracing}] restarting the sim for {mode} mode")
-                _restart_sim(mesh, TIME_SCALES[mode])
+                _restart_sim(mesh, TIME_SCALES[mode], cfg)
             phases += run_loop(measure_mode(mesh, mode, tracing, cfg, sink, progress))
         ok = True
     except MeshError as exc:
@@ -231,6 +296,8 @@ def run_micro(cfg: BenchConfig, progress: Progress) -> dict:
 
 def run_all(cfg: BenchConfig, progress: Progress) -> tuple[dict, list[dict], dict]:
     """Micro-benchmarks first (the machine is quiet then), then each tracing setting's mesh."""
+    if cfg.pin is not None:
+        cfg.pin.place(os.getpid(), load=True)  # before the sink's and the mesh's threads and processes start
     micro = run_micro(cfg, progress)
     phases: list[dict] = []
     sink = TraceSink() if "on" in cfg.tracings else None

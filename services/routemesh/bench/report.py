@@ -11,8 +11,12 @@ from typing import TextIO
 from routemesh.bench.stats import minus, per, ratio, spread
 from routemesh.common.stats import percentile
 
-# Processes whose CPU is the provider's or the load generator's, not routemesh's.
-_NOT_ROUTEMESH = {"sim", "bench-client"}
+# Processes whose CPU is the provider's, the load generator's or the compared proxy's, not routemesh's.
+_NOT_ROUTEMESH = {"sim", "bench-client", "compare"}
+# The arms measured against "direct" (the provider itself): routemesh's router over gRPC ("through", the name
+# the JSON has always used), routemesh's OpenAI-compatible gateway, and a proxy of the user's (--compare-url).
+SUBJECTS = ("through", "gateway", "compare")
+ARM_TITLES = {"through": "routemesh gRPC", "gateway": "routemesh gateway", "compare": "compared proxy"}
 SHORT_ADDED_P99_MS = 50.0
 THROUGHPUT_STREAMS = 64
 
@@ -36,20 +40,40 @@ class Target:
 
 
 TARGETS = {
-    "added_ttft_p50_ms": Target("<=", 2, "ms"),
+    # Issue 16: the default mesh keeps the classifier hop (2.5 ms); `--classifier local` is held to 2 ms.
+    "added_ttft_p50_ms": Target("<=", 2.5, "ms"),
     "added_ttft_p99_ms": Target("<=", 5, "ms"),
     "added_gap_p50_ms": Target("<=", 0.2, "ms"),
     "added_gap_p99_ms": Target("<=", 1, "ms"),
+    # Up to THROUGHPUT_STREAMS streams: at 256 the mesh, provider and client share the 2 cores (issue 16 retired it).
     "total_duration_ratio": Target("<=", 1.01, ""),
     "tokens_per_s": Target(">=", 20_000, "tok/s"),  # at THROUGHPUT_STREAMS streams only
     "short_requests_per_s": Target(">=", 400, "req/s"),
     "cpu_ms_per_request": Target("<=", 4, "ms"),
-    "cpu_ms_per_token": Target("<=", 0.05, "ms"),
+    "cpu_ms_per_token": Target("<=", 0.04, "ms"),  # over both hops, at THROUGHPUT_STREAMS streams only
+    # The gateway arm against the gRPC arm of the same round: what the HTTP hop adds.
+    "gateway_added_ttft_p50_ms": Target("<=", 1, "ms"),
+    "gateway_added_cpu_ms_per_request": Target("<=", 1, "ms"),
     "decision_p99_us": Target("<=", 200, "µs"),
     "classifier_p99_us": Target("<=", 1000, "µs"),
     "key_check_p99_us": Target("<=", 50, "µs"),  # the router's API-key check, verdict cached
     "ledger_record_p99_us": Target("<=", 50, "µs"),  # the ledger's fields of a request summary, after the answer
 }
+LOCAL_CLASSIFIER_TTFT_P50 = Target("<=", 2, "ms")
+
+
+def targets_for(classifier: str = "service") -> dict[str, Target]:
+    """The targets of a run: `--classifier local` holds added TTFT p50 to 2 ms instead of 2.5."""
+    return {**TARGETS, "added_ttft_p50_ms": LOCAL_CLASSIFIER_TTFT_P50} if classifier == "local" else dict(TARGETS)
+
+
+def _target_at(targets: dict[str, Target], fid: str, concurrency: int) -> Target | None:
+    """A figure's target at one concurrency: some apply at THROUGHPUT_STREAMS only, the ratio up to it."""
+    if fid in ("tokens_per_s", "cpu_ms_per_token") and concurrency != THROUGHPUT_STREAMS:
+        return None
+    if fid == "total_duration_ratio" and concurrency > THROUGHPUT_STREAMS:
+        return None
+    return targets.get(fid)
 
 # (figure id, label, modes it is reported for, "c1" for the lowest concurrency only or "each")
 _LATENCY_FIGURES = [
@@ -72,12 +96,22 @@ _LATENCY_FIGURES = [
 _MICROS = [("decision", "decision"), ("classifier", "classifier"), ("key_check", "key check (cached)"),
            ("key_usage", "key usage counted (in memory)"), ("ledger_record", "ledger record (router)")]
 MICRO_FIGURES = [f"{name}_{q}_us" for name, _ in _MICROS for q in ("p50", "p99")]
+# The gateway against the gRPC arm, per round: (figure id, label, modes, "c1" or "each").
+_GATEWAY_FIGURES = [
+    ("gateway_added_ttft_p50_ms", "gateway TTFT p50 over gRPC ms", ("zero", "realistic"), "c1"),
+    ("gateway_added_ttft_p99_ms", "gateway TTFT p99 over gRPC ms", ("zero", "realistic"), "c1"),
+    ("gateway_added_cpu_ms_per_request", "gateway CPU per request over gRPC ms", ("zero",), "each"),
+]
 
 
 def arm_metrics(phase: dict) -> dict[str, float | None]:
     """One arm's figures for one round."""
     cpu = phase["cpu_ms"]
-    routemesh_cpu = sum(ms for name, ms in cpu.items() if name not in _NOT_ROUTEMESH)
+    # What the arm under test spends: routemesh's processes, or the compared proxy's (when its pid was given).
+    if phase["arm"] == "compare":
+        routemesh_cpu = cpu.get("compare")
+    else:
+        routemesh_cpu = sum(ms for name, ms in cpu.items() if name not in _NOT_ROUTEMESH)
     ok, tokens, wall = phase["ok"], phase["tokens"], phase["wall_s"]
     return {
         "ttft_p50_ms": percentile(sorted(phase["ttft_ms"]), 0.5) if phase["ttft_ms"] else None,
@@ -92,8 +126,8 @@ def arm_metrics(phase: dict) -> dict[str, float | None]:
         "routemesh_cpu_ms_per_request": per(routemesh_cpu, ok),
         "routemesh_cpu_ms_per_token": per(routemesh_cpu, tokens),
         "sim_cpu_ms_per_request": per(cpu.get("sim"), ok),
-        "mesh_cpu_ms_per_request": per(routemesh_cpu + cpu.get("sim", 0.0), ok),
-        "mesh_cpu_ms_per_token": per(routemesh_cpu + cpu.get("sim", 0.0), tokens),
+        "mesh_cpu_ms_per_request": per(None if routemesh_cpu is None else routemesh_cpu + cpu.get("sim", 0.0), ok),
+        "mesh_cpu_ms_per_token": per(None if routemesh_cpu is None else routemesh_cpu + cpu.get("sim", 0.0), tokens),
         "sim_cpu_ms_per_token": per(cpu.get("sim"), tokens),
         "client_cpu_ms_per_request": per(cpu.get("bench-client"), ok),
         "failed": phase["failed"],
@@ -147,8 +181,10 @@ def _by_round(phases: Iterable[dict]) -> dict[tuple, dict[int, dict[str, dict]]]
     return grouped
 
 
-def figure_key(tracing: str, mode: str, concurrency: int | None, fid: str) -> str:
-    return f"tracing={tracing}/{mode}/" + (f"c={concurrency}/" if concurrency is not None else "") + fid
+def figure_key(tracing: str, mode: str, concurrency: int | None, fid: str, arm: str = "through") -> str:
+    """A figure's key in the JSON; the gRPC arm's keys have no arm part (as before other arms existed)."""
+    via = "" if arm == "through" else f"via={arm}/"
+    return f"tracing={tracing}/{mode}/" + via + (f"c={concurrency}/" if concurrency is not None else "") + fid
 
 
 def mode_levels(concurrency: Sequence[int], sweep: Sequence[int], mode: str) -> list[int]:
@@ -157,64 +193,96 @@ def mode_levels(concurrency: Sequence[int], sweep: Sequence[int], mode: str) -> 
     return sorted(set(concurrency) | set(sweep)) if mode == "zero" else list(concurrency)
 
 
+def _levels_of(which: str, low: int, levels: list[int]) -> list[int]:
+    return [low] if which == "c1" else levels
+
+
 def expected_figure_keys(modes: list[str], tracings: list[str], concurrency: list[int],
-                         sweep: Sequence[int] = ()) -> list[str]:
+                         sweep: Sequence[int] = (), arms: Sequence[str] = ("through",)) -> list[str]:
     """Every figure key a complete run with these settings reports (the smoke test checks them)."""
     keys = [f"micro/{fid}" for fid in MICRO_FIGURES]
     low = min(concurrency)
     for tracing in tracings:
         for mode in modes:
             levels = mode_levels(concurrency, sweep, mode)
-            for fid, _, fig_modes, which in _LATENCY_FIGURES:
-                if mode in fig_modes:
-                    keys += [figure_key(tracing, mode, c, fid) for c in ([low] if which == "c1" else levels)]
-            if mode == "zero":
-                keys.append(figure_key(tracing, mode, None, "short_requests_per_s"))
+            for arm in arms:
+                for fid, _, fig_modes, which in _LATENCY_FIGURES:
+                    if mode in fig_modes:
+                        keys += [figure_key(tracing, mode, c, fid, arm) for c in _levels_of(which, low, levels)]
+                if mode == "zero":
+                    keys.append(figure_key(tracing, mode, None, "short_requests_per_s", arm))
+            if {"through", "gateway"} <= set(arms):
+                for fid, _, fig_modes, which in _GATEWAY_FIGURES:
+                    if mode in fig_modes:
+                        keys += [figure_key(tracing, mode, c, fid) for c in _levels_of(which, low, levels)]
     return keys
 
 
+def _gateway_values(fid: str, through: dict, gateway: dict) -> tuple[float | None, float | None, float | None]:
+    """(gRPC arm, gateway arm, gateway − gRPC) of one gateway figure in one round."""
+    key = {"gateway_added_ttft_p50_ms": "ttft_p50_ms", "gateway_added_ttft_p99_ms": "ttft_p99_ms",
+           "gateway_added_cpu_ms_per_request": "routemesh_cpu_ms_per_request"}[fid]
+    t, g = through.get(key), gateway.get(key)
+    return t, g, minus(g, t)
+
+
 def build_figures(phases: list[dict], micro: dict, modes: list[str], tracings: list[str],
-                  concurrency: list[int], sweep: Sequence[int] = ()) -> dict[str, dict]:
+                  concurrency: list[int], sweep: Sequence[int] = (), classifier: str = "service") -> dict[str, dict]:
     grouped = _by_round(phases)
+    arms = [arm for arm in SUBJECTS if any(p["arm"] == arm for p in phases)]
+    targets = targets_for(classifier)
     figures: dict[str, dict] = {}
     low = min(concurrency)
     for tracing in tracings:
         for mode in modes:
             levels = mode_levels(concurrency, sweep, mode)
-            for fid, label, fig_modes, which in _LATENCY_FIGURES:
-                if mode not in fig_modes:
-                    continue
-                for c in [low] if which == "c1" else levels:
-                    rounds = grouped.get((tracing, mode, c), {})
-                    values = [_figure_values(fid, arms["direct"], arms["through"])
-                              for _, arms in sorted(rounds.items()) if {"direct", "through"} <= set(arms)]
-                    target = TARGETS.get(fid)
-                    if fid == "tokens_per_s" and c != THROUGHPUT_STREAMS:
-                        target = None
-                    key = figure_key(tracing, mode, c, fid)
-                    figures[key] = _figure(key, f"{label} (c={c})", fid, values, target,
-                                           tracing=tracing, mode=mode, concurrency=c)
-            if mode == "zero":
-                key = figure_key(tracing, mode, None, "short_requests_per_s")
-                figures[key] = _short_requests(key, grouped, tracing, levels)
-                figures[key].update(tracing=tracing, mode=mode, concurrency=None)
+            for arm in arms:
+                for fid, label, fig_modes, which in _LATENCY_FIGURES:
+                    if mode not in fig_modes:
+                        continue
+                    for c in _levels_of(which, low, levels):
+                        rounds = grouped.get((tracing, mode, c), {})
+                        values = [_figure_values(fid, arms_of["direct"], arms_of[arm])
+                                  for _, arms_of in sorted(rounds.items()) if {"direct", arm} <= set(arms_of)]
+                        # Targets are routemesh's, on its default path; other arms are reported beside it.
+                        target = _target_at(targets, fid, c) if arm == "through" else None
+                        key = figure_key(tracing, mode, c, fid, arm)
+                        figures[key] = _figure(key, f"{label} (c={c})", fid, values, target,
+                                               tracing=tracing, mode=mode, concurrency=c, arm=arm)
+                if mode == "zero":
+                    key = figure_key(tracing, mode, None, "short_requests_per_s", arm)
+                    figures[key] = _short_requests(key, grouped, tracing, levels, arm,
+                                                   targets["short_requests_per_s"] if arm == "through" else None)
+                    figures[key].update(tracing=tracing, mode=mode, concurrency=None, arm=arm)
+            if {"through", "gateway"} <= set(arms):
+                for fid, label, fig_modes, which in _GATEWAY_FIGURES:
+                    if mode not in fig_modes:
+                        continue
+                    for c in _levels_of(which, low, levels):
+                        rounds = grouped.get((tracing, mode, c), {})
+                        values = [_gateway_values(fid, arms_of["through"], arms_of["gateway"])
+                                  for _, arms_of in sorted(rounds.items()) if {"through", "gateway"} <= set(arms_of)]
+                        key = figure_key(tracing, mode, c, fid)
+                        figures[key] = _figure(key, f"{label} (c={c})", fid, values, targets.get(fid),
+                                               tracing=tracing, mode=mode, concurrency=c, arm="gateway-vs-grpc")
     for name, label in _MICROS:
         for q in ("p50", "p99"):
             fid = f"{name}_{q}_us"
             value = micro.get(name, {}).get(f"{q}_us")
             key = f"micro/{fid}"
-            figures[key] = _figure(key, f"{label} {q} µs", fid, [(None, value, value)], TARGETS.get(fid),
-                                   tracing=None, mode="micro", concurrency=None)
+            figures[key] = _figure(key, f"{label} {q} µs", fid, [(None, value, value)], targets.get(fid),
+                                   tracing=None, mode="micro", concurrency=None, arm=None)
     return figures
 
 
-def _short_requests(key: str, grouped: dict, tracing: str, concurrency: list[int]) -> dict:
-    """Per round: the highest requests/s through routemesh at a concurrency whose added p99 stays ≤ 50 ms."""
+def _short_requests(key: str, grouped: dict, tracing: str, concurrency: list[int], arm: str,
+                    target: Target | None) -> dict:
+    """Per round: the highest requests/s through `arm` at a concurrency whose added p99 stays ≤ 50 ms."""
     rounds: dict[int, list[tuple[float | None, float | None, float | None]]] = defaultdict(list)
     for c in concurrency:
         for round_no, arms in grouped.get((tracing, "zero", c), {}).items():
-            if {"direct", "through"} <= set(arms):
-                direct, through = arms["direct"], arms["through"]
+            if {"direct", arm} <= set(arms):
+                direct, through = arms["direct"], arms[arm]
                 added = minus(through["total_p99_ms"], direct["total_p99_ms"])
                 within = added is not None and added <= SHORT_ADDED_P99_MS
                 rounds[round_no].append((direct["requests_per_s"], through["requests_per_s"],
@@ -222,7 +290,7 @@ def _short_requests(key: str, grouped: dict, tracing: str, concurrency: list[int
     values = [tuple(max((v for v in column if v is not None), default=None) for column in zip(*rows, strict=True))
               for _, rows in sorted(rounds.items())]
     label = f"short requests/s with added p99 ≤ {SHORT_ADDED_P99_MS:g} ms"
-    return _figure(key, label, "short_requests_per_s", values, TARGETS["short_requests_per_s"])
+    return _figure(key, label, "short_requests_per_s", values, target)
 
 
 def fmt_value(value: float | None) -> str:
@@ -242,14 +310,21 @@ _MODE_TITLES = {"zero": "zero-delay provider (our overhead)", "realistic": "real
 
 
 def print_table(figures: dict[str, dict], out: TextIO) -> None:
-    """figure | direct | through routemesh | added/ratio (median, min–max of rounds) | target | mark."""
-    header = f"{'figure':<44} {'direct':>10} {'through':>10} {'added/ratio [spread]':>28}  {'target':<14} "
+    """figure | direct | through the arm | added/ratio (median, min–max of rounds) | target | mark; a section per
+    tracing setting, provider mode and arm."""
     sections: dict[tuple, list[dict]] = defaultdict(list)
     for fig in figures.values():
-        sections[(fig["tracing"], fig["mode"])].append(fig)
-    for (tracing, mode), rows in sections.items():
-        title = "micro-benchmarks (in process)" if mode == "micro" else \
-            f"tracing {tracing} · {_MODE_TITLES.get(mode, mode)}"
+        sections[(fig["tracing"], fig["mode"], fig.get("arm", "through"))].append(fig)
+    for (tracing, mode, arm), rows in sections.items():
+        if mode == "micro":
+            title, columns = "micro-benchmarks (in process)", ("", "value")
+        elif arm == "gateway-vs-grpc":
+            title, columns = f"tracing {tracing} · {_MODE_TITLES.get(mode, mode)} · gateway against gRPC", \
+                ("gRPC", "gateway")
+        else:
+            title = f"tracing {tracing} · {_MODE_TITLES.get(mode, mode)} · {ARM_TITLES.get(arm, arm)}"
+            columns = ("direct", "through")
+        header = f"{'figure':<44} {columns[0]:>10} {columns[1]:>10} {'added/ratio [spread]':>28}  {'target':<14} "
         print(f"\n{title}", file=out)
         print(header, file=out)
         print("-" * len(header), file=out)
@@ -263,5 +338,6 @@ def print_table(figures: dict[str, dict], out: TextIO) -> None:
                   f"{fmt_value(fig['value']) + ' ' + span:>28}  {target_text:<14} {mark}", file=out)
     print("\nnotes: added = through − direct, per round; values are medians of round medians, [min–max] of "
           "rounds.\n  CPU: direct = the sim serving the direct arm; through = every mesh process with the sim; "
-          "added = routemesh's own processes.\n  requests/s and tokens/s: the added/ratio column is through "
-          "routemesh; the target applies to it.", file=out)
+          "added = routemesh's own processes\n  (the compared proxy's own process, when --compare-pid is given).\n"
+          "  requests/s and tokens/s: the added/ratio column is through the arm; the target applies to it.\n"
+          "  gateway against gRPC: the gateway arm minus the gRPC arm of the same round.", file=out)

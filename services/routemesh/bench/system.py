@@ -47,6 +47,75 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
+class Pinning:
+    """`--pin`: the load generator (this process, and the provider it measures against) on `load` CPUs, the
+    system under test (routemesh's processes, or a compared proxy) on `sut` CPUs, so neither takes the other's
+    cores. Linux only (sched_setaffinity); every thread of a process is moved, and threads it starts later
+    inherit their creator's CPUs."""
+
+    def __init__(self, load: set[int], sut: set[int]):
+        self.load, self.sut = load, sut
+
+    @classmethod
+    def parse(cls, text: str, available: set[int] | None = None) -> Pinning:
+        """"auto" (the first half of this process's CPUs for the load, the rest for the system under test) or
+        "LOAD:SUT" with CPU lists such as "0:1" or "0-1:2,3"; ValueError with a message when it cannot be."""
+        if not hasattr(os, "sched_setaffinity"):
+            raise ValueError("--pin needs Linux (sched_setaffinity)")
+        cpus = available if available is not None else os.sched_getaffinity(0)
+        if text == "auto":
+            ordered = sorted(cpus)
+            if len(ordered) < 2:
+                raise ValueError("--pin needs at least 2 CPUs")
+            half = len(ordered) // 2
+            return cls(set(ordered[:half]), set(ordered[half:]))
+        load_text, sep, sut_text = text.partition(":")
+        if not sep:
+            raise ValueError(f"--pin {text!r}: expected auto or LOAD:SUT, such as 0:1 or 0-1:2-3")
+        load, sut = _cpu_list(load_text), _cpu_list(sut_text)
+        if load & sut:
+            raise ValueError(f"--pin {text!r}: the load generator and the system under test share CPU(s) "
+                             f"{','.join(map(str, sorted(load & sut)))}")
+        missing = (load | sut) - cpus
+        if missing:
+            raise ValueError(f"--pin {text!r}: CPU(s) {','.join(map(str, sorted(missing)))} not available here "
+                             f"(available: {','.join(map(str, sorted(cpus)))})")
+        return cls(load, sut)
+
+    def place(self, pid: int, *, load: bool) -> None:
+        """Move every thread of `pid` and of its descendants to the load or the system-under-test CPUs."""
+        cpus = self.load if load else self.sut
+        for process in (pid, *descendants(pid)):
+            try:
+                tasks = [int(t.name) for t in Path(f"/proc/{process}/task").iterdir()]
+            except OSError:
+                continue
+            for tid in tasks:
+                try:
+                    os.sched_setaffinity(tid, cpus)
+                except OSError:  # the thread ended meanwhile
+                    pass
+
+    def describe(self) -> dict[str, list[int]]:
+        return {"load": sorted(self.load), "sut": sorted(self.sut)}
+
+
+def _cpu_list(text: str) -> set[int]:
+    cpus: set[int] = set()
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        first, _, last = part.partition("-")
+        try:
+            low, high = int(first), int(last or first)
+        except ValueError:
+            raise ValueError(f"{part!r} is not a CPU number or range") from None
+        if low < 0 or high < low:
+            raise ValueError(f"{part!r} is not a CPU number or range")
+        cpus.update(range(low, high + 1))
+    if not cpus:
+        raise ValueError("an empty CPU list")
+    return cpus
+
+
 class CpuMeter:
     """CPU time of named process groups between `start()` and `stop()`, in milliseconds."""
 

@@ -1,14 +1,16 @@
-"""The benchmark workload: one streaming chat, sent directly to the sim (aiohttp, as the executor does) or through routemesh (gRPC)."""
+"""The benchmark workload: one streaming chat, sent to an OpenAI-compatible URL (the sim directly, routemesh's
+gateway, or a proxy to compare; aiohttp, as the executor uses) or through routemesh's router (gRPC)."""
 
 from __future__ import annotations
 
 import asyncio
-import json
+import ssl as ssl_module
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import aiohttp
+import orjson
 
 from routemesh.client import AsyncRouterClient, RoutemeshError
 from routemesh.v1 import common_pb2
@@ -59,52 +61,69 @@ class Sample:
         self.chunks += 1
 
 
-class DirectArm:
-    """Streams chat completions straight from the sim with the executor's HTTP client (aiohttp), same body."""
+class OpenAIArm:
+    """Streams chat completions from an OpenAI-compatible URL with the executor's HTTP client (aiohttp).
 
-    name = "direct"
+    The same body for every such arm: the sim directly, routemesh's gateway, or a proxy of the user's
+    (`--compare-url`). Tokens are counted from the final usage chunk when the server sends one (a gateway
+    coalesces tokens into chunks), else one per content-bearing chunk (the sim sends one token per chunk).
+    """
 
-    def __init__(self, sim_url: str, timeout_s: float):
-        self._url = sim_url.rstrip("/") + "/chat/completions"
+    def __init__(self, name: str, base_url: str, model: str, timeout_s: float, *, api_key: str = "",
+                 tls_ca: str | None = None):
+        self.name = name
+        self._url = base_url.rstrip("/") + "/chat/completions"
+        self._model = model
         self._timeout_s = timeout_s
+        self._headers = {"Accept": "text/event-stream"}
+        if api_key:
+            self._headers["Authorization"] = f"Bearer {api_key}"
+        self._tls_ca = tls_ca
         self._session: aiohttp.ClientSession | None = None
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:  # created inside the running loop
+            ssl: ssl_module.SSLContext | bool = True
+            if self._tls_ca:
+                ssl = ssl_module.create_default_context(cafile=self._tls_ca)
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=1000, keepalive_timeout=60),
+                connector=aiohttp.TCPConnector(limit=1000, keepalive_timeout=60, ssl=ssl),
                 timeout=aiohttp.ClientTimeout(total=self._timeout_s))
         return self._session
 
     async def one(self, index: int) -> Sample:
-        body = {"model": UPSTREAM_MODEL, "messages": [{"role": "user", "content": prompt(index)}],
+        body = {"model": self._model, "messages": [{"role": "user", "content": prompt(index)}],
                 "max_tokens": MAX_TOKENS, "stream": True, "stream_options": {"include_usage": True}}
         start = time.perf_counter()
         sample = Sample(ok=False)
+        usage_tokens: int | None = None
         try:
-            async with self._client().post(self._url, json=body,
-                                           headers={"Accept": "text/event-stream"}) as response:
+            async with self._client().post(self._url, json=body, headers=self._headers) as response:
                 if response.status != 200:
-                    await response.read()
-                    sample.error = f"HTTP {response.status}"
+                    text = (await response.read())[:120].decode(errors="replace")
+                    sample.error = f"HTTP {response.status}: {text}"
                     return sample
                 async for raw in response.content:
                     line = raw.decode().rstrip("\r\n")
-                    if not line.startswith("data: "):
+                    if not line.startswith("data:"):
                         continue
-                    data = line[6:]
+                    data = line[5:].lstrip()
                     if data == "[DONE]":
                         break
-                    choices = json.loads(data).get("choices") or ()
+                    event = orjson.loads(data)
+                    usage = event.get("usage")
+                    if usage and usage.get("completion_tokens") is not None:
+                        usage_tokens = int(usage["completion_tokens"])
+                    choices = event.get("choices") or ()
                     text = choices[0].get("delta", {}).get("content") if choices else None
                     if not text:
                         continue
                     sample.arrived(start)
-                    sample.tokens += 1  # the sim sends one token per chunk
         except (aiohttp.ClientError, ValueError) as exc:
             sample.error = f"{type(exc).__name__}: {exc}"[:200]
             return sample
         sample.total_ms = (time.perf_counter() - start) * 1000
+        sample.tokens = usage_tokens if usage_tokens is not None else sample.chunks
         sample.ok = sample.chunks > 0
         if not sample.ok:
             sample.error = "no tokens"
@@ -113,6 +132,16 @@ class DirectArm:
     async def aclose(self) -> None:
         if self._session is not None:
             await self._session.close()
+
+
+def direct_arm(sim_url: str, timeout_s: float) -> OpenAIArm:
+    """The baseline: the sim itself, asked for the pinned model's upstream name."""
+    return OpenAIArm("direct", sim_url, UPSTREAM_MODEL, timeout_s)
+
+
+def gateway_arm(gateway_url: str, timeout_s: float, tls_ca: str | None = None) -> OpenAIArm:
+    """routemesh's OpenAI-compatible gateway, the pinned model: the HTTP hop in front of the gRPC mesh."""
+    return OpenAIArm("gateway", gateway_url, PINNED_MODEL, timeout_s, tls_ca=tls_ca)
 
 
 class ThroughArm:
@@ -160,7 +189,7 @@ class PhaseRun:
     wall_s: float
 
 
-async def run_phase(arm: DirectArm | ThroughArm, requests: int, concurrency: int, timeout_s: float,
+async def run_phase(arm: OpenAIArm | ThroughArm, requests: int, concurrency: int, timeout_s: float,
                     on_done: Callable[[int], None] | None = None, first_index: int = 0,
                     stagger_s: float = 0.0) -> PhaseRun:
     """Send `requests` requests with `concurrency` in flight; each one is cut at `timeout_s`, so this ends.
