@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from routemesh.bench.report import expected_figure_keys
+from tests.integration.conftest import REDIS_URL
 
 pytestmark = pytest.mark.integration
 
@@ -76,7 +77,8 @@ def test_quick_bench_writes_every_figure(tmp_path):
 @pytest.mark.timeout(240)
 def test_a_compared_proxy_is_measured_beside_routemesh_on_pinned_cores(tmp_path):
     """--compare-url with a real forwarding proxy process (tests/integration/bench_proxy.py) in front of the bench's
-    sim on --sim-port; --compare-pid measures its CPU; --pin splits the CPUs (0:1 on two)."""
+    sim on --sim-port; --compare-pid measures its CPU; --pin splits the CPUs (0:1 on two). The mesh requires API keys
+    (the gateway arm sends the run's) and runs the policy without its predictor."""
     from routemesh.mesh import free_quiet_ports
 
     sim_port, proxy_port = free_quiet_ports("127.0.0.1", 2)
@@ -87,7 +89,8 @@ def test_a_compared_proxy_is_measured_beside_routemesh_on_pinned_cores(tmp_path)
         result = subprocess.run(
             [sys.executable, "-m", "routemesh.bench.main", "--quick", "--mode", "zero", "--tracing", "off",
              "--via", "gateway", "--compare-url", f"http://127.0.0.1:{proxy_port}/v1", "--compare-pid",
-             str(proxy.pid), "--sim-port", str(sim_port), "--pin", "--json", str(out)],
+             str(proxy.pid), "--sim-port", str(sim_port), "--pin", "--keys", "--redis-url", REDIS_URL,
+             "--predictor", "off", "--json", str(out)],
             capture_output=True, text=True, timeout=220)
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     finally:
@@ -97,6 +100,7 @@ def test_a_compared_proxy_is_measured_beside_routemesh_on_pinned_cores(tmp_path)
     data = json.loads(out.read_text())
     config = data["config"]
     assert config["arms"] == ["direct", "gateway", "compare"]
+    assert config["keys"] is True and config["predictor"] == "off"
     assert config["pin"]["load"] and config["pin"]["sut"] and not set(config["pin"]["load"]) & set(config["pin"]["sut"])
     keys = expected_figure_keys(["zero"], ["off"], config["concurrency"], config["sweep"], arms=("gateway", "compare"))
     missing = [k for k in keys if k not in data["figures"]]

@@ -99,6 +99,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="every mesh service serves Prometheus metrics, scraped every "
                              f"{METRICS_SCRAPE_S:g} s as a Prometheus would (default on, as deployed); run pairs "
                              "with off to measure what they cost")
+    parser.add_argument("--predictor", choices=("on", "off"), default="on",
+                        help="on: the default policy, whose quality predictor the classifier runs on every request; "
+                             "off: the same policy without it (default on)")
+    parser.add_argument("--keys", action="store_true",
+                        help="the router requires API keys, kept in Redis at --redis-url under a prefix of the run's "
+                             "own (deleted after); every routemesh arm sends one")
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0",
+                        help="the Redis of --keys (default redis://127.0.0.1:6379/0)")
     parser.add_argument("--via", type=_via_list, default=None,
                         help="routemesh's arms, a comma-separated list: grpc (the router, as the SDKs call it) and "
                              "gateway (the OpenAI-compatible HTTP gateway in front of it) (default grpc,gateway)")
@@ -146,6 +154,7 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
     )
     if args.via is not None:
         cfg.via = args.via
+    cfg.predictor, cfg.keys, cfg.redis_url = args.predictor, args.keys, args.redis_url
     if args.compare_url:
         if not args.compare_url.startswith(("http://", "https://")):
             raise ValueError(f"--compare-url {args.compare_url!r}: expected an http:// or https:// base URL")
@@ -178,7 +187,7 @@ def _config_json(cfg: BenchConfig) -> dict:
         "sim_profiles": {mode: PROFILES[mode] for mode in cfg.modes},
         "decision_iterations": cfg.decision_iterations, "classifier_iterations": cfg.classifier_iterations,
         "key_check_iterations": cfg.key_check_iterations,
-        "via": cfg.via, "arms": arm_names(cfg),
+        "via": cfg.via, "arms": arm_names(cfg), "predictor": cfg.predictor, "keys": cfg.keys,
         "compare": {"url": cfg.compare_url, "model": cfg.compare_model, "cpu_measured": bool(cfg.compare_pid)}
         if cfg.compare_url else None,
         "pin": cfg.pin.describe() if cfg.pin else None,

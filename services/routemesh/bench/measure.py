@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
+import secrets
 import shutil
 import socket
 import tempfile
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import yaml
 
 from routemesh.bench.progress import Progress
 from routemesh.bench.report import mode_levels
@@ -31,7 +33,10 @@ from routemesh.bench.workload import (
     gateway_arm,
     run_phase,
 )
+from routemesh.common.keys import KeySpec, KeyStore
 from routemesh.common.loop import run as run_loop
+from routemesh.common.policy import load_default_policy_text
+from routemesh.common.redis_client import create_client
 from routemesh.mesh import Mesh, MeshError, MeshLayout
 
 # Errors kept per phase in the JSON: enough to diagnose, bounded however many requests fail.
@@ -78,6 +83,9 @@ class BenchConfig:
     compare_pid: int = 0  # its CPU is measured (with its children's) when given; pinned with the mesh
     sim_port: int = 0  # 0: a free port; a proxy to compare must know where the sim listens
     pin: Pinning | None = None  # the load generator (and the sim) on some cores, the system under test on others
+    predictor: str = "on"  # "off": the default policy without its quality predictor (the classifier predicts nothing)
+    keys: bool = False  # the router requires API keys (a key store in Redis at redis_url); both arms send one
+    redis_url: str = "redis://127.0.0.1:6379/0"
 
     def requests_at(self, mode: str, concurrency: int) -> int:
         if mode == "zero":
@@ -105,15 +113,15 @@ def arm_names(cfg: BenchConfig) -> list[str]:
             *(["compare"] if cfg.compare_url else [])]
 
 
-def _arms(mesh: Mesh, cfg: BenchConfig, timeout: float) -> list[OpenAIArm | ThroughArm]:
+def _arms(mesh: Mesh, cfg: BenchConfig, timeout: float, api_key: str) -> list[OpenAIArm | ThroughArm]:
     """direct first, then routemesh's arms, then the compared proxy's."""
     tls_ca = str(mesh.tls_dir / "ca.pem") if mesh.tls_dir is not None else None
     arms: list[OpenAIArm | ThroughArm] = [direct_arm(mesh.layout.sim_url, timeout)]
     if "grpc" in cfg.via:
-        arms.append(ThroughArm(mesh.layout.address("router"), timeout, tls_ca))
+        arms.append(ThroughArm(mesh.layout.address("router"), timeout, tls_ca, api_key))
     if "gateway" in cfg.via:
         scheme = "https" if tls_ca else "http"
-        arms.append(gateway_arm(f"{scheme}://{mesh.layout.address('gateway')}/v1", timeout, tls_ca))
+        arms.append(gateway_arm(f"{scheme}://{mesh.layout.address('gateway')}/v1", timeout, tls_ca, api_key))
     if cfg.compare_url:
         arms.append(OpenAIArm("compare", cfg.compare_url, cfg.compare_model, timeout, api_key=cfg.compare_key))
     return arms
@@ -158,11 +166,11 @@ async def _set_profile(mesh: Mesh, mode: str) -> None:
 
 
 async def measure_mode(mesh: Mesh, mode: str, tracing: str, cfg: BenchConfig, sink: TraceSink | None,
-                       progress: Progress) -> list[dict]:
-    """Warm up, then `rounds` rounds; in each, every concurrency runs both arms, alternating which goes first."""
+                       progress: Progress, api_key: str = "") -> list[dict]:
+    """Warm up, then `rounds` rounds; in each, every concurrency runs every arm, rotating which goes first."""
     await _set_profile(mesh, mode)
     timeout = _TIMEOUTS_S[mode]
-    arms = _arms(mesh, cfg, timeout)
+    arms = _arms(mesh, cfg, timeout, api_key)
     phases: list[dict] = []
     try:
         top = max(cfg.levels(mode))
@@ -215,6 +223,52 @@ def _restart_sim(mesh: Mesh, time_scale: float, cfg: BenchConfig) -> None:
         cfg.pin.place(mesh.processes["sim"].pid, load=True)
 
 
+def policy_without_predictor(directory: Path) -> Path:
+    """`--predictor off`: the default policy without its quality predictor; its quality_target routes score by
+    the hybrid strategy instead (the bench pins the model either way: this measures the predictor's cost)."""
+    doc = yaml.safe_load(load_default_policy_text())
+    doc.pop("quality_predictor", None)
+    for model in doc.get("models", {}).values():
+        model.pop("predicted_as", None)
+
+    def walk(node: object) -> None:
+        if isinstance(node, dict):
+            if node.get("strategy") == "quality_target":
+                node["strategy"] = "hybrid"
+                node.pop("quality_target", None)
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(doc)
+    path = directory / "policy-without-predictor.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+async def _issue_key(redis_url: str, prefix: str, pepper: str) -> str:
+    """`--keys`: one API key for the bench's requests, in the run's own key store."""
+    client = create_client(redis_url, timeout_s=2.0)
+    try:
+        token, _ = await KeyStore(client, prefix, pepper.encode()).create(KeySpec(tenant="bench", name="bench"))
+        return token
+    finally:
+        await client.aclose()
+
+
+async def _forget(redis_url: str, prefix: str) -> None:
+    """Every Redis key of the run's prefix (key store, budgets, limits) deleted."""
+    client = create_client(redis_url, timeout_s=2.0)
+    try:
+        names = [name async for name in client.scan_iter(match=f"{prefix}*", count=500)]
+        for start in range(0, len(names), 500):
+            await client.delete(*names[start:start + 500])
+    finally:
+        await client.aclose()
+
+
 def layout_for(cfg: BenchConfig) -> MeshLayout:
     """Free ports for the mesh; the sim on `--sim-port` when given, where a compared proxy is told to call it."""
     if not cfg.sim_port:
@@ -241,9 +295,16 @@ def run_tracing(tracing: str, cfg: BenchConfig, sink: TraceSink | None, progress
     if cfg.classifier == "local":
         env["ROUTEMESH_CLASSIFIER_ADDR"] = "local"
     ledger = f"sqlite:///{log_dir / 'ledger.db'}" if cfg.ledger == "sqlite" else cfg.ledger
+    extra_args = {"telemetry": ["--ledger-url", ledger]} if ledger else {}
+    redis_url = redis_prefix = None
+    if cfg.keys:
+        env["ROUTEMESH_KEY_PEPPER"] = secrets.token_urlsafe(32)
+        extra_args["router"] = ["--require-keys"]
+        redis_url, redis_prefix = cfg.redis_url, f"routemesh-bench-{os.getpid()}-{secrets.token_hex(4)}:"
+    policy = str(policy_without_predictor(log_dir)) if cfg.predictor == "off" else None
     mesh = Mesh(layout_for(cfg), sim_time_scale=TIME_SCALES[cfg.modes[0]], log_dir=log_dir, extra_env=env,
-                tls_dir=log_dir / "certs" if cfg.tls else None,
-                extra_args={"telemetry": ["--ledger-url", ledger]} if ledger else None, metrics=cfg.metrics == "on")
+                tls_dir=log_dir / "certs" if cfg.tls else None, extra_args=extra_args or None,
+                metrics=cfg.metrics == "on", policy=policy, redis_url=redis_url, redis_prefix=redis_prefix)
     progress.phase(f"[tracing {tracing}] starting a private mesh")
     phases: list[dict] = []
     ok = False
@@ -251,13 +312,16 @@ def run_tracing(tracing: str, cfg: BenchConfig, sink: TraceSink | None, progress
     try:
         mesh.start(progress=lambda s: progress.phase(f"[tracing {tracing}] starting a private mesh: {s} is up"))
         _pin(mesh, cfg)
+        api_key = ""
+        if redis_url and redis_prefix:
+            api_key = run_loop(_issue_key(redis_url, redis_prefix, env["ROUTEMESH_KEY_PEPPER"]))
         if cfg.metrics == "on":
             scraper.start()
         for mode in cfg.modes:
             if mesh.sim_time_scale != TIME_SCALES[mode]:
                 progress.phase(f"[tracing {tracing}] restarting the sim for {mode} mode")
                 _restart_sim(mesh, TIME_SCALES[mode], cfg)
-            phases += run_loop(measure_mode(mesh, mode, tracing, cfg, sink, progress))
+            phases += run_loop(measure_mode(mesh, mode, tracing, cfg, sink, progress, api_key))
         ok = True
     except MeshError as exc:
         raise BenchError(str(exc)) from None
@@ -267,6 +331,8 @@ def run_tracing(tracing: str, cfg: BenchConfig, sink: TraceSink | None, progress
             progress.note(f"warning: {scraper.failures} metrics scrape(s) failed")
         progress.phase(f"[tracing {tracing}] stopping the mesh")
         mesh.stop(timeout_s=10)
+        if redis_url and redis_prefix:
+            run_loop(_forget(redis_url, redis_prefix))
         if ok:
             shutil.rmtree(log_dir, ignore_errors=True)
         else:

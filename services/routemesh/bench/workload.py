@@ -139,9 +139,9 @@ def direct_arm(sim_url: str, timeout_s: float) -> OpenAIArm:
     return OpenAIArm("direct", sim_url, UPSTREAM_MODEL, timeout_s)
 
 
-def gateway_arm(gateway_url: str, timeout_s: float, tls_ca: str | None = None) -> OpenAIArm:
+def gateway_arm(gateway_url: str, timeout_s: float, tls_ca: str | None = None, api_key: str = "") -> OpenAIArm:
     """routemesh's OpenAI-compatible gateway, the pinned model: the HTTP hop in front of the gRPC mesh."""
-    return OpenAIArm("gateway", gateway_url, PINNED_MODEL, timeout_s, tls_ca=tls_ca)
+    return OpenAIArm("gateway", gateway_url, PINNED_MODEL, timeout_s, tls_ca=tls_ca, api_key=api_key)
 
 
 class ThroughArm:
@@ -149,8 +149,8 @@ class ThroughArm:
 
     name = "through"
 
-    def __init__(self, router_address: str, timeout_s: float, tls_ca: str | None = None):
-        self._client = AsyncRouterClient(router_address, timeout=timeout_s, tls_ca=tls_ca)
+    def __init__(self, router_address: str, timeout_s: float, tls_ca: str | None = None, api_key: str = ""):
+        self._client = AsyncRouterClient(router_address, timeout=timeout_s, tls_ca=tls_ca, api_key=api_key or None)
 
     async def one(self, index: int) -> Sample:
         start = time.perf_counter()
