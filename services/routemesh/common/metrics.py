@@ -17,10 +17,12 @@ import asyncio
 import logging
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Iterator
-from wsgiref.simple_server import WSGIServer
+import socket
+from wsgiref.simple_server import make_server
 
-from prometheus_client import CollectorRegistry, Gauge, disable_created_metrics, start_http_server
+from prometheus_client import CollectorRegistry, Gauge, disable_created_metrics, make_wsgi_app
 from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.exposition import ThreadingWSGIServer, _SilentHandler
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
@@ -167,13 +169,43 @@ class LoopReadings:
             await asyncio.sleep(self.interval_s if ready else min(0.5, self.interval_s))
 
 
+class _AcceptingServer(ThreadingWSGIServer):
+    """prometheus_client's server (a thread per scrape), whose thread blocks in accept() instead of polling.
+
+    socketserver's serve_forever() wakes every half second to look for a shutdown request: in an idle mesh,
+    two wakeups a second per service for nothing. Here the listening thread sleeps in accept() until a scrape
+    connects; close() shuts the listening socket down, which ends that accept() at once (Linux).
+    """
+
+    _closing = False
+
+    def serve_until_closed(self) -> None:
+        while not self._closing:
+            self._handle_request_noblock()  # a blocking accept(), then a thread for the request
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        if not self._closing:
+            super().handle_error(request, client_address)
+
+    def close(self) -> None:
+        self._closing = True
+        try:
+            self.socket.shutdown(socket.SHUT_RDWR)
+        except OSError:  # not connected: some platforms refuse shutdown() of a listening socket
+            pass
+        self.server_close()
+
+
 class MetricsServer:
-    """/metrics of one registry over HTTP, served from a daemon thread (see the module's docstring for why)."""
+    """/metrics of one registry over HTTP, served from a daemon thread (see the module's docstring for why).
+
+    The thread sleeps in accept() between scrapes (no periodic wakeup); stop() ends it at once.
+    """
 
     def __init__(self, registry: CollectorRegistry, listen: str, program: str = "routemesh"):
         self.registry = registry
         self.host, self.requested_port = split_listen(listen, f"{program} --metrics-listen")
-        self._server: WSGIServer | None = None
+        self._server: _AcceptingServer | None = None
         self._thread: threading.Thread | None = None
 
     @property
@@ -189,14 +221,26 @@ class MetricsServer:
     def start(self) -> int:
         """Listen (port 0 picks a free one) and serve; the bound port. SystemExit when it cannot listen."""
         try:
-            self._server, self._thread = start_http_server(self.requested_port, self.host, registry=self.registry)
+            family = socket.getaddrinfo(self.host, self.requested_port, type=socket.SOCK_STREAM,
+                                        flags=socket.AI_PASSIVE)[0][0]
+
+            class Server(_AcceptingServer):
+                address_family = family
+
+            self._server = make_server(self.host, self.requested_port, make_wsgi_app(self.registry), Server,
+                                       handler_class=_SilentHandler)
         except OSError as exc:
             raise SystemExit(f"cannot serve metrics on {self.host}:{self.requested_port}: "
                              f"{exc.strerror or exc}") from None
+        self._thread = threading.Thread(target=self._server.serve_until_closed, name="metrics-http", daemon=True)
+        self._thread.start()
         return self.port
 
-    def stop(self) -> None:
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Stop listening and end the thread (a scrape in flight finishes on its own thread)."""
         if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+            self._server.close()
             self._server = None
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+            self._thread = None

@@ -20,6 +20,8 @@ from routemesh.common.metrics import MetricsServer
 from routemesh.common.tls import TlsFiles, server_credentials
 
 log = logging.getLogger(__name__)
+# How often a service not yet ready is asked again (serve's health says SERVING within this of readiness).
+READINESS_POLL_S = 0.2
 
 # Keepalive lets clients notice a frozen peer within seconds; message limits allow long prompts.
 SERVER_OPTIONS: list[tuple[str, int]] = [
@@ -49,6 +51,10 @@ class Service:
     on_stop: Callable[[], Awaitable[None]] | None = None
     # Called when draining starts, before the grace period: ends streams that never finish by themselves.
     on_drain: Callable[[], None] | None = None
+    # Whether the service is ready (for example, holds a policy): asked every READINESS_POLL_S until it first
+    # says so, and never again; health then says SERVING until draining. Readiness is a start-up gate: every
+    # service's ready() stays true once true (a held policy is never dropped), so asking on would only wake an
+    # idle process five times a second for nothing.
     ready: Callable[[], bool] = field(default=lambda: True)
     # Called by applications outside the mesh (the router): with TLS on, they are not asked for a mesh
     # certificate. Internal services (the default) accept only callers with one (mutual TLS).
@@ -88,19 +94,19 @@ async def create_server(service: Service, address: str) -> RunningServer:
     return RunningServer(server=server, port=port, health=health_servicer)
 
 
-async def _track_readiness(service: Service, running: RunningServer) -> None:
-    """Report SERVING only while the service is ready (for example, holds a policy)."""
-    serving = health_pb2.HealthCheckResponse.SERVING
-    not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
-    last = None
-    while True:
-        state = serving if service.ready() else not_serving
-        if state != last:
-            await running.health.set("", state)
-            for name in service.grpc_services:
-                await running.health.set(name, state)
-            last = state
-        await asyncio.sleep(0.2)
+async def _track_readiness(service: Service, running: RunningServer, poll_s: float = READINESS_POLL_S) -> None:
+    """Report NOT_SERVING until the service is first ready (for example, holds a policy), then SERVING; done then
+    (see Service.ready: readiness does not go back, and draining sets NOT_SERVING itself)."""
+    async def report(state: health_pb2.HealthCheckResponse.ServingStatus.ValueType) -> None:
+        await running.health.set("", state)
+        for name in service.grpc_services:
+            await running.health.set(name, state)
+
+    if not service.ready():
+        await report(health_pb2.HealthCheckResponse.NOT_SERVING)
+        while not service.ready():
+            await asyncio.sleep(poll_s)
+    await report(health_pb2.HealthCheckResponse.SERVING)
 
 
 def tune_gc() -> None:
