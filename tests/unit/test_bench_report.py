@@ -194,3 +194,22 @@ def test_pinning_parses_cpu_lists_and_moves_every_thread_of_a_process():
     finally:
         child.kill()
         child.wait()
+
+
+def test_sizing_gives_each_service_its_requests_and_paced_tokens_per_core():
+    from routemesh.bench.report import print_sizing, sizing
+
+    phases = []
+    for r in (1, 2, 3):
+        phases.append(_phase("zero", r, 16, "gateway", 3.0, 5.0, 0.02, 10,
+                             {"router": 10.0 * r, "executor": 8.0, "gateway": 5.0}))
+        phases.append(_phase("zero", r, 16, "through", 3.0, 5.0, 0.02, 10, {"router": 99.0}))
+        phases.append(_phase("realistic", r, 64, "gateway", 200.0, 1460.0, 1.5, 640,
+                             {"router": 64.0, "executor": 32.0, "gateway": 6.4}))
+    table = sizing(phases, "off")
+    assert table["router"]["cpu_ms_per_request"] == 2.0 and table["router"]["requests_per_s_per_core"] == 500
+    assert table["executor"]["tokens_per_s_per_core"] == 20_000 and table["gateway"]["cpu_ms_per_paced_token"] == 0.01
+    assert table["classifier"]["cpu_ms_per_request"] == 0.0 and table["classifier"]["requests_per_s_per_core"] is None
+    out = io.StringIO()
+    print_sizing({"off": table}, out)
+    assert "requests/s/core" in out.getvalue() and "gateway" in out.getvalue()

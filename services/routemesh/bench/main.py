@@ -15,7 +15,7 @@ from pathlib import Path
 
 from routemesh.bench.measure import METRICS_SCRAPE_S, STAGGER_S, BenchConfig, BenchError, arm_names, run_all
 from routemesh.bench.progress import Progress
-from routemesh.bench.report import build_figures, print_table, targets_for
+from routemesh.bench.report import build_figures, print_sizing, print_table, sizing, targets_for
 from routemesh.bench.system import Pinning
 from routemesh.bench.workload import MAX_TOKENS, PINNED_MODEL, PROFILES, UPSTREAM_MODEL
 
@@ -229,6 +229,8 @@ def run(args: argparse.Namespace) -> int:
     progress.close()
     figures = build_figures(phases, micro, cfg.modes, cfg.tracings, cfg.concurrency, cfg.sweep, cfg.classifier)
     print_table(figures, sys.stdout)
+    sized = {tracing: sizing(phases, tracing) for tracing in cfg.tracings}
+    print_sizing(sized, sys.stdout)
     failed = sum(p["failed"] for p in phases)
     if "on" in cfg.tracings:
         print(f"\ntrace sink: {sink['exports']} OTLP exports, {sink['bytes']:,} bytes received", file=sys.stdout)
@@ -247,6 +249,7 @@ def run(args: argparse.Namespace) -> int:
             "targets": {fid: {"op": t.op, "limit": t.limit, "unit": t.unit}
                         for fid, t in targets_for(cfg.classifier).items()},
             "figures": figures,
+            "sizing": sized,
             "micro": micro,
             "trace_sink": sink,
             "failed_requests": failed,

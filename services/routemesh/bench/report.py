@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import operator
+import statistics
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -90,7 +91,7 @@ _LATENCY_FIGURES = [
     ("requests_per_s", "requests/s", ("zero",), "each"),
     ("tokens_per_s", "relayed tokens/s", ("zero",), "each"),
     ("cpu_ms_per_request", "CPU ms per request", ("zero",), "each"),
-    ("cpu_ms_per_token", "CPU ms per relayed token", ("zero",), "each"),
+    ("cpu_ms_per_token", "CPU ms per relayed token", ("zero", "realistic"), "each"),
 ]
 # (name in run_micro's result, label): each is reported at p50 and p99.
 _MICROS = [("decision", "decision"), ("classifier", "classifier"), ("key_check", "key check (cached)"),
@@ -291,6 +292,51 @@ def _short_requests(key: str, grouped: dict, tracing: str, concurrency: list[int
               for _, rows in sorted(rounds.items())]
     label = f"short requests/s with added p99 ≤ {SHORT_ADDED_P99_MS:g} ms"
     return _figure(key, label, "short_requests_per_s", values, target)
+
+
+# The services a sizing table covers, and the phases it reads: short requests (zero-delay provider) at this many
+# streams, and paced tokens (realistic provider, one token per message) at THROUGHPUT_STREAMS.
+SIZED_SERVICES = ("router", "classifier", "executor", "telemetry", "control", "gateway")
+SIZING_REQUEST_STREAMS = 16
+
+
+def sizing(phases: list[dict], tracing: str) -> dict[str, dict[str, float | None]]:
+    """Per service, what one core of it serves: requests/s from its CPU per short request, and relayed tokens/s from
+    its CPU per paced token; medians over rounds of the gateway arm (every service works in it), else the gRPC arm.
+    An operator divides the expected load by these to plan replicas."""
+    arm = "gateway" if any(p["arm"] == "gateway" for p in phases) else "through"
+
+    def median_per(mode: str, concurrency: int, service: str, unit: str) -> float | None:
+        values = [p["cpu_ms"].get(service, 0.0) / p[unit] for p in phases
+                  if p["arm"] == arm and p["tracing"] == tracing and p["mode"] == mode
+                  and p["concurrency"] == concurrency and p[unit]]
+        return statistics.median(values) if values else None
+
+    table: dict[str, dict[str, float | None]] = {}
+    for service in SIZED_SERVICES:
+        if arm == "through" and service == "gateway":
+            continue
+        per_request = median_per("zero", SIZING_REQUEST_STREAMS, service, "ok")
+        per_token = median_per("realistic", THROUGHPUT_STREAMS, service, "tokens")
+        table[service] = {
+            "cpu_ms_per_request": per_request, "requests_per_s_per_core": per(1000.0, per_request),
+            "cpu_ms_per_paced_token": per_token, "tokens_per_s_per_core": per(1000.0, per_token),
+        }
+    return table
+
+
+def print_sizing(tables: dict[str, dict[str, dict[str, float | None]]], out: TextIO) -> None:
+    for tracing, table in tables.items():
+        if not any(v is not None for row in table.values() for v in row.values()):
+            continue
+        print(f"\nsizing, tracing {tracing}: what one core of each service serves (CPU per short request at "
+              f"{SIZING_REQUEST_STREAMS} streams; per paced token at {THROUGHPUT_STREAMS} streams)", file=out)
+        print(f"{'service':<12} {'CPU ms/request':>15} {'requests/s/core':>16} {'CPU ms/token':>13} "
+              f"{'tokens/s/core':>14}", file=out)
+        for service, row in table.items():
+            print(f"{service:<12} {fmt_value(row['cpu_ms_per_request']):>15} "
+                  f"{fmt_value(row['requests_per_s_per_core']):>16} {fmt_value(row['cpu_ms_per_paced_token']):>13} "
+                  f"{fmt_value(row['tokens_per_s_per_core']):>14}", file=out)
 
 
 def fmt_value(value: float | None) -> str:
