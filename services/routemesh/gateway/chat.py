@@ -25,6 +25,7 @@ from routemesh.gateway.openai_api import FINISH_REASONS, GatewayError, ParsedCha
 from routemesh.v1 import common_pb2, router_pb2, router_pb2_grpc
 
 log = logging.getLogger(__name__)
+_NO_DELTA = common_pb2.Delta()
 
 
 @dataclass
@@ -65,8 +66,16 @@ def error_response(error: GatewayError, headers: dict[str, str] | None = None) -
     return response
 
 
-def _sse(payload: dict[str, Any]) -> bytes:
-    return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
+class _EventStream(web.StreamResponse):
+    """An SSE response whose headers go out with its first event, in one write (as web.Response's do).
+
+    Streams write their first event right after prepare(), so nothing waits for the headers; one write
+    fewer per request, and the caller reads the status and the first text in one segment. aiohttp calls
+    this `_send_headers_immediately` (a StreamResponse sends them at once, a Response with its body);
+    tests/unit/test_gateway_stream.py checks that the attribute still exists.
+    """
+
+    _send_headers_immediately = False
 
 
 async def _read_json(request: web.Request, timeout_s: float) -> Any:
@@ -76,7 +85,9 @@ async def _read_json(request: web.Request, timeout_s: float) -> Any:
     a handler (and up to the body cap of memory) for as long as it likes.
     """
     try:
-        raw = await asyncio.wait_for(request.read(), timeout_s)
+        # asyncio.timeout, not wait_for: no task per request.
+        async with asyncio.timeout(timeout_s):
+            raw = await request.read()
     except TimeoutError:
         raise GatewayError(408, f"the request body did not arrive within {timeout_s:g} s", code="request_timeout",
                            close=True) from None
@@ -221,20 +232,20 @@ class ChatHandler:
         if final is not None and final.status not in FINISH_REASONS:
             # Nothing was sent yet, so the failure can still be an HTTP status.
             return error_response(openai_api.broken_answer(final), headers)
-        response = web.StreamResponse(status=200, headers={
+        response = _EventStream(status=200, headers={
             **headers, "content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache",
             "x-accel-buffering": "no"})
         await response.prepare(request)
-        decision, created, usage = answer.decision, int(time.time()), parsed.include_usage
+        decision = answer.decision
+        chunks = openai_api.ChunkStream(decision, int(time.time()), parsed.include_usage)
         try:
-            first = openai_api.delta_of(answer.first or common_pb2.Delta(), first=True)
-            await response.write(_sse(openai_api.chunk(decision, created, first, include_usage=usage)))
+            await response.write(chunks.delta(answer.first or _NO_DELTA, first=True))
             try:
                 async for event in events:
-                    if event.HasField("delta"):
-                        delta = openai_api.delta_of(event.delta)
-                        await response.write(_sse(openai_api.chunk(decision, created, delta, include_usage=usage)))
-                    elif event.HasField("final"):
+                    kind = event.WhichOneof("event")
+                    if kind == "delta":
+                        await response.write(chunks.delta(event.delta))
+                    elif kind == "final":
                         final = event.final
             except grpc.aio.AioRpcError as exc:
                 await self._stream_error(response, openai_api.broken_answer(
@@ -244,19 +255,16 @@ class ChatHandler:
                 await self._stream_error(response, openai_api.broken_answer(final))
                 return response
             self._record_final(final)
-            await response.write(_sse(openai_api.chunk(decision, created, {}, model=final.model,
-                                                       finish_reason=FINISH_REASONS[final.status],
-                                                       include_usage=usage)))
-            if usage:
-                await response.write(_sse(openai_api.usage_chunk(decision, final, created)))
-            await response.write(b"data: [DONE]\n\n")
+            # The finish, the usage, [DONE] and the chunked body's end in one write: a caller that stops
+            # reading at [DONE] (as many do) finds the body ended, and keeps its connection for the next request.
+            await response.write_eof(chunks.end(final))
         except ConnectionError:
             log.info("client of decision %s went away mid-stream", decision.decision_id)
         except asyncio.CancelledError:
             # Stopped from outside (gateway shutdown past its grace): say so rather than end silently.
             with contextlib.suppress(Exception):
                 error = openai_api.broken_answer(None, "the gateway stopped the stream")
-                await asyncio.wait_for(response.write(_sse(error.body())), 1.0)
+                await asyncio.wait_for(response.write(openai_api.sse(error.body())), 1.0)
             raise
         return response
 
@@ -265,4 +273,4 @@ class ChatHandler:
         """An SSE error event and no [DONE]: OpenAI clients raise instead of seeing a clean end."""
         span = trace.get_current_span()
         span.set_status(Status(StatusCode.ERROR, error.code or "upstream_error"))
-        await response.write(_sse(error.body()))
+        await response.write(openai_api.sse(error.body()))

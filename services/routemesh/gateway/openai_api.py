@@ -535,6 +535,56 @@ def usage_chunk(decision: router_pb2.Decision, final: router_pb2.Final, created:
             "usage": usage_of(final), "routemesh": extension_of(decision, final)}
 
 
+def sse(payload: dict[str, Any]) -> bytes:
+    """One server-sent event carrying `payload` as compact JSON (ASCII: json.dumps escapes the rest)."""
+    return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
+
+
+# The C string encoder json.dumps uses for a str with ensure_ascii (its default): the same bytes for the same text.
+_json_str: Callable[[str], str] = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
+_DELTA_MARK = "\x00delta"
+DONE = b"data: [DONE]\n\n"
+
+
+class ChunkStream:
+    """The SSE events of one streamed answer, byte for byte what sse(chunk(...)) renders, built faster.
+
+    Every chunk of a stream shares its id, created, model and usage: that frame is rendered once, by chunk()
+    itself, and a text delta costs one string escape between its two halves. Deltas with tool-call pieces,
+    and the last events, go through json.dumps as before.
+    """
+
+    __slots__ = ("decision", "created", "include_usage", "_head", "_tail")
+
+    def __init__(self, decision: router_pb2.Decision, created: int, include_usage: bool):
+        self.decision, self.created, self.include_usage = decision, created, include_usage
+        # The delta is the last string of the frame (only nulls follow it), so rpartition finds the mark even
+        # when an id or a model name holds the same text.
+        frame = sse(chunk(decision, created, _DELTA_MARK, include_usage=include_usage)).decode()  # type: ignore[arg-type]
+        head, mark, tail = frame.rpartition(_json_str(_DELTA_MARK))
+        assert mark, frame
+        self._head, self._tail = head, tail
+
+    def delta(self, delta: common_pb2.Delta, *, first: bool = False) -> bytes:
+        """The event for one router delta (`first`: the one that opens the answer, with the role)."""
+        if delta.tool_calls:
+            body = json.dumps(delta_of(delta, first=first), separators=(",", ":"))
+        elif first:
+            body = '{"role":"assistant","content":' + _json_str(delta.text) + "}"
+        else:
+            body = '{"content":' + _json_str(delta.text) + "}"
+        return (self._head + body + self._tail).encode()
+
+    def end(self, final: router_pb2.Final) -> bytes:
+        """The last events of a clean answer, in one piece: the finish reason, the usage (when asked), [DONE]."""
+        decision, created = self.decision, self.created
+        out = sse(chunk(decision, created, {}, model=final.model, finish_reason=FINISH_REASONS[final.status],
+                        include_usage=self.include_usage))
+        if self.include_usage:
+            out += sse(usage_chunk(decision, final, created))
+        return out + DONE
+
+
 def broken_answer(final: router_pb2.Final | None, detail: str = "") -> GatewayError:
     """The error for an answer that started but did not end cleanly (never a 200 with a clean finish)."""
     status = FinishStatus.label_of(final.status).upper() if final else "BROKEN"
