@@ -161,6 +161,31 @@ def test_idle_bench_reads_a_process_cpu_time() -> None:
     assert cpu_s(os.getpid()) - start >= 0.03
 
 
+def test_idle_bench_reads_cpu_per_thread_to_well_below_a_clock_tick() -> None:
+    import os
+    import threading
+
+    from routemesh.bench.idle import measure_threads, thread_cpu_s
+
+    def spin() -> None:
+        deadline = time.thread_time() + 0.003  # under a clock tick (10 ms): /proc/PID/stat might not see it
+        while time.thread_time() < deadline:
+            pass
+
+    mine = thread_cpu_s(os.getpid())
+    assert any(name for _, name in mine)
+    done = threading.Event()  # the thread lives until measured: an ended thread's time is not seen
+    worker = threading.Thread(target=lambda: (time.sleep(0.1), spin(), done.wait(5)), name="spinner")
+    worker.start()
+    try:
+        figures = measure_threads({"me": os.getpid()}, 0.5)
+    finally:
+        done.set()
+        worker.join()
+    assert set(figures) == {"me"}
+    assert sum(figures["me"].values()) >= 0.003 * 1000 / 0.5 * 0.9  # >= ~5.4 ms/s: the spin, measured
+
+
 def test_a_free_layout_has_distinct_ports_below_the_ephemeral_range() -> None:
     from routemesh.mesh import MeshLayout, ephemeral_low
 
