@@ -535,9 +535,13 @@ def usage_chunk(decision: router_pb2.Decision, final: router_pb2.Final, created:
             "usage": usage_of(final), "routemesh": extension_of(decision, final)}
 
 
+# json.dumps(value, separators=(",", ":")) builds an encoder per call; one, built once, renders the same bytes.
+_compact = json.JSONEncoder(separators=(",", ":")).encode
+
+
 def sse(payload: dict[str, Any]) -> bytes:
     """One server-sent event carrying `payload` as compact JSON (ASCII: json.dumps escapes the rest)."""
-    return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
+    return b"data: " + _compact(payload).encode() + b"\n\n"
 
 
 # The C string encoder json.dumps uses for a str with ensure_ascii (its default): the same bytes for the same text.
@@ -568,7 +572,7 @@ class ChunkStream:
     def delta(self, delta: common_pb2.Delta, *, first: bool = False) -> bytes:
         """The event for one router delta (`first`: the one that opens the answer, with the role)."""
         if delta.tool_calls:
-            body = json.dumps(delta_of(delta, first=first), separators=(",", ":"))
+            body = _compact(delta_of(delta, first=first))
         elif first:
             body = '{"role":"assistant","content":' + _json_str(delta.text) + "}"
         else:
