@@ -144,3 +144,24 @@ async def test_watch_stream_reconnects_after_the_server_goes_away(spans):
     finally:
         await watch.stop()
         await server.stop(0)
+
+
+async def test_a_channel_without_calls_goes_idle_and_its_next_call_reconnects(server_port, spans, monkeypatch):
+    # grpc's shortest idle timeout is a second; the services' is CALL_IDLE_MS.
+    options = [(name, 1_000 if name == "grpc.client_idle_timeout_ms" else value)
+               for name, value in channels.CHANNEL_OPTIONS]
+    assert ("grpc.client_idle_timeout_ms", channels.CALL_IDLE_MS) in channels.CHANNEL_OPTIONS
+    monkeypatch.setattr(channels, "CHANNEL_OPTIONS", options)
+    channel = channels.open_channel(f"127.0.0.1:{server_port}")
+    try:
+        echo = channel.unary_unary(f"/{SERVICE}/Echo")
+        assert json.loads(await echo(b"hi", timeout=5))
+        assert channel.channel.get_state() == grpc.ChannelConnectivity.READY
+        deadline = asyncio.get_running_loop().time() + 10
+        while channel.channel.get_state() != grpc.ChannelConnectivity.IDLE:  # connections closed: no timers
+            assert asyncio.get_running_loop().time() < deadline, "the channel never went idle"
+            await asyncio.sleep(0.1)
+        assert json.loads(await echo(b"again", timeout=5))  # reconnects by itself
+        assert channel.channel.get_state() == grpc.ChannelConnectivity.READY
+    finally:
+        await channel.close()
