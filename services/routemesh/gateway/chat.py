@@ -38,6 +38,8 @@ class _Answer:
     tool_calls: ToolCallsSoFar = field(default_factory=ToolCallsSoFar)
     # The delta that ended the opening (streams send it with the role).
     first: common_pb2.Delta | None = None
+    # A stream's chunk frame, rendered when the decision arrives.
+    chunks: openai_api.ChunkStream | None = None
 
     def add(self, delta: common_pb2.Delta) -> None:
         self.texts.append(delta.text)
@@ -110,12 +112,16 @@ class ChatHandler:
             parsed = openai_api.parse_chat(await _read_json(request, self.body_timeout_s))
         except GatewayError as error:
             return error_response(error)
-        span = trace.get_current_span()
-        set_attributes(span, {semconv.GEN_AI_REQUEST_MODEL: parsed.request.model,
-                              semconv.GEN_AI_REQUEST_MAX_TOKENS: parsed.request.max_tokens or None,
-                              "routemesh.gateway.stream": parsed.stream})
         # The channel starts the CLIENT span and sends the trace context (common/channels.py).
         call = self.stub.Chat(parsed.request, timeout=self.timeout_s, metadata=credentials(request))
+        span = trace.get_current_span()
+        if span.is_recording():
+            # Once the request is on its way: grpc sends it from a task that runs at this handler's first
+            # await, so whatever runs before that await delays the answer's first token.
+            asyncio.get_running_loop().call_soon(set_attributes, span, {
+                semconv.GEN_AI_REQUEST_MODEL: parsed.request.model,
+                semconv.GEN_AI_REQUEST_MAX_TOKENS: parsed.request.max_tokens or None,
+                "routemesh.gateway.stream": parsed.stream})
         try:
             if parsed.stream:
                 return await self._stream(request, parsed, call)
@@ -168,6 +174,9 @@ class ChatHandler:
                 kind = event.WhichOneof("event")
                 if kind == "decision":
                     answer.decision = event.decision
+                    if parsed.stream:
+                        # While the first text is on its way: the frame of every chunk of the stream.
+                        answer.chunks = openai_api.ChunkStream(event.decision, int(time.time()), parsed.include_usage)
                     self._record_decision(event.decision)
                 elif kind == "delta":
                     answer.add(event.delta)
@@ -237,7 +246,7 @@ class ChatHandler:
             "x-accel-buffering": "no"})
         await response.prepare(request)
         decision = answer.decision
-        chunks = openai_api.ChunkStream(decision, int(time.time()), parsed.include_usage)
+        chunks = answer.chunks or openai_api.ChunkStream(decision, int(time.time()), parsed.include_usage)
         try:
             await response.write(chunks.delta(answer.first or _NO_DELTA, first=True))
             try:
