@@ -97,19 +97,23 @@ class OpenAIArm:
         start = time.perf_counter()
         sample = Sample(ok=False)
         usage_tokens: int | None = None
+        done_at = 0.0
         try:
             async with self._client().post(self._url, json=body, headers=self._headers) as response:
                 if response.status != 200:
                     text = (await response.read())[:120].decode(errors="replace")
                     sample.error = f"HTTP {response.status}: {text}"
                     return sample
+                # Read to the end of the body, past [DONE]: a response left unfinished costs its connection,
+                # and every arm would pay a reconnect per request for the servers that end the body late.
                 async for raw in response.content:
                     line = raw.decode().rstrip("\r\n")
-                    if not line.startswith("data:"):
+                    if not line.startswith("data:") or done_at:
                         continue
                     data = line[5:].lstrip()
                     if data == "[DONE]":
-                        break
+                        done_at = time.perf_counter()
+                        continue
                     event = orjson.loads(data)
                     usage = event.get("usage")
                     if usage and usage.get("completion_tokens") is not None:
@@ -122,7 +126,7 @@ class OpenAIArm:
         except (aiohttp.ClientError, ValueError) as exc:
             sample.error = f"{type(exc).__name__}: {exc}"[:200]
             return sample
-        sample.total_ms = (time.perf_counter() - start) * 1000
+        sample.total_ms = ((done_at or time.perf_counter()) - start) * 1000
         sample.tokens = usage_tokens if usage_tokens is not None else sample.chunks
         sample.ok = sample.chunks > 0
         if not sample.ok:
