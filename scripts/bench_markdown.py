@@ -108,6 +108,8 @@ def main(paths: list[str]) -> None:
     print("|---|---|" + "---|" * len(columns))
     for key, label in ROWS:
         figs = [c[1].get(f"tracing={c[2]}/{key}") for c in columns]
+        if not any(figs):  # a figure none of these runs measured (another mode, concurrency or arm)
+            continue
         target = next((target_text(f) for f in figs if f), "")
         print(f"| {label} | {target} | " + " | ".join(cell(f) for f in figs) + " |")
     micro = runs[0][1]["figures"]
