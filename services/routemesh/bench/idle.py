@@ -87,7 +87,9 @@ def measure(mesh: Mesh, seconds: float) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m routemesh.bench.idle", description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=30.0, help="how long to measure (default 30)")
-    parser.add_argument("--settle", type=float, default=5.0, help="seconds to wait after start (default 5)")
+    parser.add_argument("--settle", type=float, default=15.0,
+                        help="seconds to wait after start (default 15: past CALL_IDLE_MS, when the services' call "
+                             "channels, unused since start-up, go idle)")
     parser.add_argument("--metrics", choices=("on", "off"), default="on")
     parser.add_argument("--tracing", choices=("on", "off"), default="off",
                         help="on: spans exported to a local discarding OTLP sink (default off)")
