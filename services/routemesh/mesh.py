@@ -62,9 +62,9 @@ def free_quiet_port(host: str = "127.0.0.1", attempts: int = 100,
     return free_port(host)
 
 
-def free_quiet_ports(host: str, count: int) -> list[int]:
-    """`count` distinct free_quiet_port()s."""
-    ports: set[int] = set()
+def free_quiet_ports(host: str, count: int, taken: frozenset[int] | set[int] = frozenset()) -> list[int]:
+    """`count` distinct free_quiet_port()s, none in `taken`."""
+    ports: set[int] = set(taken)
     out = []
     for _ in range(count):
         port = free_quiet_port(host, taken=ports)
@@ -119,16 +119,20 @@ class MeshLayout:
         return cls(host=host, ports=ports, metrics_ports=metrics)
 
     @classmethod
-    def free(cls, host: str = "127.0.0.1", executors: int = 1, replicas: dict[str, int] | None = None) -> MeshLayout:
-        """Free ports for every service; with executors > 1 (or `replicas`), extra replicas executor-2..."""
+    def free(cls, host: str = "127.0.0.1", executors: int = 1, replicas: dict[str, int] | None = None,
+             fixed: dict[str, int] | None = None) -> MeshLayout:
+        """Free ports for every service; with executors > 1 (or `replicas`), extra replicas executor-2...;
+        `fixed` names some services' ports (such as the sim's, which a proxy outside the mesh is told)."""
+        fixed = fixed or {}
         counts = {"executor": executors, **(replicas or {})}
         names = [*PORT_OFFSETS, *(f"{name}-{i}" for name in REPLICABLE for i in range(2, counts.get(name, 1) + 1))]
+        picked = [name for name in names if name not in fixed]
         metered = [name for name in names if name != "sim"]
         # Below the ephemeral range, all distinct: a port picked from it could be some connection's source
         # port by the time its service binds it (a gateway once found its port taken so).
-        ports = free_quiet_ports(host, len(names) + len(metered))
-        return cls(host=host, ports=dict(zip(names, ports[:len(names)], strict=True)),
-                   metrics_ports=dict(zip(metered, ports[len(names):], strict=True)))
+        ports = free_quiet_ports(host, len(picked) + len(metered), taken=set(fixed.values()))
+        return cls(host=host, ports={**dict(zip(picked, ports[:len(picked)], strict=True)), **fixed},
+                   metrics_ports=dict(zip(metered, ports[len(picked):], strict=True)))
 
     def metrics_url(self, service: str) -> str:
         """Where a service's Prometheus metrics are ("" when it has no metrics port)."""

@@ -194,3 +194,14 @@ def test_a_free_layout_has_distinct_ports_below_the_ephemeral_range() -> None:
         ports = [*layout.ports.values(), *layout.metrics_ports.values()]
         assert len(set(ports)) == len(ports)
         assert all(port < ephemeral_low() for port in ports)
+
+
+def test_a_free_layout_keeps_a_fixed_port_and_picks_none_of_the_others_equal_to_it() -> None:
+    from routemesh.mesh import MeshLayout, free_quiet_port
+
+    for _ in range(20):
+        sim = free_quiet_port()
+        layout = MeshLayout.free(fixed={"sim": sim})
+        ports = [*layout.ports.values(), *layout.metrics_ports.values()]
+        assert layout.ports["sim"] == sim and ports.count(sim) == 1
+        assert len(set(ports)) == len(ports)

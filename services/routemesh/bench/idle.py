@@ -21,6 +21,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from routemesh.bench.system import process_ticks
 from routemesh.mesh import Mesh, MeshLayout
 
 # TraceSink.environment()'s bench settings that a deployment does not have: the idle mesh runs the defaults.
@@ -28,10 +29,8 @@ _BENCH_ONLY_OTEL = ("OTEL_BSP_SCHEDULE_DELAY", "OTEL_BSP_MAX_QUEUE_SIZE", "OTEL_
 
 
 def cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a process so far (clock-tick resolution; ended threads included)."""
-    with open(f"/proc/{pid}/stat") as handle:
-        fields = handle.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU seconds of a process so far (clock-tick resolution; ended threads included; 0 when gone)."""
+    return (process_ticks(pid) or 0) / os.sysconf("SC_CLK_TCK")
 
 
 def thread_cpu_s(pid: int) -> dict[tuple[int, str], float]:

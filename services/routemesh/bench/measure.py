@@ -278,12 +278,7 @@ def layout_for(cfg: BenchConfig) -> MeshLayout:
             probe.bind(("127.0.0.1", cfg.sim_port))
         except OSError as exc:
             raise BenchError(f"--sim-port {cfg.sim_port}: cannot listen there ({exc.strerror})") from None
-    for _ in range(10):
-        layout = MeshLayout.free()
-        if cfg.sim_port not in (*layout.ports.values(), *layout.metrics_ports.values()):
-            layout.ports["sim"] = cfg.sim_port
-            return layout
-    raise BenchError(f"--sim-port {cfg.sim_port}: no free ports for the rest of the mesh around it")
+    return MeshLayout.free(fixed={"sim": cfg.sim_port})
 
 
 def run_tracing(tracing: str, cfg: BenchConfig, sink: TraceSink | None, progress: Progress) -> list[dict]:
