@@ -74,7 +74,8 @@ def test_every_service_exposes_the_contracts_metrics_with_the_chats_values(meter
     assert httpx.get(f"{gateway}/v1/models", timeout=5).status_code == 200
     assert httpx.get(f"{gateway}/v1/models/no-such-model", timeout=5).status_code == 404
 
-    router = scrape(ports["router"])
+    # Budget gauges come from a loop reading, taken within half a second of the router's first policy.
+    router = eventually(lambda: scrape(ports["router"]), lambda s: "routemesh_budget_limit_usd" in names(s))
     served = sum(total(router, "routemesh_requests_total", tenant=TENANT, status=s) for s in ("complete", "length"))
     assert served == CHATS
     for model in {f.model for f in finals}:

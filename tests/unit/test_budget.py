@@ -10,6 +10,7 @@ from uuid import uuid4
 
 import pytest
 
+from routemesh.router.admission.budget_lease import LeasedBudgetLedger
 from routemesh.router.admission.budget_redis import RedisBudgetLedger
 from routemesh.router.admission.budget import (
     ACCOUNT_GRACE_S,
@@ -34,26 +35,27 @@ class FakeClock:
         return self.now
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "leased"])
 async def new_ledger(request):
     """A factory of ledgers of one kind; Redis ledgers share one unique prefix, deleted afterwards."""
     kind = request.param
     prefix = f"rmtest:{uuid4().hex}:"
-    if kind == "redis":
+    if kind != "memory":
         await require_redis()
     created = []
 
     def factory(clock=None, **kwargs):
         clock = clock or FakeClock()
         ledger = (InMemoryBudgetLedger(clock=clock) if kind == "memory"
-                  else RedisBudgetLedger(REDIS_URL, prefix=prefix, clock=clock, **kwargs))
+                  else RedisBudgetLedger(REDIS_URL, prefix=prefix, clock=clock, **kwargs) if kind == "redis"
+                  else LeasedBudgetLedger(REDIS_URL, prefix=prefix, clock=clock, **kwargs))
         created.append(ledger)
         return ledger
 
     yield factory
     for ledger in created:
         await ledger.close()
-    if kind == "redis":
+    if kind != "memory":
         await delete_keys(prefix)
 
 

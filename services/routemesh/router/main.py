@@ -12,6 +12,7 @@ from routemesh.common.redis_client import create_client
 from routemesh.common.reporter import TelemetryReporter
 from routemesh.common.serve import Service
 from routemesh.router.admission.budget import InMemoryBudgetLedger
+from routemesh.router.admission.budget_lease import LeasedBudgetLedger
 from routemesh.router.admission.budget_redis import RedisBudgetLedger
 from routemesh.router.admission.guard import SpendGuard
 from routemesh.router.admission.ratelimit import InMemoryRateLimiter, RedisRateLimiter
@@ -62,6 +63,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--budget-fail-open", action="store_true",
                         default=env("ROUTEMESH_BUDGET_FAIL_OPEN", "") == "true",
                         help="when Redis is down, allow requests without budget checks (default: refuse)")
+    parser.add_argument("--budget-lease", type=float, default=float(env("ROUTEMESH_BUDGET_LEASE", "0.05")),
+                        help="with --redis-url: lease this fraction of a budget's headroom (at most $10) and serve "
+                             "reservations from it in memory, syncing with Redis once a second; 0: one Redis script "
+                             "per reservation and per settlement (env ROUTEMESH_BUDGET_LEASE)")
     parser.add_argument("--metrics-max-tenants", type=int, default=int(env("ROUTEMESH_METRICS_MAX_TENANTS", "100")),
                         help="metrics: tenants the policy does not name that get series of their own; later ones "
                              "are counted as 'other' (env ROUTEMESH_METRICS_MAX_TENANTS)")
@@ -69,8 +74,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def make_spend_guard(args: argparse.Namespace) -> SpendGuard:
     if args.redis_url:
-        return SpendGuard(RedisBudgetLedger(args.redis_url, args.redis_prefix, fail_open=args.budget_fail_open),
-                          RedisRateLimiter(args.redis_url, args.redis_prefix))
+        if not 0 <= args.budget_lease <= 1:
+            raise SystemExit(f"router: --budget-lease must be from 0 to 1, got {args.budget_lease}")
+        ledger = LeasedBudgetLedger(args.redis_url, args.redis_prefix, fraction=args.budget_lease,
+                                    fail_open=args.budget_fail_open) if args.budget_lease else \
+            RedisBudgetLedger(args.redis_url, args.redis_prefix, fail_open=args.budget_fail_open)
+        return SpendGuard(ledger, RedisRateLimiter(args.redis_url, args.redis_prefix))
     return SpendGuard(InMemoryBudgetLedger(), InMemoryRateLimiter())
 
 
