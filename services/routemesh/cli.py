@@ -89,6 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="run several replicas of executor, router, classifier or telemetry (with --redis-url), "
                     "e.g. executor=2,router=2: each on its own port; the router balances over executors and "
                     "classifiers, the gateway over routers (env ROUTEMESH_REPLICAS)")
+    up.add_argument("--gateway", choices=("service", "router"), default=_env("ROUTEMESH_UP_GATEWAY", "service"),
+                    help="who serves the OpenAI-compatible API on BASE+7: service (a gateway process in front of the "
+                         "routers, balancing over router replicas) or router (the router itself, `serve router "
+                         "--http-listen`: no gRPC hop, one process fewer; without router replicas) "
+                         "(env ROUTEMESH_UP_GATEWAY, default service)")
     up.add_argument("--log-dir", help="write each service's log to DIR/SERVICE.log instead of the terminal")
     up.add_argument("--ledger-url", default=_env("ROUTEMESH_LEDGER_URL", ""),
                     help="the outcome ledger, one row per request (env ROUTEMESH_LEDGER_URL; default: SQLite in "
@@ -262,9 +267,12 @@ def _up(args: argparse.Namespace) -> int:
     counts = _replica_counts(args)
     layout = MeshLayout.from_base(args.port_base, args.host, replicas=counts)
     ledger = "" if args.ledger_url == "off" else args.ledger_url or f"sqlite:///{default_ledger_path()}"
-    mesh = Mesh(layout, policy=args.policy or None, redis_url=args.redis_url or None,
-                sim_time_scale=args.sim_time_scale, log_dir=Path(args.log_dir) if args.log_dir else None,
-                extra_args={"telemetry": ["--ledger-url", ledger]} if ledger else None)
+    try:
+        mesh = Mesh(layout, policy=args.policy or None, redis_url=args.redis_url or None,
+                    sim_time_scale=args.sim_time_scale, log_dir=Path(args.log_dir) if args.log_dir else None,
+                    extra_args={"telemetry": ["--ledger-url", ledger]} if ledger else None, gateway=args.gateway)
+    except ValueError as exc:
+        raise SystemExit(f"routemesh up: {exc}") from None
     stop = {"now": False}
 
     def request_stop(signum: int, _frame: object) -> None:

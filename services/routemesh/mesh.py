@@ -201,7 +201,15 @@ class Mesh:
         extra_args: dict[str, list[str]] | None = None,
         tls_dir: Path | None = None,
         metrics: bool = True,
+        gateway: str = "service",
     ):
+        if gateway not in ("service", "router"):
+            raise ValueError(f"gateway must be 'service' or 'router', not {gateway!r}")
+        if gateway == "router" and len(layout.replicas("router")) > 1:
+            raise ValueError("the router serves HTTP itself only without router replicas (a gateway service "
+                             "balances over them)")
+        # "router": no gateway process; the router serves the OpenAI-compatible API on the gateway's address.
+        self.gateway = gateway
         self.layout = layout
         self.policy = policy
         self.redis_url = redis_url
@@ -211,7 +219,8 @@ class Mesh:
         self.log_dir = log_dir
         self.extra_env = extra_env or {}
         # Replicas start right after their first, before the services that call them.
-        self.services = services or tuple(name for base in SERVICE_ORDER for name in layout.replicas(base))
+        self.services = services or tuple(name for base in SERVICE_ORDER for name in layout.replicas(base)
+                                          if not (base == "gateway" and gateway == "router"))
         self.extra_args = extra_args or {}
         # Mutual TLS between the services, each with its own certificate from here (`routemesh certs`; made
         # by start() when missing); this process checks health as "admin".
@@ -239,6 +248,8 @@ class Mesh:
             cmd += ["--redis-url", self.redis_url]
             if self.redis_prefix:
                 cmd += ["--redis-prefix", self.redis_prefix]
+        if service == "router" and self.gateway == "router":
+            cmd += ["--http-listen", self.layout.address("gateway")]
         # The gateway reads API keys there to admit an admin key to the console.
         if service.startswith("gateway") and self.redis_url:
             cmd += ["--keys-redis-url", self.redis_url]

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from routemesh.common.policy import load_default_policy_text
-from routemesh.mesh import Mesh, MeshLayout
+from routemesh.mesh import Mesh, MeshLayout, free_quiet_port
 from tests.conftest import REDIS_URL, redis_available  # noqa: F401 - re-exported for the test modules
 
 SIM_TIME_SCALE = 0.05
@@ -28,9 +28,14 @@ def policy_file(tmp_path_factory) -> pathlib.Path:
 def mesh(tmp_path_factory, redis_prefix, policy_file) -> Iterator[Mesh]:
     """The shared mesh most integration tests talk to (Redis-backed telemetry, file policy)."""
     log_dir = tmp_path_factory.mktemp("mesh-logs")
-    m = Mesh(MeshLayout.free(), policy=str(policy_file), redis_url=REDIS_URL, redis_prefix=redis_prefix,
+    layout = MeshLayout.free()
+    # The router serves the OpenAI API itself too (`router_http_url`), beside the gateway service.
+    http_port = free_quiet_port(layout.host, taken=set(layout.ports.values()) | set(layout.metrics_ports.values()))
+    m = Mesh(layout, policy=str(policy_file), redis_url=REDIS_URL, redis_prefix=redis_prefix,
              sim_time_scale=SIM_TIME_SCALE, log_dir=log_dir,
-             extra_env={"ROUTEMESH_GRACE_S": "10"})
+             extra_env={"ROUTEMESH_GRACE_S": "10"},
+             extra_args={"router": ["--http-listen", f"{layout.host}:{http_port}"]})
+    m.router_http_url = f"http://{layout.host}:{http_port}"  # type: ignore[attr-defined]
     m.start()
     yield m
     m.stop()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from types import SimpleNamespace
 
 import httpx
 import openai
@@ -17,8 +18,12 @@ pytestmark = pytest.mark.integration
 HELLO = [{"role": "user", "content": "What are your opening hours on Sunday?"}]
 
 
-@pytest.fixture(scope="module")
-async def gateway(mesh):
+@pytest.fixture(scope="module", params=["gateway", "router"])
+async def gateway(request, mesh):
+    """The gateway in front of the router over gRPC, or the router serving the API itself (no gRPC hop)."""
+    if request.param == "router":
+        yield SimpleNamespace(url=mesh.router_http_url)
+        return
     server = await start_gateway(mesh.layout.address("router"), control_address=mesh.layout.address("control"),
                                  grace_s=5)
     if server.policy.current is None:

@@ -42,11 +42,16 @@ def _serve(port_out, ready) -> None:  # runs in the child process
             await asyncio.sleep(_PACE_S)
             yield b"token"
 
+    async def echo(requests, context):
+        async for request in requests:
+            yield request
+
     async def main() -> None:
         server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(_SERVICE, {
             "Unary": grpc.unary_unary_rpc_method_handler(unary),
             "Paced": grpc.unary_stream_rpc_method_handler(paced),
+            "Echo": grpc.stream_stream_rpc_method_handler(echo),
         }),))
         port_out.value = server.add_insecure_port("127.0.0.1:0")
         await server.start()
@@ -80,6 +85,27 @@ async def _client(port: int, server_pid: int, calls: int, messages: int) -> dict
         "unary_wall_p50_ms": round(statistics.median(walls), 4), "unary_wall_p99_ms": round(percentile(sorted(walls), 0.99), 4),
         "unary_client_cpu_ms": round(client_ms / calls, 4), "unary_server_cpu_ms": round(server_ms / calls, 4),
     }
+
+    # The same request and answer as a message each way on one open bidirectional stream (a multiplexed call).
+    echo = channel.stream_stream(f"/{_SERVICE}/Echo")()
+    for _ in range(200):
+        await echo.write(b"x")
+        await echo.read()
+    walls = []
+    server_before, client_before = process_ticks(server_pid), time.process_time()
+    for _ in range(calls):
+        start = time.perf_counter()
+        await echo.write(b"x")
+        await echo.read()
+        walls.append((time.perf_counter() - start) * 1000)
+    server_ms = ((process_ticks(server_pid) or 0) - (server_before or 0)) * _TICK_MS
+    client_ms = (time.process_time() - client_before) * 1000
+    await echo.done_writing()
+    result.update({
+        "stream_wall_p50_ms": round(statistics.median(walls), 4),
+        "stream_wall_p99_ms": round(percentile(sorted(walls), 0.99), 4),
+        "stream_client_cpu_ms": round(client_ms / calls, 4), "stream_server_cpu_ms": round(server_ms / calls, 4),
+    })
 
     server_before, client_before = process_ticks(server_pid), time.process_time()
     received = 0
@@ -133,6 +159,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"empty unary call, one at a time ({args.calls} calls)")
     print(f"  wall p50 / p99            {result['unary_wall_p50_ms']:.3f} / {result['unary_wall_p99_ms']:.3f} ms")
     print(f"  CPU client / server       {result['unary_client_cpu_ms']:.3f} / {result['unary_server_cpu_ms']:.3f} ms")
+    print(f"the same as a message each way on one open bidirectional stream ({args.calls} round trips)")
+    print(f"  wall p50 / p99            {result['stream_wall_p50_ms']:.3f} / {result['stream_wall_p99_ms']:.3f} ms")
+    print(f"  CPU client / server       {result['stream_client_cpu_ms']:.3f} / {result['stream_server_cpu_ms']:.3f} ms")
     print(f"server stream, messages {_PACE_S * 1000:g} ms apart ({result['paced_messages']} messages)")
     print(f"  CPU per message client / server  {result['paced_client_cpu_us_per_message']:.0f} / "
           f"{result['paced_server_cpu_us_per_message']:.0f} µs")

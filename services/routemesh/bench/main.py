@@ -110,6 +110,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--via", type=_via_list, default=None,
                         help="routemesh's arms, a comma-separated list: grpc (the router, as the SDKs call it) and "
                              "gateway (the OpenAI-compatible HTTP gateway in front of it) (default grpc,gateway)")
+    parser.add_argument("--gateway", choices=("router", "service"), default="router",
+                        help="the gateway arm's HTTP API: router (the router serves it itself, `serve router "
+                             "--http-listen`: no gRPC hop) or service (the separate gateway process in front of the "
+                             "router, as `routemesh up` runs it) (default router)")
     parser.add_argument("--compare-url", metavar="URL", default="",
                         help="one more arm: any OpenAI-compatible proxy (its base URL, such as "
                              "http://127.0.0.1:4000/v1), configured to serve --compare-model from the bench's sim at "
@@ -154,7 +158,7 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
     )
     if args.via is not None:
         cfg.via = args.via
-    cfg.predictor, cfg.keys, cfg.redis_url = args.predictor, args.keys, args.redis_url
+    cfg.predictor, cfg.keys, cfg.redis_url, cfg.gateway = args.predictor, args.keys, args.redis_url, args.gateway
     if args.compare_url:
         if not args.compare_url.startswith(("http://", "https://")):
             raise ValueError(f"--compare-url {args.compare_url!r}: expected an http:// or https:// base URL")
@@ -187,7 +191,7 @@ def _config_json(cfg: BenchConfig) -> dict:
         "sim_profiles": {mode: PROFILES[mode] for mode in cfg.modes},
         "decision_iterations": cfg.decision_iterations, "classifier_iterations": cfg.classifier_iterations,
         "key_check_iterations": cfg.key_check_iterations,
-        "via": cfg.via, "arms": arm_names(cfg), "predictor": cfg.predictor, "keys": cfg.keys,
+        "via": cfg.via, "arms": arm_names(cfg), "predictor": cfg.predictor, "keys": cfg.keys, "gateway": cfg.gateway,
         "compare": {"url": cfg.compare_url, "model": cfg.compare_model, "cpu_measured": bool(cfg.compare_pid)}
         if cfg.compare_url else None,
         "pin": cfg.pin.describe() if cfg.pin else None,

@@ -86,6 +86,9 @@ class BenchConfig:
     predictor: str = "on"  # "off": the default policy without its quality predictor (the classifier predicts nothing)
     keys: bool = False  # the router requires API keys (a key store in Redis at redis_url); both arms send one
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # Where the gateway arm's HTTP API runs: "router" (the router serves it itself, --http-listen) or "service"
+    # (the separate gateway process in front of the router).
+    gateway: str = "router"
 
     def requests_at(self, mode: str, concurrency: int) -> int:
         if mode == "zero":
@@ -299,7 +302,8 @@ def run_tracing(tracing: str, cfg: BenchConfig, sink: TraceSink | None, progress
     policy = str(policy_without_predictor(log_dir)) if cfg.predictor == "off" else None
     mesh = Mesh(layout_for(cfg), sim_time_scale=TIME_SCALES[cfg.modes[0]], log_dir=log_dir, extra_env=env,
                 tls_dir=log_dir / "certs" if cfg.tls else None, extra_args=extra_args or None,
-                metrics=cfg.metrics == "on", policy=policy, redis_url=redis_url, redis_prefix=redis_prefix)
+                metrics=cfg.metrics == "on", policy=policy, redis_url=redis_url, redis_prefix=redis_prefix,
+                gateway=cfg.gateway)
     progress.phase(f"[tracing {tracing}] starting a private mesh")
     phases: list[dict] = []
     ok = False

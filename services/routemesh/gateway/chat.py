@@ -9,7 +9,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from aiohttp import web
@@ -23,6 +23,9 @@ from routemesh.gateway import openai_api
 from routemesh.gateway.errors import http_error
 from routemesh.gateway.openai_api import FINISH_REASONS, GatewayError, ParsedChat, ToolCallsSoFar
 from routemesh.v1 import common_pb2, router_pb2, router_pb2_grpc
+
+if TYPE_CHECKING:
+    from routemesh.gateway.local import LocalRouter
 
 log = logging.getLogger(__name__)
 _NO_DELTA = common_pb2.Delta()
@@ -102,7 +105,8 @@ async def _read_json(request: web.Request, timeout_s: float) -> Any:
 class ChatHandler:
     """Relays one chat per HTTP request; holds the router stub and the per-call deadline."""
 
-    def __init__(self, stub: router_pb2_grpc.RouterServiceStub, timeout_s: float, body_timeout_s: float = 30.0):
+    def __init__(self, stub: router_pb2_grpc.RouterServiceStub | LocalRouter, timeout_s: float,
+                 body_timeout_s: float = 30.0):
         self.stub = stub
         self.timeout_s = timeout_s
         self.body_timeout_s = body_timeout_s

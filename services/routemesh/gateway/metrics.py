@@ -20,12 +20,13 @@ class GatewayMetrics:
     matches counts as "other", so a scan of random paths adds no series.
     """
 
-    def __init__(self, registry: CollectorRegistry, holder: PolicyHolder):
+    def __init__(self, registry: CollectorRegistry, holder: PolicyHolder, policy_version: bool = True):
         self.requests = Counter("routemesh_http_requests", "HTTP requests answered, by route pattern and status code",
                                 ["path", "code"], registry=registry)
         self.inflight = Gauge("routemesh_http_inflight_requests", "HTTP requests in progress (streams included)",
                               registry=registry)
-        policy_version_gauge(registry, lambda: holder.current.version if holder.current is not None else 0)
+        if policy_version:  # not in a router serving HTTP itself: the router's gauge says it
+            policy_version_gauge(registry, lambda: holder.current.version if holder.current is not None else 0)
 
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:

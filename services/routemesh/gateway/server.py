@@ -10,7 +10,7 @@ import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import grpc
 from aiohttp import web
@@ -20,7 +20,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from prometheus_client import CollectorRegistry
 
 from routemesh.common import semconv
-from routemesh.common.channels import open_channel
+from routemesh.common.channels import TracedChannel, open_channel
 from routemesh.common.policy import Policy
 from routemesh.common.policy_watch import PolicyHolder, PolicyWatcher
 from routemesh.common.tls import ReloadingSslContext, TlsFiles
@@ -31,6 +31,9 @@ from routemesh.gateway.console.routes import add_console
 from routemesh.gateway.metrics import GatewayMetrics
 from routemesh.gateway.openai_api import GatewayError
 from routemesh.v1 import router_pb2_grpc
+
+if TYPE_CHECKING:  # the router's own code is imported only by a router serving HTTP itself
+    from routemesh.gateway.local import LocalRouter
 
 log = logging.getLogger(__name__)
 
@@ -56,13 +59,19 @@ _HTTP_METHOD, _HTTP_ROUTE, _URL_PATH = "http.request.method", "http.route", "url
 class Gateway:
     """What the handlers share: the router channel, the watched policy, the cached router health."""
 
-    def __init__(self, router_address: str, control_address: str, timeout_s: float,
+    def __init__(self, router: str | LocalRouter, control_address: str, timeout_s: float,
                  body_timeout_s: float = BODY_TIMEOUT_S):
-        # The shared channel config: Chat and Explain are retried only while nothing was received, so an
-        # answer is never duplicated; keepalive notices a frozen router within seconds.
-        self.channel = open_channel(router_address)
-        self.router = router_pb2_grpc.RouterServiceStub(self.channel)
-        self.health = health_pb2_grpc.HealthStub(self.channel)
+        # A router address, or the router of this very process (gateway.local: no gRPC hop).
+        self.local = None if isinstance(router, str) else router
+        if self.local is None:
+            # The shared channel config: Chat and Explain are retried only while nothing was received, so an
+            # answer is never duplicated; keepalive notices a frozen router within seconds.
+            self.channel: TracedChannel | None = open_channel(str(router))
+            self.router: router_pb2_grpc.RouterServiceStub | LocalRouter = \
+                router_pb2_grpc.RouterServiceStub(self.channel)
+            self.health = health_pb2_grpc.HealthStub(self.channel)
+        else:
+            self.channel, self.router = None, self.local
         self.policy = PolicyHolder()
         self.watcher = PolicyWatcher(self.policy, control_address, "gateway")
         self.chat = ChatHandler(self.router, timeout_s, body_timeout_s)
@@ -76,6 +85,8 @@ class Gateway:
 
     async def router_serving(self) -> bool:
         """Whether the router answers SERVING; one check per second however many probes ask."""
+        if self.local is not None:
+            return self.local.ready()
         async with self._health_lock:
             if time.monotonic() - self._checked_at < HEALTH_CACHE_S:
                 return self._serving
@@ -91,7 +102,8 @@ class Gateway:
         await self.watcher.stop()
         if self.console is not None:
             await self.console.close()
-        await self.channel.close()
+        if self.channel is not None:
+            await self.channel.close()
 
 
 GATEWAY = web.AppKey("gateway", Gateway)
@@ -291,7 +303,7 @@ class GatewayServer:
         await self.gateway.close()
 
 
-async def start_gateway(router_address: str, host: str = "127.0.0.1", port: int = 0, *,
+async def start_gateway(router_address: str | LocalRouter, host: str = "127.0.0.1", port: int = 0, *,
                         control_address: str | None = None, grace_s: float = 30.0,
                         timeout_s: float = 300.0, header_timeout_s: float = HEADER_TIMEOUT_S,
                         body_timeout_s: float = BODY_TIMEOUT_S,
@@ -314,7 +326,8 @@ async def start_gateway(router_address: str, host: str = "127.0.0.1", port: int 
     except BaseException:
         await gateway.close()
         raise
-    recorder = GatewayMetrics(metrics, gateway.policy) if metrics is not None else None
+    recorder = GatewayMetrics(metrics, gateway.policy, policy_version=gateway.local is None) \
+        if metrics is not None else None
     # handler_cancellation: a caller that hangs up cancels its handler, which cancels the router call.
     # keepalive_timeout is the header timeout: aiohttp starts it when a connection opens and again after
     # each answer, and closes the connection when it fires while no whole request head has arrived, however

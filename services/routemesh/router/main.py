@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
+
+from prometheus_client import CollectorRegistry
 
 from routemesh.common.keys import KeyCache, KeyConfigError, KeyStore, pepper_from_env
 from routemesh.common.metrics import FunctionCollector, LoopReadings, new_registry
@@ -11,6 +14,9 @@ from routemesh.common.policy_watch import PolicyHolder, PolicyWatcher
 from routemesh.common.redis_client import create_client
 from routemesh.common.reporter import TelemetryReporter
 from routemesh.common.serve import Service
+from routemesh.common.tasks import split_listen
+from routemesh.gateway.local import LocalRouter
+from routemesh.gateway.server import BODY_TIMEOUT_S, HEADER_TIMEOUT_S, MAX_CONNECTIONS, GatewayServer, start_gateway
 from routemesh.router.admission.budget import InMemoryBudgetLedger
 from routemesh.router.admission.budget_lease import LeasedBudgetLedger
 from routemesh.router.admission.budget_redis import RedisBudgetLedger
@@ -67,6 +73,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="with --redis-url: lease this fraction of a budget's headroom (at most $10) and serve "
                              "reservations from it in memory, syncing with Redis once a second; 0: one Redis script "
                              "per reservation and per settlement (env ROUTEMESH_BUDGET_LEASE)")
+    parser.add_argument("--http-listen", default=env("ROUTEMESH_ROUTER_HTTP_LISTEN", ""), metavar="HOST:PORT",
+                        help="also serve the OpenAI-compatible HTTP API (and the console) from this process, with no "
+                             "gRPC hop between it and routing; the gateway's timeouts and caps come from its "
+                             "ROUTEMESH_GATEWAY_* variables (env ROUTEMESH_ROUTER_HTTP_LISTEN; default: off)")
     parser.add_argument("--metrics-max-tenants", type=int, default=int(env("ROUTEMESH_METRICS_MAX_TENANTS", "100")),
                         help="metrics: tenants the policy does not name that get series of their own; later ones "
                              "are counted as 'other' (env ROUTEMESH_METRICS_MAX_TENANTS)")
@@ -106,6 +116,43 @@ def make_health(args: argparse.Namespace) -> HealthSource | HealthWatch:
     return HealthWatch(args.telemetry, args.health_interval_ms, heartbeat_ms=args.health_heartbeat_ms)
 
 
+class HttpApi:
+    """The gateway in the router's process (`--http-listen`): OpenAI-compatible HTTP over the router's servicer."""
+
+    def __init__(self, args: argparse.Namespace, router: LocalRouter, registry: CollectorRegistry | None):
+        self.args, self.router, self.registry = args, router, registry
+        self.server: GatewayServer | None = None
+        self._closing: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        env, args = os.environ.get, self.args
+        host, port = split_listen(args.http_listen, "router --http-listen")
+        try:
+            self.server = await start_gateway(
+                self.router, host, port, control_address=args.control, telemetry_address=args.telemetry,
+                grace_s=args.grace_s, timeout_s=float(env("ROUTEMESH_GATEWAY_TIMEOUT_S", "300")),
+                header_timeout_s=float(env("ROUTEMESH_GATEWAY_HEADER_TIMEOUT_S", str(HEADER_TIMEOUT_S))),
+                body_timeout_s=float(env("ROUTEMESH_GATEWAY_BODY_TIMEOUT_S", str(BODY_TIMEOUT_S))),
+                max_connections=int(env("ROUTEMESH_GATEWAY_MAX_CONNECTIONS", str(MAX_CONNECTIONS))),
+                metrics=self.registry, redis_url=args.redis_url, redis_prefix=args.redis_prefix)
+        except OSError as err:
+            raise SystemExit(f"routemesh router: cannot listen on {args.http_listen}: {err.strerror or err}") from None
+        except (KeyConfigError, ValueError) as err:
+            raise SystemExit(f"routemesh router: --http-listen: {err}") from None
+        print(f"routemesh router serving HTTP on {self.server.url} (OpenAI API: {self.server.url}/v1, "
+              f"console: {self.server.url}/console)", flush=True)
+
+    def drain(self) -> None:
+        """Stop accepting; in-flight streams get the grace (called with the gRPC server's drain)."""
+        if self.server is not None and self._closing is None:
+            self._closing = asyncio.get_running_loop().create_task(self.server.close())
+
+    async def close(self) -> None:
+        self.drain()
+        if self._closing is not None:
+            await self._closing
+
+
 async def build(args: argparse.Namespace) -> Service:
     holder: PolicyHolder[RoutingPolicy] = PolicyHolder(compile=RoutingPolicy.compile)
     watcher = PolicyWatcher(holder, args.control, "router")
@@ -132,15 +179,22 @@ async def build(args: argparse.Namespace) -> Service:
         readings = LoopReadings({"budgets": budgets.read})
         registry.register(FunctionCollector("budgets", budgets.collect))
 
+    http = HttpApi(args, LocalRouter(servicer, lambda: holder.current is not None and health.ready()), registry) \
+        if args.http_listen else None
+
     async def on_start() -> None:
         for part in (watcher, reporter, health, features, executor, feedback):
             part.start()
+        if http is not None:
+            await http.start()
         if key_usage is not None:
             key_usage.start()
         if readings is not None:
             readings.start()
 
     async def on_stop() -> None:
+        if http is not None:
+            await http.close()  # its streams drained meanwhile, beside the gRPC ones (on_drain)
         if readings is not None:
             await readings.stop()
         for part in (watcher, health, reporter, features, executor, feedback):
@@ -156,7 +210,7 @@ async def build(args: argparse.Namespace) -> Service:
         name="router",
         register=lambda server: router_pb2_grpc.add_RouterServiceServicer_to_server(servicer, server),
         grpc_services=["routemesh.v1.RouterService"],
-        on_start=on_start, on_stop=on_stop,
+        on_start=on_start, on_stop=on_stop, on_drain=http.drain if http is not None else None,
         ready=lambda: holder.current is not None and health.ready(),
         external=True,  # applications call it: with TLS on, no mesh certificate is asked of them
         metrics=registry,

@@ -157,7 +157,7 @@ class LeasedBudgetLedger(RedisBudgetLedger):
         reservation = Reservation(id=uuid.uuid4().hex, scopes=scopes, amount_usd=amount_usd,
                                   expires_at_ms=now_ms + int(ttl_s * 1000),
                                   period_ids=tuple(scope.period_id(now) for scope in scopes))
-        leases = [self._lease(scope, period_id) for scope, period_id in zip(scopes, reservation.period_ids)]
+        leases = [self._lease(scope, period_id) for scope, period_id in zip(scopes, reservation.period_ids, strict=True)]
         for lease in leases:
             lease.sweep(now_ms)
         self._start_flusher()
