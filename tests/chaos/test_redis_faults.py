@@ -25,8 +25,11 @@ LIMITED_RPM = 3
 
 def redis_fault_policy() -> dict:
     doc = base_policy()
-    # Only "budgeted" has a budget: a catch-all budget would refuse every tenant while Redis is away.
-    doc["budgets"] = [{"name": "budgeted-daily", "tenant": "budgeted", "period": "day", "limit_usd": 10.0}]
+    # Only these tenants have budgets: a catch-all budget would refuse every tenant while Redis is away.
+    # "budgeted" is served before Redis goes away (its router then holds a lease of its headroom); the "fresh"
+    # ones ask first while Redis is away, with no lease to draw on.
+    doc["budgets"] = [{"name": f"{tenant}-daily", "tenant": tenant, "period": "day", "limit_usd": 10.0}
+                      for tenant in ("budgeted", "fresh", "fresh-refused")]
     doc["tenants"]["limited"] = {"limits": {"rpm": LIMITED_RPM, "tpm": 0}}
     return doc
 
@@ -95,17 +98,21 @@ def test_frozen_redis_degrades_as_documented_and_thaw_recovers(client, redis_pro
     for took, result in (ask(client, "limited") for _ in range(2)):
         assert_complete(result)
         assert took < BOUNDED_S
-    # Budgets fail closed, promptly.
+    # A tenant whose budget the router holds a lease of is served from it: that headroom is held in Redis.
     took, result = ask(client, "budgeted")
+    assert_complete(result)
+    assert took < BOUNDED_S
+    # Budgets with no lease fail closed, promptly.
+    took, result = ask(client, "fresh")
     assert_refused(result, "BUDGET_UNAVAILABLE")
-    figures.record("frozen Redis: budgeted tenant refused in", took * 1000)
+    figures.record("frozen Redis: budgeted tenant refused in", took * 1000, note="a tenant with no lease held")
     assert took < BOUNDED_S
     assert redis_proxy.active > 0, "the frozen connections should still be open"
 
     redis_proxy.passthrough()
     thawed_at = time.monotonic()
     while True:
-        took, result = ask(client, "budgeted")
+        took, result = ask(client, "fresh")
         if not isinstance(result, RoutemeshError):
             break
         assert_refused(result, "BUDGET_UNAVAILABLE")
@@ -124,7 +131,7 @@ def test_frozen_redis_degrades_as_documented_and_thaw_recovers(client, redis_pro
 
 def test_refused_redis_fails_fast(client, redis_proxy, figures):
     redis_proxy.refuse()
-    took, result = ask(client, "budgeted")
+    took, result = ask(client, "fresh-refused")
     assert_refused(result, "BUDGET_UNAVAILABLE")
     plain = [ask(client, prompt=f"Question {i} with Redis down?") for i in range(3)]
     for _, chat in plain:
@@ -134,6 +141,6 @@ def test_refused_redis_fails_fast(client, redis_proxy, figures):
     assert slowest < BOUNDED_S and took < BOUNDED_S
     redis_proxy.passthrough()
     started = time.monotonic()
-    while isinstance(ask(client, "budgeted")[1], RoutemeshError):
+    while isinstance(ask(client, "fresh-refused")[1], RoutemeshError):
         assert time.monotonic() - started < RECOVERY_S, "budgets did not recover after Redis came back"
         time.sleep(0.1)
