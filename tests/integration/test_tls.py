@@ -20,8 +20,8 @@ from routemesh.certs import issue, tls_env
 from routemesh.client import RouterClient
 from routemesh.common.tls import TlsFiles, channel_credentials
 from routemesh.mesh import Mesh, MeshLayout
-from routemesh.v1 import common_pb2, control_pb2, control_pb2_grpc, executor_pb2, executor_pb2_grpc, telemetry_pb2, \
-    telemetry_pb2_grpc
+from routemesh.v1 import classifier_pb2, classifier_pb2_grpc, common_pb2, control_pb2, control_pb2_grpc, executor_pb2, \
+    executor_pb2_grpc, telemetry_pb2, telemetry_pb2_grpc
 from tests.integration.conftest import SIM_TIME_SCALE
 
 pytestmark = pytest.mark.integration
@@ -84,6 +84,10 @@ def test_a_certificate_of_another_ca_is_refused(tls_mesh, tmp_path) -> None:
         telemetry_pb2.GetSnapshotRequest(), timeout=3)),
     ("router", "control", lambda ch: control_pb2_grpc.ControlPlaneServiceStub(ch).ListPolicyChanges(
         control_pb2.ListPolicyChangesRequest(), timeout=3)),
+    ("executor", "classifier", lambda ch: classifier_pb2_grpc.ClassifierServiceStub(ch).Classify(
+        classifier_pb2.ClassifyRequest(), timeout=3)),
+    ("executor", "classifier", lambda ch: next(classifier_pb2_grpc.ClassifierServiceStub(ch).ClassifyStream(
+        iter([classifier_pb2.ClassifyStreamRequest(id=1)]), timeout=3))),
 ])
 def test_mesh_identities_call_only_what_they_need(tls_mesh, identity, service, call) -> None:
     with as_identity(tls_mesh, identity, service) as channel:

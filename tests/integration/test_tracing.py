@@ -28,8 +28,9 @@ PROMPT = "Please summarize the zebra migration memo for the board"
 # The router's pipeline stages are children of its Chat span; each downstream call is a child of its stage.
 SERVICE_EDGES = [
     ("routemesh-router", "routemesh.v1.RouterService/Chat", "routemesh-router", "routemesh.classify"),
-    ("routemesh-router", "routemesh.classify", "routemesh-router", "routemesh.v1.ClassifierService/Classify"),
-    ("routemesh-router", "routemesh.v1.ClassifierService/Classify", "routemesh-classifier", "routemesh.v1.ClassifierService/Classify"),
+    # Classify travels as a message on a long-lived stream (ClassifyStream): no client span, but the classifier's
+    # span of the request is a child of the stage that asked.
+    ("routemesh-router", "routemesh.classify", "routemesh-classifier", "routemesh.v1.ClassifierService/Classify"),
     ("routemesh-router", "routemesh.v1.RouterService/Chat", "routemesh-router", "routemesh.decide"),
     ("routemesh-router", "routemesh.v1.RouterService/Chat", "routemesh-router", "routemesh.admit"),
     ("routemesh-router", "routemesh.v1.RouterService/Chat", "routemesh-router", "routemesh.execute"),

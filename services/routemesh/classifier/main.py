@@ -44,5 +44,5 @@ async def build(args: argparse.Namespace) -> Service:
         watcher.start()
 
     return Service(name="classifier", register=register, grpc_services=[GRPC_SERVICE_NAME],
-                   on_start=on_start, on_stop=watcher.stop, ready=lambda: holder.current_version is not None,
-                   metrics=registry)
+                   on_start=on_start, on_stop=watcher.stop, on_drain=servicer.stop,
+                   ready=lambda: holder.current_version is not None, metrics=registry)

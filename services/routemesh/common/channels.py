@@ -24,7 +24,7 @@ _SERVICE_CONFIG = {
     "methodConfig": [
         {
             "name": [
-                {"service": "routemesh.v1.ClassifierService"},
+                {"service": "routemesh.v1.ClassifierService", "method": "Classify"},
                 {"service": "routemesh.v1.TelemetryService", "method": "GetSnapshot"},
                 {"service": "routemesh.v1.ControlPlaneService", "method": "GetPolicy"},
             ],

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 from google.protobuf.message import DecodeError
+from google.rpc import status_pb2
 from grpc_status import rpc_status
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -18,9 +19,10 @@ from routemesh.common.channels import set_serving_deadline
 from routemesh.common.admin import ADMIN_ACTOR, AdminAuth
 from routemesh.common.errors import AdminRequired, CallerNotAllowed, InvalidRequest, MessageTooLarge, RoutemeshError
 from routemesh.common.tls import peer_identity
-from routemesh.common.tracing import extract_context, tracer
+from routemesh.common.tracing import context_of_traceparent, extract_context, tracer
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 _UNTRACED_PREFIXES = ("/grpc.health.", "/grpc.reflection.")
 # Request bytes each method accepts; the rest take DEFAULT_MAX_REQUEST_BYTES. The server's transport limit
 # (common.serve.SERVER_OPTIONS) is the largest of these: conversations with long documents are big, while
@@ -31,6 +33,7 @@ MAX_REQUEST_BYTES = {
     "/routemesh.v1.RouterService/Chat": 64 * MiB,
     "/routemesh.v1.RouterService/Explain": 64 * MiB,
     "/routemesh.v1.ClassifierService/Classify": 64 * MiB,
+    "/routemesh.v1.ClassifierService/ClassifyStream": 64 * MiB,  # per message
     "/routemesh.v1.ExecutorService/Execute": 64 * MiB,
     "/routemesh.v1.ControlPlaneService/ApplyPolicy": 2 * MiB,
     "/routemesh.v1.TelemetryService/Report": 4 * MiB,
@@ -45,6 +48,7 @@ MAX_REQUEST_BYTES = {
 CALLERS: dict[str, frozenset[str]] = {
     "/routemesh.v1.ExecutorService/Execute": frozenset({"router"}),
     "/routemesh.v1.ClassifierService/Classify": frozenset({"router"}),
+    "/routemesh.v1.ClassifierService/ClassifyStream": frozenset({"router"}),
     "/routemesh.v1.TelemetryService/Report": frozenset({"router", "executor"}),
     "/routemesh.v1.TelemetryService/RecordFeedback": frozenset({"router"}),
     "/routemesh.v1.TelemetryService/WatchSnapshot": frozenset({"router"}),
@@ -143,8 +147,64 @@ async def _abort(context: grpc.aio.ServicerContext, error: RoutemeshError) -> No
     await context.abort(status.code, status.details, status.trailing_metadata)
 
 
+def _answered_error(span: trace.Span, exc: Exception) -> RoutemeshError:
+    """The error a caller is answered for `exc` (an unexpected one is logged and answered as INTERNAL), marked
+    on the RPC's span; `exc` is released (_release)."""
+    if isinstance(exc, RoutemeshError):
+        span.set_attribute(semconv.RPC_GRPC_STATUS_CODE, exc.code.value[0])
+        span.set_attribute(semconv.ERROR_TYPE, exc.reason)
+        span.set_status(Status(StatusCode.ERROR, exc.message))
+        error = exc
+    else:
+        log.error("unhandled error in %s", span.name if hasattr(span, "name") else "rpc", exc_info=exc)
+        span.set_attribute(semconv.RPC_GRPC_STATUS_CODE, grpc.StatusCode.INTERNAL.value[0])
+        span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+        error = RoutemeshError("internal error; the server log has the details")
+    _release(exc)
+    return error
+
+
+def _rpc_span(method: str, parent: otel_context.Context) -> trace.Span:
+    service, _, name = method.lstrip("/").rpartition("/")
+    return tracer().start_span(
+        method.lstrip("/"), context=parent, kind=SpanKind.SERVER,
+        attributes={semconv.RPC_SYSTEM: "grpc", semconv.RPC_SERVICE: service, semconv.RPC_METHOD: name})
+
+
+def serve_message(method: str, traceparent: str, handle: Callable[[], T]) -> T | status_pb2.Status:
+    """One request multiplexed on a stream, served as its unary `method` is: its answer, or the status of the
+    error it raised (as the interceptor would answer it); with a SERVER span named after `method`, a child of
+    `traceparent`, when the caller sent one (an unsampled caller sends none, and gets no root span here).
+
+    `handle` is synchronous: the stream's handler answers its messages one by one, each in well under a
+    millisecond, so a span is never current across an await (it is not attached: nothing under it starts spans).
+    """
+    span = _rpc_span(method, context_of_traceparent(traceparent)) if traceparent else trace.INVALID_SPAN
+    failure: Exception | None = None
+    try:
+        return handle()
+    except Exception as exc:  # noqa: BLE001 - answered as a status, as a unary call's error is
+        failure = exc
+    finally:
+        if failure is None:
+            span.end()
+    try:
+        return _answered_error(span, failure).to_status()
+    finally:
+        span.end()
+
+
+async def _decoded(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    """A stream's messages; one that did not decode ends the stream with its error: without its id, it cannot be
+    answered alone."""
+    async for request in requests:
+        if type(request) is Undecodable:
+            raise request.error
+        yield request
+
+
 class ServerInterceptor(grpc.aio.ServerInterceptor):
-    """Wraps unary and server-streaming handlers; leaves health and reflection alone.
+    """Wraps unary, server-streaming and bidirectional handlers; leaves health and reflection alone.
 
     A method's wrapped handler is built once and reused: it reads the caller's metadata from the call's
     own context, so nothing is allocated per call but the span.
@@ -184,6 +244,12 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
                 request_deserializer=deserializer,
                 response_serializer=handler.response_serializer,
             )
+        elif handler.stream_stream:
+            wrapped = grpc.stream_stream_rpc_method_handler(
+                self._wrap_multiplexed(method, handler.stream_stream, callers, admin),
+                request_deserializer=deserializer,
+                response_serializer=handler.response_serializer,
+            )
         else:
             return handler
         self._wrapped[method] = wrapped
@@ -195,13 +261,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         set_serving_deadline(context.time_remaining())
         if method in _SPANLESS_METHODS:
             return trace.INVALID_SPAN
-        service, _, name = method.lstrip("/").rpartition("/")
-        span = tracer().start_span(
-            method.lstrip("/"),
-            context=extract_context(context.invocation_metadata()),
-            kind=SpanKind.SERVER,
-            attributes={semconv.RPC_SYSTEM: "grpc", semconv.RPC_SERVICE: service, semconv.RPC_METHOD: name},
-        )
+        span = _rpc_span(method, extract_context(context.invocation_metadata()))
         # Each RPC runs in its own task with its own context copy, so this attach needs no detach.
         otel_context.attach(trace.set_span_in_context(span))
         return span
@@ -210,18 +270,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
     async def _fail(span: trace.Span, context: grpc.aio.ServicerContext, exc: Exception) -> None:
         """Answer `exc` as a status and end the span. Called outside the `except` that caught it: see _release."""
         try:
-            if isinstance(exc, RoutemeshError):
-                span.set_attribute(semconv.RPC_GRPC_STATUS_CODE, exc.code.value[0])
-                span.set_attribute(semconv.ERROR_TYPE, exc.reason)
-                span.set_status(Status(StatusCode.ERROR, exc.message))
-                error = exc
-            else:
-                log.error("unhandled error in %s", span.name if hasattr(span, "name") else "rpc", exc_info=exc)
-                span.set_attribute(semconv.RPC_GRPC_STATUS_CODE, grpc.StatusCode.INTERNAL.value[0])
-                span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
-                error = RoutemeshError("internal error; the server log has the details")
-            _release(exc)
-            await _abort(context, error)
+            await _abort(context, _answered_error(span, exc))
         finally:
             span.end()
 
@@ -271,5 +320,26 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
                     span.end()
             if failure is not None:
                 await self._fail(span, context, failure)
+
+        return wrapper
+
+    def _wrap_multiplexed(self, method: str, behavior: Callable[..., AsyncIterator[Any]],
+                          callers: frozenset[str] | None, admin: AdminAuth | None):
+        """A bidirectional stream carries many requests: its callers are admitted and its messages bounded as a
+        unary call's are, and each message gets its span from the handler (serve_message); the stream itself,
+        which outlives many requests, has none."""
+        async def wrapper(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            failure: Exception | None = None
+            try:
+                if callers is not None or admin is not None:
+                    await _admit(method, callers, admin, context)
+                async for item in behavior(_decoded(requests), context):
+                    yield item
+            except (grpc.aio.AbortError, GeneratorExit):
+                raise
+            except Exception as exc:  # noqa: BLE001
+                failure = exc
+            if failure is not None:
+                await self._fail(trace.INVALID_SPAN, context, failure)
 
         return wrapper

@@ -10,6 +10,7 @@ from collections.abc import Iterable, Sequence
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.trace import Span
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 
 log = logging.getLogger(__name__)
@@ -99,12 +100,29 @@ class _MetadataGetter:
 
 
 _GETTER = _MetadataGetter()
+# A message field named traceparent is W3C trace context whatever OTEL_PROPAGATORS says about headers.
+_W3C = TraceContextTextMapPropagator()
 
 
 def extract_context(metadata: Iterable[tuple[str, str | bytes]] | None) -> otel_context.Context:
     """The OpenTelemetry context carried in gRPC invocation metadata."""
     carrier = {k: v for k, v in (metadata or ()) if isinstance(v, str)}
     return propagate.extract(carrier, getter=_GETTER)
+
+
+def traceparent() -> str:
+    """The W3C traceparent of the current span when it is recording (sampled), else empty: for a request carried
+    in a message (a multiplexed call), whose callee makes its span a child of it (context_of_traceparent)."""
+    if not trace.get_current_span().is_recording():
+        return ""
+    carrier: dict[str, str] = {}
+    _W3C.inject(carrier)
+    return carrier.get("traceparent", "")
+
+
+def context_of_traceparent(value: str) -> otel_context.Context:
+    """The OpenTelemetry context a W3C traceparent names (traceparent())."""
+    return _W3C.extract({"traceparent": value})
 
 
 def inject_headers(headers: dict[str, str], span: Span) -> None:

@@ -22,20 +22,27 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import any_pb2 as google_dot_protobuf_dot_any__pb2
 from routemesh.v1 import common_pb2 as routemesh_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1droutemesh/v1/classifier.proto\x12\x0croutemesh.v1\x1a\x19routemesh/v1/common.proto\":\n\x0f\x43lassifyRequest\x12\'\n\x08messages\x18\x01 \x03(\x0b\x32\x15.routemesh.v1.Message\"<\n\x10\x43lassifyResponse\x12(\n\x08\x66\x65\x61tures\x18\x01 \x01(\x0b\x32\x16.routemesh.v1.Features2^\n\x11\x43lassifierService\x12I\n\x08\x43lassify\x12\x1d.routemesh.v1.ClassifyRequest\x1a\x1e.routemesh.v1.ClassifyResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1droutemesh/v1/classifier.proto\x12\x0croutemesh.v1\x1a\x19google/protobuf/any.proto\x1a\x19routemesh/v1/common.proto\":\n\x0f\x43lassifyRequest\x12\'\n\x08messages\x18\x01 \x03(\x0b\x32\x15.routemesh.v1.Message\"<\n\x10\x43lassifyResponse\x12(\n\x08\x66\x65\x61tures\x18\x01 \x01(\x0b\x32\x16.routemesh.v1.Features\"h\n\x15\x43lassifyStreamRequest\x12\n\n\x02id\x18\x01 \x01(\x04\x12.\n\x07request\x18\x02 \x01(\x0b\x32\x1d.routemesh.v1.ClassifyRequest\x12\x13\n\x0btraceparent\x18\x03 \x01(\t\"\x8c\x01\n\x16\x43lassifyStreamResponse\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x32\n\x08response\x18\x02 \x01(\x0b\x32\x1e.routemesh.v1.ClassifyResponseH\x00\x12(\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x17.routemesh.v1.RpcStatusH\x00\x42\x08\n\x06result\"Q\n\tRpcStatus\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12%\n\x07\x64\x65tails\x18\x03 \x03(\x0b\x32\x14.google.protobuf.Any2\xbf\x01\n\x11\x43lassifierService\x12I\n\x08\x43lassify\x12\x1d.routemesh.v1.ClassifyRequest\x1a\x1e.routemesh.v1.ClassifyResponse\x12_\n\x0e\x43lassifyStream\x12#.routemesh.v1.ClassifyStreamRequest\x1a$.routemesh.v1.ClassifyStreamResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'routemesh.v1.classifier_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CLASSIFYREQUEST']._serialized_start=74
-  _globals['_CLASSIFYREQUEST']._serialized_end=132
-  _globals['_CLASSIFYRESPONSE']._serialized_start=134
-  _globals['_CLASSIFYRESPONSE']._serialized_end=194
-  _globals['_CLASSIFIERSERVICE']._serialized_start=196
-  _globals['_CLASSIFIERSERVICE']._serialized_end=290
+  _globals['_CLASSIFYREQUEST']._serialized_start=101
+  _globals['_CLASSIFYREQUEST']._serialized_end=159
+  _globals['_CLASSIFYRESPONSE']._serialized_start=161
+  _globals['_CLASSIFYRESPONSE']._serialized_end=221
+  _globals['_CLASSIFYSTREAMREQUEST']._serialized_start=223
+  _globals['_CLASSIFYSTREAMREQUEST']._serialized_end=327
+  _globals['_CLASSIFYSTREAMRESPONSE']._serialized_start=330
+  _globals['_CLASSIFYSTREAMRESPONSE']._serialized_end=470
+  _globals['_RPCSTATUS']._serialized_start=472
+  _globals['_RPCSTATUS']._serialized_end=553
+  _globals['_CLASSIFIERSERVICE']._serialized_start=556
+  _globals['_CLASSIFIERSERVICE']._serialized_end=747
 # @@protoc_insertion_point(module_scope)
