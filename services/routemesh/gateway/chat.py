@@ -25,7 +25,7 @@ from routemesh.gateway.openai_api import FINISH_REASONS, GatewayError, ParsedCha
 from routemesh.v1 import common_pb2, router_pb2, router_pb2_grpc
 
 if TYPE_CHECKING:
-    from routemesh.gateway.local import LocalRouter
+    from routemesh.router.http_api import LocalRouter
 
 log = logging.getLogger(__name__)
 _NO_DELTA = common_pb2.Delta()

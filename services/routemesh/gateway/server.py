@@ -33,7 +33,7 @@ from routemesh.gateway.openai_api import GatewayError
 from routemesh.v1 import router_pb2_grpc
 
 if TYPE_CHECKING:  # the router's own code is imported only by a router serving HTTP itself
-    from routemesh.gateway.local import LocalRouter
+    from routemesh.router.http_api import LocalRouter
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ class Gateway:
 
     def __init__(self, router: str | LocalRouter, control_address: str, timeout_s: float,
                  body_timeout_s: float = BODY_TIMEOUT_S):
-        # A router address, or the router of this very process (gateway.local: no gRPC hop).
+        # A router address, or the router of this very process (router.http_api: no gRPC hop).
         self.local = None if isinstance(router, str) else router
         if self.local is None:
             # The shared channel config: Chat and Explain are retried only while nothing was received, so an

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 
 from prometheus_client import CollectorRegistry
@@ -14,9 +13,6 @@ from routemesh.common.policy_watch import PolicyHolder, PolicyWatcher
 from routemesh.common.redis_client import create_client
 from routemesh.common.reporter import TelemetryReporter
 from routemesh.common.serve import Service
-from routemesh.common.tasks import split_listen
-from routemesh.gateway.local import LocalRouter
-from routemesh.gateway.server import BODY_TIMEOUT_S, HEADER_TIMEOUT_S, MAX_CONNECTIONS, GatewayServer, start_gateway
 from routemesh.router.admission.budget import InMemoryBudgetLedger
 from routemesh.router.admission.budget_lease import LeasedBudgetLedger
 from routemesh.router.admission.budget_redis import RedisBudgetLedger
@@ -29,6 +25,7 @@ from routemesh.router.clients.executor import ExecutorClient
 from routemesh.router.clients.feedback import FeedbackClient
 from routemesh.router.clients.health import DEFAULT_HEARTBEAT_MS, HealthSource, HealthWatch
 from routemesh.router.decision.compiled import RoutingPolicy
+from routemesh.router.http_api import HttpApi, LocalRouter
 from routemesh.router.key_usage import KeyUsageRecorder
 from routemesh.router.metrics import RouterMetrics
 from routemesh.router.pipeline import RequestPipeline
@@ -116,41 +113,16 @@ def make_health(args: argparse.Namespace) -> HealthSource | HealthWatch:
     return HealthWatch(args.telemetry, args.health_interval_ms, heartbeat_ms=args.health_heartbeat_ms)
 
 
-class HttpApi:
-    """The gateway in the router's process (`--http-listen`): OpenAI-compatible HTTP over the router's servicer."""
-
-    def __init__(self, args: argparse.Namespace, router: LocalRouter, registry: CollectorRegistry | None):
-        self.args, self.router, self.registry = args, router, registry
-        self.server: GatewayServer | None = None
-        self._closing: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        env, args = os.environ.get, self.args
-        host, port = split_listen(args.http_listen, "router --http-listen")
-        try:
-            self.server = await start_gateway(
-                self.router, host, port, control_address=args.control, telemetry_address=args.telemetry,
-                grace_s=args.grace_s, timeout_s=float(env("ROUTEMESH_GATEWAY_TIMEOUT_S", "300")),
-                header_timeout_s=float(env("ROUTEMESH_GATEWAY_HEADER_TIMEOUT_S", str(HEADER_TIMEOUT_S))),
-                body_timeout_s=float(env("ROUTEMESH_GATEWAY_BODY_TIMEOUT_S", str(BODY_TIMEOUT_S))),
-                max_connections=int(env("ROUTEMESH_GATEWAY_MAX_CONNECTIONS", str(MAX_CONNECTIONS))),
-                metrics=self.registry, redis_url=args.redis_url, redis_prefix=args.redis_prefix)
-        except OSError as err:
-            raise SystemExit(f"routemesh router: cannot listen on {args.http_listen}: {err.strerror or err}") from None
-        except (KeyConfigError, ValueError) as err:
-            raise SystemExit(f"routemesh router: --http-listen: {err}") from None
-        print(f"routemesh router serving HTTP on {self.server.url} (OpenAI API: {self.server.url}/v1, "
-              f"console: {self.server.url}/console)", flush=True)
-
-    def drain(self) -> None:
-        """Stop accepting; in-flight streams get the grace (called with the gRPC server's drain)."""
-        if self.server is not None and self._closing is None:
-            self._closing = asyncio.get_running_loop().create_task(self.server.close())
-
-    async def close(self) -> None:
-        self.drain()
-        if self._closing is not None:
-            await self._closing
+def watch_metrics(registry: CollectorRegistry | None, metrics: RouterMetrics | None, holder: PolicyHolder[RoutingPolicy],
+                  spend: SpendGuard, health: HealthSource | HealthWatch, servicer: RouterServicer) -> LoopReadings | None:
+    """With metrics on: the gauges read at scrape time, and the budget readings' loop (returned, to start)."""
+    if registry is None or metrics is None:
+        return None
+    metrics.watch_streams(lambda: servicer.streams)
+    metrics.watch_breakers(registry, lambda: health.last)
+    budgets = BudgetReadings(holder, spend.ledger, metrics.accounts)
+    registry.register(FunctionCollector("budgets", budgets.collect))
+    return LoopReadings({"budgets": budgets.read})
 
 
 async def build(args: argparse.Namespace) -> Service:
@@ -171,14 +143,7 @@ async def build(args: argparse.Namespace) -> Service:
     pipeline = RequestPipeline(holder, features, health, affinity, spend, executor, reporter, keys=keys,
                                key_usage=key_usage, feedback_sink=feedback, metrics=metrics)
     servicer = RouterServicer(pipeline)
-    readings = None
-    if registry is not None and metrics is not None:
-        metrics.watch_streams(lambda: servicer.streams)
-        metrics.watch_breakers(registry, lambda: health.last)
-        budgets = BudgetReadings(holder, spend.ledger, metrics.accounts)
-        readings = LoopReadings({"budgets": budgets.read})
-        registry.register(FunctionCollector("budgets", budgets.collect))
-
+    readings = watch_metrics(registry, metrics, holder, spend, health, servicer)
     http = HttpApi(args, LocalRouter(servicer, lambda: holder.current is not None and health.ready()), registry) \
         if args.http_listen else None
 

@@ -1,4 +1,4 @@
-"""The router's own process as the gateway's router: the RouterService stub's calls, made without a gRPC hop.
+"""The router serving the OpenAI API itself: the gateway's app, with the RouterService stub's calls made in process.
 
 `routemesh serve router --http-listen HOST:PORT` serves the OpenAI-compatible API from the router process: the
 gateway's handlers call the RouterServicer directly, in the HTTP request's task, and get back what the stub
@@ -10,16 +10,22 @@ remains for scaling HTTP apart from routing.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import logging
+import os
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import grpc
 from grpc_status import rpc_status
+from prometheus_client import CollectorRegistry
 
 from routemesh.common.channels import set_serving_deadline
 from routemesh.common.errors import RoutemeshError
+from routemesh.common.keys import KeyConfigError
+from routemesh.common.tasks import split_listen
+from routemesh.gateway.server import BODY_TIMEOUT_S, HEADER_TIMEOUT_S, MAX_CONNECTIONS, GatewayServer, start_gateway
 from routemesh.router.servicer import RouterServicer
 from routemesh.v1 import router_pb2
 
@@ -110,3 +116,40 @@ class LocalRouter:
             return await method(request, _Context(metadata))
         except Exception as exc:  # noqa: BLE001
             raise rpc_error(exc) from None
+
+
+class HttpApi:
+    """The gateway in the router's process (`--http-listen`): OpenAI-compatible HTTP over the router's servicer."""
+
+    def __init__(self, args: argparse.Namespace, router: LocalRouter, registry: CollectorRegistry | None):
+        self.args, self.router, self.registry = args, router, registry
+        self.server: GatewayServer | None = None
+        self._closing: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        env, args = os.environ.get, self.args
+        host, port = split_listen(args.http_listen, "router --http-listen")
+        try:
+            self.server = await start_gateway(
+                self.router, host, port, control_address=args.control, telemetry_address=args.telemetry,
+                grace_s=args.grace_s, timeout_s=float(env("ROUTEMESH_GATEWAY_TIMEOUT_S", "300")),
+                header_timeout_s=float(env("ROUTEMESH_GATEWAY_HEADER_TIMEOUT_S", str(HEADER_TIMEOUT_S))),
+                body_timeout_s=float(env("ROUTEMESH_GATEWAY_BODY_TIMEOUT_S", str(BODY_TIMEOUT_S))),
+                max_connections=int(env("ROUTEMESH_GATEWAY_MAX_CONNECTIONS", str(MAX_CONNECTIONS))),
+                metrics=self.registry, redis_url=args.redis_url, redis_prefix=args.redis_prefix)
+        except OSError as err:
+            raise SystemExit(f"routemesh router: cannot listen on {args.http_listen}: {err.strerror or err}") from None
+        except (KeyConfigError, ValueError) as err:
+            raise SystemExit(f"routemesh router: --http-listen: {err}") from None
+        print(f"routemesh router serving HTTP on {self.server.url} (OpenAI API: {self.server.url}/v1, "
+              f"console: {self.server.url}/console)", flush=True)
+
+    def drain(self) -> None:
+        """Stop accepting; in-flight streams get the grace (called with the gRPC server's drain)."""
+        if self.server is not None and self._closing is None:
+            self._closing = asyncio.get_running_loop().create_task(self.server.close())
+
+    async def close(self) -> None:
+        self.drain()
+        if self._closing is not None:
+            await self._closing
