@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from routemesh.bench.report import fmt_value
+from routemesh.bench.report import fmt_value, sizing
 
 # (figure key without the tracing prefix, label); targets come from the JSON files themselves.
 ROWS = [
@@ -84,7 +84,9 @@ def side_by_side(path: str) -> None:
 
 def sizing_table(path: str) -> None:
     run = json.loads(Path(path).read_text())
-    for tracing, table in run.get("sizing", {}).items():
+    # Recomputed from the phases, so a run's table follows report.sizing as it is now.
+    tables = {tracing: sizing(run["phases"], tracing) for tracing in run["config"]["tracing"]}
+    for tracing, table in tables.items():
         print(f"\ntracing {tracing}\n")
         print("| service | CPU ms per short request | requests/s per core | CPU ms per paced token | tokens/s per core |")
         print("|---|---|---|---|---|")

@@ -7,8 +7,12 @@ HTTP streams beside gRPC ones.
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
+import sys
 import threading
+import time
 
 import httpx
 import pytest
@@ -58,3 +62,33 @@ def test_sigterm_lets_an_open_http_stream_finish(http_mesh):
     assert exited.wait(20) and router.returncode == 0
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"http://{http_mesh.layout.address('gateway')}/healthz", timeout=2)
+
+
+def test_up_with_the_router_serving_http_runs_no_gateway_process(tmp_path):
+    """`routemesh up --gateway router`: the API on BASE+7 from the router; with router replicas, a clear refusal."""
+    from tests.integration.test_lifecycle import _free_port_base
+
+    base = _free_port_base()
+    env = {**os.environ, "XDG_STATE_HOME": str(tmp_path)}
+    refused = subprocess.run([sys.executable, "-m", "routemesh", "up", "--gateway", "router", "--replicas", "router=2",
+                              "--port-base", str(base)], capture_output=True, text=True, env=env, timeout=60)
+    assert refused.returncode != 0 and "without router replicas" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    proc = subprocess.Popen([sys.executable, "-m", "routemesh", "up", "--gateway", "router", "--port-base", str(base),
+                             "--ledger-url", "off", "--sim-time-scale", "0.05"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        lines = []
+        deadline = time.monotonic() + 60
+        while "routemesh is up" not in (line := proc.stdout.readline()):
+            lines.append(line)
+            assert time.monotonic() < deadline and proc.poll() is None, lines
+        assert not any(line.strip().startswith("gateway") for line in lines)
+        reply = httpx.post(f"http://127.0.0.1:{base + 7}/v1/chat/completions", timeout=30,
+                           json={"model": "auto", "messages": HELLO, "max_tokens": 8})
+        assert reply.status_code == 200, reply.text
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()

@@ -92,6 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--metrics", choices=("on", "off"), default="on")
     parser.add_argument("--tracing", choices=("on", "off"), default="off",
                         help="on: spans exported to a local discarding OTLP sink (default off)")
+    parser.add_argument("--gateway", choices=("service", "router"), default="service",
+                        help="who serves the OpenAI API: a gateway process (default, as `routemesh up` runs it) or "
+                             "the router itself (`up --gateway router`: one process fewer)")
     parser.add_argument("--threads", action="store_true", help="also print each process's CPU by thread name")
     args = parser.parse_args(argv)
     if not Path("/proc/self/stat").exists():
@@ -106,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         env = dict(TRACING_OFF_ENV)
     mesh = Mesh(MeshLayout.free(), log_dir=Path(tempfile.mkdtemp(prefix="routemesh-idle-")),
-                metrics=args.metrics == "on", extra_env=env)
+                metrics=args.metrics == "on", extra_env=env, gateway=args.gateway)
     try:
         mesh.start()
         time.sleep(args.settle)
@@ -122,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         print(line)
     total = sum(sum(threads.values()) for threads in figures.values())
     print(f"{'whole mesh':<11} {total:5.1f} ms/s (idle {args.seconds:g} s, metrics {args.metrics}, "
-          f"tracing {args.tracing})")
+          f"tracing {args.tracing}, gateway {args.gateway})")
     return 0
 
 

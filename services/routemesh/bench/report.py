@@ -312,9 +312,11 @@ def sizing(phases: list[dict], tracing: str) -> dict[str, dict[str, float | None
                   and p["concurrency"] == concurrency and p[unit]]
         return statistics.median(values) if values else None
 
+    # Only the processes the run had: no gateway row in the gRPC arm, nor when the router serves HTTP itself.
+    ran = {name for p in phases if p["arm"] == arm for name in p["cpu_ms"]}
     table: dict[str, dict[str, float | None]] = {}
     for service in SIZED_SERVICES:
-        if arm == "through" and service == "gateway":
+        if service not in ran:
             continue
         per_request = median_per("zero", SIZING_REQUEST_STREAMS, service, "ok")
         per_token = median_per("realistic", THROUGHPUT_STREAMS, service, "tokens")

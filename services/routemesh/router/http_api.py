@@ -81,8 +81,6 @@ class LocalChatCall:
         try:
             async for event in self._events:
                 yield event
-        except (asyncio.CancelledError, GeneratorExit):
-            raise
         except Exception as exc:  # noqa: BLE001 - the caller gets a status, as over gRPC
             raise rpc_error(exc) from None
         finally:
