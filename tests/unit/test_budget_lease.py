@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from uuid import uuid4
 
 from routemesh.router.admission.budget import BudgetExceeded, BudgetScope
 from routemesh.router.admission.budget_lease import LeasedBudgetLedger
@@ -21,8 +22,8 @@ DAILY = BudgetScope("per-tenant-daily", "tenant=acme", "day", limit_usd=100.0)
 
 @pytest.fixture
 async def prefix():
+    """A Redis key prefix of this test's own, its keys deleted afterwards."""
     await require_redis()
-    from uuid import uuid4
     prefix = f"rmtest:{uuid4().hex}:"
     yield prefix
     await delete_keys(prefix)
@@ -119,3 +120,31 @@ async def test_a_lowered_limit_refuses_at_the_next_sync_and_leases_never_exceed_
         assert (await in_redis(prefix, MONTHLY, clock))[1] == 0.1  # the lease shrank to the open reservation
     finally:
         await ledger.close()
+
+
+async def test_charges_whose_reply_was_lost_are_sent_again_and_counted_once(prefix):
+    clock = FakeClock()
+    ledger = LeasedBudgetLedger(REDIS_URL, prefix=prefix, clock=clock, flush_s=60)
+    real_run = ledger._run
+    lost = {"replies": 1}
+
+    async def run_then_lose_the_reply(*args, **kwargs):
+        reply = await real_run(*args, **kwargs)
+        if lost["replies"]:
+            lost["replies"] -= 1
+            raise asyncio.CancelledError  # as when the request whose sync it was goes away
+        return reply
+
+    try:
+        await ledger.settle(await ledger.reserve([DAILY], 0.01), 0.01)
+        ledger._run = run_then_lose_the_reply  # type: ignore[method-assign]
+        with pytest.raises(asyncio.CancelledError):
+            await ledger.flush()
+        assert (await in_redis(prefix, DAILY, clock))[0] == 0.01  # the script ran
+        await ledger.flush()  # the same charge, sent again under its number
+        assert (await in_redis(prefix, DAILY, clock))[0] == 0.01
+        # The lease is not used until a sync said its size again.
+        await ledger.settle(await ledger.reserve([DAILY], 0.02), 0.02)
+    finally:
+        await ledger.close()
+    assert await in_redis(prefix, DAILY, clock) == (0.03, 0.0)

@@ -149,6 +149,24 @@ def _check_amount(amount_usd: float) -> None:
         raise ValueError(f"amounts must be finite and non-negative, got {amount_usd!r}")
 
 
+class FinishedIds:
+    """Reservation ids settled or released lately: the first settle or release of an id wins, later ones do nothing
+    (remembered SETTLED_MEMORY_S)."""
+
+    def __init__(self) -> None:
+        self._forget_at: dict[str, int] = {}  # reservation id -> forget at ms
+
+    def first(self, reservation_id: str, now_ms: int) -> bool:
+        """Whether this is the first finish of `reservation_id` (and from now on, it is finished)."""
+        if self._forget_at.get(reservation_id, 0) > now_ms:
+            return False
+        self._forget_at[reservation_id] = now_ms + SETTLED_MEMORY_S * 1000
+        return True
+
+    def prune(self, now_ms: int) -> None:
+        self._forget_at = {k: t for k, t in self._forget_at.items() if t > now_ms}
+
+
 @dataclass
 class _Account:
     spent: int = 0
@@ -169,7 +187,7 @@ class InMemoryBudgetLedger:
     def __init__(self, *, clock: Callable[[], float] = time.time):
         self._clock = clock
         self._accounts: dict[tuple[str, str], _Account] = {}
-        self._finished: dict[str, int] = {}  # reservation id -> forget at ms
+        self._finished = FinishedIds()
         self._next_prune_ms = 0
 
     async def status(self, scopes: Sequence[BudgetScope]) -> dict[str, BudgetStatus]:
@@ -214,9 +232,8 @@ class InMemoryBudgetLedger:
     def _finish(self, reservation: Reservation, charge: int) -> None:
         now = datetime.fromtimestamp(self._clock(), UTC)
         now_ms = _ms(now)
-        if self._finished.get(reservation.id, 0) > now_ms:
+        if not self._finished.first(reservation.id, now_ms):
             return
-        self._finished[reservation.id] = now_ms + SETTLED_MEMORY_S * 1000
         for scope, period_id in _scope_periods(reservation, now):
             account = self._account(scope, now, period_id)
             account.sweep(now_ms)
@@ -236,7 +253,7 @@ class InMemoryBudgetLedger:
             return
         self._next_prune_ms = now_ms + 60_000
         self._accounts = {k: a for k, a in self._accounts.items() if a.forget_at_ms > now_ms}
-        self._finished = {k: t for k, t in self._finished.items() if t > now_ms}
+        self._finished.prune(now_ms)
 
 
 def _scope_periods(reservation: Reservation, now: datetime) -> list[tuple[BudgetScope, str]]:

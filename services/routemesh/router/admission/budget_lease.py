@@ -16,7 +16,8 @@ What it changes against RedisBudgetLedger (`--budget-lease 0` keeps that one):
 - Spent is written to Redis up to `flush_s` late; telemetry's budget alerts and other routers see it then.
   Other routers count a lease as reserved spend (soft limits may trip a little earlier there).
 - A router that dies loses the charges of its last `flush_s` (the Redis ledger loses a settlement whose script
-  fails); its lease expires by itself.
+  fails); its lease expires by itself. Charges are numbered per lease: a batch whose reply was lost (a timeout,
+  a cancelled caller) is sent again under its number, and the script counts a number once.
 - Status answers from the last sync (at most `flush_s` old while an account is active, `max_age_s` otherwise).
 """
 
@@ -33,11 +34,11 @@ from datetime import UTC, datetime
 
 from routemesh.common.redis_client import RedisUnavailable
 from routemesh.router.admission.budget import (
-    SETTLED_MEMORY_S,
     BudgetExceeded,
     BudgetScope,
     BudgetStatus,
     BudgetUnavailable,
+    FinishedIds,
     Reservation,
     _check_amount,
     _ms,
@@ -50,10 +51,11 @@ from routemesh.router.admission.budget_redis import _SWEEP, RedisBudgetLedger
 
 log = logging.getLogger(__name__)
 
-# KEYS: account, holds. ARGV: now_ms, lease hold id, charge, committed, amount, fraction, cap, limit, expires_ms, ttl_s.
-# Moves `charge` (settled in memory) to spent, then sizes the lease: `committed + amount` plus a share of what is
-# left when that fits, else just `committed` (what open reservations hold already). Returns ok, lease, spent,
-# reserved by others.
+# KEYS: account, holds. ARGV: now_ms, lease hold id, charge, committed, amount, fraction, cap, limit, expires_ms, ttl_s,
+# charge's sequence number. Moves `charge` (settled in memory) to spent unless this lease's charge of that number
+# was moved already (a reply lost to a timeout or a cancelled caller: the router sends it again), then sizes the
+# lease: `committed + amount` plus a share of what is left when that fits, else just `committed` (what open
+# reservations hold already). Returns ok, lease, spent, reserved by others.
 _LEASE = _SWEEP + """
 local account, holds, now, id = KEYS[1], KEYS[2], tonumber(ARGV[1]), ARGV[2]
 local charge, committed, amount = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
@@ -61,7 +63,11 @@ local fraction, cap, limit = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV
 sweep(account, holds, now)
 local held = tonumber(redis.call('HGET', account, 'h:' .. id) or '0')
 local spent, reserved = balance(account)
-if charge > 0 then redis.call('HINCRBY', account, 'spent', charge); spent = spent + charge end
+local seq = tonumber(ARGV[11])
+if charge > 0 and seq > tonumber(redis.call('HGET', account, 'f:' .. id) or '0') then
+  redis.call('HINCRBY', account, 'spent', charge); redis.call('HSET', account, 'f:' .. id, seq)
+  spent = spent + charge
+end
 local others = reserved - held
 local room = limit - spent - others
 local need = committed + amount
@@ -88,6 +94,10 @@ class _Lease:
     lease: int = 0  # the hold in Redis, as of the last sync
     committed: int = 0  # open reservations, inside the lease
     unflushed: int = 0  # settled here, not yet in Redis's spent
+    # Charges on their way to Redis, as charge number `seq`: sent again, with the same number, until a reply
+    # says they arrived (the script moves a number once).
+    sending: int = 0
+    seq: int = 0
     spent: int = 0  # Redis's spent at the last sync
     others: int = 0  # reserved by everyone else at the last sync
     valid_until_ms: int = 0  # the lease is used until a margin before its expiry in Redis
@@ -97,7 +107,7 @@ class _Lease:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def free(self, now_ms: int) -> int:
-        return self.lease - self.committed - self.unflushed if now_ms < self.valid_until_ms else 0
+        return self.lease - self.committed - self.unflushed - self.sending if now_ms < self.valid_until_ms else 0
 
     def sweep(self, now_ms: int) -> None:
         for hold_id, (micros, expires) in list(self.holds.items()):
@@ -106,11 +116,11 @@ class _Lease:
                 self.committed -= micros
 
     def status(self) -> BudgetStatus:
-        return status_of(self.scope, self.spent + self.unflushed, self.others + self.committed)
+        return status_of(self.scope, self.spent + self.unflushed + self.sending, self.others + self.committed)
 
     @property
     def empty(self) -> bool:
-        return not (self.lease or self.committed or self.unflushed or self.holds)
+        return not (self.lease or self.committed or self.unflushed or self.sending or self.holds)
 
 
 class LeasedBudgetLedger(RedisBudgetLedger):
@@ -128,9 +138,10 @@ class LeasedBudgetLedger(RedisBudgetLedger):
         self._id = f"lease:{uuid.uuid4().hex[:16]}"
         self._lease_script = self._redis.register_script(_LEASE)
         self._leases: dict[tuple[str, str], _Lease] = {}
-        self._finished: dict[str, int] = {}  # reservation id -> forget at ms
+        self._finished = FinishedIds()
         self._next_prune_ms = 0
         self._flusher: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
 
     async def status(self, scopes: Sequence[BudgetScope]) -> dict[str, BudgetStatus]:
         now = datetime.fromtimestamp(self._clock(), UTC)
@@ -202,21 +213,23 @@ class LeasedBudgetLedger(RedisBudgetLedger):
             if lease.empty and idle:
                 self._leases.pop((lease.scope.account, lease.period_id), None)
                 continue
-            if not (release or lease.unflushed or (lease.lease > lease.committed and idle) or expiring
+            if not (release or lease.unflushed or lease.sending or (lease.lease > lease.committed and idle) or expiring
                     or (stale and lease.used_at > lease.synced_at)):
                 continue
             try:
                 async with lease.lock:
                     await self._sync(lease, 0, grow=not (release or idle), respect_backoff=False)
             except RedisUnavailable as exc:
-                self._guard.warn(f"budget charges of ${lease.unflushed / 1e6:.6f} on {lease.scope.account} "
+                self._guard.warn(f"budget charges of ${(lease.unflushed + lease.sending) / 1e6:.6f} on "
+                                 f"{lease.scope.account} "
                                  f"not written yet (kept, retried): {exc}")
 
     async def close(self) -> None:
+        # Not cancelled: a cancel landing in a Redis call can be taken for that call's failure (and a flush's
+        # charges are retried anyway). The task sees the stop within its current flush.
+        self._stopping.set()
         if self._flusher is not None:
-            self._flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._flusher
+            await asyncio.wait([self._flusher])  # however it ended
             self._flusher = None
         await self.flush(release=True)
         await super().close()
@@ -244,9 +257,8 @@ class LeasedBudgetLedger(RedisBudgetLedger):
     def _finish(self, reservation: Reservation, charge: int) -> None:
         now = datetime.fromtimestamp(self._clock(), UTC)
         now_ms = _ms(now)
-        if self._finished.get(reservation.id, 0) > now_ms:
+        if not self._finished.first(reservation.id, now_ms):
             return
-        self._finished[reservation.id] = now_ms + SETTLED_MEMORY_S * 1000
         for scope, period_id in _scope_periods(reservation, now):
             lease = self._lease(scope, period_id)
             lease.sweep(now_ms)
@@ -264,16 +276,25 @@ class LeasedBudgetLedger(RedisBudgetLedger):
         now_ms = _ms(now)
         lease.sweep(now_ms)
         keys = self._scope_keys([(lease.scope, lease.period_id)])
-        charge = lease.unflushed
+        if not lease.sending and lease.unflushed:
+            lease.seq += 1
+            lease.sending, lease.unflushed = lease.unflushed, 0
         expires = now_ms + int(self.ttl_s * 1000)
-        args: list[int | str] = [now_ms, self._id, charge, lease.committed, amount, repr(self.fraction),
+        args: list[int | str] = [now_ms, self._id, lease.sending, lease.committed, amount, repr(self.fraction),
                                  self.cap if grow else 0, to_micros(lease.scope.limit_usd), expires,
-                                 lease.scope.account_ttl_s(now)]
+                                 lease.scope.account_ttl_s(now), lease.seq]
         self.syncs += 1
-        reply = await self._run(self._lease_script, keys, args, respect_backoff=respect_backoff)
+        # Unusable until a reply says how large the lease is now: a sync whose caller was cancelled may have
+        # resized it in Redis. With Redis failing it stays usable until its expiry margin: a hold in Redis may then
+        # be smaller than this router counts by at most what one script could shrink it (a share of the headroom).
+        valid_until, lease.valid_until_ms = lease.valid_until_ms, 0
+        try:
+            reply = await self._run(self._lease_script, keys, args, respect_backoff=respect_backoff)
+        except RedisUnavailable:
+            lease.valid_until_ms = valid_until
+            raise
         ok, granted, spent, others = (int(x) for x in reply)
-        # Awaiting the script let other requests commit and settle: only what it carried is flushed.
-        lease.unflushed -= charge
+        lease.sending = 0
         lease.lease = granted
         lease.spent, lease.others = spent, others
         lease.valid_until_ms = expires - int(self.ttl_s * 1000 / 3)
@@ -283,12 +304,15 @@ class LeasedBudgetLedger(RedisBudgetLedger):
                                  amount / 1e6, lease.period_id)
 
     def _start_flusher(self) -> None:
-        if self._flusher is None or self._flusher.done():
+        if (self._flusher is None or self._flusher.done()) and not self._stopping.is_set():
             self._flusher = asyncio.get_running_loop().create_task(self._flush_forever(), name="budget-lease-flush")
 
     async def _flush_forever(self) -> None:
         while self._leases:
-            await asyncio.sleep(self.flush_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self.flush_s)
+            if self._stopping.is_set():
+                return
             try:
                 await self.flush()
             except Exception:  # noqa: BLE001 - the loop must outlive one bad flush
@@ -297,4 +321,4 @@ class LeasedBudgetLedger(RedisBudgetLedger):
     def _prune(self, now_ms: int) -> None:
         if now_ms >= self._next_prune_ms:
             self._next_prune_ms = now_ms + 60_000
-            self._finished = {k: t for k, t in self._finished.items() if t > now_ms}
+            self._finished.prune(now_ms)
