@@ -136,9 +136,9 @@ class HttpApi:
                 max_connections=int(env("ROUTEMESH_GATEWAY_MAX_CONNECTIONS", str(MAX_CONNECTIONS))),
                 metrics=self.registry, redis_url=args.redis_url, redis_prefix=args.redis_prefix)
         except OSError as err:
-            raise SystemExit(f"routemesh router: cannot listen on {args.http_listen}: {err.strerror or err}") from None
+            raise SystemExit(f"cannot listen on {args.http_listen}: {err.strerror or err}") from None
         except (KeyConfigError, ValueError) as err:
-            raise SystemExit(f"routemesh router: --http-listen: {err}") from None
+            raise SystemExit(f"--http-listen: {err}") from None
         print(f"routemesh router serving HTTP on {self.server.url} (OpenAI API: {self.server.url}/v1, "
               f"console: {self.server.url}/console)", flush=True)
 

@@ -80,9 +80,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def make_spend_guard(args: argparse.Namespace) -> SpendGuard:
+    if not 0 <= args.budget_lease <= 1:
+        raise SystemExit(f"--budget-lease must be from 0 to 1, got {args.budget_lease}")
     if args.redis_url:
-        if not 0 <= args.budget_lease <= 1:
-            raise SystemExit(f"router: --budget-lease must be from 0 to 1, got {args.budget_lease}")
         ledger = LeasedBudgetLedger(args.redis_url, args.redis_prefix, fraction=args.budget_lease,
                                     fail_open=args.budget_fail_open) if args.budget_lease else \
             RedisBudgetLedger(args.redis_url, args.redis_prefix, fail_open=args.budget_fail_open)
@@ -95,11 +95,11 @@ def make_keys(args: argparse.Namespace) -> KeyCache | None:
     if not args.require_keys:
         return None
     if not args.redis_url:
-        raise SystemExit("router: --require-keys needs --redis-url (where control keeps the keys)")
+        raise SystemExit("--require-keys needs --redis-url (where control keeps the keys)")
     try:
         pepper = pepper_from_env()
     except KeyConfigError as exc:
-        raise SystemExit(f"router: {exc}") from None
+        raise SystemExit(str(exc)) from None
     return KeyCache(KeyStore(create_client(args.redis_url), args.redis_prefix, pepper))
 
 
@@ -107,9 +107,9 @@ def make_health(args: argparse.Namespace) -> HealthSource | HealthWatch:
     if args.health_source == "query":
         return HealthSource(args.telemetry)
     if not 50 <= args.health_interval_ms <= 60_000:
-        raise SystemExit("router: --health-interval-ms must be 50 to 60000")
+        raise SystemExit("--health-interval-ms must be 50 to 60000")
     if not args.health_interval_ms <= args.health_heartbeat_ms <= 60_000:
-        raise SystemExit("router: --health-heartbeat-ms must be --health-interval-ms to 60000")
+        raise SystemExit("--health-heartbeat-ms must be --health-interval-ms to 60000")
     return HealthWatch(args.telemetry, args.health_interval_ms, heartbeat_ms=args.health_heartbeat_ms)
 
 
