@@ -23,7 +23,7 @@ def _number(value: object) -> bool:
 @pytest.mark.timeout(240)
 def test_quick_bench_writes_every_figure(tmp_path):
     out = tmp_path / "bench.json"
-    result = subprocess.run([sys.executable, "-m", "routemesh.bench.main", "--quick", "--json", str(out)],
+    result = subprocess.run([sys.executable, "-m", "routemesh.bench.main", "--quick", "--floor", "--json", str(out)],
                             capture_output=True, text=True, timeout=220)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "added TTFT p50 ms" in result.stdout and "target" in result.stdout
@@ -31,9 +31,9 @@ def test_quick_bench_writes_every_figure(tmp_path):
     data = json.loads(out.read_text())
     config = data["config"]
     assert data["failed_requests"] == 0
-    assert config["arms"] == ["direct", "through", "gateway"]
+    assert config["arms"] == ["direct", "through", "gateway", "floor"] and config["floor"] is True
     keys = expected_figure_keys(config["modes"], config["tracing"], config["concurrency"], config["sweep"],
-                                arms=("through", "gateway"))
+                                arms=("through", "gateway", "floor"))
     missing = [k for k in keys if k not in data["figures"]]
     assert not missing, missing
     not_numbers = [k for k in keys if not _number(data["figures"][k]["value"])]
@@ -61,6 +61,11 @@ def test_quick_bench_writes_every_figure(tmp_path):
         assert -50 < figures[gateway + "added_ttft_p50_ms"]["value"] < 300
         assert figures[gateway + "cpu_ms_per_request"]["value"] > 0
         assert figures[zero + "gateway_added_cpu_ms_per_request"]["target"]["limit"] == 1
+        # The floor: its own three processes' CPU, and the gRPC arm against it.
+        assert figures[f"tracing={tracing}/zero/via=floor/c=1/cpu_ms_per_request"]["value"] > 0
+        assert -50 < figures[zero + "floor_added_ttft_p50_ms"]["value"] < 200
+    floor_cpu = [p["cpu_ms"] for p in data["phases"] if p["arm"] == "floor"]
+    assert all({"floor-router", "floor-classifier", "floor-executor"} <= set(cpu) for cpu in floor_cpu)
     assert 0 < figures["micro/decision_p99_us"]["value"] < 100_000
     assert 0 < figures["micro/classifier_p99_us"]["value"] < 1_000_000
     assert 0 < figures["micro/key_check_p99_us"]["value"] < 100_000
@@ -119,7 +124,9 @@ def test_bad_compare_options_are_refused_with_a_message():
             (["--compare-url", "ftp://x", "--sim-port", "9"], "expected an http:// or https:// base URL"),
             (["--compare-pid", "1"], "--compare-pid goes with --compare-url"),
             (["--pin", "0:0"], "share CPU"),
-            (["--pin", "0:4096"], "not available here")):
+            (["--pin", "0:4096"], "not available here"),
+            (["--floor", "--tls"], "--floor has no TLS"),
+            (["--floor", "--via", "gateway"], "--via must include grpc")):
         result = subprocess.run([sys.executable, "-m", "routemesh.bench.main", "--quick", *argv],
                                 capture_output=True, text=True, timeout=60)
         assert result.returncode == 2, (argv, result.stderr)

@@ -145,6 +145,34 @@ def test_gateway_and_compared_arms_get_their_own_figures_and_the_gateway_is_held
     assert "compared proxy" in out.getvalue() and "gateway against gRPC" in out.getvalue()
 
 
+def test_the_floor_is_charged_its_own_processes_and_the_grpc_arm_is_compared_with_it_round_by_round():
+    phases = []
+    floor_cpu = {"floor-router": 6.0, "floor-classifier": 2.0, "floor-executor": 7.0}
+    for r in (1, 2, 3):
+        phases.append(_phase("zero", r, 1, "direct", 1.0, 2.0, 0.01, 640, {"sim": 10.0, **floor_cpu}))
+        # routemesh's arm is not charged the idle floor's processes, nor the floor routemesh's.
+        phases.append(_phase("zero", r, 1, "through", 4.0 + r, 6.0, 0.02, 10,
+                             {"sim": 10.0, "router": 30.0, "executor": 20.0, **floor_cpu}))
+        phases.append(_phase("zero", r, 1, "floor", 3.0, 5.0, 0.02, 10,
+                             {"sim": 10.0, "router": 1.0, "floor-router": 10.0 * r, "floor-classifier": 5.0,
+                              "floor-executor": 15.0}))
+    figures = build_figures(phases, {}, ["zero"], ["off"], [1])
+    assert set(expected_figure_keys(["zero"], ["off"], [1], arms=("through", "floor"))) <= set(figures)
+    assert figures["tracing=off/zero/c=1/cpu_ms_per_request"]["value"] == 5.0  # router + executor: 50 / 10
+    floor = figures["tracing=off/zero/via=floor/c=1/cpu_ms_per_request"]
+    assert (floor["value"], floor["spread"], floor["target"]) == (4.0, [3.0, 5.0], None)  # 30, 40, 50 ms / 10
+    assert figures["tracing=off/zero/via=floor/c=1/added_ttft_p50_ms"]["value"] == 2.0
+    ttft = figures["tracing=off/zero/c=1/floor_added_ttft_p50_ms"]  # the gRPC arm over the floor, per round
+    assert (ttft["value"], ttft["spread"], ttft["direct"]["median"], ttft["through"]["median"]) == \
+        (3.0, [2.0, 4.0], 3.0, 6.0)
+    cpu = figures["tracing=off/zero/c=1/floor_added_cpu_ms_per_request"]
+    assert (cpu["value"], cpu["spread"]) == (1.0, [0.0, 2.0])  # 5 against 3, 4, 5
+    assert figures["tracing=off/zero/c=1/floor_added_cpu_ms_per_token"]["value"] == 1.0 / 64
+    out = io.StringIO()
+    print_table(figures, out)
+    assert "routemesh gRPC against the floor" in out.getvalue() and "bare Python gRPC" in out.getvalue()
+
+
 def test_issue_16_targets_local_classifier_and_throughput_only_figures():
     from routemesh.bench.report import targets_for
 

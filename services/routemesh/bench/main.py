@@ -127,6 +127,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "moves it to the system-under-test cores")
     parser.add_argument("--sim-port", metavar="PORT", type=_port, default=None,
                         help="the simulated provider listens here (default: a free port); needed with --compare-url")
+    parser.add_argument("--floor", action="store_true",
+                        help="one more arm: routemesh's hops and messages in bare Python gRPC, with no routemesh code "
+                             "(python -m routemesh.bench.floor), on the same sim in the same rounds; it shows what "
+                             "the hops alone cost on this machine, and the gRPC arm against it what routemesh's own "
+                             "code adds. Without the classifier hop with --classifier local; never traced")
     parser.add_argument("--pin", metavar="auto|LOAD:SUT", nargs="?", const="auto", default=None,
                         help="give the load generator (this process and the sim) and the system under test "
                              "(routemesh's processes, the compared proxy) their own CPUs: auto splits the CPUs in "
@@ -173,6 +178,11 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
     if args.compare_pid is not None and not Path(f"/proc/{args.compare_pid}").exists():
         raise ValueError(f"--compare-pid {args.compare_pid}: no such process")
     cfg.sim_port = args.sim_port or 0
+    if args.floor and args.tls:
+        raise ValueError("--floor has no TLS: compare it with a run without --tls")
+    if args.floor and "grpc" not in cfg.via:
+        raise ValueError("--floor is measured against the gRPC arm: --via must include grpc")
+    cfg.floor = args.floor
     if args.pin is not None:
         cfg.pin = Pinning.parse(args.pin)
     return cfg
@@ -192,6 +202,7 @@ def _config_json(cfg: BenchConfig) -> dict:
         "decision_iterations": cfg.decision_iterations, "classifier_iterations": cfg.classifier_iterations,
         "key_check_iterations": cfg.key_check_iterations,
         "via": cfg.via, "arms": arm_names(cfg), "predictor": cfg.predictor, "keys": cfg.keys, "gateway": cfg.gateway,
+        "floor": cfg.floor,
         "compare": {"url": cfg.compare_url, "model": cfg.compare_model, "cpu_measured": bool(cfg.compare_pid)}
         if cfg.compare_url else None,
         "pin": cfg.pin.describe() if cfg.pin else None,

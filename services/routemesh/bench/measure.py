@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import yaml
 
+from routemesh.bench.floor import Floor, FloorError
 from routemesh.bench.progress import Progress
 from routemesh.bench.report import mode_levels
 from routemesh.bench.stats import summarize
@@ -89,6 +90,8 @@ class BenchConfig:
     # Where the gateway arm's HTTP API runs: "router" (the router serves it itself, --http-listen) or "service"
     # (the separate gateway process in front of the router).
     gateway: str = "router"
+    # One more arm: routemesh's hops and messages in bare Python gRPC (bench/floor.py), beside the mesh.
+    floor: bool = False
 
     def requests_at(self, mode: str, concurrency: int) -> int:
         if mode == "zero":
@@ -103,21 +106,24 @@ class BenchError(RuntimeError):
     """The benchmark cannot go on (a mesh process died, nothing answers)."""
 
 
-def _cpu_groups(mesh: Mesh, cfg: BenchConfig) -> dict[str, int]:
+def _cpu_groups(mesh: Mesh, cfg: BenchConfig, floor: Floor | None) -> dict[str, int]:
     groups = {name: proc.pid for name, proc in mesh.processes.items()}
     if cfg.compare_pid:
         groups["compare"] = cfg.compare_pid
+    if floor is not None:
+        groups.update(floor.pids())
     return groups
 
 
 def arm_names(cfg: BenchConfig) -> list[str]:
     """The arms of a run, as phases name them."""
     return ["direct", *(["through"] if "grpc" in cfg.via else []), *(["gateway"] if "gateway" in cfg.via else []),
-            *(["compare"] if cfg.compare_url else [])]
+            *(["compare"] if cfg.compare_url else []), *(["floor"] if cfg.floor else [])]
 
 
-def _arms(mesh: Mesh, cfg: BenchConfig, timeout: float, api_key: str) -> list[OpenAIArm | ThroughArm]:
-    """direct first, then routemesh's arms, then the compared proxy's."""
+def _arms(mesh: Mesh, cfg: BenchConfig, timeout: float, api_key: str,
+          floor: Floor | None = None) -> list[OpenAIArm | ThroughArm]:
+    """direct first, then routemesh's arms, then the compared proxy's, then the floor's."""
     tls_ca = str(mesh.tls_dir / "ca.pem") if mesh.tls_dir is not None else None
     arms: list[OpenAIArm | ThroughArm] = [direct_arm(mesh.layout.sim_url, timeout)]
     if "grpc" in cfg.via:
@@ -127,17 +133,21 @@ def _arms(mesh: Mesh, cfg: BenchConfig, timeout: float, api_key: str) -> list[Op
         arms.append(gateway_arm(f"{scheme}://{mesh.layout.address('gateway')}/v1", timeout, tls_ca, api_key))
     if cfg.compare_url:
         arms.append(OpenAIArm("compare", cfg.compare_url, cfg.compare_model, timeout, api_key=cfg.compare_key))
+    if floor is not None:
+        arms.append(ThroughArm(floor.address(), timeout, name="floor"))
     return arms
 
 
-def _pin(mesh: Mesh, cfg: BenchConfig) -> None:
-    """The sim with the load generator, every routemesh process (and the compared proxy) on the other cores."""
+def _pin(mesh: Mesh, cfg: BenchConfig, floor: Floor | None = None) -> None:
+    """The sim with the load generator, every routemesh process (and the compared proxy, and the floor's) on the
+    other cores."""
     if cfg.pin is None:
         return
     for name, proc in mesh.processes.items():
         cfg.pin.place(proc.pid, load=name == "sim")
-    if cfg.compare_pid:
-        cfg.pin.place(cfg.compare_pid, load=False)
+    for pid in [cfg.compare_pid, *(floor.pids().values() if floor is not None else ())]:
+        if pid:
+            cfg.pin.place(pid, load=False)
 
 
 def phase_record(tracing: str, mode: str, round_no: int, concurrency: int, arm: str, run: PhaseRun,
@@ -169,11 +179,11 @@ async def _set_profile(mesh: Mesh, mode: str) -> None:
 
 
 async def measure_mode(mesh: Mesh, mode: str, tracing: str, cfg: BenchConfig, sink: TraceSink | None,
-                       progress: Progress, api_key: str = "") -> list[dict]:
+                       progress: Progress, api_key: str = "", floor: Floor | None = None) -> list[dict]:
     """Warm up, then `rounds` rounds; in each, every concurrency runs every arm, rotating which goes first."""
     await _set_profile(mesh, mode)
     timeout = _TIMEOUTS_S[mode]
-    arms = _arms(mesh, cfg, timeout, api_key)
+    arms = _arms(mesh, cfg, timeout, api_key, floor)
     phases: list[dict] = []
     try:
         top = max(cfg.levels(mode))
@@ -193,7 +203,7 @@ async def measure_mode(mesh: Mesh, mode: str, tracing: str, cfg: BenchConfig, si
                     progress.phase(f"[tracing {tracing}, {mode}] round {round_no}/{cfg.rounds}, "
                                    f"c={concurrency}, {arm.name}")
                     gc.collect()
-                    meter = CpuMeter(_cpu_groups(mesh, cfg))
+                    meter = CpuMeter(_cpu_groups(mesh, cfg, floor))
                     exports_before = sink.counts() if sink else (0, 0)
                     meter.start()
                     run = await run_phase(arm, n, concurrency, timeout, lambda d, n=n: progress.count(d, n),
@@ -207,7 +217,7 @@ async def measure_mode(mesh: Mesh, mode: str, tracing: str, cfg: BenchConfig, si
                     if record["failed"]:
                         progress.note(f"warning: {record['failed']}/{n} requests failed "
                                       f"({arm.name}, c={concurrency}): {'; '.join(record['errors'])}")
-                    dead = mesh.dead()
+                    dead = mesh.dead() + [f"floor {role}" for role in (floor.dead() if floor is not None else [])]
                     if dead:
                         raise BenchError(f"mesh process(es) exited: {', '.join(dead)}")
     finally:
@@ -308,9 +318,14 @@ def run_tracing(tracing: str, cfg: BenchConfig, sink: TraceSink | None, progress
     phases: list[dict] = []
     ok = False
     scraper = MetricsScraper([mesh.layout.metrics_url(s) for s in mesh.layout.metrics_ports], METRICS_SCRAPE_S)
+    # The floor calls the mesh's sim, on its port across the sim's restarts; never traced.
+    floor = Floor(mesh.layout.sim_url, UPSTREAM_MODEL, classifier=cfg.classifier == "service") if cfg.floor else None
     try:
         mesh.start(progress=lambda s: progress.phase(f"[tracing {tracing}] starting a private mesh: {s} is up"))
-        _pin(mesh, cfg)
+        if floor is not None:
+            progress.phase(f"[tracing {tracing}] starting the floor")
+            floor.start()
+        _pin(mesh, cfg, floor)
         api_key = ""
         if redis_url and redis_prefix:
             api_key = run_loop(_issue_key(redis_url, redis_prefix, env["ROUTEMESH_KEY_PEPPER"]))
@@ -320,11 +335,13 @@ def run_tracing(tracing: str, cfg: BenchConfig, sink: TraceSink | None, progress
             if mesh.sim_time_scale != TIME_SCALES[mode]:
                 progress.phase(f"[tracing {tracing}] restarting the sim for {mode} mode")
                 _restart_sim(mesh, TIME_SCALES[mode], cfg)
-            phases += run_loop(measure_mode(mesh, mode, tracing, cfg, sink, progress, api_key))
+            phases += run_loop(measure_mode(mesh, mode, tracing, cfg, sink, progress, api_key, floor))
         ok = True
-    except MeshError as exc:
+    except (MeshError, FloorError) as exc:
         raise BenchError(str(exc)) from None
     finally:
+        if floor is not None:
+            floor.stop()
         scraper.stop()
         if scraper.failures:
             progress.note(f"warning: {scraper.failures} metrics scrape(s) failed")

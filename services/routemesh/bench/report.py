@@ -12,12 +12,16 @@ from typing import TextIO
 from routemesh.bench.stats import minus, per, ratio, spread
 from routemesh.common.stats import percentile
 
-# Processes whose CPU is the provider's, the load generator's or the compared proxy's, not routemesh's.
+# Processes whose CPU is the provider's, the load generator's or the compared proxy's, not routemesh's (nor are
+# the floor's, named FLOOR_PREFIX + role).
 _NOT_ROUTEMESH = {"sim", "bench-client", "compare"}
+FLOOR_PREFIX = "floor-"
 # The arms measured against "direct" (the provider itself): routemesh's router over gRPC ("through", the name
-# the JSON has always used), routemesh's OpenAI-compatible gateway, and a proxy of the user's (--compare-url).
-SUBJECTS = ("through", "gateway", "compare")
-ARM_TITLES = {"through": "routemesh gRPC", "gateway": "routemesh gateway", "compare": "compared proxy"}
+# the JSON has always used), routemesh's OpenAI-compatible gateway, a proxy of the user's (--compare-url), and the
+# floor (--floor: routemesh's hops in bare Python gRPC, bench/floor.py).
+SUBJECTS = ("through", "gateway", "compare", "floor")
+ARM_TITLES = {"through": "routemesh gRPC", "gateway": "routemesh gateway", "compare": "compared proxy",
+              "floor": "floor (the same hops in bare Python gRPC, no routemesh code)"}
 SHORT_ADDED_P99_MS = 50.0
 THROUGHPUT_STREAMS = 64
 
@@ -97,22 +101,39 @@ _LATENCY_FIGURES = [
 _MICROS = [("decision", "decision"), ("classifier", "classifier"), ("key_check", "key check (cached)"),
            ("key_usage", "key usage counted (in memory)"), ("ledger_record", "ledger record (router)")]
 MICRO_FIGURES = [f"{name}_{q}_us" for name, _ in _MICROS for q in ("p50", "p99")]
-# The gateway against the gRPC arm, per round: (figure id, label, modes, "c1" or "each").
+# One arm against another of the same round: (figure id, label, modes, "c1" or "each", the arm's metric).
 _GATEWAY_FIGURES = [
-    ("gateway_added_ttft_p50_ms", "gateway TTFT p50 over gRPC ms", ("zero", "realistic"), "c1"),
-    ("gateway_added_ttft_p99_ms", "gateway TTFT p99 over gRPC ms", ("zero", "realistic"), "c1"),
-    ("gateway_added_cpu_ms_per_request", "gateway CPU per request over gRPC ms", ("zero",), "each"),
+    ("gateway_added_ttft_p50_ms", "gateway TTFT p50 over gRPC ms", ("zero", "realistic"), "c1", "ttft_p50_ms"),
+    ("gateway_added_ttft_p99_ms", "gateway TTFT p99 over gRPC ms", ("zero", "realistic"), "c1", "ttft_p99_ms"),
+    ("gateway_added_cpu_ms_per_request", "gateway CPU per request over gRPC ms", ("zero",), "each",
+     "routemesh_cpu_ms_per_request"),
 ]
+# What routemesh's own code costs: its gRPC arm against the floor's.
+_FLOOR_FIGURES = [
+    ("floor_added_ttft_p50_ms", "gRPC TTFT p50 over the floor ms", ("zero", "realistic"), "c1", "ttft_p50_ms"),
+    ("floor_added_ttft_p99_ms", "gRPC TTFT p99 over the floor ms", ("zero", "realistic"), "c1", "ttft_p99_ms"),
+    ("floor_added_cpu_ms_per_request", "gRPC CPU per request over the floor ms", ("zero",), "each",
+     "routemesh_cpu_ms_per_request"),
+    ("floor_added_cpu_ms_per_token", "gRPC CPU per relayed token over the floor ms", ("zero", "realistic"), "each",
+     "routemesh_cpu_ms_per_token"),
+]
+# (base arm, compared arm, the table section's arm name, its figures)
+_COMPARISONS = [("through", "gateway", "gateway-vs-grpc", _GATEWAY_FIGURES),
+                ("floor", "through", "grpc-vs-floor", _FLOOR_FIGURES)]
 
 
 def arm_metrics(phase: dict) -> dict[str, float | None]:
     """One arm's figures for one round."""
     cpu = phase["cpu_ms"]
-    # What the arm under test spends: routemesh's processes, or the compared proxy's (when its pid was given).
+    # What the arm under test spends: routemesh's processes, the compared proxy's (when its pid was given), or
+    # the floor's.
     if phase["arm"] == "compare":
         routemesh_cpu = cpu.get("compare")
+    elif phase["arm"] == "floor":
+        routemesh_cpu = sum(ms for name, ms in cpu.items() if name.startswith(FLOOR_PREFIX))
     else:
-        routemesh_cpu = sum(ms for name, ms in cpu.items() if name not in _NOT_ROUTEMESH)
+        routemesh_cpu = sum(ms for name, ms in cpu.items()
+                            if name not in _NOT_ROUTEMESH and not name.startswith(FLOOR_PREFIX))
     ok, tokens, wall = phase["ok"], phase["tokens"], phase["wall_s"]
     return {
         "ttft_p50_ms": percentile(sorted(phase["ttft_ms"]), 0.5) if phase["ttft_ms"] else None,
@@ -212,19 +233,12 @@ def expected_figure_keys(modes: list[str], tracings: list[str], concurrency: lis
                         keys += [figure_key(tracing, mode, c, fid, arm) for c in _levels_of(which, low, levels)]
                 if mode == "zero":
                     keys.append(figure_key(tracing, mode, None, "short_requests_per_s", arm))
-            if {"through", "gateway"} <= set(arms):
-                for fid, _, fig_modes, which in _GATEWAY_FIGURES:
-                    if mode in fig_modes:
-                        keys += [figure_key(tracing, mode, c, fid) for c in _levels_of(which, low, levels)]
+            for base, other, _, comparison in _COMPARISONS:
+                if {base, other} <= set(arms):
+                    for fid, _, fig_modes, which, _ in comparison:
+                        if mode in fig_modes:
+                            keys += [figure_key(tracing, mode, c, fid) for c in _levels_of(which, low, levels)]
     return keys
-
-
-def _gateway_values(fid: str, through: dict, gateway: dict) -> tuple[float | None, float | None, float | None]:
-    """(gRPC arm, gateway arm, gateway − gRPC) of one gateway figure in one round."""
-    key = {"gateway_added_ttft_p50_ms": "ttft_p50_ms", "gateway_added_ttft_p99_ms": "ttft_p99_ms",
-           "gateway_added_cpu_ms_per_request": "routemesh_cpu_ms_per_request"}[fid]
-    t, g = through.get(key), gateway.get(key)
-    return t, g, minus(g, t)
 
 
 def build_figures(phases: list[dict], micro: dict, modes: list[str], tracings: list[str],
@@ -255,17 +269,21 @@ def build_figures(phases: list[dict], micro: dict, modes: list[str], tracings: l
                     figures[key] = _short_requests(key, grouped, tracing, levels, arm,
                                                    targets["short_requests_per_s"] if arm == "through" else None)
                     figures[key].update(tracing=tracing, mode=mode, concurrency=None, arm=arm)
-            if {"through", "gateway"} <= set(arms):
-                for fid, label, fig_modes, which in _GATEWAY_FIGURES:
+            for base, other, section, comparison in _COMPARISONS:
+                if not {base, other} <= set(arms):
+                    continue
+                for fid, label, fig_modes, which, metric in comparison:
                     if mode not in fig_modes:
                         continue
                     for c in _levels_of(which, low, levels):
                         rounds = grouped.get((tracing, mode, c), {})
-                        values = [_gateway_values(fid, arms_of["through"], arms_of["gateway"])
-                                  for _, arms_of in sorted(rounds.items()) if {"through", "gateway"} <= set(arms_of)]
+                        # (base arm, compared arm, compared − base) per round
+                        values = [(b, o, minus(o, b)) for _, arms_of in sorted(rounds.items())
+                                  if {base, other} <= set(arms_of)
+                                  for b, o in [(arms_of[base].get(metric), arms_of[other].get(metric))]]
                         key = figure_key(tracing, mode, c, fid)
                         figures[key] = _figure(key, f"{label} (c={c})", fid, values, targets.get(fid),
-                                               tracing=tracing, mode=mode, concurrency=c, arm="gateway-vs-grpc")
+                                               tracing=tracing, mode=mode, concurrency=c, arm=section)
     for name, label in _MICROS:
         for q in ("p50", "p99"):
             fid = f"{name}_{q}_us"
@@ -369,6 +387,9 @@ def print_table(figures: dict[str, dict], out: TextIO) -> None:
         elif arm == "gateway-vs-grpc":
             title, columns = f"tracing {tracing} · {_MODE_TITLES.get(mode, mode)} · gateway against gRPC", \
                 ("gRPC", "gateway")
+        elif arm == "grpc-vs-floor":
+            title, columns = f"tracing {tracing} · {_MODE_TITLES.get(mode, mode)} · routemesh gRPC against the " \
+                "floor", ("floor", "gRPC")
         else:
             title = f"tracing {tracing} · {_MODE_TITLES.get(mode, mode)} · {ARM_TITLES.get(arm, arm)}"
             columns = ("direct", "through")
@@ -388,4 +409,6 @@ def print_table(figures: dict[str, dict], out: TextIO) -> None:
           "rounds.\n  CPU: direct = the sim serving the direct arm; through = every mesh process with the sim; "
           "added = routemesh's own processes\n  (the compared proxy's own process, when --compare-pid is given).\n"
           "  requests/s and tokens/s: the added/ratio column is through the arm; the target applies to it.\n"
-          "  gateway against gRPC: the gateway arm minus the gRPC arm of the same round.", file=out)
+          "  gateway against gRPC: the gateway arm minus the gRPC arm of the same round.\n"
+          "  floor: routemesh's hops and messages in bare Python gRPC (bench/floor.py), never traced; against the\n"
+          "  floor: the gRPC arm minus the floor arm of the same round, what routemesh's own code costs.", file=out)

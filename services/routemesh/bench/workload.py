@@ -149,11 +149,11 @@ def gateway_arm(gateway_url: str, timeout_s: float, tls_ca: str | None = None, a
 
 
 class ThroughArm:
-    """Streams RouterService.Chat with the model pinned, through the whole mesh."""
+    """Streams RouterService.Chat with the model pinned, through the whole mesh (or the floor's router)."""
 
-    name = "through"
-
-    def __init__(self, router_address: str, timeout_s: float, tls_ca: str | None = None, api_key: str = ""):
+    def __init__(self, router_address: str, timeout_s: float, tls_ca: str | None = None, api_key: str = "",
+                 name: str = "through"):
+        self.name = name
         self._client = AsyncRouterClient(router_address, timeout=timeout_s, tls_ca=tls_ca, api_key=api_key or None)
 
     async def one(self, index: int) -> Sample:
