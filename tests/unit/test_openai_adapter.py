@@ -6,6 +6,7 @@ import asyncio
 import json
 import socket
 import time
+from types import SimpleNamespace
 from email.utils import format_datetime
 from datetime import datetime, timedelta, UTC
 
@@ -18,9 +19,12 @@ from routemesh.executor.openai_adapter import (
     ProviderError,
     ProviderTarget,
     StreamEvent,
+    _sse_completion,
     parse_retry_after,
     stream_chat,
 )
+from routemesh.executor.provider_base import StreamReader
+from routemesh.executor.sse import SSEEvent
 from routemesh.sim import start_sim
 from tests.unit import replay_server
 from tests.unit.scripted_http import Reply, ScriptedServer, json_reply, sse
@@ -88,7 +92,8 @@ async def test_success_streams_deltas_usage_then_one_finish(client, sim):
     deltas = [e.text for e in events if e.kind == "delta"]
     assert deltas and all(deltas)
     usage, finish = events[-2], events[-1]
-    assert usage.output_tokens == len(deltas) and usage.input_tokens > 0
+    # The chunks one read brought are one delta, which counts them.
+    assert usage.output_tokens == sum(e.chunks for e in events if e.kind == "delta") and usage.input_tokens > 0
     assert finish.finish_reason == "stop"
     whole = await client.post_json(f"{sim.url}/chat/completions", {"model": "sim-fast", "messages": MESSAGES})
     assert "".join(deltas) == json.loads(await whole.aread())["choices"][0]["message"]["content"]
@@ -103,7 +108,7 @@ async def test_same_request_same_text(client, sim):
 
 async def test_length_finish(client, sim):
     events = await collect(client, target_for(sim.url), max_tokens=5)
-    assert [e.kind for e in events].count("delta") == 5
+    assert sum(e.chunks for e in events if e.kind == "delta") == 5
     assert events[-1].finish_reason == "length" and events[-2].output_tokens == 5
 
 
@@ -126,7 +131,7 @@ async def test_faults_map_to_outcomes(client, sim, fault, outcome, committed, st
     started = time.monotonic()
     error, events = await failure(client, target, headers=headers)
     assert (error.outcome, error.committed, error.http_status) == (outcome, committed, status)
-    assert [e.kind for e in events].count("delta") == (3 if committed else 0)
+    assert sum(e.chunks for e in events if e.kind == "delta") == (3 if committed else 0)
     assert "finish" not in [e.kind for e in events]
     assert time.monotonic() - started < 3.0
     if fault == "429":
@@ -389,3 +394,47 @@ async def test_forced_tool_call_with_stop_and_whole_completion(http):
     whole = {"choices": [{"message": {"content": None, "tool_calls": [piece]}, "finish_reason": "tool_calls"}]}
     async with ScriptedServer(lambda request: json_reply(whole)) as server:
         assert await collect(http, target_for(f"{server.url}/v1")) == events
+
+
+class _Batches(StreamReader):
+    """A StreamReader whose network reads are given: each list is what one read completed."""
+
+    def __init__(self, *reads: list[dict | str]):
+        self.call = SimpleNamespace(scrub=lambda text: text)
+        self.response = SimpleNamespace(status_code=200)
+        self.committed, self.finish_reason, self.done = False, "", False
+        self._reads = reads
+
+    async def batches(self):
+        for read in self._reads:
+            yield [SSEEvent(data=item if isinstance(item, str) else json.dumps(item)) for item in read]
+
+
+async def _events(reader: StreamReader) -> list[StreamEvent]:
+    return [event async for event in _sse_completion(reader)]
+
+
+async def test_the_chunks_of_one_read_are_one_delta_that_counts_them_and_keeps_the_order():
+    piece = {"index": 0, "id": "call_1", "function": {"name": "f", "arguments": "{}"}}
+    tool = {"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"tool_calls": [piece]}}]}
+    usage = chunk(usage={"prompt_tokens": 3, "completion_tokens": 5})
+    events = await _events(_Batches(
+        [chunk("a"), chunk("b"), chunk("c")],  # one read: one delta of three chunks
+        [chunk("d"), tool, chunk("e")],  # a tool-call piece between: text before it goes first
+        [chunk("f", finish="stop"), usage, "[DONE]", chunk("late")]))  # usage after the text; nothing after [DONE]
+    assert events == [StreamEvent("delta", text="abc", chunks=3), StreamEvent("delta", text="d"),
+                      StreamEvent("tool_call", tool_index=0, tool_call_id="call_1", tool_name="f",
+                                  arguments_fragment="{}"),
+                      StreamEvent("delta", text="e"), StreamEvent("delta", text="f"),
+                      StreamEvent("usage", input_tokens=3, output_tokens=5),
+                      StreamEvent("finish", finish_reason="tool_calls")]
+
+
+async def test_text_read_before_a_broken_chunk_is_delivered_before_the_error():
+    reader = _Batches([chunk("a"), chunk("b"), "{not json", chunk("never")])
+    seen: list[StreamEvent] = []
+    with pytest.raises(ProviderError) as caught:
+        async for event in _sse_completion(reader):
+            seen.append(event)
+    assert seen == [StreamEvent("delta", text="ab", chunks=2)]
+    assert caught.value.outcome == AttemptOutcome.TRUNCATED and caught.value.committed

@@ -200,55 +200,56 @@ def _merge_usage(usage: dict[str, Any], update: Any) -> None:
 async def _sse_message(reader: StreamReader) -> AsyncIterator[StreamEvent]:
     usage: dict[str, Any] = {}
     tool_blocks: dict[Any, int] = {}  # content block index -> tool_index
-    events = reader.events()
-    async with contextlib.aclosing(events):
-        async for sse in events:
-            if reader.done:
-                continue  # nothing after message_stop counts
-            try:
-                payload = orjson.loads(sse.data)
-            except ValueError:
-                raise reader.fail(AttemptOutcome.UPSTREAM_ERROR, "malformed JSON in stream", "server") from None
-            if not isinstance(payload, dict):
-                continue
-            kind = payload.get("type") or sse.event
-            if kind == "content_block_delta":
-                delta = payload.get("delta")
-                # thinking and signature deltas are not answer text
-                if isinstance(delta, dict) and delta.get("type") == "text_delta":
-                    text = delta.get("text")
-                    if isinstance(text, str) and text:
+    batches = reader.batches()
+    async with contextlib.aclosing(batches):
+        async for batch in batches:
+            for sse in batch:
+                if reader.done:
+                    continue  # nothing after message_stop counts
+                try:
+                    payload = orjson.loads(sse.data)
+                except ValueError:
+                    raise reader.fail(AttemptOutcome.UPSTREAM_ERROR, "malformed JSON in stream", "server") from None
+                if not isinstance(payload, dict):
+                    continue
+                kind = payload.get("type") or sse.event
+                if kind == "content_block_delta":
+                    delta = payload.get("delta")
+                    # thinking and signature deltas are not answer text
+                    if isinstance(delta, dict) and delta.get("type") == "text_delta":
+                        text = delta.get("text")
+                        if isinstance(text, str) and text:
+                            reader.committed = True
+                            yield StreamEvent("delta", text=text)
+                    elif isinstance(delta, dict) and delta.get("type") == "input_json_delta":
+                        fragment = delta.get("partial_json")
+                        index = tool_blocks.get(payload.get("index"))
+                        if index is not None and isinstance(fragment, str) and fragment:
+                            reader.committed = True
+                            yield StreamEvent("tool_call", tool_index=index, arguments_fragment=fragment)
+                elif kind == "content_block_start":
+                    block = payload.get("content_block")
+                    if isinstance(block, dict) and block.get("type") == "tool_use":
+                        index = tool_blocks[payload.get("index")] = len(tool_blocks)
                         reader.committed = True
-                        yield StreamEvent("delta", text=text)
-                elif isinstance(delta, dict) and delta.get("type") == "input_json_delta":
-                    fragment = delta.get("partial_json")
-                    index = tool_blocks.get(payload.get("index"))
-                    if index is not None and isinstance(fragment, str) and fragment:
-                        reader.committed = True
-                        yield StreamEvent("tool_call", tool_index=index, arguments_fragment=fragment)
-            elif kind == "content_block_start":
-                block = payload.get("content_block")
-                if isinstance(block, dict) and block.get("type") == "tool_use":
-                    index = tool_blocks[payload.get("index")] = len(tool_blocks)
-                    reader.committed = True
-                    yield StreamEvent("tool_call", tool_index=index, tool_call_id=str(block.get("id") or ""),
-                                      tool_name=str(block.get("name") or ""))
-            elif kind == "message_start":
-                message = payload.get("message")
-                _merge_usage(usage, message.get("usage") if isinstance(message, dict) else None)
-            elif kind == "message_delta":
-                delta = payload.get("delta")
-                stop = delta.get("stop_reason") if isinstance(delta, dict) else None
-                if isinstance(stop, str) and stop:
-                    reader.finish_reason = STOP_REASONS.get(stop, stop)
-                _merge_usage(usage, payload.get("usage"))
-            elif kind == "message_stop":
-                reader.done = True
-            elif kind == "error":
-                reason = error_reason(0, payload)
-                outcome = AttemptOutcome.RATE_LIMITED if reason == "rate_limit" else AttemptOutcome.UPSTREAM_ERROR
-                message, error_type = _error_fields(payload)
-                raise reader.fail(outcome, f"error in stream: {error_type} {message}".strip(), reason)
+                        yield StreamEvent("tool_call", tool_index=index, tool_call_id=str(block.get("id") or ""),
+                                          tool_name=str(block.get("name") or ""))
+                elif kind == "message_start":
+                    message = payload.get("message")
+                    _merge_usage(usage, message.get("usage") if isinstance(message, dict) else None)
+                elif kind == "message_delta":
+                    delta = payload.get("delta")
+                    stop = delta.get("stop_reason") if isinstance(delta, dict) else None
+                    if isinstance(stop, str) and stop:
+                        reader.finish_reason = STOP_REASONS.get(stop, stop)
+                    _merge_usage(usage, payload.get("usage"))
+                elif kind == "message_stop":
+                    reader.done = True
+                elif kind == "error":
+                    reason = error_reason(0, payload)
+                    outcome = AttemptOutcome.RATE_LIMITED if reason == "rate_limit" else AttemptOutcome.UPSTREAM_ERROR
+                    message, error_type = _error_fields(payload)
+                    raise reader.fail(outcome, f"error in stream: {error_type} {message}".strip(), reason)
     if not reader.finish_reason:
         raise reader.fail(AttemptOutcome.UPSTREAM_ERROR, "stream ended without a stop reason", "server")
     if usage:

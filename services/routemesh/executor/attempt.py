@@ -172,7 +172,7 @@ class AttemptRunner:
                     last_at = time.monotonic()
                     if not self.chunks:
                         first_at = last_at
-                    self.chunks += 1
+                    self.chunks += event.chunks
                     if event.kind == "delta":
                         self.text.append(event.text)
                         self.queue.put_nowait(AttemptEvent(self, text=event.text))

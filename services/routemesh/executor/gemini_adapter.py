@@ -271,15 +271,16 @@ class _Answer:
 
 async def _sse_chunks(reader: StreamReader) -> AsyncIterator[StreamEvent]:
     answer = _Answer(reader)
-    events = reader.events()
-    async with contextlib.aclosing(events):
-        async for sse in events:
-            try:
-                payload = orjson.loads(sse.data)
-            except ValueError:
-                raise reader.fail(AttemptOutcome.UPSTREAM_ERROR, "malformed JSON in stream", "server") from None
-            for event in answer.feed(payload):
-                yield event
+    batches = reader.batches()
+    async with contextlib.aclosing(batches):
+        async for batch in batches:
+            for sse in batch:
+                try:
+                    payload = orjson.loads(sse.data)
+                except ValueError:
+                    raise reader.fail(AttemptOutcome.UPSTREAM_ERROR, "malformed JSON in stream", "server") from None
+                for event in answer.feed(payload):
+                    yield event
     for event in answer.end():
         yield event
 

@@ -262,40 +262,58 @@ def _tool_call_events(pieces: Any, started: set[int]) -> list[StreamEvent]:
 
 
 async def _sse_completion(reader: StreamReader) -> AsyncIterator[StreamEvent]:
+    """The stream's events; the content of the chunks one network read brought is one delta (StreamEvent.chunks),
+    ended early by a tool-call piece or usage so the order holds, and delivered before an error that followed it."""
     started: set[int] = set()
-    events = reader.events()
-    async with contextlib.aclosing(events):
-        async for sse in events:
-            if reader.done:
-                continue  # nothing after [DONE] counts
-            if sse.data.strip() == "[DONE]":
-                reader.done = True
-                continue
-            try:
-                payload = orjson.loads(sse.data)
-            except ValueError:
-                raise reader.fail(AttemptOutcome.UPSTREAM_ERROR, "malformed JSON in stream", "server") from None
-            if not isinstance(payload, dict):
-                continue
-            if payload.get("error"):
-                raise reader.fail(AttemptOutcome.UPSTREAM_ERROR, f"error in stream: {_error_detail(payload)}",
-                                  error_reason(0, payload))
-            choices = payload.get("choices")
-            if isinstance(choices, list) and choices and isinstance(choices[0], dict):
-                delta = choices[0].get("delta")
-                text = delta.get("content") if isinstance(delta, dict) else None
-                if isinstance(text, str) and text:
-                    reader.committed = True
-                    yield StreamEvent("delta", text=text)
-                for event in _tool_call_events(delta.get("tool_calls") if isinstance(delta, dict) else None,
-                                               started):
-                    reader.committed = True
-                    yield event
-                if choices[0].get("finish_reason"):
-                    reader.finish_reason = str(choices[0]["finish_reason"])
-            usage = _usage_event(payload.get("usage"))
-            if usage:
-                yield usage
+    batches = reader.batches()
+    async with contextlib.aclosing(batches):
+        async for batch in batches:
+            text: list[str] = []
+            error: ProviderError | None = None
+            for sse in batch:
+                if reader.done:
+                    continue  # nothing after [DONE] counts
+                if sse.data.strip() == "[DONE]":
+                    reader.done = True
+                    continue
+                try:
+                    payload = orjson.loads(sse.data)
+                except ValueError:
+                    error = reader.fail(AttemptOutcome.UPSTREAM_ERROR, "malformed JSON in stream", "server")
+                    break
+                if not isinstance(payload, dict):
+                    continue
+                if payload.get("error"):
+                    error = reader.fail(AttemptOutcome.UPSTREAM_ERROR, f"error in stream: {_error_detail(payload)}",
+                                        error_reason(0, payload))
+                    break
+                choices = payload.get("choices")
+                if isinstance(choices, list) and choices and isinstance(choices[0], dict):
+                    delta = choices[0].get("delta")
+                    content = delta.get("content") if isinstance(delta, dict) else None
+                    if isinstance(content, str) and content:
+                        reader.committed = True
+                        text.append(content)
+                    pieces = _tool_call_events(delta.get("tool_calls") if isinstance(delta, dict) else None, started)
+                    if pieces:
+                        if text:
+                            yield StreamEvent("delta", text="".join(text), chunks=len(text))
+                            text = []
+                        reader.committed = True
+                        for event in pieces:
+                            yield event
+                    if choices[0].get("finish_reason"):
+                        reader.finish_reason = str(choices[0]["finish_reason"])
+                usage = _usage_event(payload.get("usage"))
+                if usage:
+                    if text:
+                        yield StreamEvent("delta", text="".join(text), chunks=len(text))
+                        text = []
+                    yield usage
+            if text:
+                yield StreamEvent("delta", text="".join(text), chunks=len(text))
+            if error is not None:
+                raise error
     if not reader.finish_reason:
         raise reader.fail(AttemptOutcome.UPSTREAM_ERROR, "stream ended without a finish reason", "server")
     yield StreamEvent("finish", finish_reason=finish_with_tools(reader.finish_reason, bool(started)))

@@ -69,6 +69,9 @@ class StreamEvent:
     A tool call arrives as "tool_call" events sharing a tool_index (0, 1, ... in the order calls start):
     the first carries tool_call_id and tool_name, every one may carry the next arguments_fragment of the
     call's JSON arguments. The finish event's finish_reason is "tool_calls" when the model stopped to call.
+
+    A delta may carry the text of several provider chunks that arrived in one read from the network: `chunks`
+    says how many (each event costs every layer above the adapter, and a fast model's chunks arrive in bursts).
     """
 
     kind: Literal["delta", "tool_call", "usage", "finish"]
@@ -82,6 +85,7 @@ class StreamEvent:
     tool_call_id: str = ""
     tool_name: str = ""
     arguments_fragment: str = ""
+    chunks: int = 1
 
 
 class ProviderError(Exception):
@@ -327,7 +331,13 @@ class StreamReader:
         return ProviderError(outcome, self.call.scrub(what), http_status=self.response.status_code,
                              committed=self.committed, reason=reason)
 
-    async def events(self) -> AsyncIterator[SSEEvent]:
+    async def batches(self) -> AsyncIterator[list[SSEEvent]]:
+        """The events each read from the network completed, as one list (never empty): adapters handle a burst of
+        chunks at once instead of passing every chunk through each layer above them.
+
+        The flags are read before each read, so what a consumer sets while it goes through a list is in effect for
+        the next read.
+        """
         call, loop = self.call, self.call.loop
         decoder = SSEDecoder()
         chunks = self.response.aiter_bytes()
@@ -359,8 +369,8 @@ class StreamReader:
                         return
                     broken = type(exc.__cause__ or exc).__name__
                     raise self.fail(AttemptOutcome.UPSTREAM_ERROR, f"stream broken ({broken})", "connection") from None
-                for event in events:
-                    yield event
+                if events:
+                    yield events
                 if ended:
                     return
         finally:
