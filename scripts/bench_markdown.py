@@ -3,6 +3,7 @@
     python scripts/bench_markdown.py service.json local.json     the targets: a column per file and tracing setting
     python scripts/bench_markdown.py --sizing service.json       what one core of each service serves
     python scripts/bench_markdown.py --side-by-side peer.json    the compared proxy, the gateway and gRPC
+    python scripts/bench_markdown.py --floor service.json        the floor (bench --floor), gRPC, and the difference
 """
 
 from __future__ import annotations
@@ -82,6 +83,34 @@ def side_by_side(path: str) -> None:
         print(f"| {label} | " + " | ".join(cells) + " |")
 
 
+# (figure id, its "over the floor" id, mode, concurrency, label)
+FLOOR = [
+    ("added_ttft_p50_ms", "floor_added_ttft_p50_ms", "zero", 1, "added TTFT p50, one stream (ms)"),
+    ("added_ttft_p99_ms", "floor_added_ttft_p99_ms", "zero", 1, "added TTFT p99, one stream (ms)"),
+    ("cpu_ms_per_request", "floor_added_cpu_ms_per_request", "zero", 16, "CPU per request, 16 streams (ms)"),
+    ("cpu_ms_per_token", "floor_added_cpu_ms_per_token", "zero", 64, "CPU per relayed token, 64 streams (ms)"),
+    ("cpu_ms_per_token", "floor_added_cpu_ms_per_token", "realistic", 64,
+     "CPU per paced token, 64 streams, realistic (ms)"),
+]
+
+
+def floor_table(path: str) -> None:
+    """Per tracing setting: the floor arm, routemesh's gRPC arm, and gRPC over the floor (per round, medians)."""
+    run = json.loads(Path(path).read_text())
+    figures, tracings = run["figures"], run["config"]["tracing"]
+    print("| figure | target | " + " | ".join(f"floor (never traced), tracing-{t} run | routemesh gRPC, tracing {t} | "
+                                           f"routemesh over the floor, tracing {t}" for t in tracings) + " |")
+    print("|---|---|" + "---|---|---|" * len(tracings))
+    for fid, over, mode, c, label in FLOOR:
+        cells, target = [], ""
+        for tracing in tracings:
+            grpc = figures.get(f"tracing={tracing}/{mode}/c={c}/{fid}")
+            target = target or target_text(grpc)
+            cells += [cell(figures.get(f"tracing={tracing}/{mode}/via=floor/c={c}/{fid}")), cell(grpc),
+                      cell(figures.get(f"tracing={tracing}/{mode}/c={c}/{over}"))]
+        print(f"| {label} | {target} | " + " | ".join(cells) + " |")
+
+
 def sizing_table(path: str) -> None:
     run = json.loads(Path(path).read_text())
     # Recomputed from the phases, so a run's table follows report.sizing as it is now.
@@ -101,6 +130,9 @@ def main(paths: list[str]) -> None:
         return
     if paths[:1] == ["--side-by-side"]:
         side_by_side(paths[1])
+        return
+    if paths[:1] == ["--floor"]:
+        floor_table(paths[1])
         return
     runs = [(Path(p).stem, json.loads(Path(p).read_text())) for p in paths]
     columns = [(f"{name}, tracing {tracing}", run["figures"], tracing)

@@ -52,10 +52,27 @@ async def test_the_floor_relays_the_whole_answer(sim, classifier):
 def test_a_floor_process_that_cannot_listen_is_an_error_with_its_reason(sim):
     floor = Floor(sim, UPSTREAM_MODEL, classifier=False)
     with socket.socket() as taken:
-        taken.bind(("127.0.0.1", floor.ports["executor"]))
-        taken.listen()
+        taken.bind(("127.0.0.1", floor.ports["executor"]))  # bound, not listening: nothing answers there either
         try:
             with pytest.raises(FloorError, match="floor executor exited: .*cannot listen on 127.0.0.1"):
                 floor.start()
         finally:
             floor.stop()
+
+
+async def test_requests_fail_rather_than_hang_when_the_classifier_goes_away(sim):
+    floor = Floor(sim, UPSTREAM_MODEL)
+    floor.start()
+    try:
+        arm = ThroughArm(floor.address(), 10, name="floor")
+        try:
+            assert (await arm.one(0)).ok
+            floor.processes["classifier"].kill()
+            floor.processes["classifier"].wait(5)
+            started = time.monotonic()
+            sample = await arm.one(1)
+            assert not sample.ok and sample.error and time.monotonic() - started < 5, sample
+        finally:
+            await arm.aclose()
+    finally:
+        floor.stop()

@@ -41,7 +41,10 @@ async def _server(port: int):
 
     from routemesh.common.serve import SERVER_OPTIONS
 
-    server = grpc.aio.server(options=SERVER_OPTIONS)
+    # Without the services' connection age: the router's classify stream lives as long as the run (routemesh's
+    # router renews its streams every 30 s for new replicas; the floor has one of each process).
+    options = [(name, value) for name, value in SERVER_OPTIONS if not name.startswith("grpc.max_connection_age")]
+    server = grpc.aio.server(options=options)
     try:
         server.add_insecure_port(f"127.0.0.1:{port}")
     except RuntimeError:  # grpc's "Failed to bind": the port is taken
@@ -126,13 +129,24 @@ async def serve_router(port: int, classifier: str, executor: str) -> None:
         while True:
             yield await outbox.get()
 
-    async def answers() -> None:  # the one ClassifyStream, opened at start as the router's are
+    async def answers() -> None:  # one ClassifyStream, opened at start as the router's are, reopened if it ends
         channel = grpc.aio.insecure_channel(classifier, options=CHANNEL_OPTIONS)
-        stream = classifier_pb2_grpc.ClassifierServiceStub(channel).ClassifyStream(requests())
-        async for answer in stream:
-            future = waiting.pop(answer.id, None)
-            if future is not None and not future.done():
-                future.set_result(answer)
+        stub = classifier_pb2_grpc.ClassifierServiceStub(channel)
+        while True:
+            ended: Exception = RuntimeError("the classify stream ended")
+            try:
+                async for answer in stub.ClassifyStream(requests()):
+                    future = waiting.pop(answer.id, None)
+                    if future is not None and not future.done():
+                        future.set_result(answer)
+            except grpc.aio.AioRpcError as exc:
+                ended = exc
+            # Requests waiting on it fail now instead of hanging; the next ones go to a new stream.
+            for future in waiting.values():
+                if not future.done():
+                    future.set_exception(ended)
+            waiting.clear()
+            await asyncio.sleep(0.1)
 
     class Router(router_pb2_grpc.RouterServiceServicer):
         async def Chat(self, request, context):  # noqa: N802
