@@ -167,6 +167,16 @@ class FinishedIds:
         self._forget_at = {k: t for k, t in self._forget_at.items() if t > now_ms}
 
 
+def drop_expired(holds: dict[str, tuple[int, int]], now_ms: int) -> int:
+    """Remove the holds (id -> (micros, expires_at_ms)) expired at `now_ms`; the micros they held."""
+    freed = 0
+    for hold_id, (micros, expires) in list(holds.items()):
+        if expires <= now_ms:
+            del holds[hold_id]
+            freed += micros
+    return freed
+
+
 @dataclass
 class _Account:
     spent: int = 0
@@ -175,10 +185,7 @@ class _Account:
     forget_at_ms: int = 0
 
     def sweep(self, now_ms: int) -> None:
-        for hold_id, (micros, expires) in list(self.holds.items()):
-            if expires <= now_ms:
-                del self.holds[hold_id]
-                self.reserved -= micros
+        self.reserved -= drop_expired(self.holds, now_ms)
 
 
 class InMemoryBudgetLedger:

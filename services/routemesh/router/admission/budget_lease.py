@@ -40,6 +40,7 @@ from routemesh.router.admission.budget import (
     BudgetUnavailable,
     FinishedIds,
     Reservation,
+    drop_expired,
     _check_amount,
     _ms,
     _scope_periods,
@@ -110,10 +111,7 @@ class _Lease:
         return self.lease - self.committed - self.unflushed - self.sending if now_ms < self.valid_until_ms else 0
 
     def sweep(self, now_ms: int) -> None:
-        for hold_id, (micros, expires) in list(self.holds.items()):
-            if expires <= now_ms:
-                del self.holds[hold_id]
-                self.committed -= micros
+        self.committed -= drop_expired(self.holds, now_ms)
 
     def status(self) -> BudgetStatus:
         return status_of(self.scope, self.spent + self.unflushed + self.sending, self.others + self.committed)
