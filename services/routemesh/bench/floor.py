@@ -244,7 +244,9 @@ class Floor:
 
     def pids(self) -> dict[str, int]:
         """CPU groups for the bench's meter: floor-router, floor-classifier, floor-executor."""
-        return {f"floor-{role}": process.pid for role, process in self.processes.items()}
+        from routemesh.bench.report import FLOOR_PREFIX
+
+        return {FLOOR_PREFIX + role: process.pid for role, process in self.processes.items()}
 
     def stop(self, timeout_s: float = 5.0) -> None:
         for process in self.processes.values():
